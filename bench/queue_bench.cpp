@@ -1,0 +1,343 @@
+// queue_bench: DropHeadQueue vs boost::lockfree::spsc_queue vs std::mutex + std::deque,
+// one producer and one consumer thread, measured in one run.
+//
+//   no overflow : capacity 1024, lossless. DropHeadQueue uses its block policy with
+//                 push()/pop_for() (the real blocking API); the mutex queue is the
+//                 classic condition-variable design; boost spsc spins on both ends.
+//   overflow    : capacity 64, the consumer does ~1 us of work per item, so the queue
+//                 stays full. DropHeadQueue and the mutex queue drop the oldest item;
+//                 boost spsc cannot, so it refuses the newest.
+//
+// Each case runs `--rounds` times interleaved; the median is reported.
+// Usage: queue_bench [--items N] [--rounds R] [--json]
+#include <edgert/drophead_queue.hpp>
+
+#include <boost/lockfree/spsc_queue.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Item = std::uint64_t;
+
+// The baseline a DropHeadQueue replaces: a bounded deque under one mutex.
+class MutexDeque {
+ public:
+  explicit MutexDeque(std::size_t cap) : cap_(cap) {}
+  void push_blocking(Item v) {
+    std::unique_lock lk(mu_);
+    not_full_.wait(lk, [&] { return q_.size() < cap_; });
+    q_.push_back(v);
+    lk.unlock();
+    not_empty_.notify_one();
+  }
+  // Drop-oldest push; returns true if something was dropped.
+  bool push_drop_head(Item v) {
+    std::lock_guard lk(mu_);
+    bool dropped = false;
+    if (q_.size() >= cap_) {
+      q_.pop_front();
+      dropped = true;
+    }
+    q_.push_back(v);
+    not_empty_.notify_one();
+    return dropped;
+  }
+  bool pop_for(Item& out, std::chrono::milliseconds t) {
+    std::unique_lock lk(mu_);
+    if (!not_empty_.wait_for(lk, t, [&] { return !q_.empty(); })) return false;
+    out = q_.front();
+    q_.pop_front();
+    lk.unlock();
+    not_full_.notify_one();
+    return true;
+  }
+
+ private:
+  std::size_t cap_;
+  std::mutex mu_;
+  std::condition_variable not_empty_, not_full_;
+  std::deque<Item> q_;
+};
+
+inline void work(int spins) {
+  for (int i = 0; i < spins; ++i) edgert::detail::cpu_relax();
+}
+
+struct Run {
+  double seconds = 0;
+  std::uint64_t delivered = 0;
+  std::uint64_t dropped = 0;
+  std::uint64_t checksum = 0;
+};
+
+// Runs producer(n) and consumer() on two threads; the consumer returns when it has
+// seen the end marker (Item max) so every design is timed from first push to last pop.
+Run timed(const std::function<std::uint64_t()>& producer, const std::function<Run()>& consumer) {
+  Run consumed;
+  std::uint64_t dropped = 0;
+  std::atomic<bool> go{false};
+  std::thread c([&] {
+    while (!go.load()) {
+    }
+    consumed = consumer();
+  });
+  const auto t0 = Clock::now();
+  go = true;
+  dropped = producer();
+  c.join();
+  consumed.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  consumed.dropped = dropped;
+  return consumed;
+}
+
+constexpr Item kEnd = ~Item{0};
+
+Run drophead_lossless(std::uint64_t n) {
+  edgert::DropHeadQueue<Item> q(1024, edgert::OverflowPolicy::block);
+  return timed(
+      [&] {
+        for (Item i = 0; i < n; ++i) (void)q.push(Item{i});
+        (void)q.push(Item{kEnd});
+        return std::uint64_t{0};
+      },
+      [&] {
+        Run r;
+        for (;;) {
+          auto v = q.pop_for(std::chrono::milliseconds(100));
+          if (!v) continue;
+          if (*v == kEnd) break;
+          r.delivered++;
+          r.checksum += *v;
+        }
+        return r;
+      });
+}
+
+Run boost_spsc_lossless(std::uint64_t n) {
+  boost::lockfree::spsc_queue<Item, boost::lockfree::capacity<1024>> q;
+  return timed(
+      [&] {
+        for (Item i = 0; i < n; ++i) {
+          while (!q.push(i)) edgert::detail::cpu_relax();
+        }
+        while (!q.push(kEnd)) edgert::detail::cpu_relax();
+        return std::uint64_t{0};
+      },
+      [&] {
+        Run r;
+        Item v;
+        for (;;) {
+          if (!q.pop(v)) {
+            edgert::detail::cpu_relax();
+            continue;
+          }
+          if (v == kEnd) break;
+          r.delivered++;
+          r.checksum += v;
+        }
+        return r;
+      });
+}
+
+Run mutex_lossless(std::uint64_t n) {
+  MutexDeque q(1024);
+  return timed(
+      [&] {
+        for (Item i = 0; i < n; ++i) q.push_blocking(i);
+        q.push_blocking(kEnd);
+        return std::uint64_t{0};
+      },
+      [&] {
+        Run r;
+        Item v;
+        for (;;) {
+          if (!q.pop_for(v, std::chrono::milliseconds(100))) continue;
+          if (v == kEnd) break;
+          r.delivered++;
+          r.checksum += v;
+        }
+        return r;
+      });
+}
+
+constexpr int kWorkSpins = 40;  // ~1 us per consumed item on this class of machine
+
+Run drophead_overflow(std::uint64_t n) {
+  std::uint64_t dropped = 0;
+  edgert::DropHeadQueue<Item> q(64, edgert::OverflowPolicy::drop_head, [&](Item&&) { ++dropped; });
+  Run r = timed(
+      [&] {
+        for (Item i = 0; i < n; ++i) (void)q.try_push(Item{i});
+        q.close();
+        return std::uint64_t{0};
+      },
+      [&] {
+        Run rr;
+        for (;;) {
+          auto v = q.pop_for(std::chrono::milliseconds(100));
+          if (!v) {
+            if (q.closed() && q.size() == 0) break;
+            continue;
+          }
+          rr.delivered++;
+          work(kWorkSpins);
+        }
+        return rr;
+      });
+  r.dropped = dropped;
+  return r;
+}
+
+Run boost_spsc_overflow(std::uint64_t n) {
+  boost::lockfree::spsc_queue<Item, boost::lockfree::capacity<64>> q;
+  std::atomic<bool> done{false};
+  return timed(
+      [&] {
+        std::uint64_t dropped = 0;
+        for (Item i = 0; i < n; ++i) dropped += !q.push(i);
+        done = true;
+        return dropped;
+      },
+      [&] {
+        Run r;
+        Item v;
+        for (;;) {
+          if (q.pop(v)) {
+            r.delivered++;
+            work(kWorkSpins);
+          } else if (done.load()) {
+            if (!q.pop(v)) break;
+            r.delivered++;
+          }
+        }
+        return r;
+      });
+}
+
+Run mutex_overflow(std::uint64_t n) {
+  MutexDeque q(64);
+  std::atomic<bool> done{false};
+  return timed(
+      [&] {
+        std::uint64_t dropped = 0;
+        for (Item i = 0; i < n; ++i) dropped += q.push_drop_head(i);
+        done = true;
+        return dropped;
+      },
+      [&] {
+        Run r;
+        Item v;
+        for (;;) {
+          if (q.pop_for(v, std::chrono::milliseconds(1))) {
+            r.delivered++;
+            work(kWorkSpins);
+          } else if (done.load()) {
+            break;
+          }
+        }
+        return r;
+      });
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct Case {
+  const char* name;
+  Run (*fn)(std::uint64_t);
+  std::vector<double> mops;  // pushes per second, millions
+  Run last;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::uint64_t items = 5'000'000;
+  int rounds = 5;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--json")) {
+      json = true;
+    } else if (!std::strcmp(argv[i], "--items") && i + 1 < argc) {
+      items = std::stoull(argv[++i]);
+    } else if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc) {
+      rounds = std::max(1, std::atoi(argv[++i]));
+    } else {
+      std::fprintf(stderr, "usage: %s [--items N] [--rounds R] [--json]\n", argv[0]);
+      return 2;
+    }
+  }
+
+  std::vector<Case> lossless = {{"drophead", drophead_lossless, {}, {}},
+                                {"boost_spsc", boost_spsc_lossless, {}, {}},
+                                {"mutex_deque", mutex_lossless, {}, {}}};
+  std::vector<Case> overflow = {{"drophead", drophead_overflow, {}, {}},
+                                {"boost_spsc", boost_spsc_overflow, {}, {}},
+                                {"mutex_deque", mutex_overflow, {}, {}}};
+  const std::uint64_t expected_sum = items * (items - 1) / 2;
+  for (int r = 0; r < rounds; ++r) {
+    for (auto* set : {&lossless, &overflow}) {
+      for (auto& c : *set) {
+        c.last = c.fn(items);
+        c.mops.push_back(double(items) / c.last.seconds / 1e6);
+        if (set == &lossless && (c.last.delivered != items || c.last.checksum != expected_sum)) {
+          std::fprintf(stderr, "%s lost items: %llu of %llu\n", c.name,
+                       static_cast<unsigned long long>(c.last.delivered), static_cast<unsigned long long>(items));
+          return 1;
+        }
+      }
+    }
+  }
+
+  auto med = [](const Case& c) { return median(c.mops); };
+  const double vs_spsc = med(lossless[0]) / med(lossless[1]);
+  const double vs_mutex = med(lossless[0]) / med(lossless[2]);
+  const double ovf_vs_mutex = med(overflow[0]) / med(overflow[2]);
+
+  if (json) {
+    std::printf("{\"items\": %llu, \"rounds\": %d, \"threads\": {\"producers\": 1, \"consumers\": 1},\n",
+                static_cast<unsigned long long>(items), rounds);
+    for (auto* set : {&lossless, &overflow}) {
+      std::printf("  \"%s\": {", set == &lossless ? "no_overflow_mops" : "overflow_push_mops");
+      for (std::size_t i = 0; i < set->size(); ++i) {
+        std::printf("%s\"%s\": %.2f", i ? ", " : "", (*set)[i].name, med((*set)[i]));
+      }
+      std::printf("},\n");
+    }
+    std::printf("  \"overflow_dropped\": {");
+    for (std::size_t i = 0; i < overflow.size(); ++i) {
+      std::printf("%s\"%s\": %llu", i ? ", " : "", overflow[i].name,
+                  static_cast<unsigned long long>(overflow[i].last.dropped));
+    }
+    std::printf("},\n  \"drophead_vs_boost_spsc\": %.3f,\n  \"drophead_vs_mutex_deque\": %.3f,\n"
+                "  \"overflow_drophead_vs_mutex_deque\": %.3f}\n",
+                vs_spsc, vs_mutex, ovf_vs_mutex);
+    return 0;
+  }
+  std::printf("queue_bench: %llu items, 1 producer + 1 consumer, median of %d rounds\n\n",
+              static_cast<unsigned long long>(items), rounds);
+  std::printf("%-12s %22s %22s %16s\n", "queue", "no overflow (Mitems/s)", "overflow (Mpush/s)", "overflow drops");
+  for (std::size_t i = 0; i < lossless.size(); ++i) {
+    std::printf("%-12s %22.2f %22.2f %16llu\n", lossless[i].name, med(lossless[i]), med(overflow[i]),
+                static_cast<unsigned long long>(overflow[i].last.dropped));
+  }
+  std::printf("\ndrophead_vs_boost_spsc  = %.3f (goal >= 0.5)\n", vs_spsc);
+  std::printf("drophead_vs_mutex_deque = %.3f (goal >= 3)\n", vs_mutex);
+  return 0;
+}

@@ -1,0 +1,13 @@
+# EDGERT_SANITIZE=address,undefined or thread instruments everything this project builds.
+if(EDGERT_SANITIZE)
+  set(_san "-fsanitize=${EDGERT_SANITIZE}" -fno-omit-frame-pointer)
+  if(EDGERT_SANITIZE MATCHES "undefined")
+    list(APPEND _san -fno-sanitize-recover=undefined)
+  endif()
+  add_compile_options(${_san})
+  add_link_options(${_san})
+  string(REPLACE ";" " " EDGERT_SANITIZER_FLAGS "${_san}")
+  set(EDGERT_SANITIZER_FLAGS "${EDGERT_SANITIZER_FLAGS}" CACHE INTERNAL "")
+else()
+  set(EDGERT_SANITIZER_FLAGS "" CACHE INTERNAL "")
+endif()

@@ -1,0 +1,12 @@
+// Umbrella header: everything a host application needs from libedgert.
+// Plugin authors include <edgert/plugin_abi.h> (C) or <edgert/plugin.hpp> instead.
+#pragma once
+
+#include <edgert/base_worker.hpp>
+#include <edgert/config.hpp>
+#include <edgert/drophead_queue.hpp>
+#include <edgert/export.hpp>
+#include <edgert/log.hpp>
+#include <edgert/status.hpp>
+#include <edgert/system_runtime.hpp>
+#include <edgert/version.hpp>

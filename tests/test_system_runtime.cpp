@@ -1,0 +1,207 @@
+#include <edgert/system_runtime.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using edgert::LifecycleHooks;
+using edgert::Stage;
+using edgert::SystemRuntime;
+
+namespace {
+
+struct Recorder {
+  std::mutex mu;
+  std::vector<std::string> events;
+  void add(std::string e) {
+    std::lock_guard lk(mu);
+    events.push_back(std::move(e));
+  }
+  LifecycleHooks hooks(const std::string& name, bool with_drain = false) {
+    LifecycleHooks h;
+    h.name = name;
+    h.start = [this, name] { add("start:" + name); };
+    h.stop = [this, name] { add("stop:" + name); };
+    if (with_drain) {
+      h.drain = [this, name] {
+        add("drain:" + name);
+        return std::size_t{1};
+      };
+    }
+    return h;
+  }
+};
+
+edgert::RuntimeOptions quiet() {
+  edgert::RuntimeOptions o;
+  o.heartbeat_hz = 0;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("start and stop run the stages in order", "[runtime]") {
+  Recorder rec;
+  SystemRuntime rt(quiet());
+  // Registered out of order on purpose.
+  REQUIRE(rt.add_participant(Stage::triggers, rec.hooks("trigger")).ok());
+  REQUIRE(rt.add_participant(Stage::outputs, rec.hooks("output")).ok());
+  REQUIRE(rt.add_participant(Stage::acquisition, rec.hooks("camera")).ok());
+  REQUIRE(rt.add_participant(Stage::comms, rec.hooks("mqtt")).ok());
+  REQUIRE(rt.add_participant(Stage::processing, rec.hooks("detect", true)).ok());
+  REQUIRE(rt.add_participant(Stage::processing, rec.hooks("business")).ok());
+  REQUIRE(rt.add_participant(Stage::build, rec.hooks("wiring")).ok());
+  REQUIRE(rt.add_participant(Stage::config, rec.hooks("config")).ok());
+
+  REQUIRE(rt.start().ok());
+  CHECK(rt.running());
+  CHECK(rt.start().ok());  // idempotent
+  rt.stop();
+  rt.stop();  // idempotent
+  CHECK_FALSE(rt.running());
+
+  const std::vector<std::string> expected = {
+      "start:config", "start:wiring", "start:detect", "start:business", "start:camera",
+      "start:mqtt",   "start:output", "start:trigger",
+      "stop:trigger", "stop:camera",  "stop:business", "stop:detect", "drain:detect",
+      "stop:output",  "stop:mqtt",    "stop:wiring",   "stop:config"};
+  CHECK(rec.events == expected);
+  CHECK(rt.start().code() == edgert::ErrorCode::closed);
+  CHECK(rt.add_participant(Stage::outputs, rec.hooks("late")).code() == edgert::ErrorCode::invalid_argument);
+}
+
+TEST_CASE("a failing start stops what already started and names the culprit", "[runtime]") {
+  Recorder rec;
+  SystemRuntime rt(quiet());
+  REQUIRE(rt.add_participant(Stage::config, rec.hooks("config")).ok());
+  REQUIRE(rt.add_participant(Stage::triggers, rec.hooks("trigger")).ok());
+  LifecycleHooks bad = rec.hooks("detect");
+  bad.start = [] { throw std::runtime_error("model file missing"); };
+  REQUIRE(rt.add_participant(Stage::processing, bad).ok());
+
+  const auto st = rt.start();
+  REQUIRE_FALSE(st.ok());
+  CHECK_THAT(st.message(), Catch::Contains("detect") && Catch::Contains("model file missing"));
+  CHECK(rec.events == std::vector<std::string>{"start:config", "stop:config"});
+  CHECK_FALSE(rt.running());
+}
+
+TEST_CASE("stop called from inside a stop hook returns at once", "[runtime]") {
+  SystemRuntime rt(quiet());
+  std::atomic<int> calls{0};
+  REQUIRE(rt.add_participant(Stage::outputs, {"reentrant", {}, [&] {
+                                                calls++;
+                                                rt.stop();
+                                              }, {}})
+              .ok());
+  REQUIRE(rt.start().ok());
+  rt.stop();
+  CHECK(calls == 1);
+}
+
+TEST_CASE("concurrent stop calls both return after one shutdown", "[runtime]") {
+  std::atomic<int> stops{0};
+  SystemRuntime rt(quiet());
+  REQUIRE(rt.add_participant(Stage::outputs, {"slow", {}, [&] {
+                                                std::this_thread::sleep_for(50ms);
+                                                stops++;
+                                              }, {}})
+              .ok());
+  REQUIRE(rt.start().ok());
+  std::thread a([&] { rt.stop(); });
+  std::thread b([&] { rt.stop(); });
+  a.join();
+  b.join();
+  CHECK(stops == 1);
+}
+
+TEST_CASE("run_async runs on the loop thread and carries results and errors", "[runtime]") {
+  SystemRuntime rt(quiet());
+  auto caller = std::this_thread::get_id();
+  auto f = rt.run_async([caller] { return std::this_thread::get_id() != caller ? 42 : -1; });
+  REQUIRE(f.wait_for(5s) == std::future_status::ready);
+  CHECK(f.get() == 42);
+  auto g = rt.run_async([]() -> int { throw std::logic_error("boom"); });
+  CHECK_THROWS_WITH(g.get(), "boom");
+  rt.stop();
+  auto h = rt.run_async([] { return 1; });
+  CHECK_THROWS_WITH(h.get(), Catch::Contains("closed"));
+  CHECK_FALSE(rt.spawn_background_task("late", [](std::stop_token) {}));
+}
+
+TEST_CASE("cooperative background tasks are cancelled and awaited", "[runtime]") {
+  SystemRuntime rt(quiet());
+  std::atomic<bool> finished{false};
+  REQUIRE(rt.spawn_background_task("poller", [&](std::stop_token st) {
+    while (!st.stop_requested()) std::this_thread::sleep_for(1ms);
+    finished = true;
+  }));
+  std::this_thread::sleep_for(20ms);
+  CHECK(rt.pending_tasks() == 1);
+  rt.stop();
+  CHECK(finished);  // awaited, not abandoned
+}
+
+TEST_CASE("a task that ignores cancellation does not hang shutdown", "[runtime]") {
+  auto opts = quiet();
+  opts.task_timeout = 200ms;
+  SystemRuntime rt(opts);
+  auto release = std::make_shared<std::atomic<bool>>(false);
+  REQUIRE(rt.spawn_background_task("stubborn", [release](std::stop_token) {
+    const auto end = std::chrono::steady_clock::now() + 1500ms;  // ignores the token
+    while (!*release && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(5ms);
+  }));
+  const auto t0 = std::chrono::steady_clock::now();
+  rt.stop();
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(took >= 190ms);
+  CHECK(took < 1200ms);
+  *release = true;  // let the abandoned thread finish before the process exits
+  std::this_thread::sleep_for(50ms);
+}
+
+TEST_CASE("heartbeat ticks at about 1 Hz into the sink", "[runtime][slow]") {
+  std::mutex mu;
+  std::vector<edgert::HeartbeatTick> ticks;
+  edgert::RuntimeOptions opts;
+  opts.heartbeat_hz = 1.0;
+  opts.heartbeat_sink = [&](const edgert::HeartbeatTick& t) {
+    std::lock_guard lk(mu);
+    ticks.push_back(t);
+  };
+  SystemRuntime rt(opts);
+  REQUIRE(rt.start().ok());
+  std::this_thread::sleep_for(3500ms);
+  rt.stop();
+  std::lock_guard lk(mu);
+  // Ticks at ~1 s, 2 s, 3 s; generous bounds for a loaded machine.
+  REQUIRE(ticks.size() >= 2);
+  CHECK(ticks.size() <= 4);
+  CHECK(rt.heartbeats() == ticks.size());
+  for (std::size_t i = 0; i < ticks.size(); ++i) CHECK(ticks[i].seq == i + 1);
+  const auto first = std::chrono::duration_cast<std::chrono::milliseconds>(ticks[0].uptime);
+  CHECK(first >= 900ms);
+  CHECK(first < 2500ms);
+}
+
+TEST_CASE("periodic tasks keep running after one throws", "[runtime]") {
+  SystemRuntime rt(quiet());
+  std::atomic<int> calls{0};
+  REQUIRE(rt.spawn_periodic("flaky", 5ms, [&] {
+    if (++calls == 1) throw std::runtime_error("first call fails");
+  }));
+  const auto end = std::chrono::steady_clock::now() + 5s;
+  while (calls < 3 && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(5ms);
+  CHECK(calls >= 3);
+  rt.stop();
+  const int after = calls;
+  std::this_thread::sleep_for(30ms);
+  CHECK(calls == after);  // cancelled by shutdown_loop
+}
