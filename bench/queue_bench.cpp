@@ -1,6 +1,8 @@
 // queue_bench: DropHeadQueue vs boost::lockfree::spsc_queue vs std::mutex + std::deque,
 // one producer and one consumer thread, measured in one run.
 //
+//   drophead is DropHeadQueue with Producers::one (how the pipeline uses it: one
+//   producer per queue); drophead_mp is the same queue with Producers::many.
 //   no overflow : capacity 1024, lossless. DropHeadQueue uses its block policy with
 //                 push()/pop_for() (the real blocking API); the mutex queue is the
 //                 classic condition-variable design; boost spsc spins on both ends.
@@ -106,8 +108,8 @@ Run timed(const std::function<std::uint64_t()>& producer, const std::function<Ru
 
 constexpr Item kEnd = ~Item{0};
 
-Run drophead_lossless(std::uint64_t n) {
-  edgert::DropHeadQueue<Item> q(1024, edgert::OverflowPolicy::block);
+Run drophead_lossless_with(std::uint64_t n, edgert::Producers producers) {
+  edgert::DropHeadQueue<Item> q(1024, edgert::OverflowPolicy::block, {}, producers);
   return timed(
       [&] {
         for (Item i = 0; i < n; ++i) (void)q.push(Item{i});
@@ -126,6 +128,9 @@ Run drophead_lossless(std::uint64_t n) {
         return r;
       });
 }
+
+Run drophead_lossless(std::uint64_t n) { return drophead_lossless_with(n, edgert::Producers::one); }
+Run drophead_mp_lossless(std::uint64_t n) { return drophead_lossless_with(n, edgert::Producers::many); }
 
 Run boost_spsc_lossless(std::uint64_t n) {
   boost::lockfree::spsc_queue<Item, boost::lockfree::capacity<1024>> q;
@@ -176,9 +181,9 @@ Run mutex_lossless(std::uint64_t n) {
 
 constexpr int kWorkSpins = 40;  // ~1 us per consumed item on this class of machine
 
-Run drophead_overflow(std::uint64_t n) {
+Run drophead_overflow_with(std::uint64_t n, edgert::Producers producers) {
   std::uint64_t dropped = 0;
-  edgert::DropHeadQueue<Item> q(64, edgert::OverflowPolicy::drop_head, [&](Item&&) { ++dropped; });
+  edgert::DropHeadQueue<Item> q(64, edgert::OverflowPolicy::drop_head, [&](Item&&) { ++dropped; }, producers);
   Run r = timed(
       [&] {
         for (Item i = 0; i < n; ++i) (void)q.try_push(Item{i});
@@ -201,6 +206,9 @@ Run drophead_overflow(std::uint64_t n) {
   r.dropped = dropped;
   return r;
 }
+
+Run drophead_overflow(std::uint64_t n) { return drophead_overflow_with(n, edgert::Producers::one); }
+Run drophead_mp_overflow(std::uint64_t n) { return drophead_overflow_with(n, edgert::Producers::many); }
 
 Run boost_spsc_overflow(std::uint64_t n) {
   boost::lockfree::spsc_queue<Item, boost::lockfree::capacity<64>> q;
@@ -286,10 +294,12 @@ int main(int argc, char** argv) {
 
   std::vector<Case> lossless = {{"drophead", drophead_lossless, {}, {}},
                                 {"boost_spsc", boost_spsc_lossless, {}, {}},
-                                {"mutex_deque", mutex_lossless, {}, {}}};
+                                {"mutex_deque", mutex_lossless, {}, {}},
+                                {"drophead_mp", drophead_mp_lossless, {}, {}}};
   std::vector<Case> overflow = {{"drophead", drophead_overflow, {}, {}},
                                 {"boost_spsc", boost_spsc_overflow, {}, {}},
-                                {"mutex_deque", mutex_overflow, {}, {}}};
+                                {"mutex_deque", mutex_overflow, {}, {}},
+                                {"drophead_mp", drophead_mp_overflow, {}, {}}};
   const std::uint64_t expected_sum = items * (items - 1) / 2;
   for (int r = 0; r < rounds; ++r) {
     for (auto* set : {&lossless, &overflow}) {
@@ -309,6 +319,8 @@ int main(int argc, char** argv) {
   const double vs_spsc = med(lossless[0]) / med(lossless[1]);
   const double vs_mutex = med(lossless[0]) / med(lossless[2]);
   const double ovf_vs_mutex = med(overflow[0]) / med(overflow[2]);
+  const double mp_vs_spsc = med(lossless[3]) / med(lossless[1]);
+  const double mp_vs_mutex = med(lossless[3]) / med(lossless[2]);
 
   if (json) {
     std::printf("{\"items\": %llu, \"rounds\": %d, \"threads\": {\"producers\": 1, \"consumers\": 1},\n",
@@ -326,8 +338,9 @@ int main(int argc, char** argv) {
                   static_cast<unsigned long long>(overflow[i].last.dropped));
     }
     std::printf("},\n  \"drophead_vs_boost_spsc\": %.3f,\n  \"drophead_vs_mutex_deque\": %.3f,\n"
-                "  \"overflow_drophead_vs_mutex_deque\": %.3f}\n",
-                vs_spsc, vs_mutex, ovf_vs_mutex);
+                "  \"overflow_drophead_vs_mutex_deque\": %.3f,\n"
+                "  \"drophead_mp_vs_boost_spsc\": %.3f,\n  \"drophead_mp_vs_mutex_deque\": %.3f}\n",
+                vs_spsc, vs_mutex, ovf_vs_mutex, mp_vs_spsc, mp_vs_mutex);
     return 0;
   }
   std::printf("queue_bench: %llu items, 1 producer + 1 consumer, median of %d rounds\n\n",
@@ -339,5 +352,7 @@ int main(int argc, char** argv) {
   }
   std::printf("\ndrophead_vs_boost_spsc  = %.3f (goal >= 0.5)\n", vs_spsc);
   std::printf("drophead_vs_mutex_deque = %.3f (goal >= 3)\n", vs_mutex);
+  std::printf("drophead_mp (Producers::many): vs boost_spsc = %.3f, vs mutex_deque = %.3f\n", mp_vs_spsc,
+              mp_vs_mutex);
   return 0;
 }

@@ -200,3 +200,56 @@ TEST_CASE("drain hands every leftover to the sink and the destructor frees the r
   }
   CHECK(counter.use_count() == 1);
 }
+
+TEST_CASE("Producers::one: drop_head invariant with a racing consumer", "[queue][stress]") {
+  constexpr int kItems = 200000;
+  std::vector<std::atomic<int>> seen(kItems);
+  std::uint64_t dropped_cb = 0;  // the callback runs on the single producer thread
+  DropHeadQueue<int> q(
+      4, OverflowPolicy::drop_head,
+      [&](int&& v) {
+        seen[static_cast<std::size_t>(v)]++;
+        dropped_cb++;
+      },
+      edgert::Producers::one);
+  std::atomic<bool> done{false};
+  std::uint64_t consumed = 0;
+  std::thread consumer([&] {
+    for (;;) {
+      if (auto v = q.pop_for(5ms)) {
+        seen[static_cast<std::size_t>(*v)]++;
+        consumed++;
+      } else if (done && q.size() == 0) {
+        break;
+      }
+    }
+  });
+  int refused = 0;
+  for (int i = 0; i < kItems; ++i) refused += !edgert::accepted(q.try_push(int{i}));
+  done = true;
+  consumer.join();
+  CHECK(refused == 0);
+  const auto c = q.counters();
+  CHECK(c.pushed == std::uint64_t(kItems));
+  CHECK(c.pushed == c.popped + c.dropped);
+  CHECK(c.popped == consumed);
+  CHECK(c.dropped == dropped_cb);
+  int wrong = 0;
+  for (auto& s : seen) wrong += s.load() != 1;
+  CHECK(wrong == 0);
+}
+
+TEST_CASE("capacity 1 holds exactly one item under every policy", "[queue]") {
+  for (auto policy : {OverflowPolicy::drop_head, OverflowPolicy::drop_newest, OverflowPolicy::block}) {
+    int dropped = 0;
+    DropHeadQueue<int> q(1, policy, [&](int&&) { ++dropped; });
+    CHECK(q.try_push(1) == PushResult::ok);
+    const auto second = q.try_push(2);
+    CHECK(q.size() == 1);
+    CHECK_FALSE(second == PushResult::ok);
+    CHECK(q.counters().high_water == 1);
+    CHECK(q.try_pop().has_value());
+    CHECK_FALSE(q.try_pop().has_value());
+    CHECK(dropped == (policy == OverflowPolicy::block ? 0 : 1));
+  }
+}

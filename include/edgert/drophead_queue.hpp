@@ -2,8 +2,9 @@
 //
 // Contract
 //  - Bounded: never holds more than capacity() items.
-//  - Producers: any number of threads. Consumers: any number of threads
-//    (the pipeline uses one per queue).
+//  - Producers: any number of threads (Producers::many, the default), or one thread
+//    at a time (Producers::one: faster pushes; the pipeline's per-consumer queues
+//    have one producer each). Consumers: any number of threads (the pipeline uses one).
 //  - Overflow policy, chosen at construction:
 //      drop_head   : try_push never blocks; when full the OLDEST item is removed
 //                    and handed to the overflow callback (on the pushing thread),
@@ -19,15 +20,27 @@
 //  - close() wakes every waiter. After close, pushes return PushResult::closed
 //    (the item is not moved from) and pops still return what is queued.
 //
-// Implementation: a bounded ring of sequence-numbered slots (the design published
-// by Dmitry Vyukov), lock-free on the hot path. A slot's sequence is 2*pos when it
-// is free for the push at `pos` and 2*pos+1 once that push filled it; doubling keeps
-// the two states distinct even at capacity 1. Blocking waits use a mutex and
-// condition variables that the hot path touches only when a waiter is registered;
-// the registration and the position counters are sequentially consistent so a
-// wake-up cannot be lost (see wait_for_data / notify_consumers).
+// Implementation (lock-free on the hot path):
+//  - a ring of slots; a slot's `ready` sequence is written only by producers
+//    (pos + 1 once the item for `pos` is in it), so consumers never write a line a
+//    producer is about to read;
+//  - three positions: enq (next push), deq (next claim: pops and drop-oldest both
+//    claim with a CAS, so an item is taken exactly once) and freed (claims whose
+//    item has been moved out, advanced in claim order). A push at `pos` has room iff
+//    pos < freed + capacity; producers keep a stale copy of `freed` and reread it
+//    only when the copy says full;
+//  - the ring has at least capacity + one cache line of slots, so the slot being
+//    filled and the slot being emptied of a full queue never share a cache line.
+// Blocking waits use a mutex and condition variables that the hot path touches only
+// when a sleeper is registered: a thread about to sleep registers, issues a heavy
+// (membarrier) fence and re-checks; the other side publishes, issues a light
+// (compiler) fence and looks for sleepers, so a wake-up cannot be lost
+// (edgert/fence.hpp).
 #pragma once
 
+#include <edgert/fence.hpp>
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -46,6 +59,10 @@
 namespace edgert {
 
 enum class OverflowPolicy : std::uint8_t { drop_head, drop_newest, block };
+
+/// Who may push. `one` promises a single producing thread at a time and makes each
+/// push cheaper (no atomic read-modify-write); `many` is always safe.
+enum class Producers : std::uint8_t { many, one };
 
 enum class PushResult : std::uint8_t {
   ok,              // queued
@@ -88,17 +105,18 @@ class DropHeadQueue {
   using OverflowCallback = std::function<void(T&&)>;
 
   /// Throws std::invalid_argument if capacity is 0. on_overflow may be empty
-  /// (dropped items are then only counted) and must not call back into this queue's
-  /// push functions.
+  /// (dropped items are then only counted); it runs on the pushing thread and must
+  /// not push into this queue.
   explicit DropHeadQueue(std::size_t capacity, OverflowPolicy policy = OverflowPolicy::drop_head,
-                         OverflowCallback on_overflow = {})
+                         OverflowCallback on_overflow = {}, Producers producers = Producers::many)
       : capacity_(capacity),
-        mask_(is_pow2(capacity) ? capacity - 1 : 0),
+        ring_(ring_size(capacity)),
         policy_(policy),
+        single_producer_(producers == Producers::one),
+        asymmetric_(detail::asymmetric_fences_available()),
         on_overflow_(std::move(on_overflow)) {
     if (capacity == 0) throw std::invalid_argument("DropHeadQueue capacity must be > 0");
-    slots_ = std::make_unique<Slot[]>(capacity);
-    for (std::size_t i = 0; i < capacity; ++i) slots_[i].seq.store(2 * i, std::memory_order_relaxed);
+    slots_ = std::make_unique<Slot[]>(ring_);
   }
 
   DropHeadQueue(const DropHeadQueue&) = delete;
@@ -111,12 +129,13 @@ class DropHeadQueue {
     }
   }
 
-  /// Any thread; never blocks (drop_head may run the overflow callback inline).
+  /// Any thread; never blocks (drop_head runs the overflow callback inline).
   /// On full/closed the item is not moved from.
   [[nodiscard]] PushResult try_push(T&& item) {
     if (closed_.load(std::memory_order_acquire)) return PushResult::closed;
     PushResult result = PushResult::ok;
-    while (!enqueue_one(item)) {
+    std::uint64_t end;
+    while ((end = enqueue_one(item)) == 0) {
       switch (policy_) {
         case OverflowPolicy::block:
           return PushResult::full;
@@ -127,19 +146,21 @@ class DropHeadQueue {
         case OverflowPolicy::drop_head:
           if (auto oldest = dequeue_one()) {
             dropped_oldest_.fetch_add(1, std::memory_order_acq_rel);
-            notify_producers();
             overflow(std::move(*oldest));
             result = PushResult::dropped_oldest;
           } else {
-            detail::cpu_relax();  // a consumer is mid-pop: room is about to appear
+            detail::cpu_relax();  // items are claimed but not yet moved out: room is coming
           }
           break;
       }
     }
-    after_enqueue();
+    after_enqueue(end);
     return result;
   }
-  [[nodiscard]] PushResult try_push(const T& item) { T copy(item); return try_push(std::move(copy)); }
+  [[nodiscard]] PushResult try_push(const T& item) {
+    T copy(item);
+    return try_push(std::move(copy));
+  }
 
   /// Any thread. With the block policy waits for room or close(); otherwise == try_push.
   [[nodiscard]] PushResult push(T&& item) {
@@ -153,34 +174,35 @@ class DropHeadQueue {
   }
 
   /// Any thread; never blocks. Empty optional when nothing is queued.
-  [[nodiscard]] std::optional<T> try_pop() {
-    auto item = dequeue_one();
-    if (item) notify_producers();
-    return item;
-  }
+  [[nodiscard]] std::optional<T> try_pop() { return dequeue_one(); }
 
   /// Any thread; waits up to `timeout` for an item. Empty optional on timeout,
   /// or at once when the queue is closed and empty.
   template <class Rep, class Period>
   [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {
+    if (auto item = dequeue_one()) return item;  // fast path: no clock read
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
+      // Spin before sleeping: sleeping costs a syscall on each side, and a producer
+      // that is streaming delivers the next item within microseconds.
       for (int spin = 0; spin < kSpins; ++spin) {
-        if (auto item = try_pop()) return item;
-        if (is_empty() && closed_.load(std::memory_order_acquire)) return std::nullopt;
+        if (auto item = dequeue_one()) return item;
+        if (closed_.load(std::memory_order_acquire) && is_empty()) return std::nullopt;
+        if ((spin & 255) == 255 && std::chrono::steady_clock::now() >= deadline) return std::nullopt;
         detail::cpu_relax();
       }
       std::unique_lock lock(mutex_);
       consumers_waiting_.fetch_add(1, std::memory_order_seq_cst);
+      if (asymmetric_) detail::heavy_fence();  // pairs with light_fence in after_enqueue
       bool expired = false;
       if (is_empty() && !closed_.load(std::memory_order_seq_cst)) {
         expired = not_empty_.wait_until(lock, deadline) == std::cv_status::timeout;
       }
       consumers_waiting_.fetch_sub(1, std::memory_order_relaxed);
       lock.unlock();
-      if (auto item = try_pop()) return item;
+      if (auto item = dequeue_one()) return item;
       if (expired || std::chrono::steady_clock::now() >= deadline) return std::nullopt;
-      if (is_empty() && closed_.load(std::memory_order_acquire)) return std::nullopt;
+      if (closed_.load(std::memory_order_acquire) && is_empty()) return std::nullopt;
     }
   }
 
@@ -188,7 +210,7 @@ class DropHeadQueue {
   /// many; used at shutdown to turn leftovers into terminal results.
   std::size_t drain(const std::function<void(T&&)>& sink) {
     std::size_t n = 0;
-    while (auto item = try_pop()) {
+    while (auto item = dequeue_one()) {
       sink(std::move(*item));
       ++n;
     }
@@ -215,10 +237,10 @@ class DropHeadQueue {
 
   /// Any thread; never blocks. A snapshot; exact when no thread is using the queue.
   QueueCounters counters() const noexcept {
+    // Every claim is either a pop or a drop-oldest; every refused-but-counted push
+    // is a drop-newest. Deriving the counters keeps the hot path free of extra
+    // shared writes and makes the invariant hold by construction.
     QueueCounters c;
-    // Every dequeue is either a pop or a drop-oldest; every refused-but-counted
-    // push is a drop-newest. Deriving the counters keeps the hot path free of
-    // extra shared writes and makes the invariant hold by construction.
     const std::uint64_t oldest = dropped_oldest_.load(std::memory_order_acquire);
     const std::uint64_t newest = rejected_.load(std::memory_order_acquire);
     const std::uint64_t deq = deq_.pos.load(std::memory_order_acquire);
@@ -232,72 +254,88 @@ class DropHeadQueue {
   }
 
  private:
-  static constexpr int kSpins = 128;
+  static constexpr int kSpins = 4096;  // about 50-150 us of pause instructions
 
   struct Slot {
-    std::atomic<std::uint64_t> seq{0};
+    std::atomic<std::uint64_t> ready{0};  // pos + 1 once the item for pos is stored
     alignas(T) unsigned char storage[sizeof(T)];
   };
   struct alignas(detail::kCacheLine) Position {
     std::atomic<std::uint64_t> pos{0};
   };
 
-  static constexpr bool is_pow2(std::size_t n) noexcept { return n != 0 && (n & (n - 1)) == 0; }
-  std::size_t index(std::uint64_t pos) const noexcept {
-    return mask_ ? static_cast<std::size_t>(pos & mask_) : static_cast<std::size_t>(pos % capacity_);
+  static std::size_t ring_size(std::size_t capacity) {
+    const std::size_t pad = std::max<std::size_t>(1, detail::kCacheLine / sizeof(Slot));
+    std::size_t n = 1;
+    while (n < capacity + pad) n <<= 1;
+    return n;
   }
+  std::size_t index(std::uint64_t pos) const noexcept { return static_cast<std::size_t>(pos & (ring_ - 1)); }
   bool is_empty() const noexcept {
     return enq_.pos.load(std::memory_order_seq_cst) == deq_.pos.load(std::memory_order_seq_cst);
   }
   bool has_room() const noexcept {
-    return enq_.pos.load(std::memory_order_seq_cst) - deq_.pos.load(std::memory_order_seq_cst) < capacity_;
+    return enq_.pos.load(std::memory_order_seq_cst) - freed_.pos.load(std::memory_order_seq_cst) < capacity_;
   }
 
-  // Moves from `item` only on success.
-  bool enqueue_one(T& item) noexcept {
+  // Producers: is there room for a push at `pos`? Rereads `freed` only when the
+  // cached copy says no.
+  bool room_for(std::uint64_t pos) noexcept {
+    if (pos - freed_cache_.load(std::memory_order_relaxed) < capacity_) return true;
+    const std::uint64_t freed = freed_.pos.load(std::memory_order_acquire);
+    freed_cache_.store(freed, std::memory_order_relaxed);
+    return pos - freed < capacity_;
+  }
+
+  // Moves from `item` only on success. Returns the position after the item (>= 1),
+  // or 0 when the queue is full.
+  std::uint64_t enqueue_one(T& item) noexcept {
     std::uint64_t pos = enq_.pos.load(std::memory_order_relaxed);
-    Slot* slot;
-    for (;;) {
-      slot = &slots_[index(pos)];
-      const std::uint64_t seq = slot->seq.load(std::memory_order_acquire);
-      const auto dif = static_cast<std::int64_t>(seq - 2 * pos);
-      if (dif == 0) {
-        // seq_cst: pairs with the waiter registration in pop_for (no lost wake-up).
-        if (enq_.pos.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
-                                           std::memory_order_relaxed))
-          break;
-      } else if (dif < 0) {
-        return false;  // full
-      } else {
-        pos = enq_.pos.load(std::memory_order_relaxed);
-      }
+    if (single_producer_) {
+      if (!room_for(pos)) return 0;
+    } else {
+      do {
+        if (!room_for(pos)) return 0;
+      } while (!enq_.pos.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
+                                                std::memory_order_relaxed));
     }
-    ::new (static_cast<void*>(slot->storage)) T(std::move(item));
-    slot->seq.store(2 * pos + 1, std::memory_order_release);
-    return true;
+    Slot& slot = slots_[index(pos)];
+    ::new (static_cast<void*>(slot.storage)) T(std::move(item));
+    slot.ready.store(pos + 1, std::memory_order_release);
+    // With one producer the position is published after the slot, so a consumer
+    // that sees enq > deq finds the item ready.
+    if (single_producer_) enq_.pos.store(pos + 1, std::memory_order_release);
+    return pos + 1;
   }
 
+  // Claims the oldest item (CAS on deq), moves it out, then marks its slot free in
+  // claim order. Used by consumers and by drop_head producers alike.
   std::optional<T> dequeue_one() noexcept {
     std::uint64_t pos = deq_.pos.load(std::memory_order_relaxed);
     Slot* slot;
     for (;;) {
       slot = &slots_[index(pos)];
-      const std::uint64_t seq = slot->seq.load(std::memory_order_acquire);
-      const auto dif = static_cast<std::int64_t>(seq - (2 * pos + 1));
-      if (dif == 0) {
-        if (deq_.pos.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
-                                           std::memory_order_relaxed))
-          break;
-      } else if (dif < 0) {
-        return std::nullopt;  // empty (or the next item is still being written)
-      } else {
-        pos = deq_.pos.load(std::memory_order_relaxed);
-      }
+      if (slot->ready.load(std::memory_order_acquire) != pos + 1) return std::nullopt;  // empty
+      if (deq_.pos.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst, std::memory_order_relaxed))
+        break;
     }
     T* p = std::launder(reinterpret_cast<T*>(slot->storage));
     std::optional<T> out(std::move(*p));
     p->~T();
-    slot->seq.store(2 * (pos + capacity_), std::memory_order_release);
+    // Free in claim order: `freed` must never pass a slot still being emptied.
+    for (int spin = 0; freed_.pos.load(std::memory_order_acquire) != pos; ++spin) {
+      if (spin < 64) {
+        detail::cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+    freed_.pos.store(pos + 1, std::memory_order_release);
+    detail::light_fence(asymmetric_);  // the room is published before we look for sleepers
+    if (producers_waiting_.load(std::memory_order_relaxed) != 0) {
+      std::lock_guard lock(mutex_);
+      not_full_.notify_all();
+    }
     return out;
   }
 
@@ -305,37 +343,50 @@ class DropHeadQueue {
     if (on_overflow_) on_overflow_(std::move(item));
   }
 
-  void after_enqueue() {
-    // High-water mark, sampled after each push (includes pushes in flight).
-    const std::uint64_t sz = size();
-    std::uint64_t hw = high_water_.load(std::memory_order_relaxed);
-    while (sz > hw && !high_water_.compare_exchange_weak(hw, sz, std::memory_order_relaxed)) {
-    }
-    if (consumers_waiting_.load(std::memory_order_seq_cst) != 0) {
+  void after_enqueue(std::uint64_t end) {
+    update_high_water(end);
+    detail::light_fence(asymmetric_);  // the item is published before we look for sleepers
+    if (consumers_waiting_.load(std::memory_order_relaxed) != 0) {
       std::lock_guard lock(mutex_);
       not_empty_.notify_all();
     }
   }
 
-  void notify_producers() {
-    if (producers_waiting_.load(std::memory_order_seq_cst) != 0) {
-      std::lock_guard lock(mutex_);
-      not_full_.notify_all();
+  // The claim position is another core's hot cache line, so it is read only when a
+  // stale copy (which can only overstate the size) suggests a new high-water mark.
+  void update_high_water(std::uint64_t end) noexcept {
+    const std::uint64_t hw = high_water_.load(std::memory_order_relaxed);
+    const std::uint64_t cached = deq_cache_.load(std::memory_order_relaxed);
+    if (cached >= end || end - cached <= hw) return;
+    const std::uint64_t deq = deq_.pos.load(std::memory_order_acquire);
+    deq_cache_.store(deq, std::memory_order_relaxed);
+    if (deq >= end) return;
+    const std::uint64_t size_now = end - deq;
+    std::uint64_t cur = hw;
+    while (size_now > cur && !high_water_.compare_exchange_weak(cur, size_now, std::memory_order_relaxed)) {
     }
   }
 
   PushResult push_until(T&& item, std::chrono::steady_clock::time_point deadline) {
     for (;;) {
-      const PushResult r = try_push(std::move(item));
-      if (r != PushResult::full) return r;
+      // Spin first: a consumer that is draining frees a slot within microseconds, and
+      // sleeping on every full queue would cost two syscalls per item.
+      for (int spin = 0; spin < kSpins; ++spin) {
+        const PushResult r = try_push(std::move(item));
+        if (r != PushResult::full) return r;
+        if ((spin & 255) == 255 && std::chrono::steady_clock::now() >= deadline) return PushResult::full;
+        detail::cpu_relax();
+      }
       std::unique_lock lock(mutex_);
       producers_waiting_.fetch_add(1, std::memory_order_seq_cst);
+      if (asymmetric_) detail::heavy_fence();  // pairs with light_fence in dequeue_one
       bool expired = false;
       if (!has_room() && !closed_.load(std::memory_order_seq_cst)) {
-        if (deadline == std::chrono::steady_clock::time_point::max())
+        if (deadline == std::chrono::steady_clock::time_point::max()) {
           not_full_.wait(lock);
-        else
+        } else {
           expired = not_full_.wait_until(lock, deadline) == std::cv_status::timeout;
+        }
       }
       producers_waiting_.fetch_sub(1, std::memory_order_relaxed);
       if (expired) {
@@ -346,17 +397,22 @@ class DropHeadQueue {
   }
 
   const std::size_t capacity_;
-  const std::size_t mask_;
+  const std::size_t ring_;  // power of two >= capacity + one cache line of slots
   const OverflowPolicy policy_;
+  const bool single_producer_;
+  const bool asymmetric_;
   const OverflowCallback on_overflow_;
   std::unique_ptr<Slot[]> slots_;
 
-  Position enq_;
-  Position deq_;
-  // Written only on overflow (rare) and by producers after a push.
-  alignas(detail::kCacheLine) std::atomic<std::uint64_t> dropped_oldest_{0};
-  std::atomic<std::uint64_t> rejected_{0};
+  Position enq_;    // producers
+  Position deq_;    // claims (consumers, drop-oldest)
+  Position freed_;  // completed claims
+  // Producer-side, written rarely.
+  alignas(detail::kCacheLine) std::atomic<std::uint64_t> freed_cache_{0};
+  std::atomic<std::uint64_t> deq_cache_{0};
   std::atomic<std::uint64_t> high_water_{0};
+  std::atomic<std::uint64_t> dropped_oldest_{0};
+  std::atomic<std::uint64_t> rejected_{0};
   alignas(detail::kCacheLine) std::atomic<std::uint32_t> consumers_waiting_{0};
   std::atomic<std::uint32_t> producers_waiting_{0};
   std::atomic<bool> closed_{false};
