@@ -16,6 +16,9 @@
 
 #include <boost/lockfree/spsc_queue.hpp>
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -86,6 +89,34 @@ struct Run {
   std::uint64_t checksum = 0;
 };
 
+// Pins the calling thread to the `nth` CPU this process may use, so producer and
+// consumer sit on different cores in every run (less run-to-run variance).
+const cpu_set_t& allowed_cpus() {
+  static const cpu_set_t set = [] {
+    cpu_set_t s;
+    CPU_ZERO(&s);
+    if (sched_getaffinity(0, sizeof s, &s) != 0) CPU_ZERO(&s);
+    return s;
+  }();
+  return set;
+}
+
+void pin_to(int nth) {
+  const cpu_set_t& allowed = allowed_cpus();
+  if (CPU_COUNT(&allowed) < 2) return;
+  int seen = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &allowed)) continue;
+    if (seen++ == nth) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpu, &one);
+      pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+      return;
+    }
+  }
+}
+
 // Runs producer(n) and consumer() on two threads; the consumer returns when it has
 // seen the end marker (Item max) so every design is timed from first push to last pop.
 Run timed(const std::function<std::uint64_t()>& producer, const std::function<Run()>& consumer) {
@@ -93,6 +124,7 @@ Run timed(const std::function<std::uint64_t()>& producer, const std::function<Ru
   std::uint64_t dropped = 0;
   std::atomic<bool> go{false};
   std::thread c([&] {
+    pin_to(1);
     while (!go.load()) {
     }
     consumed = consumer();
@@ -292,6 +324,8 @@ int main(int argc, char** argv) {
     }
   }
 
+  allowed_cpus();  // read the process's CPUs before pinning narrows them
+  pin_to(0);       // the producer runs on main's thread
   std::vector<Case> lossless = {{"drophead", drophead_lossless, {}, {}},
                                 {"boost_spsc", boost_spsc_lossless, {}, {}},
                                 {"mutex_deque", mutex_lossless, {}, {}},

@@ -205,3 +205,19 @@ TEST_CASE("periodic tasks keep running after one throws", "[runtime]") {
   std::this_thread::sleep_for(30ms);
   CHECK(calls == after);  // cancelled by shutdown_loop
 }
+
+TEST_CASE("stop called from a start hook stops everything that started", "[runtime]") {
+  Recorder rec;
+  SystemRuntime rt(quiet());
+  REQUIRE(rt.add_participant(Stage::config, rec.hooks("config")).ok());
+  LifecycleHooks quitter = rec.hooks("quitter");
+  quitter.start = [&] {
+    rec.add("start:quitter");
+    rt.stop();
+  };
+  REQUIRE(rt.add_participant(Stage::outputs, quitter).ok());
+  REQUIRE(rt.add_participant(Stage::triggers, rec.hooks("trigger")).ok());
+  CHECK(rt.start().code() == edgert::ErrorCode::closed);
+  CHECK(rec.events == std::vector<std::string>{"start:config", "start:quitter", "stop:config", "stop:quitter"});
+  CHECK_FALSE(rt.running());
+}

@@ -144,12 +144,14 @@ class DropHeadQueue {
           overflow(std::move(item));
           return PushResult::dropped_newest;
         case OverflowPolicy::drop_head:
-          if (auto oldest = dequeue_one()) {
+          if (enq_.pos.load(std::memory_order_acquire) - deq_.pos.load(std::memory_order_acquire) < capacity_) {
+            detail::cpu_relax();  // a consumer claimed an item and is moving it out: room is coming
+          } else if (auto oldest = dequeue_one()) {
             dropped_oldest_.fetch_add(1, std::memory_order_acq_rel);
             overflow(std::move(*oldest));
             result = PushResult::dropped_oldest;
           } else {
-            detail::cpu_relax();  // items are claimed but not yet moved out: room is coming
+            detail::cpu_relax();  // the oldest item is still being written by another producer
           }
           break;
       }
@@ -375,7 +377,9 @@ class DropHeadQueue {
         const PushResult r = try_push(std::move(item));
         if (r != PushResult::full) return r;
         if ((spin & 255) == 255 && std::chrono::steady_clock::now() >= deadline) return PushResult::full;
-        detail::cpu_relax();
+        // Back off: polling the consumer's `freed` line on every pause would steal it
+        // from the consumer on each pop and slow the very thread we wait for.
+        for (int k = 0; k < 16; ++k) detail::cpu_relax();
       }
       std::unique_lock lock(mutex_);
       producers_waiting_.fetch_add(1, std::memory_order_seq_cst);

@@ -86,6 +86,9 @@ struct SystemRuntime::Impl {
   std::thread loop_thread;
   std::shared_ptr<std::atomic<bool>> loop_exited = std::make_shared<std::atomic<bool>>(false);
 
+  // Held by start() and stop() while hooks run, so they never interleave. Recursive:
+  // a hook may call stop() on its own thread.
+  std::recursive_mutex lifecycle;
   std::mutex mu;  // guards everything below
   std::condition_variable cv;
   bool loop_closed = false;
@@ -142,6 +145,7 @@ Status SystemRuntime::add_participant(Stage stage, LifecycleHooks hooks) {
 
 Status SystemRuntime::start() {
   auto& m = *impl_;
+  std::lock_guard lifecycle(m.lifecycle);
   std::unique_lock lk(m.mu);
   if (m.stopped || m.stopping) return {ErrorCode::closed, "the runtime was stopped; create a new one"};
   if (m.started) return {};
@@ -159,6 +163,15 @@ Status SystemRuntime::start() {
       } catch (const std::exception& e) {
         return {ErrorCode::internal,
                 std::string("start of '") + hooks.name + "' (" + to_string(stage) + ") failed: " + e.what()};
+      }
+      bool stopped_meanwhile;
+      {
+        std::lock_guard guard(m.mu);
+        stopped_meanwhile = m.stopping || m.stopped;
+      }
+      if (stopped_meanwhile) {  // the hook itself called stop(): undo just this one
+        if (hooks.stop) hooks.stop();
+        return {ErrorCode::closed, "stop() was called during start() (by '" + hooks.name + "')"};
       }
       m.started_participants.push_back(i);
     }
@@ -182,9 +195,14 @@ Status SystemRuntime::start() {
     if (stage == Stage::triggers) start_heartbeat();
     const auto t0 = Clock::now();
     if (Status st = start_stage(stage); !st.ok()) {
+      if (st.code() == ErrorCode::closed) return st;
       detail::log().error("runtime start failed: {}", st.message());
       stop();
       return st;
+    }
+    {
+      std::lock_guard guard(m.mu);
+      if (m.stopping || m.stopped) return {ErrorCode::closed, "stop() was called during start()"};
     }
     detail::log().debug("start stage {} took {} ms", to_string(stage), ms_since(t0));
   }
@@ -266,6 +284,7 @@ void SystemRuntime::stop() {
     m.stopping = true;
     m.stopping_thread = std::this_thread::get_id();
   }
+  std::lock_guard lifecycle(m.lifecycle);  // waits for a start() in progress on another thread
   const auto t0 = Clock::now();
   const bool was_started = m.started;
   if (was_started) detail::log().info("runtime stopping");
