@@ -1,8 +1,6 @@
 // queue_bench: DropHeadQueue vs boost::lockfree::spsc_queue vs std::mutex + std::deque,
 // one producer and one consumer thread, measured in one run.
 //
-//   drophead is DropHeadQueue with Producers::one (how the pipeline uses it: one
-//   producer per queue); drophead_mp is the same queue with Producers::many.
 //   no overflow : capacity 1024, lossless. DropHeadQueue uses its block policy with
 //                 push()/pop_for() (the real blocking API); the mutex queue is the
 //                 classic condition-variable design; boost spsc spins on both ends.
@@ -140,8 +138,8 @@ Run timed(const std::function<std::uint64_t()>& producer, const std::function<Ru
 
 constexpr Item kEnd = ~Item{0};
 
-Run drophead_lossless_with(std::uint64_t n, edgert::Producers producers) {
-  edgert::DropHeadQueue<Item> q(1024, edgert::OverflowPolicy::block, {}, producers);
+Run drophead_lossless(std::uint64_t n) {
+  edgert::DropHeadQueue<Item> q(1024, edgert::OverflowPolicy::block);
   return timed(
       [&] {
         for (Item i = 0; i < n; ++i) (void)q.push(Item{i});
@@ -160,9 +158,6 @@ Run drophead_lossless_with(std::uint64_t n, edgert::Producers producers) {
         return r;
       });
 }
-
-Run drophead_lossless(std::uint64_t n) { return drophead_lossless_with(n, edgert::Producers::one); }
-Run drophead_mp_lossless(std::uint64_t n) { return drophead_lossless_with(n, edgert::Producers::many); }
 
 Run boost_spsc_lossless(std::uint64_t n) {
   boost::lockfree::spsc_queue<Item, boost::lockfree::capacity<1024>> q;
@@ -213,9 +208,9 @@ Run mutex_lossless(std::uint64_t n) {
 
 constexpr int kWorkSpins = 40;  // ~1 us per consumed item on this class of machine
 
-Run drophead_overflow_with(std::uint64_t n, edgert::Producers producers) {
+Run drophead_overflow(std::uint64_t n) {
   std::uint64_t dropped = 0;
-  edgert::DropHeadQueue<Item> q(64, edgert::OverflowPolicy::drop_head, [&](Item&&) { ++dropped; }, producers);
+  edgert::DropHeadQueue<Item> q(64, edgert::OverflowPolicy::drop_head, [&](Item&&) { ++dropped; });
   Run r = timed(
       [&] {
         for (Item i = 0; i < n; ++i) (void)q.try_push(Item{i});
@@ -238,9 +233,6 @@ Run drophead_overflow_with(std::uint64_t n, edgert::Producers producers) {
   r.dropped = dropped;
   return r;
 }
-
-Run drophead_overflow(std::uint64_t n) { return drophead_overflow_with(n, edgert::Producers::one); }
-Run drophead_mp_overflow(std::uint64_t n) { return drophead_overflow_with(n, edgert::Producers::many); }
 
 Run boost_spsc_overflow(std::uint64_t n) {
   boost::lockfree::spsc_queue<Item, boost::lockfree::capacity<64>> q;
@@ -328,12 +320,10 @@ int main(int argc, char** argv) {
   pin_to(0);       // the producer runs on main's thread
   std::vector<Case> lossless = {{"drophead", drophead_lossless, {}, {}},
                                 {"boost_spsc", boost_spsc_lossless, {}, {}},
-                                {"mutex_deque", mutex_lossless, {}, {}},
-                                {"drophead_mp", drophead_mp_lossless, {}, {}}};
+                                {"mutex_deque", mutex_lossless, {}, {}}};
   std::vector<Case> overflow = {{"drophead", drophead_overflow, {}, {}},
                                 {"boost_spsc", boost_spsc_overflow, {}, {}},
-                                {"mutex_deque", mutex_overflow, {}, {}},
-                                {"drophead_mp", drophead_mp_overflow, {}, {}}};
+                                {"mutex_deque", mutex_overflow, {}, {}}};
   const std::uint64_t expected_sum = items * (items - 1) / 2;
   for (int r = 0; r < rounds; ++r) {
     for (auto* set : {&lossless, &overflow}) {
@@ -353,8 +343,6 @@ int main(int argc, char** argv) {
   const double vs_spsc = med(lossless[0]) / med(lossless[1]);
   const double vs_mutex = med(lossless[0]) / med(lossless[2]);
   const double ovf_vs_mutex = med(overflow[0]) / med(overflow[2]);
-  const double mp_vs_spsc = med(lossless[3]) / med(lossless[1]);
-  const double mp_vs_mutex = med(lossless[3]) / med(lossless[2]);
 
   if (json) {
     std::printf("{\"items\": %llu, \"rounds\": %d, \"threads\": {\"producers\": 1, \"consumers\": 1},\n",
@@ -372,9 +360,8 @@ int main(int argc, char** argv) {
                   static_cast<unsigned long long>(overflow[i].last.dropped));
     }
     std::printf("},\n  \"drophead_vs_boost_spsc\": %.3f,\n  \"drophead_vs_mutex_deque\": %.3f,\n"
-                "  \"overflow_drophead_vs_mutex_deque\": %.3f,\n"
-                "  \"drophead_mp_vs_boost_spsc\": %.3f,\n  \"drophead_mp_vs_mutex_deque\": %.3f}\n",
-                vs_spsc, vs_mutex, ovf_vs_mutex, mp_vs_spsc, mp_vs_mutex);
+                "  \"overflow_drophead_vs_mutex_deque\": %.3f}\n",
+                vs_spsc, vs_mutex, ovf_vs_mutex);
     return 0;
   }
   std::printf("queue_bench: %llu items, 1 producer + 1 consumer, median of %d rounds\n\n",
@@ -386,7 +373,5 @@ int main(int argc, char** argv) {
   }
   std::printf("\ndrophead_vs_boost_spsc  = %.3f (goal >= 0.5)\n", vs_spsc);
   std::printf("drophead_vs_mutex_deque = %.3f (goal >= 3)\n", vs_mutex);
-  std::printf("drophead_mp (Producers::many): vs boost_spsc = %.3f, vs mutex_deque = %.3f\n", mp_vs_spsc,
-              mp_vs_mutex);
   return 0;
 }
