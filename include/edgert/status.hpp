@@ -17,7 +17,10 @@ enum class ErrorCode {
   config_error,      // a configuration file or override is invalid
   timeout,           // a bounded wait expired
   closed,            // the object was stopped or closed
-  internal,          // a bug in edgert: please report it
+  internal,          // a bug in edgert, or a plugin failed (the message says which)
+  unsupported,       // the operation is not available here
+  again,             // nothing available now; try again later
+  end_of_stream,     // a source is exhausted
 };
 
 /// An error code and a message meant for a human ("node.yaml:12: node.heartbeat_hz: ...").

@@ -1,0 +1,564 @@
+#include <edgert/plugin_abi.h>
+#include <edgert/plugin_host.hpp>
+
+#include "core/frame_internal.hpp"
+#include "core/log.hpp"
+#include "plugins/elf_check.hpp"
+#include "plugins/sha256.hpp"
+
+#include <boost/dll/shared_library.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace edgert {
+namespace {
+
+constexpr std::uint32_t kHostMin = EDGERT_MAKE_VERSION(1, 0);
+constexpr std::uint32_t kHostMax = EDGERT_ABI_VERSION;
+// Fields up to and including destroy() are what every 1.0 plugin must provide.
+constexpr std::size_t kMinDescriptorSize =
+    offsetof(edgert_plugin_descriptor, destroy) + sizeof(edgert_plugin_descriptor::destroy);
+
+std::string version_text(std::uint32_t v) {
+  return std::to_string(EDGERT_VERSION_MAJOR_OF(v)) + "." + std::to_string(EDGERT_VERSION_MINOR_OF(v));
+}
+
+bool valid_signature(const char* s) {
+  if (s == nullptr) return false;
+  const std::size_t n = std::strlen(s);
+  if (n == 0 || n > 64) return false;
+  return std::all_of(s, s + n, [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+           c == '-';
+  });
+}
+
+}  // namespace
+
+const char* to_string(PluginKind kind) noexcept {
+  switch (kind) {
+    case PluginKind::capture: return "capture";
+    case PluginKind::serving: return "serving";
+    case PluginKind::business: return "business";
+  }
+  return "unknown";
+}
+
+PluginInstance::~PluginInstance() = default;
+
+namespace {
+
+// A loaded .so: everything that came from it holds a shared_ptr to this, so the
+// code stays mapped until the last instance, frame and release callback is gone.
+struct Library {
+  boost::dll::shared_library so;
+  edgert_plugin_descriptor desc{};  // the host's zero-filled copy
+  edgert_host_api api{};
+  PluginInfo info;
+  json defaults = json::object();
+};
+
+}  // namespace
+}  // namespace edgert
+
+// The C ABI's opaque per-instance handle.
+struct edgert_host_ctx {
+  std::string instance;
+  std::string signature;
+  std::shared_ptr<edgert::PluginSink> sink;
+  nlohmann::json config;
+  std::mutex error_mu;
+  std::string last_error;  // the last message logged at ERROR, for Status messages
+};
+
+namespace edgert {
+namespace {
+
+std::string take_last_error(edgert_host_ctx* ctx) {
+  std::lock_guard lk(ctx->error_mu);
+  return std::exchange(ctx->last_error, std::string());
+}
+
+// ---- host services (called from plugin code, possibly on any thread) ----------
+
+void host_log(edgert_host_ctx* ctx, std::int32_t level, const char* message) {
+  try {
+    const std::string who = ctx ? ctx->signature + "/" + ctx->instance : "plugin";
+    const char* msg = message ? message : "(null)";
+    switch (level) {
+      case EDGERT_LOG_TRACE: detail::log().trace("[{}] {}", who, msg); break;
+      case EDGERT_LOG_DEBUG: detail::log().debug("[{}] {}", who, msg); break;
+      case EDGERT_LOG_INFO: detail::log().info("[{}] {}", who, msg); break;
+      case EDGERT_LOG_WARN: detail::log().warn("[{}] {}", who, msg); break;
+      default:
+        detail::log().error("[{}] {}", who, msg);
+        if (ctx) {
+          std::lock_guard lk(ctx->error_mu);
+          ctx->last_error = msg;
+        }
+        break;
+    }
+  } catch (...) {
+  }
+}
+
+edgert_status host_emit(edgert_host_ctx* ctx, const char* payload_type, const char* data, std::size_t len) {
+  try {
+    if (!ctx || !payload_type || (!data && len)) return EDGERT_ERR_INVALID_ARGUMENT;
+    const std::string_view text(data ? data : "", len);
+    if (!json::accept(text)) {
+      detail::log().error("[{}/{}] emit('{}'): payload is not valid JSON; dropped and counted as an error",
+                          ctx->signature, ctx->instance, payload_type);
+      return EDGERT_ERR_INVALID_ARGUMENT;
+    }
+    if (ctx->sink) ctx->sink->on_emit(ctx->instance, payload_type, text);
+    return EDGERT_OK;
+  } catch (...) {
+    return EDGERT_ERR_INTERNAL;
+  }
+}
+
+edgert_status host_notify(edgert_host_ctx* ctx, std::int32_t level, const char* message) {
+  try {
+    if (!ctx || !message) return EDGERT_ERR_INVALID_ARGUMENT;
+    detail::log().warn("[{}/{}] notification: {}", ctx->signature, ctx->instance, message);
+    if (ctx->sink) ctx->sink->on_notify(ctx->instance, level, message);
+    return EDGERT_OK;
+  } catch (...) {
+    return EDGERT_ERR_INTERNAL;
+  }
+}
+
+std::int64_t host_monotonic_ns(edgert_host_ctx*) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::int64_t host_wall_ns(edgert_host_ctx*) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+edgert_status host_config_get(edgert_host_ctx* ctx, const char* key, char* buf, std::size_t size,
+                              std::size_t* needed) {
+  try {
+    if (!ctx || !key) return EDGERT_ERR_INVALID_ARGUMENT;
+    const json* node = &ctx->config;
+    std::string_view rest(key);
+    while (!rest.empty()) {
+      const auto dot = rest.find('.');
+      const std::string part(rest.substr(0, dot));
+      if (!node->is_object() || !node->contains(part)) return EDGERT_ERR_NOT_FOUND;
+      node = &(*node)[part];
+      rest = dot == std::string_view::npos ? std::string_view() : rest.substr(dot + 1);
+    }
+    const std::string text = node->dump();
+    if (needed) *needed = text.size() + 1;
+    if (!buf || size < text.size() + 1) return EDGERT_ERR_BUFFER_TOO_SMALL;
+    std::memcpy(buf, text.c_str(), text.size() + 1);
+    return EDGERT_OK;
+  } catch (...) {
+    return EDGERT_ERR_INTERNAL;
+  }
+}
+
+void host_frame_retain(edgert_host_ctx*, const edgert_frame* frame) {
+  if (frame && frame->host_handle) detail::frame_retain(static_cast<Frame::Data*>(frame->host_handle));
+}
+
+void host_frame_release(edgert_host_ctx*, const edgert_frame* frame) {
+  if (frame && frame->host_handle) detail::frame_release(static_cast<Frame::Data*>(frame->host_handle));
+}
+
+edgert_host_api make_host_api(std::uint32_t version) {
+  edgert_host_api api{};
+  api.struct_size = sizeof(edgert_host_api);
+  api.abi_version = version;
+  api.log = host_log;
+  api.emit = host_emit;
+  api.notify = host_notify;
+  api.monotonic_ns = host_monotonic_ns;
+  api.wall_ns = host_wall_ns;
+  api.config_get = host_config_get;
+  api.frame_retain = host_frame_retain;
+  api.frame_release = host_frame_release;
+  return api;
+}
+
+// ---- instances ----------------------------------------------------------------
+
+class Instance final : public PluginInstance {
+ public:
+  Instance(std::shared_ptr<Library> lib, std::unique_ptr<edgert_host_ctx> ctx)
+      : lib_(std::move(lib)), ctx_(std::move(ctx)), name_(ctx_->instance) {}
+
+  ~Instance() override {
+    (void)stop();
+    if (handle_) lib_->desc.destroy(handle_);
+  }
+
+  Status create(const std::string& config_text) {
+    const auto st = lib_->desc.create(&lib_->api, ctx_.get(), config_text.data(), config_text.size(), &handle_);
+    if (st != EDGERT_OK) {
+      handle_ = nullptr;
+      return fail("create", st);
+    }
+    if (handle_ == nullptr) return fail("create", EDGERT_ERR_INTERNAL, "create returned OK but no instance");
+    return {};
+  }
+
+  Status start() override {
+    if (started_) return {};
+    if (lib_->desc.start) {
+      if (const auto st = lib_->desc.start(handle_); st != EDGERT_OK) return fail("start", st);
+    }
+    started_ = true;
+    return {};
+  }
+
+  Status process(const PluginInput& in) override {
+    if (!lib_->desc.process) {
+      return {ErrorCode::invalid_argument, who() + ": a " + to_string(lib_->info.kind) + " plugin has no process()"};
+    }
+    edgert_input abi{};
+    abi.struct_size = sizeof(edgert_input);
+    abi.stream = in.stream.c_str();
+    if (in.frame) {
+      abi.frame = &in.frame.data_handle()->abi;
+    } else {
+      abi.record_json = in.record_json.c_str();
+      abi.record_len = in.record_json.size();
+    }
+    if (!in.inference_json.empty()) {
+      abi.inference_json = in.inference_json.c_str();
+      abi.inference_len = in.inference_json.size();
+    }
+    if (const auto st = lib_->desc.process(handle_, &abi); st != EDGERT_OK) return fail("process", st);
+    return {};
+  }
+
+  Result<Captured> capture() override {
+    if (!lib_->desc.capture) {
+      return Status{ErrorCode::invalid_argument, who() + ": a " + std::string(to_string(lib_->info.kind)) +
+                                                     " plugin has no capture()"};
+    }
+    edgert_capture out{};
+    out.struct_size = sizeof(edgert_capture);
+    const auto st = lib_->desc.capture(handle_, &out);
+    if (st == EDGERT_ERR_AGAIN) return Status{ErrorCode::again, who() + ": nothing captured yet"};
+    if (st == EDGERT_ERR_END_OF_STREAM) return Status{ErrorCode::end_of_stream, who() + ": end of stream"};
+    if (st != EDGERT_OK) return fail("capture", st);
+
+    // The release callback lives in the plugin's code: keep the library mapped until it ran.
+    auto release = [lib = lib_, fn = out.release, data = out.release_data] {
+      if (fn) fn(data);
+    };
+    Captured c;
+    if (out.data) {
+      FrameInfo info;
+      info.format = static_cast<PixelFormat>(out.pixel_format);
+      info.width = out.width;
+      info.height = out.height;
+      info.stride = out.stride;
+      info.timestamp_ns = out.timestamp_ns ? out.timestamp_ns : host_wall_ns(nullptr);
+      info.sequence = ++sequence_;
+      info.stream = name_;
+      try {
+        c.frame = Frame::wrap(std::move(info), out.data, release);
+      } catch (const std::exception& e) {
+        release();
+        return fail("capture", EDGERT_ERR_INVALID_ARGUMENT, e.what());
+      }
+    } else if (out.record_json) {
+      c.record_json.assign(out.record_json, out.record_len);
+      release();
+      if (!json::accept(c.record_json)) return fail("capture", EDGERT_ERR_INVALID_ARGUMENT, "record is not valid JSON");
+    } else {
+      release();
+      return fail("capture", EDGERT_ERR_INVALID_ARGUMENT, "returned OK with neither a frame nor a record");
+    }
+    return c;
+  }
+
+  Status stop() override {
+    if (!started_) return {};
+    started_ = false;
+    if (lib_->desc.stop) {
+      if (const auto st = lib_->desc.stop(handle_); st != EDGERT_OK) return fail("stop", st);
+    }
+    return {};
+  }
+
+  Status update_config(std::string_view config_json) override {
+    if (!lib_->desc.update_config) return {ErrorCode::unsupported, who() + ": no update_config(); re-create it"};
+    json parsed = json::parse(config_json.empty() ? std::string_view("{}") : config_json, nullptr, false);
+    if (parsed.is_discarded() || !parsed.is_object()) {
+      return {ErrorCode::invalid_argument, who() + ": configuration is not a JSON object"};
+    }
+    const std::string text = parsed.dump();
+    const auto st = lib_->desc.update_config(handle_, text.data(), text.size());
+    if (st == EDGERT_ERR_UNSUPPORTED) return {ErrorCode::unsupported, who() + ": cannot apply this change in place"};
+    if (st != EDGERT_OK) return fail("update_config", st);
+    ctx_->config = std::move(parsed);
+    return {};
+  }
+
+  const PluginInfo& plugin() const noexcept override { return lib_->info; }
+  const std::string& name() const noexcept override { return name_; }
+  std::uint64_t errors() const noexcept override { return errors_.load(); }
+
+ private:
+  std::string who() const { return "plugin '" + lib_->info.signature + "' instance '" + name_ + "'"; }
+
+  Status fail(const char* call, edgert_status st, std::string why = {}) {
+    errors_.fetch_add(1);
+    if (why.empty()) why = take_last_error(ctx_.get());
+    std::string msg = who() + ": " + call + " failed (status " + std::to_string(st) + ")";
+    if (!why.empty()) msg += ": " + why;
+    detail::log().error("{}", msg);
+    return {ErrorCode::internal, msg};
+  }
+
+  std::shared_ptr<Library> lib_;
+  std::unique_ptr<edgert_host_ctx> ctx_;
+  std::string name_;
+  void* handle_ = nullptr;
+  bool started_ = false;
+  std::uint64_t sequence_ = 0;
+  std::atomic<std::uint64_t> errors_{0};
+};
+
+}  // namespace
+
+// ---- the loader -------------------------------------------------------------------
+
+struct PluginLoader::Impl {
+  PluginLoaderOptions options;
+  mutable std::mutex mu;
+  std::vector<std::shared_ptr<Library>> libs;
+
+  Status refuse(const std::string& path, const std::string& reason) {
+    detail::log().error("plugin {} refused: {}", path, reason);
+    return {ErrorCode::invalid_argument, path + ": " + reason};
+  }
+
+  Result<PluginInfo> load(const std::string& path);
+};
+
+PluginLoader::PluginLoader(PluginLoaderOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->options = std::move(options);
+}
+
+PluginLoader::~PluginLoader() = default;
+
+std::vector<std::string> PluginLoader::search_paths() const {
+  std::vector<std::string> out = impl_->options.search_paths;
+  if (impl_->options.use_environment) {
+    if (const char* env = std::getenv("EDGERT_PLUGIN_PATH")) {
+      std::string_view rest(env);
+      while (!rest.empty()) {
+        const auto colon = rest.find(':');
+        if (auto part = rest.substr(0, colon); !part.empty()) out.emplace_back(part);
+        rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+      }
+    }
+  }
+  if (impl_->options.use_default_paths) {
+    out.emplace_back(EDGERT_BUILD_PLUGINDIR);
+    out.emplace_back(EDGERT_INSTALL_PLUGINDIR);
+  }
+  return out;
+}
+
+std::vector<PluginRefusal> PluginLoader::load_all() {
+  std::vector<PluginRefusal> refused;
+  std::vector<std::string> seen;
+  for (const auto& dir : search_paths()) {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) continue;
+    std::vector<std::string> files;
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      if (entry.path().extension() == ".so") files.push_back(entry.path().string());
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) {
+      // The same file reached through two search paths is loaded once.
+      const auto canonical = fs::weakly_canonical(f, ec).string();
+      if (std::find(seen.begin(), seen.end(), canonical) != seen.end()) continue;
+      seen.push_back(canonical);
+      if (auto r = load(f); !r.ok()) refused.push_back({f, r.status().message()});
+    }
+  }
+  return refused;
+}
+
+Result<PluginInfo> PluginLoader::load(const std::string& path) { return impl_->load(path); }
+
+Result<PluginInfo> PluginLoader::Impl::load(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return refuse(path, "no such file");
+  if (fs::file_size(path, ec) == 0) return refuse(path, "empty file");
+  if (auto why = detail::check_elf_shared_object(path); !why.empty()) return refuse(path, why);
+
+  std::optional<std::string> digest;
+  if (options.secured) {
+    digest = detail::sha256_file_hex(path);
+    if (!digest) return refuse(path, "cannot read the file to check its SHA-256");
+    const bool listed = std::any_of(options.allow.begin(), options.allow.end(),
+                                    [&](const auto& kv) { return kv.second == *digest; });
+    if (!listed) return refuse(path, "secured mode: SHA-256 " + *digest + " is not in plugins.allow");
+  }
+
+  auto lib = std::make_shared<Library>();
+  try {
+    lib->so.load(boost::dll::fs::path(path),
+                 boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+  } catch (const std::exception& e) {
+    return refuse(path, std::string("the dynamic loader refused it: ") + e.what());
+  }
+  if (!lib->so.has(EDGERT_PLUGIN_ENTRY_SYMBOL)) {
+    return refuse(path, "no " EDGERT_PLUGIN_ENTRY_SYMBOL " symbol (not an edgert plugin, or built without "
+                        "EDGERT_DECLARE_PLUGIN)");
+  }
+  auto entry = lib->so.get<edgert_status(const edgert_host_offer*, const edgert_plugin_descriptor**)>(
+      EDGERT_PLUGIN_ENTRY_SYMBOL);
+
+  const edgert_host_offer offer{sizeof(edgert_host_offer), kHostMin, kHostMax};
+  const edgert_plugin_descriptor* d = nullptr;
+  const edgert_status st = entry(&offer, &d);
+  const std::string range = "[" + version_text(kHostMin) + ", " + version_text(kHostMax) + "]";
+  if (st != EDGERT_OK) {
+    return refuse(path, "speaks no plugin ABI version in the host's range " + range + " (entry returned " +
+                            std::to_string(st) + ")");
+  }
+  if (d == nullptr) return refuse(path, "entry returned OK but no descriptor");
+
+  // Sized-struct rules: zero-fill a shorter descriptor, accept a longer one only if
+  // the fields this host does not know are all zero.
+  if (d->struct_size < kMinDescriptorSize) {
+    return refuse(path, "descriptor too small (struct_size " + std::to_string(d->struct_size) + ", need at least " +
+                            std::to_string(kMinDescriptorSize) + ")");
+  }
+  const std::size_t known = std::min<std::size_t>(d->struct_size, sizeof(edgert_plugin_descriptor));
+  std::memcpy(&lib->desc, d, known);
+  if (d->struct_size > sizeof(edgert_plugin_descriptor)) {
+    const auto* extra = reinterpret_cast<const unsigned char*>(d) + sizeof(edgert_plugin_descriptor);
+    if (!std::all_of(extra, extra + (d->struct_size - sizeof(edgert_plugin_descriptor)),
+                     [](unsigned char b) { return b == 0; })) {
+      return refuse(path, "descriptor uses fields from a newer ABI than this host knows (struct_size " +
+                              std::to_string(d->struct_size) + ")");
+    }
+  }
+  auto& desc = lib->desc;
+  if (EDGERT_VERSION_MAJOR_OF(desc.abi_version) != EDGERT_ABI_VERSION_MAJOR || desc.abi_version < kHostMin ||
+      desc.abi_version > kHostMax) {
+    return refuse(path, "answered ABI " + version_text(desc.abi_version) + ", outside the offered range " + range);
+  }
+  if (desc.kind < EDGERT_KIND_CAPTURE || desc.kind > EDGERT_KIND_BUSINESS) {
+    return refuse(path, "unknown plugin kind " + std::to_string(desc.kind));
+  }
+  if (!valid_signature(desc.signature)) {
+    return refuse(path, "invalid signature (1-64 characters of A-Z a-z 0-9 _ . -)");
+  }
+  const std::string sig = desc.signature;
+  const auto kind = static_cast<PluginKind>(desc.kind);
+  auto missing = [&](const char* what) {
+    return refuse(path, "plugin '" + sig + "': descriptor has a null " + what + " callback");
+  };
+  if (!desc.create) return missing("create");
+  if (!desc.destroy) return missing("destroy");
+  if (kind == PluginKind::capture && !desc.capture) return missing("capture");
+  if (kind != PluginKind::capture && !desc.process) return missing("process");
+
+  if (desc.config_schema) {
+    json schema = json::parse(desc.config_schema, nullptr, false);
+    if (schema.is_discarded() || !schema.is_object()) {
+      return refuse(path, "plugin '" + sig + "': config_schema is not a JSON object");
+    }
+    lib->defaults = std::move(schema);
+  }
+  if (options.secured) {
+    auto it = options.allow.find(sig);
+    if (it == options.allow.end() || it->second != *digest) {
+      return refuse(path, "secured mode: plugins.allow has no entry for '" + sig + "' with this file's SHA-256");
+    }
+  }
+
+  lib->info.signature = sig;
+  lib->info.kind = kind;
+  lib->info.plugin_version = desc.plugin_version ? desc.plugin_version : "";
+  lib->info.description = desc.description ? desc.description : "";
+  lib->info.config_schema = desc.config_schema ? desc.config_schema : "";
+  lib->info.abi_version = desc.abi_version;
+  lib->info.path = path;
+  lib->api = make_host_api(desc.abi_version);
+
+  std::lock_guard lk(mu);
+  for (const auto& other : libs) {
+    if (other->info.signature == sig) {
+      return refuse(path, "duplicate signature '" + sig + "': already loaded from " + other->info.path);
+    }
+  }
+  libs.push_back(lib);
+  detail::log().info("plugin '{}' {} ({}, ABI {}) loaded from {}", sig, lib->info.plugin_version, to_string(kind),
+                     version_text(desc.abi_version), path);
+  return lib->info;
+}
+
+std::vector<PluginInfo> PluginLoader::plugins() const {
+  std::lock_guard lk(impl_->mu);
+  std::vector<PluginInfo> out;
+  for (const auto& l : impl_->libs) out.push_back(l->info);
+  return out;
+}
+
+Result<std::unique_ptr<PluginInstance>> PluginLoader::create_instance(const std::string& signature,
+                                                                      const std::string& instance_name,
+                                                                      std::string_view config_json,
+                                                                      std::shared_ptr<PluginSink> sink) {
+  std::shared_ptr<Library> lib;
+  {
+    std::lock_guard lk(impl_->mu);
+    for (const auto& l : impl_->libs) {
+      if (l->info.signature == signature) lib = l;
+    }
+  }
+  const std::string who = "plugin '" + signature + "' instance '" + instance_name + "'";
+  if (!lib) return Status{ErrorCode::not_found, who + ": no plugin with this signature is loaded"};
+
+  json given = json::parse(config_json.empty() ? std::string_view("{}") : config_json, nullptr, false);
+  if (given.is_discarded() || !given.is_object()) {
+    return Status{ErrorCode::invalid_argument, who + ": configuration is not a JSON object"};
+  }
+  json merged = lib->defaults;
+  for (const auto& [key, value] : given.items()) {
+    if (!lib->defaults.empty() && !lib->defaults.contains(key)) {
+      std::string known;
+      for (const auto& [k, v] : lib->defaults.items()) known += (known.empty() ? "" : ", ") + k;
+      return Status{ErrorCode::invalid_argument, who + ": unknown config key '" + key + "' (known: " + known + ")"};
+    }
+    merged[key] = value;
+  }
+
+  auto ctx = std::make_unique<edgert_host_ctx>();
+  ctx->instance = instance_name;
+  ctx->signature = signature;
+  ctx->sink = std::move(sink);
+  ctx->config = merged;
+  auto inst = std::make_unique<Instance>(lib, std::move(ctx));
+  if (Status st = inst->create(merged.dump()); !st.ok()) return st;
+  return std::unique_ptr<PluginInstance>(std::move(inst));
+}
+
+}  // namespace edgert
