@@ -8,8 +8,10 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <ctime>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -67,6 +69,57 @@ int run_node(const std::string& config_path, double duration_s) {
   return 0;
 }
 
+edgert::PluginLoaderOptions loader_options(const edgert::Config& cfg) {
+  edgert::PluginLoaderOptions o;
+  o.search_paths = cfg.plugins.paths;
+  o.secured = cfg.plugins.secured;
+  o.allow = cfg.plugins.allow;
+  return o;
+}
+
+// Lists plugins; every file is loaded in a child process so a broken one cannot
+// crash the lister. Exit 0 only if every file given (or found) was accepted.
+int list_plugins(std::vector<std::string> targets, const std::string& config_path) {
+  edgert::Config cfg;
+  if (!config_path.empty()) {
+    auto loaded = edgert::load_config(config_path);
+    if (!loaded) {
+      std::fprintf(stderr, "edgert-node: %s\n", loaded.status().message().c_str());
+      return 2;
+    }
+    cfg = std::move(loaded).value();
+  }
+  const auto options = loader_options(cfg);
+  if (targets.empty()) {  // the search paths that exist
+    for (const auto& dir : edgert::PluginLoader(options).search_paths()) {
+      std::error_code ec;
+      if (std::filesystem::is_directory(dir, ec)) targets.push_back(dir);
+    }
+  }
+  const auto scans = edgert::scan_plugins_isolated(targets, options);
+  int refused = 0;
+  if (!scans.empty()) {
+    std::printf("%-24s %-9s %-9s %-4s %s\n", "SIGNATURE", "KIND", "VERSION", "ABI", "FILE");
+  }
+  for (const auto& s : scans) {
+    if (s.accepted) {
+      const std::string abi = std::to_string(s.info.abi_version >> 16) + "." + std::to_string(s.info.abi_version & 0xFFFF);
+      std::printf("%-24s %-9s %-9s %-4s %s\n", s.info.signature.c_str(), edgert::to_string(s.info.kind),
+                  s.info.plugin_version.c_str(), abi.c_str(), s.path.c_str());
+    } else {
+      ++refused;
+      std::printf("REFUSED %s: %s\n", s.path.c_str(), s.reason.c_str());
+    }
+  }
+  if (scans.empty()) {
+    std::string where;
+    for (const auto& t : targets) where += (where.empty() ? "" : ", ") + t;
+    std::printf("no plugin files found in: %s\n", where.c_str());
+  }
+  std::fflush(stdout);
+  return refused == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -81,7 +134,14 @@ int main(int argc, char** argv) {
   run->add_option("--duration", duration, "stop after this many seconds (default: until SIGINT/SIGTERM)")
       ->check(CLI::NonNegativeNumber);
 
+  std::vector<std::string> plugin_targets;
+  std::string plugins_config;
+  auto* plugins = app.add_subcommand("plugins", "list plugins and explain the ones that are refused");
+  plugins->add_option("targets", plugin_targets, "plugin files or directories (default: the search paths)");
+  plugins->add_option("--config", plugins_config, "node configuration (plugins.paths, secured mode)");
+
   CLI11_PARSE(app, argc, argv);
   if (run->parsed()) return run_node(config_path, duration);
+  if (plugins->parsed()) return list_plugins(plugin_targets, plugins_config);
   return 0;
 }

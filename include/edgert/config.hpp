@@ -14,9 +14,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace edgert {
 
@@ -34,9 +36,16 @@ struct RuntimeSection {
   std::int64_t queue_capacity = 16;            // default DropHeadQueue capacity
 };
 
+struct PluginsSection {
+  std::vector<std::string> paths;  // searched before EDGERT_PLUGIN_PATH and the defaults
+  bool secured = false;            // load only what `allow` lists
+  std::map<std::string, std::string> allow;  // signature -> SHA-256 (hex) of the .so
+};
+
 struct Config {
   NodeSection node;
   RuntimeSection runtime;
+  PluginsSection plugins;
   std::string source;  // the file it came from, or the name given to parse_config
 };
 

@@ -10,3 +10,5 @@
 #include <edgert/status.hpp>
 #include <edgert/system_runtime.hpp>
 #include <edgert/version.hpp>
+#include <edgert/frame.hpp>
+#include <edgert/plugin_host.hpp>

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <vector>
 
@@ -33,6 +34,10 @@ template <> struct TypeName<std::string> { static constexpr const char* value = 
 template <> struct TypeName<double> { static constexpr const char* value = "a number"; };
 template <> struct TypeName<std::int64_t> { static constexpr const char* value = "an integer"; };
 template <> struct TypeName<bool> { static constexpr const char* value = "true or false"; };
+template <> struct TypeName<std::vector<std::string>> { static constexpr const char* value = "a list of strings"; };
+template <> struct TypeName<std::map<std::string, std::string>> {
+  static constexpr const char* value = "a mapping of strings to strings";
+};
 
 template <class T>
 std::optional<T> convert(const YAML::Node& node) {
@@ -42,6 +47,30 @@ std::optional<T> convert(const YAML::Node& node) {
   } catch (const YAML::Exception&) {
     return std::nullopt;
   }
+}
+
+template <>
+std::optional<std::vector<std::string>> convert(const YAML::Node& node) {
+  if (node.IsNull()) return std::vector<std::string>{};
+  if (!node.IsSequence()) return std::nullopt;
+  std::vector<std::string> out;
+  for (const auto& item : node) {
+    if (!item.IsScalar()) return std::nullopt;
+    out.push_back(item.Scalar());
+  }
+  return out;
+}
+
+template <>
+std::optional<std::map<std::string, std::string>> convert(const YAML::Node& node) {
+  if (node.IsNull()) return std::map<std::string, std::string>{};
+  if (!node.IsMap()) return std::nullopt;
+  std::map<std::string, std::string> out;
+  for (const auto& kv : node) {
+    if (!kv.first.IsScalar() || !kv.second.IsScalar()) return std::nullopt;
+    out[kv.first.Scalar()] = kv.second.Scalar();
+  }
+  return out;
 }
 
 using Validator = std::function<std::string(const Config&)>;  // "" when valid
@@ -78,6 +107,15 @@ Field field(std::string key, S Config::*section, T S::*member, Check check = nul
 std::string non_negative(const double& v) { return v >= 0 ? "" : "must be >= 0"; }
 std::string positive(const std::int64_t& v) { return v > 0 ? "" : "must be > 0"; }
 std::string non_empty(const std::string& v) { return v.empty() ? "must not be empty" : ""; }
+std::string sha256_hex_values(const std::map<std::string, std::string>& allow) {
+  for (const auto& [sig, digest] : allow) {
+    const bool hex = digest.size() == 64 && std::all_of(digest.begin(), digest.end(), [](char c) {
+      return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+    });
+    if (!hex) return "'" + sig + "': expected a SHA-256 as 64 lower-case hex digits, got '" + digest + "'";
+  }
+  return "";
+}
 std::string log_level_name(const std::string& v) {
   static const char* names[] = {"trace", "debug", "info", "warning", "warn", "error", "critical", "off"};
   for (const char* n : names) {
@@ -109,6 +147,12 @@ const std::vector<Section>& schema() {
                  positive),
            field("queue_capacity", &Config::runtime, &RuntimeSection::queue_capacity,
                  positive),
+       }},
+      {"plugins",
+       {
+           field("paths", &Config::plugins, &PluginsSection::paths),
+           field("secured", &Config::plugins, &PluginsSection::secured),
+           field("allow", &Config::plugins, &PluginsSection::allow, sha256_hex_values),
        }},
   };
   return sections;

@@ -32,6 +32,9 @@ void write_all(int fd, const std::string& s) {
 }
 
 [[noreturn]] void child_scan(int fd, const std::string& path, const PluginLoaderOptions& options) {
+  // A crash must end the child with its signal, whatever handlers the host process
+  // (or a sanitizer runtime) installed, so the parent can say what happened.
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) ::signal(sig, SIG_DFL);
   (void)set_log_level("off");  // the parent reports; the child only answers
   PluginLoaderOptions opts = options;
   opts.search_paths.clear();
