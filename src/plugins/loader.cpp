@@ -201,7 +201,7 @@ edgert_host_api make_host_api(std::uint32_t version) {
 class Instance final : public PluginInstance {
  public:
   Instance(std::shared_ptr<Library> lib, std::unique_ptr<edgert_host_ctx> ctx)
-      : lib_(std::move(lib)), ctx_(std::move(ctx)), name_(ctx_->instance) {}
+      : lib_(std::move(lib)), ctx_(std::move(ctx)), name_(ctx_->instance), process_(lib_->desc.process) {}
 
   ~Instance() override {
     (void)stop();
@@ -228,31 +228,23 @@ class Instance final : public PluginInstance {
   }
 
   Status process(const PluginInput& in) override {
-    if (!lib_->desc.process) {
-      return {ErrorCode::invalid_argument, who() + ": a " + to_string(lib_->info.kind) + " plugin has no process()"};
-    }
-    edgert_input abi{};
+    if (process_ == nullptr) [[unlikely]] return no_callback("process");
+    const bool has_frame = static_cast<bool>(in.frame);
+    const bool has_inference = !in.inference_json.empty();
+    edgert_input abi;  // every field set below: this runs once per input
     abi.struct_size = sizeof(edgert_input);
     abi.stream = in.stream.c_str();
-    if (in.frame) {
-      abi.frame = &in.frame.data_handle()->abi;
-    } else {
-      abi.record_json = in.record_json.c_str();
-      abi.record_len = in.record_json.size();
-    }
-    if (!in.inference_json.empty()) {
-      abi.inference_json = in.inference_json.c_str();
-      abi.inference_len = in.inference_json.size();
-    }
-    if (const auto st = lib_->desc.process(handle_, &abi); st != EDGERT_OK) return fail("process", st);
+    abi.frame = has_frame ? &in.frame.data_handle()->abi : nullptr;
+    abi.record_json = has_frame ? nullptr : in.record_json.c_str();
+    abi.record_len = has_frame ? 0 : in.record_json.size();
+    abi.inference_json = has_inference ? in.inference_json.c_str() : nullptr;
+    abi.inference_len = in.inference_json.size();
+    if (const auto st = process_(handle_, &abi); st != EDGERT_OK) [[unlikely]] return fail("process", st);
     return {};
   }
 
   Result<Captured> capture() override {
-    if (!lib_->desc.capture) {
-      return Status{ErrorCode::invalid_argument, who() + ": a " + std::string(to_string(lib_->info.kind)) +
-                                                     " plugin has no capture()"};
-    }
+    if (!lib_->desc.capture) return no_callback("capture");
     edgert_capture out{};
     out.struct_size = sizeof(edgert_capture);
     const auto st = lib_->desc.capture(handle_, &out);
@@ -321,7 +313,13 @@ class Instance final : public PluginInstance {
  private:
   std::string who() const { return "plugin '" + lib_->info.signature + "' instance '" + name_ + "'"; }
 
-  Status fail(const char* call, edgert_status st, std::string why = {}) {
+  // Cold paths live out of line so the per-call functions keep a small frame.
+  [[gnu::noinline, gnu::cold]] Status no_callback(const char* call) const {
+    return {ErrorCode::invalid_argument,
+            who() + ": a " + to_string(lib_->info.kind) + " plugin has no " + call + "() callback"};
+  }
+
+  [[gnu::noinline, gnu::cold]] Status fail(const char* call, edgert_status st, std::string why = {}) {
     errors_.fetch_add(1);
     if (why.empty()) why = take_last_error(ctx_.get());
     std::string msg = who() + ": " + call + " failed (status " + std::to_string(st) + ")";
@@ -333,6 +331,7 @@ class Instance final : public PluginInstance {
   std::shared_ptr<Library> lib_;
   std::unique_ptr<edgert_host_ctx> ctx_;
   std::string name_;
+  decltype(edgert_plugin_descriptor::process) process_;  // cached: the per-call hot path
   void* handle_ = nullptr;
   bool started_ = false;
   std::uint64_t sequence_ = 0;

@@ -3,6 +3,8 @@
 
 #include <cstdio>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <thread>
 
 namespace {
@@ -24,8 +26,37 @@ class Counter : public edgert::BaseWorker {
 };
 }  // namespace
 
-int main() {
+// Loads the out-of-tree plugin built against the installed package (argv[1]).
+int run_plugin(const char* path) {
+  struct Sink : edgert::PluginSink {
+    std::string got;
+    void on_emit(const std::string&, std::string_view, std::string_view json) override { got = json; }
+  };
+  edgert::PluginLoaderOptions opts;
+  opts.use_default_paths = false;
+  opts.use_environment = false;
+  edgert::PluginLoader loader(opts);
+  auto info = loader.load(path);
+  if (!info.ok()) {
+    std::printf("consumer: %s\n", info.status().message().c_str());
+    return 6;
+  }
+  auto sink = std::make_shared<Sink>();
+  auto inst = loader.create_instance("hello", "hello-1", "", sink);
+  if (!inst.ok()) return 7;
+  edgert::PluginInput in;
+  in.stream = "s";
+  in.record_json = "{}";
+  if (!inst.value()->process(in).ok()) return 8;
+  std::printf("consumer: plugin said %s\n", sink->got.c_str());
+  return sink->got == "{\"hello\":\"world\"}" ? 0 : 9;
+}
+
+int main(int argc, char** argv) {
   if (std::strcmp(edgert::version_string(), "0.1.0") != 0) return 1;
+  if (argc > 1) {
+    if (int rc = run_plugin(argv[1]); rc != 0) return rc;
+  }
   edgert::DropHeadQueue<int> q(8, edgert::OverflowPolicy::block);
   Counter worker(q);
   edgert::SystemRuntime runtime;

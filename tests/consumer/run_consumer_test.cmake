@@ -19,4 +19,12 @@ step("${CMAKE_COMMAND}" -S "${SOURCE_DIR}" -B "${WORK_DIR}/build"
      "-DCMAKE_PREFIX_PATH=${prefix}" "-DCMAKE_CXX_FLAGS=${CXX_FLAGS}"
      "-DCMAKE_EXE_LINKER_FLAGS=${CXX_FLAGS}" "-DCMAKE_BUILD_RPATH=${libdir}")
 step("${CMAKE_COMMAND}" --build "${WORK_DIR}/build")
-step("${WORK_DIR}/build/consumer")
+# An out-of-tree plugin: a 5-line CMakeLists against the installed package.
+step("${CMAKE_COMMAND}" -S "${SOURCE_DIR}/plugin" -B "${WORK_DIR}/plugin"
+     "-DCMAKE_PREFIX_PATH=${prefix}" "-DCMAKE_C_FLAGS=${CXX_FLAGS}")
+step("${CMAKE_COMMAND}" --build "${WORK_DIR}/plugin")
+file(GLOB_RECURSE bundled "${prefix}/*/edgert/plugins/threshold.so")
+if(NOT bundled)
+  message(FATAL_ERROR "the bundled plugins were not installed under ${prefix}")
+endif()
+step("${WORK_DIR}/build/consumer" "${WORK_DIR}/plugin/hello.so")
