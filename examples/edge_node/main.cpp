@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <filesystem>
 #include <ctime>
 #include <string>
@@ -25,6 +26,8 @@ sigset_t blocked_signals() {
   return set;
 }
 
+edgert::PluginLoaderOptions loader_options(const edgert::Config& cfg);
+
 int run_node(const std::string& config_path, double duration_s) {
   auto cfg = edgert::load_config(config_path);
   if (!cfg) {
@@ -35,6 +38,12 @@ int run_node(const std::string& config_path, double duration_s) {
     std::fprintf(stderr, "edgert-node: %s\n", st.message().c_str());
     return 2;
   }
+
+  // Load every plugin on the search paths; a refused file is logged with its reason
+  // and the others still load. (The pipeline that runs them arrives in a later release.)
+  edgert::PluginLoader plugins(loader_options(cfg.value()));
+  const auto refused = plugins.load_all();
+  std::fprintf(stderr, "edgert-node: %zu plugin(s) loaded, %zu refused\n", plugins.plugins().size(), refused.size());
 
   const sigset_t sigs = blocked_signals();
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
@@ -120,6 +129,65 @@ int list_plugins(std::vector<std::string> targets, const std::string& config_pat
   return refused == 0 ? 0 : 1;
 }
 
+// Prints what an instance emits, one line each: "<instance> <payload_type> <json>".
+struct PrintSink : edgert::PluginSink {
+  void on_emit(const std::string& instance, std::string_view type, std::string_view json) override {
+    std::printf("%s %.*s %.*s\n", instance.c_str(), static_cast<int>(type.size()), type.data(),
+                static_cast<int>(json.size()), json.data());
+    std::fflush(stdout);
+  }
+};
+
+// Loads one plugin from the search paths, creates an instance and drives it: records
+// go to process(); a capture plugin is asked for `count` items.
+int try_plugin(const std::string& signature, const std::string& config, const std::vector<std::string>& records,
+               int count, const std::vector<std::string>& paths) {
+  edgert::PluginLoaderOptions opts;
+  opts.search_paths = paths;
+  edgert::PluginLoader loader(opts);
+  (void)loader.load_all();  // refusals are logged with their reasons
+  auto inst = loader.create_instance(signature, signature + "-1", config, std::make_shared<PrintSink>());
+  if (!inst.ok()) {
+    std::fprintf(stderr, "edgert-node: %s\n", inst.status().message().c_str());
+    return 1;
+  }
+  auto& p = *inst.value();
+  if (auto st = p.start(); !st.ok()) {
+    std::fprintf(stderr, "edgert-node: %s\n", st.message().c_str());
+    return 1;
+  }
+  int failures = 0;
+  if (p.plugin().kind == edgert::PluginKind::capture) {
+    for (int i = 0; i < count; ++i) {
+      auto c = p.capture();
+      if (c.status().code() == edgert::ErrorCode::again) continue;
+      if (!c.ok()) {
+        if (c.status().code() != edgert::ErrorCode::end_of_stream) ++failures;
+        std::printf("%s\n", c.status().message().c_str());
+        break;
+      }
+      if (const auto& f = c.value().frame) {
+        std::printf("frame seq=%llu %dx%d stride=%d format=%d\n", static_cast<unsigned long long>(f.info().sequence),
+                    f.info().width, f.info().height, f.info().stride, static_cast<int>(f.info().format));
+      } else {
+        std::printf("record %s\n", c.value().record_json.c_str());
+      }
+    }
+  } else {
+    for (const auto& r : records) {
+      edgert::PluginInput in;
+      in.stream = "try";
+      in.record_json = r;
+      if (auto st = p.process(in); !st.ok()) {
+        ++failures;
+        std::fprintf(stderr, "edgert-node: %s\n", st.message().c_str());
+      }
+    }
+  }
+  (void)p.stop();
+  return failures == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -140,7 +208,18 @@ int main(int argc, char** argv) {
   plugins->add_option("targets", plugin_targets, "plugin files or directories (default: the search paths)");
   plugins->add_option("--config", plugins_config, "node configuration (plugins.paths, secured mode)");
 
+  std::string try_signature, try_config;
+  std::vector<std::string> try_records, try_paths;
+  int try_count = 5;
+  auto* tryc = app.add_subcommand("try", "create one plugin instance and feed it records (or capture from it)");
+  tryc->add_option("signature", try_signature, "the plugin's signature")->required();
+  tryc->add_option("--config", try_config, "instance configuration (a JSON object)");
+  tryc->add_option("--record", try_records, "a JSON record to process (repeatable)");
+  tryc->add_option("--count", try_count, "capture plugins: how many items to capture")->check(CLI::PositiveNumber);
+  tryc->add_option("--plugin-path", try_paths, "directories searched before EDGERT_PLUGIN_PATH");
+
   CLI11_PARSE(app, argc, argv);
+  if (tryc->parsed()) return try_plugin(try_signature, try_config, try_records, try_count, try_paths);
   if (run->parsed()) return run_node(config_path, duration);
   if (plugins->parsed()) return list_plugins(plugin_targets, plugins_config);
   return 0;

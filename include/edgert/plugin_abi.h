@@ -130,9 +130,9 @@ typedef struct edgert_input {
   uint32_t struct_size;
   const char* stream;             /* the stream this input came from */
   const edgert_frame* frame;      /* NULL for record inputs */
-  const char* record_json;        /* NULL for frame inputs */
+  const char* record_json;        /* NULL for frame inputs; record_len bytes, then a NUL */
   size_t record_len;
-  const char* inference_json;     /* serving outputs for this input, or NULL */
+  const char* inference_json;     /* serving outputs for this input, or NULL; NUL-terminated too */
   size_t inference_len;
 } edgert_input;
 
