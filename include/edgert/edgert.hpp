@@ -12,3 +12,4 @@
 #include <edgert/version.hpp>
 #include <edgert/frame.hpp>
 #include <edgert/plugin_host.hpp>
+#include <edgert/mailbox.hpp>

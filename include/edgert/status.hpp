@@ -21,6 +21,7 @@ enum class ErrorCode {
   unsupported,       // the operation is not available here
   again,             // nothing available now; try again later
   end_of_stream,     // a source is exhausted
+  quota_exceeded,    // a configured limit (disk, messages) refused the request
 };
 
 /// An error code and a message meant for a human ("node.yaml:12: node.heartbeat_hz: ...").

@@ -1,0 +1,148 @@
+// Mailbox: the durable store-and-forward outbox and inbox of a node (seed 002),
+// one SQLite file at <data_dir>/mailbox.db.
+//
+// Guarantees
+//  - send() returns a message id only once the row is committed: it survives a crash
+//    of the process (synchronous=normal, the default) or a power loss (full).
+//  - Concurrent send() calls share transactions (group commit); each caller still
+//    returns only after its own row is committed.
+//  - Nothing is dropped silently: expiry, eviction, refusal and duplicates are each
+//    counted in stats(), and evictions are logged at WARNING and raise a notification.
+//  - The backlog is never loaded into memory: pending() pages through it.
+//  - A corrupt file found on open is moved aside to mailbox.db.corrupt-<timestamp>
+//    (ERROR naming both paths) and a fresh mailbox starts.
+//
+// Threads: every member function may be called from any thread; calls block on
+// SQLite I/O. Errors are returned, never thrown.
+#pragma once
+
+#include <edgert/export.hpp>
+#include <edgert/status.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace edgert {
+
+/// What travels: the wire envelope of DESIGN.md ("On disk and on the wire").
+struct Envelope {
+  std::string message_id;         // "" on send: one is generated ("msg:<32 hex>")
+  std::string sender_node_id;
+  std::string recipient_node_id;
+  std::string payload_type;       // "detection", "heartbeat", "command", ...
+  std::string payload;            // UTF-8 JSON text
+  std::int64_t timestamp_ms = 0;  // 0 on send: now
+};
+
+struct SendOptions {
+  std::chrono::seconds ttl{24 * 3600};  // undelivered after this: expired (counted)
+  int priority = 0;                     // higher is delivered first and evicted last
+  std::string idempotency_key;          // same key again (until the TTL): the first message's id
+};
+
+struct OutboxMessage {
+  Envelope envelope;
+  int priority = 0;
+  int attempts = 0;                  // failed deliveries so far
+  std::int64_t next_attempt_ms = 0;  // wall clock, ms since the epoch
+  std::int64_t expires_ms = 0;
+  std::int64_t created_ms = 0;
+  std::string envelope_json;         // the stored JSON, ready to publish
+};
+
+struct InboxMessage {
+  Envelope envelope;
+  std::int64_t received_ms = 0;
+  bool acknowledged = false;
+};
+
+enum class StoreResult { stored, duplicate };
+
+enum class QuotaPolicy { reject_new, evict_oldest };
+
+struct MailboxCounters {
+  std::uint64_t sent = 0;             // rows committed by send()
+  std::uint64_t idempotent_hits = 0;  // send() answered with an earlier message's id
+  std::uint64_t delivered = 0;
+  std::uint64_t failed_attempts = 0;
+  std::uint64_t expired = 0;
+  std::uint64_t duplicates = 0;       // inbox replays refused
+  std::uint64_t evicted = 0;
+  std::uint64_t rejected = 0;         // refused by quota, size or validation
+};
+
+struct MailboxStats {
+  std::uint64_t outbox_rows = 0, outbox_bytes = 0;
+  std::uint64_t inbox_rows = 0, inbox_bytes = 0, inbox_unacked = 0;
+  std::int64_t oldest_pending_age_ms = 0;  // 0 when the outbox is empty
+  MailboxCounters counters;                // since this process opened the mailbox
+};
+
+struct MailboxOptions {
+  std::string data_dir = "./data";
+  bool synchronous_full = false;  // false: NORMAL (survives a process crash); true: FULL (power loss)
+  int busy_timeout_ms = 5000;
+  std::size_t max_payload_bytes = 1 << 20;  // larger payloads are refused
+  std::uint64_t max_messages = 0;           // outbox quota; 0: unlimited
+  std::uint64_t max_bytes = 0;              // outbox quota on stored envelope bytes; 0: unlimited
+  QuotaPolicy quota_policy = QuotaPolicy::reject_new;
+  std::chrono::milliseconds backoff_base{5000};   // next attempt after failure n (from 0):
+  std::chrono::milliseconds backoff_cap{300000};  //   min(base * 2^n, cap)
+  double backoff_jitter = 0.0;                    // +- this fraction, 0..1
+  std::size_t max_batch = 256;  // rows per group commit; 1 disables group commit
+  /// Called (on the writing thread, must not block) for each eviction.
+  std::function<void(const std::string& message)> on_notification;
+  /// Wall clock in ms since the epoch; injectable for tests.
+  std::function<std::int64_t()> clock_ms;
+};
+
+class EDGERT_API Mailbox {
+ public:
+  /// Opens (creating it if needed) <data_dir>/mailbox.db: WAL, schema migrations,
+  /// PRAGMA quick_check with quarantine of a corrupt file. Errors: io_error.
+  static Result<std::unique_ptr<Mailbox>> open(MailboxOptions options);
+  ~Mailbox();
+  Mailbox(const Mailbox&) = delete;
+  Mailbox& operator=(const Mailbox&) = delete;
+
+  /// Blocks until the row is committed. Errors: invalid_argument (bad JSON/UTF-8,
+  /// payload too large; nothing stored), quota_exceeded (reject_new), io_error.
+  Result<std::string> send(Envelope envelope, SendOptions options = {});
+
+  /// Up to `limit` messages due now, highest priority first, then earliest due.
+  Result<std::vector<OutboxMessage>> pending(std::size_t limit);
+  /// Removes a delivered message. not_found if it is not in the outbox.
+  Status mark_delivered(const std::string& message_id);
+  /// Counts a failed attempt and schedules the next; returns its time (ms since epoch).
+  Result<std::int64_t> mark_failed(const std::string& message_id);
+  /// Removes expired messages; returns how many.
+  Result<std::size_t> cleanup_expired();
+
+  /// Stores a received message; a message_id seen before is a duplicate (counted).
+  Result<StoreResult> store(const Envelope& envelope);
+  /// Unacknowledged inbox messages, oldest first; `payload_type` "" means all.
+  Result<std::vector<InboxMessage>> unacked(const std::string& payload_type = "", std::size_t limit = 1000);
+  /// Marks a received message handled. not_found if unknown.
+  Status ack(const std::string& message_id);
+
+  Result<MailboxStats> stats();
+  const std::string& path() const noexcept;
+
+  /// PRAGMA integrity_check of <data_dir>/mailbox.db, read-only, safe while a node runs.
+  static Status check(const std::string& data_dir);
+  /// Copies <data_dir>/mailbox.db to `dest` with SQLite's online backup API; safe
+  /// while a node runs.
+  static Status backup(const std::string& data_dir, const std::string& dest);
+
+  struct Impl;
+
+ private:
+  explicit Mailbox(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace edgert

@@ -1,0 +1,592 @@
+#include <edgert/mailbox.hpp>
+
+#include "core/log.hpp"
+#include "core/thread_name.hpp"
+#include "mailbox/schema.hpp"
+
+#include <SQLiteCpp/Backup.h>
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <nlohmann/json.hpp>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+namespace edgert {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+std::int64_t system_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string new_message_id() {
+  thread_local std::mt19937_64 rng{std::random_device{}() ^
+                                   static_cast<std::uint64_t>(std::hash<std::thread::id>{}(std::this_thread::get_id()))};
+  static const char* hex = "0123456789abcdef";
+  std::string id = "msg:";
+  for (int i = 0; i < 2; ++i) {
+    std::uint64_t v = rng();
+    for (int k = 0; k < 16; ++k, v >>= 4) id += hex[v & 0xF];
+  }
+  return id;
+}
+
+Status io_error(const std::string& what, const std::exception& e) {
+  return {ErrorCode::io_error, what + ": " + e.what()};
+}
+
+// Builds the stored envelope JSON; refuses invalid JSON, invalid UTF-8 and oversize
+// payloads before anything is written.
+Result<std::string> encode(Envelope& env, std::size_t max_payload, std::int64_t now) {
+  const std::string who = "message " + (env.message_id.empty() ? std::string("(new)") : env.message_id) + " (" +
+                          (env.payload_type.empty() ? std::string("no payload_type") : env.payload_type) + ")";
+  if (env.payload_type.empty()) return Status{ErrorCode::invalid_argument, who + ": payload_type is empty"};
+  if (env.payload.size() > max_payload) {
+    return Status{ErrorCode::invalid_argument, who + ": payload is " + std::to_string(env.payload.size()) +
+                                                   " bytes, over the " + std::to_string(max_payload) + "-byte limit"};
+  }
+  json payload = json::parse(env.payload, nullptr, false);
+  if (payload.is_discarded()) {
+    return Status{ErrorCode::invalid_argument, who + ": payload is not valid UTF-8 JSON"};
+  }
+  if (env.message_id.empty()) env.message_id = new_message_id();
+  if (env.timestamp_ms == 0) env.timestamp_ms = now;
+  try {
+    return json{{"message_id", env.message_id},         {"sender_node_id", env.sender_node_id},
+                {"recipient_node_id", env.recipient_node_id}, {"timestamp", env.timestamp_ms},
+                {"payload_type", env.payload_type},     {"payload", std::move(payload)}}
+        .dump();
+  } catch (const json::exception& e) {  // invalid UTF-8 in an id or type
+    return Status{ErrorCode::invalid_argument, who + ": " + e.what()};
+  }
+}
+
+Envelope decode(const std::string& text) {
+  Envelope env;
+  const json j = json::parse(text, nullptr, false);
+  if (!j.is_object()) return env;
+  env.message_id = j.value("message_id", "");
+  env.sender_node_id = j.value("sender_node_id", "");
+  env.recipient_node_id = j.value("recipient_node_id", "");
+  env.payload_type = j.value("payload_type", "");
+  env.timestamp_ms = j.value("timestamp", std::int64_t{0});
+  if (j.contains("payload")) env.payload = j["payload"].dump();
+  return env;
+}
+
+struct SendRequest {
+  Envelope env;
+  SendOptions options;
+  std::string envelope_json;
+  std::promise<Result<std::string>> done;
+};
+
+}  // namespace
+
+struct Mailbox::Impl {
+  MailboxOptions options;
+  std::string path;
+  std::unique_ptr<SQLite::Database> db;
+  std::mutex db_mu;  // one connection; every statement runs under this
+
+  // Group commit: senders queue requests; the writer commits them in batches.
+  std::mutex queue_mu;
+  std::condition_variable queue_cv;
+  std::deque<std::shared_ptr<SendRequest>> queue;
+  bool stopping = false;
+  std::thread writer;
+
+  std::atomic<std::uint64_t> sent{0}, idempotent_hits{0}, delivered{0}, failed_attempts{0}, expired{0},
+      duplicates{0}, evicted{0}, rejected{0};
+
+  std::int64_t now() const { return options.clock_ms ? options.clock_ms() : system_ms(); }
+
+  // Prepared statements, compiled once and reused (reset, bindings cleared) on every
+  // call. Callers hold db_mu.
+  std::map<const char*, std::unique_ptr<SQLite::Statement>> statements;
+  SQLite::Statement& stmt(const char* sql) {
+    auto& s = statements[sql];
+    if (!s) {
+      s = std::make_unique<SQLite::Statement>(*db, sql);
+    } else {
+      s->reset();
+      s->clearBindings();
+    }
+    return *s;
+  }
+  static constexpr const char* totals_sql =
+      "SELECT name, value FROM totals WHERE name IN ('outbox_rows','outbox_bytes')";
+
+  void write_loop();
+  void commit_batch(std::vector<std::shared_ptr<SendRequest>>& batch);
+  Result<std::string> insert_one(SendRequest& r, std::int64_t now, std::int64_t& rows, std::int64_t& bytes);
+};
+
+namespace {
+
+// Opens the file, checks it, and quarantines it if it is corrupt.
+Result<std::unique_ptr<SQLite::Database>> open_checked(const std::string& path) {
+  auto try_open = [&]() -> std::unique_ptr<SQLite::Database> {
+    auto db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    const std::string verdict = db->execAndGet("PRAGMA quick_check").getString();
+    if (verdict != "ok") throw SQLite::Exception("quick_check: " + verdict);
+    return db;
+  };
+  try {
+    return try_open();
+  } catch (const std::exception& e) {
+    const std::time_t t = std::time(nullptr);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&t));
+    const std::string moved = path + ".corrupt-" + stamp;
+    std::error_code ec;
+    fs::rename(path, moved, ec);
+    if (ec) return Status{ErrorCode::io_error, path + ": corrupt (" + e.what() + ") and cannot be moved aside: " +
+                                                   ec.message()};
+    for (const char* suffix : {"-wal", "-shm"}) fs::rename(path + suffix, moved + suffix, ec);
+    detail::log().error("mailbox {} is corrupt ({}); moved it to {} and started a fresh mailbox", path, e.what(),
+                        moved);
+  }
+  try {
+    return try_open();
+  } catch (const std::exception& e) {
+    return io_error(path, e);
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = std::move(options);
+  std::error_code ec;
+  fs::create_directories(impl->options.data_dir, ec);
+  if (ec) return Status{ErrorCode::io_error, impl->options.data_dir + ": cannot create data dir: " + ec.message()};
+  impl->path = (fs::path(impl->options.data_dir) / "mailbox.db").string();
+
+  auto db = open_checked(impl->path);
+  if (!db.ok()) return db.status();
+  impl->db = std::move(db).value();
+  try {
+    impl->db->exec("PRAGMA journal_mode=WAL");
+    impl->db->exec(impl->options.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    impl->db->exec("PRAGMA busy_timeout=" + std::to_string(impl->options.busy_timeout_ms));
+    impl->db->exec("PRAGMA temp_store=MEMORY");
+    if (Status st = detail::migrate_mailbox(*impl->db, impl->path); !st.ok()) return st;
+  } catch (const std::exception& e) {
+    return io_error(impl->path, e);
+  }
+  Impl* raw = impl.get();
+  impl->writer = std::thread([raw] {
+    detail::set_current_thread_name("edgert-mailbox");
+    raw->write_loop();
+  });
+  return std::unique_ptr<Mailbox>(new Mailbox(std::move(impl)));
+}
+
+Mailbox::Mailbox(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Mailbox::~Mailbox() {
+  {
+    std::lock_guard lk(impl_->queue_mu);
+    impl_->stopping = true;
+  }
+  impl_->queue_cv.notify_all();
+  if (impl_->writer.joinable()) impl_->writer.join();  // commits what is queued first
+}
+
+const std::string& Mailbox::path() const noexcept { return impl_->path; }
+
+void Mailbox::Impl::write_loop() {
+  std::vector<std::shared_ptr<SendRequest>> batch;
+  for (;;) {
+    {
+      std::unique_lock lk(queue_mu);
+      queue_cv.wait(lk, [&] { return stopping || !queue.empty(); });
+      if (queue.empty()) return;  // stopping and drained
+      const std::size_t n = std::min(queue.size(), std::max<std::size_t>(1, options.max_batch));
+      batch.assign(queue.begin(), queue.begin() + static_cast<std::ptrdiff_t>(n));
+      queue.erase(queue.begin(), queue.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    commit_batch(batch);
+    batch.clear();
+  }
+}
+
+void Mailbox::Impl::commit_batch(std::vector<std::shared_ptr<SendRequest>>& batch) {
+  std::vector<Result<std::string>> results;
+  results.reserve(batch.size());
+  std::uint64_t committed = 0, hits = 0;
+  {
+    std::lock_guard lk(db_mu);
+    try {
+      SQLite::Transaction txn(*db);
+      std::int64_t rows = 0, bytes = 0;
+      auto& q = stmt(totals_sql);
+      while (q.executeStep()) {
+        (q.getColumn(0).getString() == "outbox_rows" ? rows : bytes) = q.getColumn(1).getInt64();
+      }
+      const std::int64_t t = now();
+      for (auto& r : batch) {
+        results.push_back(insert_one(*r, t, rows, bytes));
+        if (results.back().ok()) {
+          if (results.back().value() == r->env.message_id) {
+            ++committed;
+          } else {
+            ++hits;
+          }
+        }
+      }
+      txn.commit();
+    } catch (const std::exception& e) {
+      results.assign(batch.size(), io_error(path + ": commit failed; nothing of this batch was stored", e));
+      committed = hits = 0;
+    }
+  }
+  sent += committed;
+  idempotent_hits += hits;
+  for (std::size_t i = 0; i < batch.size(); ++i) batch[i]->done.set_value(std::move(results[i]));
+}
+
+// Runs inside the batch transaction, under db_mu.
+Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, std::int64_t& rows,
+                                              std::int64_t& bytes) {
+  const auto& o = r.options;
+  const std::int64_t size = static_cast<std::int64_t>(r.envelope_json.size());
+  if (!o.idempotency_key.empty()) {
+    auto& q = stmt("SELECT message_id FROM idempotency WHERE key = ? AND expires_ms > ?");
+    q.bind(1, o.idempotency_key);
+    q.bind(2, t);
+    if (q.executeStep()) return q.getColumn(0).getString();
+  }
+  const auto& max_msgs = options.max_messages;
+  const auto& max_bytes = options.max_bytes;
+  auto over = [&] {
+    return (max_msgs && static_cast<std::uint64_t>(rows + 1) > max_msgs) ||
+           (max_bytes && static_cast<std::uint64_t>(bytes + size) > max_bytes);
+  };
+  if (over()) {
+    if (options.quota_policy == QuotaPolicy::reject_new || (max_bytes && static_cast<std::uint64_t>(size) > max_bytes)) {
+      ++rejected;
+      return Status{ErrorCode::quota_exceeded,
+                    "mailbox " + path + ": outbox quota reached (" + std::to_string(rows) + " messages, " +
+                        std::to_string(bytes) + " bytes; limits " + std::to_string(max_msgs) + " messages, " +
+                        std::to_string(max_bytes) + " bytes); message " + r.env.message_id + " refused"};
+    }
+    auto& victim = stmt(
+        "SELECT message_id, size, priority FROM outbox ORDER BY priority ASC, created_ms ASC, rowid ASC LIMIT 1");
+    auto& del = stmt("DELETE FROM outbox WHERE message_id = ?");
+    while (over()) {
+      victim.reset();
+      if (!victim.executeStep()) break;
+      const std::string id = victim.getColumn(0).getString();
+      const std::int64_t vsize = victim.getColumn(1).getInt64();
+      const int prio = victim.getColumn(2).getInt();
+      victim.reset();
+      del.reset();
+      del.bind(1, id);
+      del.exec();
+      --rows;
+      bytes -= vsize;
+      ++evicted;
+      const std::string msg = "mailbox quota: evicted message " + id + " (priority " + std::to_string(prio) + ", " +
+                              std::to_string(vsize) + " bytes) to make room for " + r.env.message_id;
+      detail::log().warn("{}", msg);
+      if (options.on_notification) options.on_notification(msg);
+    }
+  }
+  auto& ins = stmt(
+      "INSERT INTO outbox (message_id, recipient_node_id, payload_type, envelope_json, size, priority, attempts, "
+      "next_attempt_ms, expires_ms, created_ms) VALUES (?,?,?,?,?,?,0,?,?,?)");
+  ins.bind(1, r.env.message_id);
+  ins.bind(2, r.env.recipient_node_id);
+  ins.bind(3, r.env.payload_type);
+  ins.bind(4, r.envelope_json);
+  ins.bind(5, size);
+  ins.bind(6, o.priority);
+  ins.bind(7, t);
+  ins.bind(8, t + static_cast<std::int64_t>(o.ttl.count()) * 1000);
+  ins.bind(9, t);
+  ins.exec();
+  if (!o.idempotency_key.empty()) {
+    auto& k = stmt("INSERT OR REPLACE INTO idempotency (key, message_id, expires_ms) VALUES (?,?,?)");
+    k.bind(1, o.idempotency_key);
+    k.bind(2, r.env.message_id);
+    k.bind(3, t + static_cast<std::int64_t>(o.ttl.count()) * 1000);
+    k.exec();
+  }
+  ++rows;
+  bytes += size;
+  return r.env.message_id;
+}
+
+Result<std::string> Mailbox::send(Envelope envelope, SendOptions options) {
+  auto req = std::make_shared<SendRequest>();
+  auto encoded = encode(envelope, impl_->options.max_payload_bytes, impl_->now());
+  if (!encoded.ok()) {
+    ++impl_->rejected;
+    detail::log().error("mailbox send refused: {}", encoded.status().message());
+    return encoded.status();
+  }
+  req->env = std::move(envelope);
+  req->options = std::move(options);
+  req->envelope_json = std::move(encoded).value();
+  auto done = req->done.get_future();
+  {
+    std::lock_guard lk(impl_->queue_mu);
+    if (impl_->stopping) return Status{ErrorCode::closed, "mailbox is closing"};
+    impl_->queue.push_back(std::move(req));
+  }
+  impl_->queue_cv.notify_one();
+  return done.get();
+}
+
+}  // namespace edgert
+
+namespace edgert {
+
+Result<std::vector<OutboxMessage>> Mailbox::pending(std::size_t limit) {
+  std::vector<OutboxMessage> out;
+  std::lock_guard lk(impl_->db_mu);
+  try {
+    auto& q = impl_->stmt(
+        "SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms FROM outbox "
+        "WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 ORDER BY priority DESC, next_attempt_ms ASC LIMIT ?2");
+    q.bind(1, impl_->now());
+    q.bind(2, static_cast<std::int64_t>(limit));
+    while (q.executeStep()) {
+      OutboxMessage m;
+      m.envelope_json = q.getColumn(0).getString();
+      m.envelope = decode(m.envelope_json);
+      m.priority = q.getColumn(1).getInt();
+      m.attempts = q.getColumn(2).getInt();
+      m.next_attempt_ms = q.getColumn(3).getInt64();
+      m.expires_ms = q.getColumn(4).getInt64();
+      m.created_ms = q.getColumn(5).getInt64();
+      out.push_back(std::move(m));
+    }
+    q.reset();
+  } catch (const std::exception& e) {
+    return io_error(impl_->path + ": pending", e);
+  }
+  return out;
+}
+
+Status Mailbox::mark_delivered(const std::string& message_id) {
+  std::lock_guard lk(impl_->db_mu);
+  try {
+    auto& q = impl_->stmt("DELETE FROM outbox WHERE message_id = ?");
+    q.bind(1, message_id);
+    if (q.exec() == 0) return {ErrorCode::not_found, "mark_delivered: message " + message_id + " is not in the outbox"};
+  } catch (const std::exception& e) {
+    return io_error(impl_->path + ": mark_delivered " + message_id, e);
+  }
+  ++impl_->delivered;
+  return {};
+}
+
+Result<std::int64_t> Mailbox::mark_failed(const std::string& message_id) {
+  std::lock_guard lk(impl_->db_mu);
+  try {
+    auto& sel = impl_->stmt("SELECT attempts FROM outbox WHERE message_id = ?");
+    sel.bind(1, message_id);
+    if (!sel.executeStep()) {
+      return Status{ErrorCode::not_found, "mark_failed: message " + message_id + " is not in the outbox"};
+    }
+    const int attempts = sel.getColumn(0).getInt();
+    sel.reset();
+    const auto& o = impl_->options;
+    // min(base * 2^attempts, cap), computed without overflow.
+    double delay = static_cast<double>(o.backoff_base.count()) * std::pow(2.0, std::min(attempts, 62));
+    delay = std::min(delay, static_cast<double>(o.backoff_cap.count()));
+    if (o.backoff_jitter > 0) {
+      thread_local std::mt19937 rng{std::random_device{}()};
+      std::uniform_real_distribution<double> u(-o.backoff_jitter, o.backoff_jitter);
+      delay *= 1.0 + u(rng);
+    }
+    const std::int64_t next = impl_->now() + static_cast<std::int64_t>(delay);
+    auto& up = impl_->stmt("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ? WHERE message_id = ?");
+    up.bind(1, next);
+    up.bind(2, message_id);
+    up.exec();
+    ++impl_->failed_attempts;
+    return next;
+  } catch (const std::exception& e) {
+    return io_error(impl_->path + ": mark_failed " + message_id, e);
+  }
+}
+
+Result<std::size_t> Mailbox::cleanup_expired() {
+  std::lock_guard lk(impl_->db_mu);
+  try {
+    const std::int64_t t = impl_->now();
+    auto& q = impl_->stmt("DELETE FROM outbox WHERE expires_ms <= ?");
+    q.bind(1, t);
+    const int n = q.exec();
+    auto& k = impl_->stmt("DELETE FROM idempotency WHERE expires_ms <= ?");
+    k.bind(1, t);
+    k.exec();
+    if (n > 0) {
+      impl_->expired += static_cast<std::uint64_t>(n);
+      detail::log().warn("mailbox {}: {} undelivered message(s) expired and were removed", impl_->path, n);
+    }
+    return static_cast<std::size_t>(n);
+  } catch (const std::exception& e) {
+    return io_error(impl_->path + ": cleanup_expired", e);
+  }
+}
+
+Result<StoreResult> Mailbox::store(const Envelope& envelope) {
+  Envelope env = envelope;
+  if (env.message_id.empty()) {
+    ++impl_->rejected;
+    return Status{ErrorCode::invalid_argument, "inbox store: message_id is empty (replay protection needs it)"};
+  }
+  auto encoded = encode(env, impl_->options.max_payload_bytes, impl_->now());
+  if (!encoded.ok()) {
+    ++impl_->rejected;
+    return encoded.status();
+  }
+  std::lock_guard lk(impl_->db_mu);
+  try {
+    auto& q = impl_->stmt(
+        "INSERT OR IGNORE INTO inbox (message_id, sender_node_id, payload_type, envelope_json, size, received_ms, "
+        "acknowledged) VALUES (?,?,?,?,?,?,0)");
+    q.bind(1, env.message_id);
+    q.bind(2, env.sender_node_id);
+    q.bind(3, env.payload_type);
+    q.bind(4, encoded.value());
+    q.bind(5, static_cast<std::int64_t>(encoded.value().size()));
+    q.bind(6, impl_->now());
+    if (q.exec() == 0) {
+      ++impl_->duplicates;
+      detail::log().info("mailbox inbox: duplicate message {} from {} ignored (replay protection)", env.message_id,
+                         env.sender_node_id);
+      return StoreResult::duplicate;
+    }
+    return StoreResult::stored;
+  } catch (const std::exception& e) {
+    return io_error(impl_->path + ": inbox store " + env.message_id, e);
+  }
+}
+
+Result<std::vector<InboxMessage>> Mailbox::unacked(const std::string& payload_type, std::size_t limit) {
+  std::vector<InboxMessage> out;
+  std::lock_guard lk(impl_->db_mu);
+  try {
+    auto& q = impl_->stmt(
+        "SELECT envelope_json, received_ms FROM inbox WHERE acknowledged = 0 AND (?1 = '' OR payload_type = ?1) "
+        "ORDER BY received_ms ASC, rowid ASC LIMIT ?2");
+    q.bind(1, payload_type);
+    q.bind(2, static_cast<std::int64_t>(limit));
+    while (q.executeStep()) {
+      InboxMessage m;
+      m.envelope = decode(q.getColumn(0).getString());
+      m.received_ms = q.getColumn(1).getInt64();
+      out.push_back(std::move(m));
+    }
+    q.reset();
+  } catch (const std::exception& e) {
+    return io_error(impl_->path + ": unacked", e);
+  }
+  return out;
+}
+
+Status Mailbox::ack(const std::string& message_id) {
+  std::lock_guard lk(impl_->db_mu);
+  try {
+    auto& q = impl_->stmt("UPDATE inbox SET acknowledged = 1 WHERE message_id = ?");
+    q.bind(1, message_id);
+    if (q.exec() == 0) return {ErrorCode::not_found, "ack: message " + message_id + " is not in the inbox"};
+  } catch (const std::exception& e) {
+    return io_error(impl_->path + ": ack " + message_id, e);
+  }
+  return {};
+}
+
+Result<MailboxStats> Mailbox::stats() {
+  MailboxStats s;
+  {
+    std::lock_guard lk(impl_->db_mu);
+    try {
+      auto& q = impl_->stmt("SELECT name, value FROM totals");
+      while (q.executeStep()) {
+        const std::string name = q.getColumn(0).getString();
+        const auto v = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
+        if (name == "outbox_rows") s.outbox_rows = v;
+        if (name == "outbox_bytes") s.outbox_bytes = v;
+        if (name == "inbox_rows") s.inbox_rows = v;
+        if (name == "inbox_bytes") s.inbox_bytes = v;
+      }
+      auto& oldest = impl_->stmt("SELECT created_ms FROM outbox ORDER BY rowid ASC LIMIT 1");
+      if (oldest.executeStep()) s.oldest_pending_age_ms = impl_->now() - oldest.getColumn(0).getInt64();
+      oldest.reset();
+      auto& un = impl_->stmt("SELECT COUNT(*) FROM inbox WHERE acknowledged = 0");
+      if (un.executeStep()) s.inbox_unacked = static_cast<std::uint64_t>(un.getColumn(0).getInt64());
+      un.reset();
+    } catch (const std::exception& e) {
+      return io_error(impl_->path + ": stats", e);
+    }
+  }
+  auto& c = s.counters;
+  c.sent = impl_->sent;
+  c.idempotent_hits = impl_->idempotent_hits;
+  c.delivered = impl_->delivered;
+  c.failed_attempts = impl_->failed_attempts;
+  c.expired = impl_->expired;
+  c.duplicates = impl_->duplicates;
+  c.evicted = impl_->evicted;
+  c.rejected = impl_->rejected;
+  return s;
+}
+
+Status Mailbox::check(const std::string& data_dir) {
+  const std::string path = (fs::path(data_dir) / "mailbox.db").string();
+  if (!fs::exists(path)) return {ErrorCode::not_found, path + ": no mailbox here"};
+  try {
+    SQLite::Database db(path, SQLite::OPEN_READONLY);
+    db.exec("PRAGMA busy_timeout=5000");
+    SQLite::Statement q(db, "PRAGMA integrity_check");
+    std::string problems;
+    while (q.executeStep()) {
+      const std::string line = q.getColumn(0).getString();
+      if (line != "ok") problems += (problems.empty() ? "" : "; ") + line;
+    }
+    if (!problems.empty()) return {ErrorCode::io_error, path + ": integrity_check failed: " + problems};
+  } catch (const std::exception& e) {
+    return io_error(path + ": integrity_check", e);
+  }
+  return {};
+}
+
+Status Mailbox::backup(const std::string& data_dir, const std::string& dest) {
+  const std::string path = (fs::path(data_dir) / "mailbox.db").string();
+  if (!fs::exists(path)) return {ErrorCode::not_found, path + ": no mailbox here"};
+  try {
+    SQLite::Database src(path, SQLite::OPEN_READONLY);
+    src.exec("PRAGMA busy_timeout=5000");
+    SQLite::Database dst(dest, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    SQLite::Backup b(dst, src);
+    b.executeStep();  // all pages, one step; SQLite restarts it if the source changes meanwhile
+  } catch (const std::exception& e) {
+    return io_error("backup of " + path + " to " + dest, e);
+  }
+  return {};
+}
+
+}  // namespace edgert

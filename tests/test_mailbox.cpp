@@ -1,0 +1,340 @@
+// The mailbox on a real SQLite file in a scratch directory.
+#include <edgert/mailbox.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+#include <vector>
+
+using Catch::Contains;
+using edgert::Envelope;
+using edgert::ErrorCode;
+using edgert::Mailbox;
+using edgert::MailboxOptions;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Scratch {
+  fs::path dir;
+  Scratch() {
+    static std::atomic<int> n{0};
+    dir = fs::temp_directory_path() / ("edgert-mbox-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
+    fs::remove_all(dir);
+  }
+  ~Scratch() { fs::remove_all(dir); }
+};
+
+struct FakeClock {
+  std::atomic<std::int64_t> ms{1'700'000'000'000};
+  std::function<std::int64_t()> fn() {
+    return [this] { return ms.load(); };
+  }
+};
+
+Envelope env(const std::string& type = "detection", const std::string& payload = R"({"n":1})") {
+  Envelope e;
+  e.sender_node_id = "node-a";
+  e.recipient_node_id = "fleet";
+  e.payload_type = type;
+  e.payload = payload;
+  return e;
+}
+
+std::unique_ptr<Mailbox> open(MailboxOptions o) {
+  auto m = Mailbox::open(std::move(o));
+  REQUIRE(m.ok());
+  return std::move(m).value();
+}
+
+MailboxOptions options(const Scratch& s, FakeClock& clock) {
+  MailboxOptions o;
+  o.data_dir = s.dir.string();
+  o.clock_ms = clock.fn();
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("send, pending, deliver: the basic outbox cycle", "[mailbox]") {
+  Scratch s;
+  FakeClock clock;
+  auto mb = open(options(s, clock));
+  auto id = mb->send(env());
+  REQUIRE(id.ok());
+  CHECK(id.value().rfind("msg:", 0) == 0);
+  auto p = mb->pending(10);
+  REQUIRE(p.ok());
+  REQUIRE(p.value().size() == 1);
+  const auto& m = p.value()[0];
+  CHECK(m.envelope.message_id == id.value());
+  CHECK(m.envelope.payload == R"({"n":1})");
+  CHECK(m.envelope.timestamp_ms == clock.ms);
+  CHECK(m.expires_ms == clock.ms + 24 * 3600 * 1000);
+  CHECK_THAT(m.envelope_json, Contains(R"("payload_type":"detection")"));
+  REQUIRE(mb->mark_delivered(id.value()).ok());
+  CHECK(mb->pending(10).value().empty());
+  CHECK(mb->mark_delivered(id.value()).code() == ErrorCode::not_found);
+  auto st = mb->stats().value();
+  CHECK(st.counters.sent == 1);
+  CHECK(st.counters.delivered == 1);
+  CHECK(st.outbox_rows == 0);
+}
+
+TEST_CASE("the backoff schedule is min(base * 2^attempts, cap)", "[mailbox]") {
+  Scratch s;
+  FakeClock clock;
+  auto mb = open(options(s, clock));
+  const auto id = mb->send(env()).value();
+  const std::int64_t expected[] = {5000, 10000, 20000, 40000, 80000, 160000, 300000, 300000};
+  for (std::int64_t delay : expected) {
+    auto next = mb->mark_failed(id);
+    REQUIRE(next.ok());
+    CHECK(next.value() == clock.ms + delay);
+    CHECK(mb->pending(10).value().empty());  // not due yet
+    clock.ms = next.value();
+    auto due = mb->pending(10).value();
+    REQUIRE(due.size() == 1);
+    CHECK(due[0].attempts > 0);
+  }
+  CHECK(mb->stats().value().counters.failed_attempts == 8);
+  CHECK(mb->mark_failed("msg:nope").status().code() == ErrorCode::not_found);
+}
+
+TEST_CASE("TTL expiry removes and counts undelivered messages", "[mailbox]") {
+  Scratch s;
+  FakeClock clock;
+  auto mb = open(options(s, clock));
+  edgert::SendOptions shortlived;
+  shortlived.ttl = std::chrono::seconds(60);
+  REQUIRE(mb->send(env(), shortlived).ok());
+  REQUIRE(mb->send(env()).ok());
+  clock.ms += 61'000;
+  CHECK(mb->pending(10).value().size() == 1);  // the expired one is never handed out
+  CHECK(mb->cleanup_expired().value() == 1);
+  CHECK(mb->cleanup_expired().value() == 0);
+  CHECK(mb->stats().value().counters.expired == 1);
+  CHECK(mb->stats().value().outbox_rows == 1);
+}
+
+TEST_CASE("priority orders delivery", "[mailbox]") {
+  Scratch s;
+  FakeClock clock;
+  auto mb = open(options(s, clock));
+  std::vector<std::string> ids;
+  for (int prio : {0, 5, 1}) {
+    edgert::SendOptions o;
+    o.priority = prio;
+    ids.push_back(mb->send(env(), o).value());
+  }
+  auto p = mb->pending(10).value();
+  REQUIRE(p.size() == 3);
+  CHECK(p[0].envelope.message_id == ids[1]);
+  CHECK(p[1].envelope.message_id == ids[2]);
+  CHECK(p[2].envelope.message_id == ids[0]);
+  CHECK(mb->pending(2).value().size() == 2);
+}
+
+TEST_CASE("idempotency: the same key yields the first message's id", "[mailbox]") {
+  Scratch s;
+  FakeClock clock;
+  auto mb = open(options(s, clock));
+  edgert::SendOptions o;
+  o.idempotency_key = "job-42";
+  const auto first = mb->send(env(), o).value();
+  const auto again = mb->send(env("detection", R"({"n":2})"), o).value();
+  CHECK(again == first);
+  CHECK(mb->stats().value().outbox_rows == 1);
+  REQUIRE(mb->mark_delivered(first).ok());
+  CHECK(mb->send(env(), o).value() == first);  // still remembered after delivery, until the TTL
+  CHECK(mb->stats().value().counters.idempotent_hits == 2);
+}
+
+TEST_CASE("inbox: replay protection, unacked filter, ack", "[mailbox]") {
+  Scratch s;
+  FakeClock clock;
+  auto mb = open(options(s, clock));
+  auto a = env("command", R"({"do":"reboot"})");
+  a.message_id = "msg:aaa";
+  auto b = env("telemetry", R"({"t":1})");
+  b.message_id = "msg:bbb";
+  CHECK(mb->store(a).value() == edgert::StoreResult::stored);
+  CHECK(mb->store(a).value() == edgert::StoreResult::duplicate);
+  CHECK(mb->store(b).value() == edgert::StoreResult::stored);
+  CHECK(mb->stats().value().counters.duplicates == 1);
+  CHECK(mb->unacked().value().size() == 2);
+  auto cmds = mb->unacked("command").value();
+  REQUIRE(cmds.size() == 1);
+  CHECK(cmds[0].envelope.payload == R"({"do":"reboot"})");
+  REQUIRE(mb->ack("msg:aaa").ok());
+  CHECK(mb->unacked("command").value().empty());
+  CHECK(mb->ack("msg:zzz").code() == ErrorCode::not_found);
+  Envelope no_id = env();
+  CHECK(mb->store(no_id).status().code() == ErrorCode::invalid_argument);
+}
+
+TEST_CASE("bad input is refused whole, with the reason", "[mailbox]") {
+  Scratch s;
+  FakeClock clock;
+  auto o = options(s, clock);
+  o.max_payload_bytes = 64;
+  auto mb = open(o);
+  auto big = mb->send(env("detection", "\"" + std::string(100, 'x') + "\""));
+  REQUIRE_FALSE(big.ok());
+  CHECK_THAT(big.status().message(), Contains("over the 64-byte limit"));
+  auto notjson = mb->send(env("detection", "{oops"));
+  CHECK_THAT(notjson.status().message(), Contains("not valid UTF-8 JSON"));
+  auto badutf = mb->send(env("detection", "\"\xff\xfe\""));
+  CHECK(badutf.status().code() == ErrorCode::invalid_argument);
+  auto badtype = mb->send(env("det\xff", "{}"));
+  CHECK(badtype.status().code() == ErrorCode::invalid_argument);
+  CHECK(mb->send(env("", "{}")).status().code() == ErrorCode::invalid_argument);
+  const auto st = mb->stats().value();
+  CHECK(st.outbox_rows == 0);  // nothing half-stored
+  CHECK(st.counters.rejected == 5);
+}
+
+TEST_CASE("quota reject_new refuses and counts", "[mailbox]") {
+  Scratch s;
+  FakeClock clock;
+  auto o = options(s, clock);
+  o.max_messages = 3;
+  auto mb = open(o);
+  for (int i = 0; i < 3; ++i) REQUIRE(mb->send(env()).ok());
+  auto refused = mb->send(env());
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == ErrorCode::quota_exceeded);
+  CHECK_THAT(refused.status().message(), Contains("quota"));
+  CHECK(mb->stats().value().counters.rejected == 1);
+  CHECK(mb->stats().value().outbox_rows == 3);
+}
+
+TEST_CASE("quota evict_oldest evicts lowest priority first, counted and notified", "[mailbox]") {
+  Scratch s;
+  FakeClock clock;
+  auto o = options(s, clock);
+  o.max_messages = 3;
+  o.quota_policy = edgert::QuotaPolicy::evict_oldest;
+  std::vector<std::string> notes;
+  o.on_notification = [&](const std::string& n) { notes.push_back(n); };
+  auto mb = open(o);
+  std::vector<std::string> ids;
+  for (int prio : {5, 0, 0}) {
+    edgert::SendOptions so;
+    so.priority = prio;
+    ids.push_back(mb->send(env(), so).value());
+    clock.ms += 1;
+  }
+  const auto newest = mb->send(env()).value();
+  auto left = mb->pending(10).value();
+  std::set<std::string> kept;
+  for (auto& m : left) kept.insert(m.envelope.message_id);
+  CHECK(kept == std::set<std::string>{ids[0], ids[2], newest});  // ids[1]: lowest priority, oldest
+  CHECK(mb->stats().value().counters.evicted == 1);
+  REQUIRE(notes.size() == 1);
+  CHECK_THAT(notes[0], Contains(ids[1]));
+}
+
+TEST_CASE("4 threads sending while another delivers lose nothing", "[mailbox][concurrency]") {
+  Scratch s;
+  MailboxOptions o;
+  o.data_dir = s.dir.string();
+  auto mb = open(o);
+  constexpr int kThreads = 4, kPer = 300;
+  std::mutex mu;
+  std::set<std::string> sent, delivered;
+  std::atomic<int> failures{0};
+  std::atomic<bool> done{false};
+  std::thread deliverer([&] {
+    while (true) {
+      auto p = mb->pending(50);
+      if (!p.ok()) {
+        failures++;
+        break;
+      }
+      for (auto& m : p.value()) {
+        if (mb->mark_delivered(m.envelope.message_id).ok()) {
+          std::lock_guard lk(mu);
+          delivered.insert(m.envelope.message_id);
+        } else {
+          failures++;
+        }
+      }
+      if (p.value().empty() && done) break;
+    }
+  });
+  std::vector<std::thread> senders;
+  for (int t = 0; t < kThreads; ++t) {
+    senders.emplace_back([&] {
+      for (int i = 0; i < kPer; ++i) {
+        auto id = mb->send(env());
+        if (!id.ok()) {
+          failures++;
+          continue;
+        }
+        std::lock_guard lk(mu);
+        sent.insert(id.value());
+      }
+    });
+  }
+  for (auto& t : senders) t.join();
+  done = true;
+  deliverer.join();
+  CHECK(failures == 0);
+  CHECK(sent.size() == std::size_t(kThreads * kPer));
+  CHECK(delivered == sent);
+  const auto st = mb->stats().value();
+  CHECK(st.outbox_rows == 0);
+  CHECK(st.counters.sent == std::uint64_t(kThreads * kPer));
+}
+
+TEST_CASE("messages survive closing and reopening", "[mailbox]") {
+  Scratch s;
+  FakeClock clock;
+  std::string id;
+  {
+    auto mb = open(options(s, clock));
+    id = mb->send(env()).value();
+  }
+  auto mb = open(options(s, clock));
+  auto p = mb->pending(10).value();
+  REQUIRE(p.size() == 1);
+  CHECK(p[0].envelope.message_id == id);
+  CHECK(Mailbox::check(s.dir.string()).ok());
+  const auto copy = (s.dir / "copy.db").string();
+  REQUIRE(Mailbox::backup(s.dir.string(), copy).ok());
+  CHECK(fs::file_size(copy) > 0);
+}
+
+TEST_CASE("a corrupt file is quarantined and a fresh mailbox works", "[mailbox]") {
+  Scratch s;
+  FakeClock clock;
+  {
+    auto mb = open(options(s, clock));
+    for (int i = 0; i < 50; ++i) REQUIRE(mb->send(env()).ok());
+  }
+  const auto db = s.dir / "mailbox.db";
+  {
+    std::fstream f(db, std::ios::in | std::ios::out | std::ios::binary);
+    const std::string garbage(8192, '\x5a');
+    f.seekp(0);
+    f.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+  }
+  CHECK_FALSE(Mailbox::check(s.dir.string()).ok());
+  auto mb = open(options(s, clock));
+  int quarantined = 0;
+  for (auto& e : fs::directory_iterator(s.dir)) {
+    if (e.path().filename().string().rfind("mailbox.db.corrupt-", 0) == 0) ++quarantined;
+  }
+  CHECK(quarantined >= 1);
+  CHECK(mb->pending(10).value().empty());
+  REQUIRE(mb->send(env()).ok());
+  CHECK(mb->pending(10).value().size() == 1);
+  CHECK(Mailbox::check(s.dir.string()).ok());
+}
