@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <stdexcept>
 #include <filesystem>
 #include <ctime>
 #include <string>
@@ -60,6 +61,22 @@ int run_node(const std::string& config_path, double duration_s) {
     std::fflush(stdout);
   };
   edgert::SystemRuntime runtime(opts);
+
+  // The node's mailbox (<data_dir>/mailbox.db) opens with the outputs and closes
+  // after them; `edgert-node mailbox ...` can inspect it while the node runs.
+  std::unique_ptr<edgert::Mailbox> mailbox;
+  edgert::LifecycleHooks mailbox_hooks;
+  mailbox_hooks.name = "mailbox";
+  mailbox_hooks.start = [&] {
+    edgert::MailboxOptions mo;
+    mo.data_dir = cfg->node.data_dir;
+    auto opened = edgert::Mailbox::open(mo);
+    if (!opened.ok()) throw std::runtime_error(opened.status().message());
+    mailbox = std::move(opened).value();
+  };
+  mailbox_hooks.stop = [&] { mailbox.reset(); };
+  (void)runtime.add_participant(edgert::Stage::outputs, std::move(mailbox_hooks));
+
   if (auto st = runtime.start(); !st.ok()) {
     std::fprintf(stderr, "edgert-node: %s\n", st.message().c_str());
     return 1;
@@ -188,6 +205,43 @@ int try_plugin(const std::string& signature, const std::string& config, const st
   return failures == 0 ? 0 : 1;
 }
 
+// `edgert-node mailbox check|stats|backup DEST --data-dir DIR`: safe on a live node's
+// data dir (read-only connections, SQLite's online backup).
+int mailbox_command(const std::string& action, const std::string& data_dir, const std::string& dest) {
+  if (action == "check") {
+    const auto st = edgert::Mailbox::check(data_dir);
+    std::printf("%s\n", st.ok() ? "ok" : st.message().c_str());
+    return st.ok() ? 0 : 1;
+  }
+  if (action == "backup") {
+    if (dest.empty()) {
+      std::fprintf(stderr, "edgert-node: mailbox backup needs a DEST file\n");
+      return 2;
+    }
+    const auto st = edgert::Mailbox::backup(data_dir, dest);
+    if (!st.ok()) {
+      std::fprintf(stderr, "edgert-node: %s\n", st.message().c_str());
+      return 1;
+    }
+    std::printf("backed up %s/mailbox.db to %s\n", data_dir.c_str(), dest.c_str());
+    return 0;
+  }
+  // stats: a read-only connection; WAL lets it share the file with a running node.
+  auto st = edgert::Mailbox::read_stats(data_dir);
+  if (!st.ok()) {
+    std::fprintf(stderr, "edgert-node: %s\n", st.status().message().c_str());
+    return 1;
+  }
+  const auto& s = st.value();
+  std::printf("{\"path\": \"%s\", \"outbox_rows\": %llu, \"outbox_bytes\": %llu, \"inbox_rows\": %llu, "
+              "\"inbox_bytes\": %llu, \"inbox_unacked\": %llu, \"oldest_pending_age_ms\": %lld}\n",
+              (data_dir + "/mailbox.db").c_str(), static_cast<unsigned long long>(s.outbox_rows),
+              static_cast<unsigned long long>(s.outbox_bytes), static_cast<unsigned long long>(s.inbox_rows),
+              static_cast<unsigned long long>(s.inbox_bytes), static_cast<unsigned long long>(s.inbox_unacked),
+              static_cast<long long>(s.oldest_pending_age_ms));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -218,7 +272,16 @@ int main(int argc, char** argv) {
   tryc->add_option("--count", try_count, "capture plugins: how many items to capture")->check(CLI::PositiveNumber);
   tryc->add_option("--plugin-path", try_paths, "directories searched before EDGERT_PLUGIN_PATH");
 
+  std::string mb_action, mb_dest, mb_dir = "./data";
+  auto* mailbox = app.add_subcommand("mailbox", "inspect a node's mailbox (safe while the node runs)");
+  mailbox->add_option("action", mb_action, "check | stats | backup")
+      ->required()
+      ->check(CLI::IsMember({"check", "stats", "backup"}));
+  mailbox->add_option("dest", mb_dest, "backup: the file to write");
+  mailbox->add_option("--data-dir", mb_dir, "the node's data_dir (default ./data)");
+
   CLI11_PARSE(app, argc, argv);
+  if (mailbox->parsed()) return mailbox_command(mb_action, mb_dir, mb_dest);
   if (tryc->parsed()) return try_plugin(try_signature, try_config, try_records, try_count, try_paths);
   if (run->parsed()) return run_node(config_path, duration);
   if (plugins->parsed()) return list_plugins(plugin_targets, plugins_config);

@@ -73,6 +73,7 @@ struct MailboxCounters {
   std::uint64_t duplicates = 0;       // inbox replays refused
   std::uint64_t evicted = 0;
   std::uint64_t rejected = 0;         // refused by quota, size or validation
+  std::uint64_t commits = 0;          // send() transactions: sent / commits is the group size
 };
 
 struct MailboxStats {
@@ -132,6 +133,9 @@ class EDGERT_API Mailbox {
   Result<MailboxStats> stats();
   const std::string& path() const noexcept;
 
+  /// Row and byte totals of <data_dir>/mailbox.db through a read-only connection, safe
+  /// while a node runs (counters are per process and stay zero here).
+  static Result<MailboxStats> read_stats(const std::string& data_dir);
   /// PRAGMA integrity_check of <data_dir>/mailbox.db, read-only, safe while a node runs.
   static Status check(const std::string& data_dir);
   /// Copies <data_dir>/mailbox.db to `dest` with SQLite's online backup API; safe

@@ -16,7 +16,7 @@
 #include <ctime>
 #include <deque>
 #include <filesystem>
-#include <future>
+#include <optional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -34,15 +34,20 @@ std::int64_t system_ms() {
       .count();
 }
 
+// "msg:" + 12 hex digits of the wall clock in ms + 20 random hex digits: unique
+// without coordination, and time-ordered so the message_id index grows at its end
+// (random ids dirtied one index page per row: measured 2-3x slower commits).
 std::string new_message_id() {
   thread_local std::mt19937_64 rng{std::random_device{}() ^
                                    static_cast<std::uint64_t>(std::hash<std::thread::id>{}(std::this_thread::get_id()))};
   static const char* hex = "0123456789abcdef";
   std::string id = "msg:";
-  for (int i = 0; i < 2; ++i) {
-    std::uint64_t v = rng();
-    for (int k = 0; k < 16; ++k, v >>= 4) id += hex[v & 0xF];
-  }
+  const auto ms = static_cast<std::uint64_t>(system_ms());
+  for (int shift = 44; shift >= 0; shift -= 4) id += hex[(ms >> shift) & 0xF];
+  std::uint64_t r = rng();
+  for (int k = 0; k < 16; ++k, r >>= 4) id += hex[r & 0xF];
+  r = rng();
+  for (int k = 0; k < 4; ++k, r >>= 4) id += hex[r & 0xF];
   return id;
 }
 
@@ -60,17 +65,29 @@ Result<std::string> encode(Envelope& env, std::size_t max_payload, std::int64_t 
     return Status{ErrorCode::invalid_argument, who + ": payload is " + std::to_string(env.payload.size()) +
                                                    " bytes, over the " + std::to_string(max_payload) + "-byte limit"};
   }
-  json payload = json::parse(env.payload, nullptr, false);
-  if (payload.is_discarded()) {
+  // Validate without building a DOM, then embed the payload text verbatim.
+  if (!json::accept(env.payload)) {
     return Status{ErrorCode::invalid_argument, who + ": payload is not valid UTF-8 JSON"};
   }
   if (env.message_id.empty()) env.message_id = new_message_id();
   if (env.timestamp_ms == 0) env.timestamp_ms = now;
   try {
-    return json{{"message_id", env.message_id},         {"sender_node_id", env.sender_node_id},
-                {"recipient_node_id", env.recipient_node_id}, {"timestamp", env.timestamp_ms},
-                {"payload_type", env.payload_type},     {"payload", std::move(payload)}}
-        .dump();
+    std::string out;
+    out.reserve(env.payload.size() + 192);
+    out += "{\"message_id\":";
+    out += json(env.message_id).dump();  // dump() escapes and rejects invalid UTF-8
+    out += ",\"sender_node_id\":";
+    out += json(env.sender_node_id).dump();
+    out += ",\"recipient_node_id\":";
+    out += json(env.recipient_node_id).dump();
+    out += ",\"timestamp\":";
+    out += std::to_string(env.timestamp_ms);
+    out += ",\"payload_type\":";
+    out += json(env.payload_type).dump();
+    out += ",\"payload\":";
+    out += env.payload;
+    out += "}";
+    return out;
   } catch (const json::exception& e) {  // invalid UTF-8 in an id or type
     return Status{ErrorCode::invalid_argument, who + ": " + e.what()};
   }
@@ -93,7 +110,10 @@ struct SendRequest {
   Envelope env;
   SendOptions options;
   std::string envelope_json;
-  std::promise<Result<std::string>> done;
+  // The writer fills `result`, then sets `done` and wakes the sender: one futex wake
+  // per message (a promise/future pair cost a mutex, a condvar and an allocation).
+  std::optional<Result<std::string>> result;
+  std::atomic<bool> done{false};
 };
 
 }  // namespace
@@ -112,7 +132,7 @@ struct Mailbox::Impl {
   std::thread writer;
 
   std::atomic<std::uint64_t> sent{0}, idempotent_hits{0}, delivered{0}, failed_attempts{0}, expired{0},
-      duplicates{0}, evicted{0}, rejected{0};
+      duplicates{0}, evicted{0}, rejected{0}, commits{0};
 
   std::int64_t now() const { return options.clock_ms ? options.clock_ms() : system_ms(); }
 
@@ -129,8 +149,19 @@ struct Mailbox::Impl {
     }
     return *s;
   }
-  static constexpr const char* totals_sql =
-      "SELECT name, value FROM totals WHERE name IN ('outbox_rows','outbox_bytes')";
+  // Keeps the running totals in step with the rows, inside the caller's transaction.
+  void add_outbox_totals(std::int64_t rows, std::int64_t bytes) {
+    auto& q = stmt("UPDATE totals SET outbox_rows = outbox_rows + ?, outbox_bytes = outbox_bytes + ? WHERE id = 1");
+    q.bind(1, rows);
+    q.bind(2, bytes);
+    q.exec();
+  }
+  void add_inbox_totals(std::int64_t rows, std::int64_t bytes) {
+    auto& q = stmt("UPDATE totals SET inbox_rows = inbox_rows + ?, inbox_bytes = inbox_bytes + ? WHERE id = 1");
+    q.bind(1, rows);
+    q.bind(2, bytes);
+    q.exec();
+  }
 
   void write_loop();
   void commit_batch(std::vector<std::shared_ptr<SendRequest>>& batch);
@@ -187,6 +218,12 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
     impl->db->exec(impl->options.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     impl->db->exec("PRAGMA busy_timeout=" + std::to_string(impl->options.busy_timeout_ms));
     impl->db->exec("PRAGMA temp_store=MEMORY");
+    // A larger page cache keeps index pages of a busy outbox from being spilled and
+    // re-read between commits (the default is 2 MiB).
+    impl->db->exec("PRAGMA cache_size=-32768");
+    // Checkpoint (and, in NORMAL, fsync the database file) every 32 MiB of WAL rather
+    // than every 4 MiB: checkpoints are the only fsyncs on the NORMAL write path.
+    impl->db->exec("PRAGMA wal_autocheckpoint=8192");
     if (Status st = detail::migrate_mailbox(*impl->db, impl->path); !st.ok()) return st;
   } catch (const std::exception& e) {
     return io_error(impl->path, e);
@@ -214,15 +251,23 @@ const std::string& Mailbox::path() const noexcept { return impl_->path; }
 
 void Mailbox::Impl::write_loop() {
   std::vector<std::shared_ptr<SendRequest>> batch;
+  std::size_t last = 0;
   for (;;) {
     {
       std::unique_lock lk(queue_mu);
       queue_cv.wait(lk, [&] { return stopping || !queue.empty(); });
+      // Commit delay: senders woken by the previous commit are still queueing their
+      // next message; give them a moment so this transaction carries all of them.
+      // Bounded (200 us) and skipped when the queue already holds a full group.
+      if (options.max_batch > 1 && !stopping && queue.size() < last) {
+        queue_cv.wait_for(lk, std::chrono::microseconds(200), [&] { return stopping || queue.size() >= last; });
+      }
       if (queue.empty()) return;  // stopping and drained
       const std::size_t n = std::min(queue.size(), std::max<std::size_t>(1, options.max_batch));
       batch.assign(queue.begin(), queue.begin() + static_cast<std::ptrdiff_t>(n));
       queue.erase(queue.begin(), queue.begin() + static_cast<std::ptrdiff_t>(n));
     }
+    last = batch.size();
     commit_batch(batch);
     batch.clear();
   }
@@ -237,10 +282,15 @@ void Mailbox::Impl::commit_batch(std::vector<std::shared_ptr<SendRequest>>& batc
     try {
       SQLite::Transaction txn(*db);
       std::int64_t rows = 0, bytes = 0;
-      auto& q = stmt(totals_sql);
-      while (q.executeStep()) {
-        (q.getColumn(0).getString() == "outbox_rows" ? rows : bytes) = q.getColumn(1).getInt64();
+      {
+        auto& q = stmt("SELECT outbox_rows, outbox_bytes FROM totals WHERE id = 1");
+        if (q.executeStep()) {
+          rows = q.getColumn(0).getInt64();
+          bytes = q.getColumn(1).getInt64();
+        }
+        q.reset();
       }
+      const std::int64_t rows0 = rows, bytes0 = bytes;
       const std::int64_t t = now();
       for (auto& r : batch) {
         results.push_back(insert_one(*r, t, rows, bytes));
@@ -252,7 +302,9 @@ void Mailbox::Impl::commit_batch(std::vector<std::shared_ptr<SendRequest>>& batc
           }
         }
       }
+      add_outbox_totals(rows - rows0, bytes - bytes0);
       txn.commit();
+      ++commits;
     } catch (const std::exception& e) {
       results.assign(batch.size(), io_error(path + ": commit failed; nothing of this batch was stored", e));
       committed = hits = 0;
@@ -260,7 +312,11 @@ void Mailbox::Impl::commit_batch(std::vector<std::shared_ptr<SendRequest>>& batc
   }
   sent += committed;
   idempotent_hits += hits;
-  for (std::size_t i = 0; i < batch.size(); ++i) batch[i]->done.set_value(std::move(results[i]));
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    batch[i]->result.emplace(std::move(results[i]));
+    batch[i]->done.store(true, std::memory_order_release);
+    batch[i]->done.notify_one();
+  }
 }
 
 // Runs inside the batch transaction, under db_mu.
@@ -346,14 +402,14 @@ Result<std::string> Mailbox::send(Envelope envelope, SendOptions options) {
   req->env = std::move(envelope);
   req->options = std::move(options);
   req->envelope_json = std::move(encoded).value();
-  auto done = req->done.get_future();
   {
     std::lock_guard lk(impl_->queue_mu);
     if (impl_->stopping) return Status{ErrorCode::closed, "mailbox is closing"};
-    impl_->queue.push_back(std::move(req));
+    impl_->queue.push_back(req);
   }
-  impl_->queue_cv.notify_one();
-  return done.get();
+  impl_->queue_cv.notify_one();  // the writer is the only waiter
+  req->done.wait(false, std::memory_order_acquire);
+  return std::move(*req->result);
 }
 
 }  // namespace edgert
@@ -390,9 +446,16 @@ Result<std::vector<OutboxMessage>> Mailbox::pending(std::size_t limit) {
 Status Mailbox::mark_delivered(const std::string& message_id) {
   std::lock_guard lk(impl_->db_mu);
   try {
-    auto& q = impl_->stmt("DELETE FROM outbox WHERE message_id = ?");
+    SQLite::Transaction txn(*impl_->db);
+    auto& q = impl_->stmt("DELETE FROM outbox WHERE message_id = ? RETURNING size");
     q.bind(1, message_id);
-    if (q.exec() == 0) return {ErrorCode::not_found, "mark_delivered: message " + message_id + " is not in the outbox"};
+    if (!q.executeStep()) {
+      return {ErrorCode::not_found, "mark_delivered: message " + message_id + " is not in the outbox"};
+    }
+    const std::int64_t size = q.getColumn(0).getInt64();
+    q.reset();
+    impl_->add_outbox_totals(-1, -size);
+    txn.commit();
   } catch (const std::exception& e) {
     return io_error(impl_->path + ": mark_delivered " + message_id, e);
   }
@@ -435,12 +498,21 @@ Result<std::size_t> Mailbox::cleanup_expired() {
   std::lock_guard lk(impl_->db_mu);
   try {
     const std::int64_t t = impl_->now();
-    auto& q = impl_->stmt("DELETE FROM outbox WHERE expires_ms <= ?");
+    SQLite::Transaction txn(*impl_->db);
+    auto& q = impl_->stmt("DELETE FROM outbox WHERE expires_ms <= ? RETURNING size");
     q.bind(1, t);
-    const int n = q.exec();
+    int n = 0;
+    std::int64_t bytes = 0;
+    while (q.executeStep()) {
+      ++n;
+      bytes += q.getColumn(0).getInt64();
+    }
+    q.reset();
+    impl_->add_outbox_totals(-n, -bytes);
     auto& k = impl_->stmt("DELETE FROM idempotency WHERE expires_ms <= ?");
     k.bind(1, t);
     k.exec();
+    txn.commit();
     if (n > 0) {
       impl_->expired += static_cast<std::uint64_t>(n);
       detail::log().warn("mailbox {}: {} undelivered message(s) expired and were removed", impl_->path, n);
@@ -464,6 +536,7 @@ Result<StoreResult> Mailbox::store(const Envelope& envelope) {
   }
   std::lock_guard lk(impl_->db_mu);
   try {
+    SQLite::Transaction txn(*impl_->db);
     auto& q = impl_->stmt(
         "INSERT OR IGNORE INTO inbox (message_id, sender_node_id, payload_type, envelope_json, size, received_ms, "
         "acknowledged) VALUES (?,?,?,?,?,?,0)");
@@ -477,8 +550,10 @@ Result<StoreResult> Mailbox::store(const Envelope& envelope) {
       ++impl_->duplicates;
       detail::log().info("mailbox inbox: duplicate message {} from {} ignored (replay protection)", env.message_id,
                          env.sender_node_id);
-      return StoreResult::duplicate;
+      return StoreResult::duplicate;  // the transaction rolls back: nothing changed
     }
+    impl_->add_inbox_totals(1, static_cast<std::int64_t>(encoded.value().size()));
+    txn.commit();
     return StoreResult::stored;
   } catch (const std::exception& e) {
     return io_error(impl_->path + ": inbox store " + env.message_id, e);
@@ -524,15 +599,14 @@ Result<MailboxStats> Mailbox::stats() {
   {
     std::lock_guard lk(impl_->db_mu);
     try {
-      auto& q = impl_->stmt("SELECT name, value FROM totals");
-      while (q.executeStep()) {
-        const std::string name = q.getColumn(0).getString();
-        const auto v = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
-        if (name == "outbox_rows") s.outbox_rows = v;
-        if (name == "outbox_bytes") s.outbox_bytes = v;
-        if (name == "inbox_rows") s.inbox_rows = v;
-        if (name == "inbox_bytes") s.inbox_bytes = v;
+      auto& q = impl_->stmt("SELECT outbox_rows, outbox_bytes, inbox_rows, inbox_bytes FROM totals WHERE id = 1");
+      if (q.executeStep()) {
+        s.outbox_rows = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
+        s.outbox_bytes = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
+        s.inbox_rows = static_cast<std::uint64_t>(q.getColumn(2).getInt64());
+        s.inbox_bytes = static_cast<std::uint64_t>(q.getColumn(3).getInt64());
       }
+      q.reset();
       auto& oldest = impl_->stmt("SELECT created_ms FROM outbox ORDER BY rowid ASC LIMIT 1");
       if (oldest.executeStep()) s.oldest_pending_age_ms = impl_->now() - oldest.getColumn(0).getInt64();
       oldest.reset();
@@ -552,6 +626,31 @@ Result<MailboxStats> Mailbox::stats() {
   c.duplicates = impl_->duplicates;
   c.evicted = impl_->evicted;
   c.rejected = impl_->rejected;
+  c.commits = impl_->commits;
+  return s;
+}
+
+Result<MailboxStats> Mailbox::read_stats(const std::string& data_dir) {
+  const std::string path = (fs::path(data_dir) / "mailbox.db").string();
+  if (!fs::exists(path)) return Status{ErrorCode::not_found, path + ": no mailbox here"};
+  MailboxStats s;
+  try {
+    SQLite::Database db(path, SQLite::OPEN_READONLY);
+    db.exec("PRAGMA busy_timeout=5000");
+    SQLite::Statement q(db, "SELECT outbox_rows, outbox_bytes, inbox_rows, inbox_bytes FROM totals WHERE id = 1");
+    if (q.executeStep()) {
+      s.outbox_rows = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
+      s.outbox_bytes = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
+      s.inbox_rows = static_cast<std::uint64_t>(q.getColumn(2).getInt64());
+      s.inbox_bytes = static_cast<std::uint64_t>(q.getColumn(3).getInt64());
+    }
+    SQLite::Statement oldest(db, "SELECT created_ms FROM outbox ORDER BY rowid ASC LIMIT 1");
+    if (oldest.executeStep()) s.oldest_pending_age_ms = system_ms() - oldest.getColumn(0).getInt64();
+    SQLite::Statement un(db, "SELECT COUNT(*) FROM inbox WHERE acknowledged = 0");
+    if (un.executeStep()) s.inbox_unacked = static_cast<std::uint64_t>(un.getColumn(0).getInt64());
+  } catch (const std::exception& e) {
+    return io_error(path + ": stats", e);
+  }
   return s;
 }
 

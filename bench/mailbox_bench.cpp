@@ -1,0 +1,252 @@
+// mailbox_bench: durable sends per second, 256-byte payloads, in one run.
+//   (a) per_message : the seed's way: per message a new connection, one INSERT, commit,
+//                     close; SQLite defaults (rollback journal, synchronous FULL)
+//   (b) group       : Mailbox::send, 8 concurrent senders, group commit, WAL NORMAL
+//   (c) single_txn  : Mailbox::send, 8 senders, one transaction per message (max_batch 1)
+//   (d) raw_batch   : the same rows by raw sqlite3 in 10,000-row transactions, WAL NORMAL
+//   (e) group_full  : (b) with synchronous FULL
+//   open_1m_ms      : Mailbox::open on a 1,000,000-row backlog (skip with --no-backlog)
+// Usage: mailbox_bench [--messages N] [--dir DIR] [--no-backlog] [--json]
+#include <edgert/log.hpp>
+#include <edgert/mailbox.hpp>
+
+#include <sqlite3.h>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+const std::string kPayload = "\"" + std::string(254, 'x') + "\"";  // 256 bytes of JSON
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+void check(int rc, sqlite3* db, const char* what) {
+  if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    std::fprintf(stderr, "mailbox_bench: %s: %s\n", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    std::exit(1);
+  }
+}
+
+// (a) The seed's Python Mailbox: connect, insert, commit, close, per message.
+double per_message(const fs::path& dir, int n) {
+  const auto path = (dir / "seed.db").string();
+  {
+    sqlite3* db = nullptr;
+    check(sqlite3_open(path.c_str(), &db), db, "open");
+    check(sqlite3_exec(db,
+                       "CREATE TABLE outbox (message_id TEXT PRIMARY KEY, recipient_node_id TEXT NOT NULL, "
+                       "recipient_http_url TEXT NOT NULL, envelope_json TEXT NOT NULL, attempts INTEGER DEFAULT 0, "
+                       "next_attempt_at TEXT NOT NULL, expires_at TEXT NOT NULL, created_at TEXT NOT NULL)",
+                       nullptr, nullptr, nullptr),
+          db, "schema");
+    sqlite3_close(db);
+  }
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    sqlite3* db = nullptr;
+    check(sqlite3_open(path.c_str(), &db), db, "open");
+    sqlite3_stmt* st = nullptr;
+    check(sqlite3_prepare_v2(db, "INSERT INTO outbox VALUES (?, 'fleet', 'mqtt://fleet', ?, 0, ?, ?, ?)", -1, &st,
+                             nullptr),
+          db, "prepare");
+    const std::string id = "msg:seed-" + std::to_string(i);
+    const std::string envelope = "{\"message_id\":\"" + id + "\",\"payload\":" + kPayload + "}";
+    sqlite3_bind_text(st, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, envelope.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, "2026-11-22T00:00:00", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, "2026-11-23T00:00:00", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, "2026-11-22T00:00:00", -1, SQLITE_STATIC);
+    check(sqlite3_step(st), db, "insert");  // autocommit: one transaction
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+  }
+  return n / seconds_since(t0);
+}
+
+// (b), (c), (e): Mailbox::send from `threads` threads.
+double mailbox_sends(const fs::path& dir, int n, int threads, std::size_t max_batch, bool full) {
+  edgert::MailboxOptions o;
+  o.data_dir = dir.string();
+  o.max_batch = max_batch;
+  o.synchronous_full = full;
+  auto mb = edgert::Mailbox::open(o);
+  if (!mb.ok()) {
+    std::fprintf(stderr, "mailbox_bench: %s\n", mb.status().message().c_str());
+    std::exit(1);
+  }
+  std::atomic<int> next{0}, failed{0};
+  const auto t0 = Clock::now();
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      edgert::Envelope e;
+      e.sender_node_id = "bench";
+      e.recipient_node_id = "fleet";
+      e.payload_type = "detection";
+      while (next.fetch_add(1) < n) {
+        e.message_id.clear();
+        e.payload = kPayload;
+        if (!mb.value()->send(e).ok()) failed++;
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  const double rate = n / seconds_since(t0);
+  const auto st = mb.value()->stats().value();
+  std::fprintf(stderr, "  [%d senders, max_batch %zu: %.1f rows per commit]\n", threads, max_batch,
+               double(st.counters.sent) / double(std::max<std::uint64_t>(1, st.counters.commits)));
+  if (failed) {
+    std::fprintf(stderr, "mailbox_bench: %d sends failed\n", failed.load());
+    std::exit(1);
+  }
+  return rate;
+}
+
+// (d) The ceiling: identical rows into the same schema (triggers included) in large
+// transactions, WAL NORMAL, one thread, no per-message wake-ups.
+double raw_batch(const fs::path& dir, int n) {
+  {
+    edgert::MailboxOptions o;
+    o.data_dir = dir.string();
+    if (!edgert::Mailbox::open(o).ok()) std::exit(1);  // creates the schema
+  }
+  sqlite3* db = nullptr;
+  check(sqlite3_open((dir / "mailbox.db").c_str(), &db), db, "open");
+  check(sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=8192;", nullptr,
+                     nullptr, nullptr),
+        db, "pragma");
+  sqlite3_stmt* st = nullptr;
+  check(sqlite3_prepare_v2(db,
+                           "INSERT INTO outbox (message_id, recipient_node_id, payload_type, envelope_json, size, "
+                           "priority, attempts, next_attempt_ms, expires_ms, created_ms) VALUES (?,?,?,?,?,0,0,?,?,?)",
+                           -1, &st, nullptr),
+        db, "prepare");
+  const auto t0 = Clock::now();
+  std::int64_t txn_rows = 0, txn_bytes = 0;
+  for (int i = 0; i < n; ++i) {
+    if (i % 10000 == 0) check(sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr), db, "begin");
+    const std::string id = "msg:raw-" + std::to_string(i);
+    const std::string envelope = "{\"message_id\":\"" + id +
+                                 "\",\"sender_node_id\":\"bench\",\"recipient_node_id\":\"fleet\",\"timestamp\":1,"
+                                 "\"payload_type\":\"detection\",\"payload\":" +
+                                 kPayload + "}";
+    sqlite3_bind_text(st, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, "fleet", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, "detection", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, envelope.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 5, static_cast<sqlite3_int64>(envelope.size()));
+    sqlite3_bind_int64(st, 6, 1);
+    sqlite3_bind_int64(st, 7, 9000000000000);
+    sqlite3_bind_int64(st, 8, 1);
+    check(sqlite3_step(st), db, "insert");
+    sqlite3_reset(st);
+    ++txn_rows;
+    txn_bytes += static_cast<std::int64_t>(envelope.size());
+    if (i % 10000 == 9999 || i == n - 1) {  // the running totals, as the mailbox keeps them
+      const std::string totals = "UPDATE totals SET outbox_rows = outbox_rows + " + std::to_string(txn_rows) +
+                                 ", outbox_bytes = outbox_bytes + " + std::to_string(txn_bytes) + " WHERE id = 1";
+      check(sqlite3_exec(db, totals.c_str(), nullptr, nullptr, nullptr), db, "totals");
+      check(sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr), db, "commit");
+      txn_rows = txn_bytes = 0;
+    }
+  }
+  const double rate = n / seconds_since(t0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return rate;
+}
+
+double open_backlog_ms(const fs::path& dir) {
+  edgert::MailboxOptions o;
+  o.data_dir = dir.string();
+  if (!edgert::Mailbox::open(o).ok()) std::exit(1);
+  sqlite3* db = nullptr;
+  check(sqlite3_open((dir / "mailbox.db").c_str(), &db), db, "open");
+  check(sqlite3_exec(db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; "
+                     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) "
+                     "INSERT INTO outbox (message_id, recipient_node_id, payload_type, envelope_json, size, priority, "
+                     "attempts, next_attempt_ms, expires_ms, created_ms) "
+                     "SELECT 'msg:' || printf('%032d', i), 'fleet', 'detection', "
+                     "'{\"message_id\":\"msg:' || printf('%032d', i) || '\",\"payload\":\"' || hex(randomblob(127)) "
+                     "|| '\"}', 300, i % 3, 0, i, 9000000000000, i FROM n; "
+                     "UPDATE totals SET outbox_rows = outbox_rows + 1000000, outbox_bytes = outbox_bytes + 300000000; "
+                     "PRAGMA wal_checkpoint(TRUNCATE);",
+                     nullptr, nullptr, nullptr),
+        db, "backlog");
+  sqlite3_close(db);
+  const auto t0 = Clock::now();
+  auto mb = edgert::Mailbox::open(o);
+  const double ms = seconds_since(t0) * 1000;
+  if (!mb.ok() || mb.value()->pending(100).value().size() != 100) std::exit(1);
+  return ms;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int messages = 40000;
+  bool json = false, backlog = true;
+  std::string base = (fs::temp_directory_path() / ("edgert-mailbox-bench-" + std::to_string(::getpid()))).string();
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--json")) {
+      json = true;
+    } else if (!std::strcmp(argv[i], "--no-backlog")) {
+      backlog = false;
+    } else if (!std::strcmp(argv[i], "--messages") && i + 1 < argc) {
+      messages = std::max(100, std::atoi(argv[++i]));
+    } else if (!std::strcmp(argv[i], "--dir") && i + 1 < argc) {
+      base = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: %s [--messages N] [--dir DIR] [--no-backlog] [--json]\n", argv[0]);
+      return 2;
+    }
+  }
+  (void)edgert::set_log_level("warning");
+  fs::remove_all(base);
+  auto dir = [&](const char* name) {
+    const auto d = fs::path(base) / name;
+    fs::create_directories(d);
+    return d;
+  };
+  const int per_message_n = std::max(50, messages / 100);  // each one fsyncs: keep the run short
+  const double a = per_message(dir("a"), per_message_n);
+  const double b = mailbox_sends(dir("b"), messages, 8, 256, false);
+  const double c = mailbox_sends(dir("c"), messages / 4, 8, 1, false);
+  const double d = raw_batch(dir("d"), messages * 2);
+  const double e = mailbox_sends(dir("e"), messages / 4, 8, 256, true);
+  const double open_ms = backlog ? open_backlog_ms(dir("backlog")) : -1;
+  fs::remove_all(base);
+
+  if (json) {
+    std::printf("{\"payload_bytes\": 256, \"senders\": 8, \"rows_per_s\": {\"per_message\": %.0f, \"group\": %.0f, "
+                "\"single_txn\": %.0f, \"raw_batch\": %.0f, \"group_full\": %.0f},\n"
+                "  \"group_vs_per_message\": %.2f, \"group_vs_single_txn\": %.2f, \"group_vs_raw_batch\": %.3f, "
+                "\"open_1m_ms\": %.0f}\n",
+                a, b, c, d, e, b / a, b / c, b / d, open_ms);
+    return 0;
+  }
+  std::printf("mailbox_bench: 256-byte payloads, 8 senders where concurrent\n\n");
+  std::printf("  (a) per message, new connection, defaults : %10.0f rows/s\n", a);
+  std::printf("  (b) send(), group commit, NORMAL          : %10.0f rows/s\n", b);
+  std::printf("  (c) send(), one txn per message, NORMAL   : %10.0f rows/s\n", c);
+  std::printf("  (d) raw sqlite3, 10k-row transactions     : %10.0f rows/s\n", d);
+  std::printf("  (e) send(), group commit, FULL            : %10.0f rows/s\n", e);
+  std::printf("\n  group_vs_per_message = %.1f (goal >= 20)\n", b / a);
+  std::printf("  group_vs_single_txn  = %.2f (goal >= 2)\n", b / c);
+  std::printf("  group_vs_raw_batch   = %.3f (goal >= 0.5)\n", b / d);
+  if (backlog) std::printf("  open with 1M pending  = %.0f ms (goal < 1000)\n", open_ms);
+  return 0;
+}
