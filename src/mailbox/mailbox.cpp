@@ -137,7 +137,8 @@ struct Mailbox::Impl {
   std::int64_t now() const { return options.clock_ms ? options.clock_ms() : system_ms(); }
 
   // Prepared statements, compiled once and reused (reset, bindings cleared) on every
-  // call. Callers hold db_mu.
+  // call. Keyed by the address of the SQL literal at its call site: no hashing of SQL
+  // text on the hot path. Callers hold db_mu.
   std::map<const char*, std::unique_ptr<SQLite::Statement>> statements;
   SQLite::Statement& stmt(const char* sql) {
     auto& s = statements[sql];
