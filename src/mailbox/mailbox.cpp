@@ -416,6 +416,26 @@ Result<std::string> Mailbox::send(Envelope envelope, SendOptions options) {
 }  // namespace edgert
 
 namespace edgert {
+namespace {
+
+// Row/byte totals, oldest pending age and unacked count; shared by stats() (the
+// mailbox's own connection) and read_stats() (a read-only one). Runs once per call,
+// so the statements are not cached.
+void read_table_stats(SQLite::Database& db, std::int64_t now, MailboxStats& s) {
+  SQLite::Statement q(db, "SELECT outbox_rows, outbox_bytes, inbox_rows, inbox_bytes FROM totals WHERE id = 1");
+  if (q.executeStep()) {
+    s.outbox_rows = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
+    s.outbox_bytes = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
+    s.inbox_rows = static_cast<std::uint64_t>(q.getColumn(2).getInt64());
+    s.inbox_bytes = static_cast<std::uint64_t>(q.getColumn(3).getInt64());
+  }
+  SQLite::Statement oldest(db, "SELECT created_ms FROM outbox ORDER BY rowid ASC LIMIT 1");
+  if (oldest.executeStep()) s.oldest_pending_age_ms = now - oldest.getColumn(0).getInt64();
+  SQLite::Statement un(db, "SELECT COUNT(*) FROM inbox WHERE acknowledged = 0");
+  if (un.executeStep()) s.inbox_unacked = static_cast<std::uint64_t>(un.getColumn(0).getInt64());
+}
+
+}  // namespace
 
 Result<std::vector<OutboxMessage>> Mailbox::pending(std::size_t limit) {
   std::vector<OutboxMessage> out;
@@ -600,20 +620,7 @@ Result<MailboxStats> Mailbox::stats() {
   {
     std::lock_guard lk(impl_->db_mu);
     try {
-      auto& q = impl_->stmt("SELECT outbox_rows, outbox_bytes, inbox_rows, inbox_bytes FROM totals WHERE id = 1");
-      if (q.executeStep()) {
-        s.outbox_rows = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
-        s.outbox_bytes = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
-        s.inbox_rows = static_cast<std::uint64_t>(q.getColumn(2).getInt64());
-        s.inbox_bytes = static_cast<std::uint64_t>(q.getColumn(3).getInt64());
-      }
-      q.reset();
-      auto& oldest = impl_->stmt("SELECT created_ms FROM outbox ORDER BY rowid ASC LIMIT 1");
-      if (oldest.executeStep()) s.oldest_pending_age_ms = impl_->now() - oldest.getColumn(0).getInt64();
-      oldest.reset();
-      auto& un = impl_->stmt("SELECT COUNT(*) FROM inbox WHERE acknowledged = 0");
-      if (un.executeStep()) s.inbox_unacked = static_cast<std::uint64_t>(un.getColumn(0).getInt64());
-      un.reset();
+      read_table_stats(*impl_->db, impl_->now(), s);
     } catch (const std::exception& e) {
       return io_error(impl_->path + ": stats", e);
     }
@@ -638,17 +645,7 @@ Result<MailboxStats> Mailbox::read_stats(const std::string& data_dir) {
   try {
     SQLite::Database db(path, SQLite::OPEN_READONLY);
     db.exec("PRAGMA busy_timeout=5000");
-    SQLite::Statement q(db, "SELECT outbox_rows, outbox_bytes, inbox_rows, inbox_bytes FROM totals WHERE id = 1");
-    if (q.executeStep()) {
-      s.outbox_rows = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
-      s.outbox_bytes = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
-      s.inbox_rows = static_cast<std::uint64_t>(q.getColumn(2).getInt64());
-      s.inbox_bytes = static_cast<std::uint64_t>(q.getColumn(3).getInt64());
-    }
-    SQLite::Statement oldest(db, "SELECT created_ms FROM outbox ORDER BY rowid ASC LIMIT 1");
-    if (oldest.executeStep()) s.oldest_pending_age_ms = system_ms() - oldest.getColumn(0).getInt64();
-    SQLite::Statement un(db, "SELECT COUNT(*) FROM inbox WHERE acknowledged = 0");
-    if (un.executeStep()) s.inbox_unacked = static_cast<std::uint64_t>(un.getColumn(0).getInt64());
+    read_table_stats(db, system_ms(), s);
   } catch (const std::exception& e) {
     return io_error(path + ": stats", e);
   }
