@@ -5,7 +5,8 @@
 //  - send() returns a message id only once the row is committed: it survives a crash
 //    of the process (synchronous=normal, the default) or a power loss (full).
 //  - Concurrent send() calls share transactions (group commit); each caller still
-//    returns only after its own row is committed.
+//    returns only after its own row is committed. send_async() lets one caller keep
+//    many messages in flight; its future is ready once the row is committed.
 //  - Nothing is dropped silently: expiry, eviction, refusal and duplicates are each
 //    counted in stats(), and evictions are logged at WARNING and raise a notification.
 //  - The backlog is never loaded into memory: pending() pages through it.
@@ -94,11 +95,37 @@ struct MailboxOptions {
   std::chrono::milliseconds backoff_base{5000};   // next attempt after failure n (from 0):
   std::chrono::milliseconds backoff_cap{300000};  //   min(base * 2^n, cap)
   double backoff_jitter = 0.0;                    // +- this fraction, 0..1
-  std::size_t max_batch = 256;  // rows per group commit; 1 disables group commit
+  std::size_t max_batch = 256;    // rows per group commit; 1 disables group commit
+  std::size_t max_queued = 8192;  // messages waiting for the writer; senders block beyond; 0: no bound
   /// Called (on the writing thread, must not block) for each eviction.
   std::function<void(const std::string& message)> on_notification;
   /// Wall clock in ms since the epoch; injectable for tests.
   std::function<std::int64_t()> clock_ms;
+};
+
+namespace detail {
+struct MailboxSendRequest;
+}
+
+/// The outcome of Mailbox::send_async(): becomes ready once the message's row is
+/// committed (or the message is refused). Move-only; may outlive the Mailbox.
+class EDGERT_API PendingSend {
+ public:
+  PendingSend(PendingSend&&) noexcept;
+  PendingSend& operator=(PendingSend&&) noexcept;
+  ~PendingSend();  // does not wait; the message is committed all the same
+
+  /// Any thread, never blocks: true once get() would return at once.
+  bool ready() const noexcept;
+  /// Blocks until ready; returns what send() would have returned (the message id or
+  /// the error). Once: afterwards valid() is false and get() returns invalid_argument.
+  Result<std::string> get();
+  bool valid() const noexcept;
+
+ private:
+  friend class Mailbox;
+  explicit PendingSend(std::shared_ptr<detail::MailboxSendRequest> request);
+  std::shared_ptr<detail::MailboxSendRequest> request_;
 };
 
 class EDGERT_API Mailbox {
@@ -111,8 +138,15 @@ class EDGERT_API Mailbox {
   Mailbox& operator=(const Mailbox&) = delete;
 
   /// Blocks until the row is committed. Errors: invalid_argument (bad JSON/UTF-8,
-  /// payload too large; nothing stored), quota_exceeded (reject_new), io_error.
+  /// payload too large; nothing stored), quota_exceeded (reject_new), io_error,
+  /// closed (the mailbox is being destroyed).
   Result<std::string> send(Envelope envelope, SendOptions options = {});
+  /// send() without waiting for the commit: validates the message, queues it for the
+  /// next group commit and returns; the future yields what send() would have returned,
+  /// once the row is committed. Lets one producer keep many messages in flight, so
+  /// groups grow past one row per thread. Blocks only while `max_queued` messages
+  /// already wait for the writer. Messages queued before destruction are committed.
+  PendingSend send_async(Envelope envelope, SendOptions options = {});
 
   /// Up to `limit` messages due now, highest priority first, then earliest due.
   Result<std::vector<OutboxMessage>> pending(std::size_t limit);

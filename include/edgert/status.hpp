@@ -53,7 +53,8 @@ class [[nodiscard]] Result {
   explicit operator bool() const noexcept { return ok(); }
   T& value() & { return std::get<0>(v_); }
   const T& value() const& { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
+  /// By value, not T&&: `for (auto& x : f().value())` must not dangle.
+  T value() && { return std::get<0>(std::move(v_)); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   /// The error; an ok Status when the Result holds a value.
