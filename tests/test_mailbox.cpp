@@ -2,6 +2,7 @@
 #include <edgert/mailbox.hpp>
 
 #include <catch2/catch.hpp>
+#include <sqlite3.h>
 
 #include <unistd.h>
 
@@ -243,6 +244,57 @@ TEST_CASE("quota evict_oldest evicts lowest priority first, counted and notified
   CHECK_THAT(notes[0], Contains(ids[1]));
 }
 
+// Another connection holds the write lock longer than busy_timeout: the batch's
+// transaction fails and rolls back.
+struct WriteLockHolder {
+  sqlite3* db = nullptr;
+  explicit WriteLockHolder(const fs::path& file) {
+    REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  }
+  ~WriteLockHolder() {
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    sqlite3_close(db);
+  }
+};
+
+TEST_CASE("a failed commit: every sender gets the error, counted; nothing reported as evicted", "[mailbox]") {
+  Scratch s;
+  FakeClock clock;
+  auto o = options(s, clock);
+  o.busy_timeout_ms = 50;
+  o.max_messages = 2;
+  o.quota_policy = edgert::QuotaPolicy::evict_oldest;
+  std::vector<std::string> notes;
+  o.on_notification = [&](const std::string& n) { notes.push_back(n); };
+  auto mb = open(o);
+  const auto first = mb->send(env()).value();
+  const auto second = mb->send(env()).value();
+  {
+    WriteLockHolder lock(s.dir / "mailbox.db");
+    auto r = mb->send(env());  // would evict `first`, but the transaction cannot commit
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == ErrorCode::io_error);
+    CHECK_THAT(r.status().message(), Contains("nothing of this batch was stored"));
+  }
+  auto st = mb->stats().value();
+  CHECK(st.counters.write_errors == 1);
+  CHECK(st.counters.evicted == 0);
+  CHECK(notes.empty());
+  CHECK(st.outbox_rows == 2);
+  // The lock is gone: the same send now evicts, and says so.
+  auto third_r = mb->send(env());
+  INFO(third_r.status().message());
+  REQUIRE(third_r.ok());
+  const auto third = third_r.value();
+  std::set<std::string> kept;
+  for (auto& m : mb->pending(10).value()) kept.insert(m.envelope.message_id);
+  CHECK(kept == std::set<std::string>{second, third});
+  CHECK(mb->stats().value().counters.evicted == 1);
+  REQUIRE(notes.size() == 1);
+  CHECK_THAT(notes[0], Contains(first));
+}
+
 TEST_CASE("4 threads sending while another delivers lose nothing", "[mailbox][concurrency]") {
   Scratch s;
   MailboxOptions o;
@@ -363,7 +415,8 @@ TEST_CASE("send_async: every message committed, in shared transactions", "[mailb
   // Durable: all of them are there after a reopen, each once.
   auto mb = open(options(s, clock));
   std::set<std::string> stored;
-  for (auto& m : mb->pending(1000).value()) stored.insert(m.envelope.message_id);
+  const auto pending = mb->pending(1000).value();
+  for (auto& m : pending) stored.insert(m.envelope.message_id);
   CHECK(stored == std::set<std::string>(ids.begin(), ids.end()));
 }
 

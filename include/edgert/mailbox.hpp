@@ -75,6 +75,7 @@ struct MailboxCounters {
   std::uint64_t evicted = 0;
   std::uint64_t rejected = 0;         // refused by quota, size or validation
   std::uint64_t commits = 0;          // send() transactions: sent / commits is the group size
+  std::uint64_t write_errors = 0;     // sends answered with io_error (their commit failed; not stored)
 };
 
 struct MailboxStats {

@@ -65,7 +65,7 @@ Status migrate_mailbox(SQLite::Database& db, const std::string& path) {
                                         std::to_string(kMailboxSchemaVersion) + ")"};
   }
   for (int v = current; v < kMailboxSchemaVersion; ++v) {
-    SQLite::Transaction txn(db);
+    SQLite::Transaction txn(db, SQLite::TransactionBehavior::IMMEDIATE);
     db.exec(kMigrations[static_cast<std::size_t>(v)]);
     db.exec("PRAGMA user_version = " + std::to_string(v + 1));
     txn.commit();
