@@ -76,6 +76,8 @@ struct MailboxCounters {
   std::uint64_t rejected = 0;         // refused by quota, size or validation
   std::uint64_t commits = 0;          // send() transactions: sent / commits is the group size
   std::uint64_t write_errors = 0;     // sends answered with io_error (their commit failed; not stored)
+  std::uint64_t checkpoints = 0;      // background WAL checkpoints run
+  std::uint64_t checkpoint_failures = 0;  // of those, did not finish (WARNING; retried)
 };
 
 struct MailboxStats {
@@ -98,6 +100,12 @@ struct MailboxOptions {
   double backoff_jitter = 0.0;                    // +- this fraction, 0..1
   std::size_t max_batch = 256;    // rows per group commit; 1 disables group commit
   std::size_t max_queued = 8192;  // messages waiting for the writer; senders block beyond; 0: no bound
+  /// WAL checkpoints run on a background thread (never inside a send's commit) each
+  /// time this much new WAL has accumulated...
+  std::uint64_t wal_checkpoint_bytes = 4 << 20;
+  /// ...and, should the WAL still grow past this under sustained load, a checkpoint
+  /// that waits for the writer resets it; on reset it is cut back to this size.
+  std::uint64_t wal_limit_bytes = 64 << 20;
   /// Called (on the writing thread, must not block) for each eviction.
   std::function<void(const std::string& message)> on_notification;
   /// Wall clock in ms since the epoch; injectable for tests.

@@ -1,0 +1,117 @@
+#include "mailbox/checkpointer.hpp"
+
+#include "core/log.hpp"
+#include "core/thread_name.hpp"
+
+#include <sqlite3.h>
+
+#include <chrono>
+
+namespace edgert::detail {
+
+Result<std::unique_ptr<Checkpointer>> Checkpointer::start(const std::string& path, sqlite3* writer,
+                                                          std::mutex& writer_mu, Limits limits) {
+  sqlite3* own = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &own, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+    Status st{ErrorCode::io_error, path + ": checkpoint connection: " + std::string(sqlite3_errmsg(own))};
+    sqlite3_close(own);
+    return st;
+  }
+  sqlite3_busy_timeout(own, 50);  // what a RESTART waits for readers of the WAL
+  // A connection finds the file in WAL mode on its first read; until then a
+  // checkpoint is a silent no-op (log and copied frames -1).
+  if (sqlite3_exec(own, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    Status st{ErrorCode::io_error, path + ": checkpoint connection: " + std::string(sqlite3_errmsg(own))};
+    sqlite3_close(own);
+    return st;
+  }
+  std::unique_ptr<Checkpointer> c(new Checkpointer(path, writer, writer_mu, own, limits));
+  // Replaces the automatic checkpoint, which is itself a WAL hook.
+  sqlite3_wal_hook(writer, &Checkpointer::on_commit, c.get());
+  return c;
+}
+
+Checkpointer::Checkpointer(std::string path, sqlite3* writer, std::mutex& writer_mu, sqlite3* own, Limits limits)
+    : path_(std::move(path)), writer_(writer), writer_mu_(writer_mu), db_(own), limits_(limits) {
+  thread_ = std::thread([this] {
+    set_current_thread_name("edgert-ckpt");
+    run();
+  });
+}
+
+Checkpointer::~Checkpointer() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_one();
+  thread_.join();
+  sqlite3_wal_hook(writer_, nullptr, nullptr);
+  sqlite3_close(db_);
+}
+
+// The writer's thread, after each commit, locks released. Cheap unless a round is due.
+int Checkpointer::on_commit(void* self, sqlite3* /*db*/, const char* /*schema*/, int wal_frames) {
+  auto* c = static_cast<Checkpointer*>(self);
+  const int done = c->backfilled_.load(std::memory_order_relaxed);
+  // The WAL restarted (frames < done) or enough new frames since the last round.
+  const bool due = wal_frames >= c->limits_.passive_frames &&
+                   (wal_frames < done || wal_frames - done >= c->limits_.passive_frames);
+  if (due) {
+    {
+      std::lock_guard lk(c->mu_);
+      c->wanted_frames_ = wal_frames;
+    }
+    c->cv_.notify_one();
+  }
+  return SQLITE_OK;
+}
+
+void Checkpointer::run() {
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point next_restart{};  // after a RESTART that readers held off
+  bool failing = false;
+  std::unique_lock lk(mu_);
+  for (;;) {
+    cv_.wait(lk, [&] { return stop_ || wanted_frames_ > 0; });
+    if (stop_) return;
+    const int frames = wanted_frames_;
+    wanted_frames_ = 0;
+    lk.unlock();
+    const bool restart = frames >= limits_.restart_frames && Clock::now() >= next_restart;
+    int wal = 0, copied = 0, rc = SQLITE_OK;
+    if (restart) {
+      // Holding the writer's mutex: the writer is between transactions, so only
+      // readers in other processes can make this wait (50 ms at most).
+      std::lock_guard writer_idle(writer_mu_);
+      rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_RESTART, &wal, &copied);
+    } else {
+      rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal, &copied);
+    }
+    ++rounds_;
+    if (!restart && rc == SQLITE_BUSY) {
+      // Transient: the writer was resetting the WAL header, or another checkpoint
+      // ran. The next commit that finds enough new frames asks again.
+      log().debug("mailbox {}: passive checkpoint skipped (busy)", path_);
+    } else if (rc == SQLITE_OK && wal >= 0) {
+      // After a RESTART the writer's next transaction writes the WAL from the start.
+      backfilled_.store(restart ? 0 : copied, std::memory_order_relaxed);
+      if (failing) log().info("mailbox {}: checkpoints complete again", path_);
+      failing = false;
+    } else {
+      ++failures_;
+      if (restart) next_restart = Clock::now() + std::chrono::seconds(1);
+      const std::string why = rc == SQLITE_OK ? "the connection is not in WAL mode" : sqlite3_errmsg(db_);
+      if (!failing) {
+        log().warn("mailbox {}: {} checkpoint of a {}-frame WAL did not finish ({}); the WAL grows until one does",
+                   path_, restart ? "restart" : "passive", frames, why);
+      } else {
+        log().debug("mailbox {}: checkpoint still not finishing ({})", path_, why);
+      }
+      failing = true;
+    }
+    lk.lock();
+  }
+}
+
+}  // namespace edgert::detail
