@@ -114,3 +114,21 @@ TEST_CASE("load_config reads a real file and names a missing one", "[config]") {
   CHECK_THAT(missing.status().message(), Contains("nope.yaml"));
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("the mailbox section: values, and bad words named with the choices", "[config]") {
+  auto cfg = parse_config("mailbox:\n  synchronous: full\n  max_messages: 1000\n  quota_policy: evict_oldest\n",
+                          "node.yaml");
+  REQUIRE(cfg.ok());
+  CHECK(cfg->mailbox.synchronous == "full");
+  CHECK(cfg->mailbox.max_messages == 1000);
+  CHECK(cfg->mailbox.quota_policy == "evict_oldest");
+  CHECK(cfg->mailbox.max_bytes == 0);
+
+  auto bad = parse_config("mailbox:\n  quota_policy: drop_newest\n", "node.yaml");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().message() ==
+        "node.yaml:2: mailbox.quota_policy: expected one of reject_new, evict_oldest; got 'drop_newest'");
+  auto negative = parse_config("mailbox:\n  max_bytes: -5\n", "node.yaml");
+  REQUIRE_FALSE(negative.ok());
+  CHECK_THAT(negative.status().message(), Catch::Contains("mailbox.max_bytes: must be >= 0"));
+}

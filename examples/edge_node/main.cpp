@@ -68,8 +68,16 @@ int run_node(const std::string& config_path, double duration_s) {
   edgert::LifecycleHooks mailbox_hooks;
   mailbox_hooks.name = "mailbox";
   mailbox_hooks.start = [&] {
+    const auto& m = cfg->mailbox;
     edgert::MailboxOptions mo;
     mo.data_dir = cfg->node.data_dir;
+    mo.synchronous_full = m.synchronous == "full";
+    mo.max_messages = static_cast<std::uint64_t>(m.max_messages);
+    mo.max_bytes = static_cast<std::uint64_t>(m.max_bytes);
+    mo.quota_policy = m.quota_policy == "evict_oldest" ? edgert::QuotaPolicy::evict_oldest
+                                                       : edgert::QuotaPolicy::reject_new;
+    mo.max_payload_bytes = static_cast<std::size_t>(m.max_payload_bytes);
+    mo.wal_limit_bytes = static_cast<std::uint64_t>(m.wal_limit_bytes);
     auto opened = edgert::Mailbox::open(mo);
     if (!opened.ok()) throw std::runtime_error(opened.status().message());
     mailbox = std::move(opened).value();

@@ -42,10 +42,21 @@ struct PluginsSection {
   std::map<std::string, std::string> allow;  // signature -> SHA-256 (hex) of the .so
 };
 
+/// The node's mailbox (<node.data_dir>/mailbox.db); see docs/mailbox.md.
+struct MailboxSection {
+  std::string synchronous = "normal";       // normal: survives a process crash; full: a power loss
+  std::int64_t max_messages = 0;            // outbox quota in messages; 0: unlimited
+  std::int64_t max_bytes = 0;               // outbox quota in stored bytes; 0: unlimited
+  std::string quota_policy = "reject_new";  // reject_new | evict_oldest
+  std::int64_t max_payload_bytes = 1 << 20;  // larger payloads are refused
+  std::int64_t wal_limit_bytes = 64 << 20;  // the WAL is reset past this (background checkpoints)
+};
+
 struct Config {
   NodeSection node;
   RuntimeSection runtime;
   PluginsSection plugins;
+  MailboxSection mailbox;
   std::string source;  // the file it came from, or the name given to parse_config
 };
 

@@ -106,7 +106,19 @@ Field field(std::string key, S Config::*section, T S::*member, Check check = nul
 
 std::string non_negative(const double& v) { return v >= 0 ? "" : "must be >= 0"; }
 std::string positive(const std::int64_t& v) { return v > 0 ? "" : "must be > 0"; }
+std::string non_negative_int(const std::int64_t& v) { return v >= 0 ? "" : "must be >= 0"; }
 std::string non_empty(const std::string& v) { return v.empty() ? "must not be empty" : ""; }
+// A validator accepting exactly the listed words.
+auto one_of(std::vector<std::string> words) {
+  return [words = std::move(words)](const std::string& v) -> std::string {
+    std::string list;
+    for (const auto& w : words) {
+      if (v == w) return "";
+      list += (list.empty() ? "" : ", ") + w;
+    }
+    return "expected one of " + list + "; got '" + v + "'";
+  };
+}
 std::string sha256_hex_values(const std::map<std::string, std::string>& allow) {
   for (const auto& [sig, digest] : allow) {
     const bool hex = digest.size() == 64 && std::all_of(digest.begin(), digest.end(), [](char c) {
@@ -153,6 +165,16 @@ const std::vector<Section>& schema() {
            field("paths", &Config::plugins, &PluginsSection::paths),
            field("secured", &Config::plugins, &PluginsSection::secured),
            field("allow", &Config::plugins, &PluginsSection::allow, sha256_hex_values),
+       }},
+      {"mailbox",
+       {
+           field("synchronous", &Config::mailbox, &MailboxSection::synchronous, one_of({"normal", "full"})),
+           field("max_messages", &Config::mailbox, &MailboxSection::max_messages, non_negative_int),
+           field("max_bytes", &Config::mailbox, &MailboxSection::max_bytes, non_negative_int),
+           field("quota_policy", &Config::mailbox, &MailboxSection::quota_policy,
+                 one_of({"reject_new", "evict_oldest"})),
+           field("max_payload_bytes", &Config::mailbox, &MailboxSection::max_payload_bytes, positive),
+           field("wal_limit_bytes", &Config::mailbox, &MailboxSection::wal_limit_bytes, positive),
        }},
   };
   return sections;
