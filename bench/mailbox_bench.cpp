@@ -10,7 +10,9 @@
 //   (g) raw_txn8    : (d) in 8-row transactions: what SQLite itself does when each commit
 //                     carries one row per sender, the most 8 blocking senders can group
 //   open_1m_ms      : Mailbox::open on a 1,000,000-row backlog (skip with --no-backlog)
-// Usage: mailbox_bench [--messages N] [--dir DIR] [--no-backlog] [--json]
+// Each figure is measured in each of --rounds rounds (default 5); the median is
+// reported, and ratios are taken within a round.
+// Usage: mailbox_bench [--messages N] [--rounds R] [--dir DIR] [--no-backlog] [--json]
 #include <edgert/log.hpp>
 #include <edgert/mailbox.hpp>
 
@@ -18,6 +20,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -214,8 +217,20 @@ double open_backlog_ms(const fs::path& dir) {
 
 }  // namespace
 
+// Median of the rounds, and the range for the table.
+struct Stat {
+  std::vector<double> v;
+  double median() const {
+    auto s = v;
+    std::sort(s.begin(), s.end());
+    return s.empty() ? 0 : s[s.size() / 2];
+  }
+  double min() const { return v.empty() ? 0 : *std::min_element(v.begin(), v.end()); }
+  double max() const { return v.empty() ? 0 : *std::max_element(v.begin(), v.end()); }
+};
+
 int main(int argc, char** argv) {
-  int messages = 40000;
+  int messages = 40000, rounds = 5;
   bool json = false, backlog = true;
   std::string base = (fs::temp_directory_path() / ("edgert-mailbox-bench-" + std::to_string(::getpid()))).string();
   for (int i = 1; i < argc; ++i) {
@@ -225,10 +240,12 @@ int main(int argc, char** argv) {
       backlog = false;
     } else if (!std::strcmp(argv[i], "--messages") && i + 1 < argc) {
       messages = std::max(100, std::atoi(argv[++i]));
+    } else if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc) {
+      rounds = std::max(1, std::atoi(argv[++i]));
     } else if (!std::strcmp(argv[i], "--dir") && i + 1 < argc) {
       base = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: %s [--messages N] [--dir DIR] [--no-backlog] [--json]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--messages N] [--rounds R] [--dir DIR] [--no-backlog] [--json]\n", argv[0]);
       return 2;
     }
   }
@@ -236,42 +253,63 @@ int main(int argc, char** argv) {
   fs::remove_all(base);
   auto dir = [&](const char* name) {
     const auto d = fs::path(base) / name;
+    fs::remove_all(d);
     fs::create_directories(d);
     return d;
   };
+  // Every figure is measured once per round, the rounds one after another; ratios are
+  // taken within a round (the machine's speed drifts between rounds) and the median
+  // over the rounds is reported.
+  Stat a, b, c, d, e, f, g, b_a, b_c, b_d, b_g, f_d;
   const int per_message_n = std::max(50, messages / 100);  // each one fsyncs: keep the run short
-  const double a = per_message(dir("a"), per_message_n);
-  const double b = mailbox_sends(dir("b"), messages, 8, 256, false);
-  const double c = mailbox_sends(dir("c"), messages / 4, 8, 1, false);
-  const double d = raw_batch(dir("d"), messages * 2, 10000);
-  const double e = mailbox_sends(dir("e"), messages / 4, 8, 256, true);
-  const double f = mailbox_sends(dir("f"), messages * 2, 8, 256, false, 64);
-  const double g = raw_batch(dir("g"), messages, 8);
+  for (int r = 0; r < rounds; ++r) {
+    a.v.push_back(per_message(dir("a"), per_message_n));
+    b.v.push_back(mailbox_sends(dir("b"), messages, 8, 256, false));
+    c.v.push_back(mailbox_sends(dir("c"), messages / 4, 8, 1, false));
+    d.v.push_back(raw_batch(dir("d"), messages * 2, 10000));
+    e.v.push_back(mailbox_sends(dir("e"), messages / 4, 8, 256, true));
+    f.v.push_back(mailbox_sends(dir("f"), messages * 2, 8, 256, false, 64));
+    g.v.push_back(raw_batch(dir("g"), messages, 8));
+    b_a.v.push_back(b.v.back() / a.v.back());
+    b_c.v.push_back(b.v.back() / c.v.back());
+    b_d.v.push_back(b.v.back() / d.v.back());
+    b_g.v.push_back(b.v.back() / g.v.back());
+    f_d.v.push_back(f.v.back() / d.v.back());
+  }
   const double open_ms = backlog ? open_backlog_ms(dir("backlog")) : -1;
   fs::remove_all(base);
 
   if (json) {
-    std::printf("{\"payload_bytes\": 256, \"senders\": 8, \"rows_per_s\": {\"per_message\": %.0f, \"group\": %.0f, "
-                "\"single_txn\": %.0f, \"raw_batch\": %.0f, \"group_full\": %.0f, \"async\": %.0f, "
+    std::printf("{\"payload_bytes\": 256, \"senders\": 8, \"rounds\": %d, \"rows_per_s\": {\"per_message\": %.0f, "
+                "\"group\": %.0f, \"single_txn\": %.0f, \"raw_batch\": %.0f, \"group_full\": %.0f, \"async\": %.0f, "
                 "\"raw_txn8\": %.0f},\n"
                 "  \"group_vs_per_message\": %.2f, \"group_vs_single_txn\": %.2f, \"group_vs_raw_batch\": %.3f, "
                 "\"group_vs_raw_txn8\": %.3f, \"async_vs_raw_batch\": %.3f, \"open_1m_ms\": %.0f}\n",
-                a, b, c, d, e, f, g, b / a, b / c, b / d, b / g, f / d, open_ms);
+                rounds, a.median(), b.median(), c.median(), d.median(), e.median(), f.median(), g.median(),
+                b_a.median(), b_c.median(), b_d.median(), b_g.median(), f_d.median(), open_ms);
     return 0;
   }
-  std::printf("mailbox_bench: 256-byte payloads, 8 senders where concurrent\n\n");
-  std::printf("  (a) per message, new connection, defaults : %10.0f rows/s\n", a);
-  std::printf("  (b) send(), group commit, NORMAL          : %10.0f rows/s\n", b);
-  std::printf("  (c) send(), one txn per message, NORMAL   : %10.0f rows/s\n", c);
-  std::printf("  (d) raw sqlite3, 10k-row transactions     : %10.0f rows/s\n", d);
-  std::printf("  (e) send(), group commit, FULL            : %10.0f rows/s\n", e);
-  std::printf("  (f) send_async(), 64 in flight per sender : %10.0f rows/s\n", f);
-  std::printf("  (g) raw sqlite3, 8-row transactions       : %10.0f rows/s\n", g);
-  std::printf("\n  group_vs_per_message = %.1f (goal >= 20)\n", b / a);
-  std::printf("  group_vs_single_txn  = %.2f (goal >= 2)\n", b / c);
-  std::printf("  group_vs_raw_batch   = %.3f (goal >= 0.5)\n", b / d);
-  std::printf("  group_vs_raw_txn8    = %.3f (send() against SQLite's own 8-row-commit ceiling)\n", b / g);
-  std::printf("  async_vs_raw_batch   = %.3f\n", f / d);
+  std::printf("mailbox_bench: 256-byte payloads, 8 senders where concurrent; median (min-max) of %d rounds\n\n",
+              rounds);
+  auto row = [](const char* what, const Stat& s) {
+    std::printf("  %-42s: %8.0f rows/s  (%.0f-%.0f)\n", what, s.median(), s.min(), s.max());
+  };
+  row("(a) per message, new connection, defaults", a);
+  row("(b) send(), group commit, NORMAL", b);
+  row("(c) send(), one txn per message, NORMAL", c);
+  row("(d) raw sqlite3, 10k-row transactions", d);
+  row("(e) send(), group commit, FULL", e);
+  row("(f) send_async(), 64 in flight per sender", f);
+  row("(g) raw sqlite3, 8-row transactions", g);
+  auto ratio = [](const char* what, const Stat& s, const char* goal) {
+    std::printf("  %-21s = %6.3f  (%.3f-%.3f) %s\n", what, s.median(), s.min(), s.max(), goal);
+  };
+  std::printf("\n");
+  ratio("group_vs_per_message", b_a, "goal >= 20");
+  ratio("group_vs_single_txn", b_c, "goal >= 2");
+  ratio("group_vs_raw_batch", b_d, "goal >= 0.5");
+  ratio("group_vs_raw_txn8", b_g, "send() against SQLite's own 8-row-commit ceiling");
+  ratio("async_vs_raw_batch", f_d, "");
   if (backlog) std::printf("  open with 1M pending  = %.0f ms (goal < 1000)\n", open_ms);
   return 0;
 }

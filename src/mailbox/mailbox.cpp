@@ -1,5 +1,6 @@
 #include <edgert/mailbox.hpp>
 
+#include "core/futex.hpp"
 #include "core/log.hpp"
 #include "core/thread_name.hpp"
 #include "mailbox/checkpointer.hpp"
@@ -24,6 +25,9 @@
 #include <thread>
 
 namespace edgert {
+
+using detail::futex_wait;
+using detail::futex_wake_all;
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -112,30 +116,31 @@ Envelope decode(const std::string& text) {
 // One queued message. send() waits on it directly; send_async() hands it out inside
 // a PendingSend. The writer fills `result`, publishes it through `state` and makes a
 // futex call only if the owner announced that it sleeps (kWaiting): with many
-// messages in flight the owner waits on one of them at a time. (A std::promise costs
-// ~1.3 us of the writer's time per message here: call_once, a mutex and a condvar;
-// an unconditional notify costs a syscall, as libstdc++ shares waiter counts between
-// addresses.)
+// messages in flight the owner waits on one of them at a time. Measured here: a
+// std::promise cost ~1.3 us of the writer's time per message (call_once, a mutex, a
+// condvar); std::atomic::wait/notify a syscall per message on the writer's side and
+// sched_yield spinning on the sender's. Waking all senders of a group with one
+// futex call on a shared counter measured slower (all wake at once on two CPUs).
 struct detail::MailboxSendRequest {
-  static constexpr int kPending = 0, kWaiting = 1, kDone = 2;
+  static constexpr std::int32_t kPending = 0, kWaiting = 1, kDone = 2;
   Envelope env;
   SendOptions options;
   std::string envelope_json;
   std::optional<Result<std::string>> result;
-  std::atomic<int> state{kPending};
+  std::atomic<std::int32_t> state{kPending};
 
   // Writer thread (or the caller, for a refusal); once.
   void complete(Result<std::string> r) {
     result.emplace(std::move(r));
-    if (state.exchange(kDone, std::memory_order_acq_rel) == kWaiting) state.notify_all();
+    if (state.exchange(kDone, std::memory_order_acq_rel) == kWaiting) futex_wake_all(state);
   }
   bool done() const noexcept { return state.load(std::memory_order_acquire) == kDone; }
   // The owner's thread; blocks until complete().
   void wait() {
-    int s = kPending;
+    std::int32_t s = kPending;
     if (state.compare_exchange_strong(s, kWaiting, std::memory_order_acq_rel)) s = kWaiting;
     while (s != kDone) {
-      state.wait(s, std::memory_order_acquire);
+      futex_wait(state, s);
       s = state.load(std::memory_order_acquire);
     }
   }
