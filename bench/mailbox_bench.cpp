@@ -85,7 +85,9 @@ double per_message(const fs::path& dir, int n) {
 
 // (b), (c), (e), (f): Mailbox::send (window 0) or send_async with up to `window`
 // messages in flight per thread, from `threads` threads.
-double mailbox_sends(const fs::path& dir, int n, int threads, std::size_t max_batch, bool full, int window = 0) {
+// With `latency_us`, also collects how long each blocking send() took.
+double mailbox_sends(const fs::path& dir, int n, int threads, std::size_t max_batch, bool full, int window = 0,
+                     std::vector<double>* latency_us = nullptr) {
   edgert::MailboxOptions o;
   o.data_dir = dir.string();
   o.max_batch = max_batch;
@@ -96,10 +98,11 @@ double mailbox_sends(const fs::path& dir, int n, int threads, std::size_t max_ba
     std::exit(1);
   }
   std::atomic<int> next{0}, failed{0};
+  std::vector<std::vector<double>> took(static_cast<std::size_t>(threads));
   const auto t0 = Clock::now();
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&] {
+    pool.emplace_back([&, mine = &took[static_cast<std::size_t>(t)]] {
       edgert::Envelope e;
       e.sender_node_id = "bench";
       e.recipient_node_id = "fleet";
@@ -109,7 +112,9 @@ double mailbox_sends(const fs::path& dir, int n, int threads, std::size_t max_ba
         e.message_id.clear();
         e.payload = kPayload;
         if (window == 0) {
+          const auto s0 = Clock::now();
           if (!mb.value()->send(e).ok()) failed++;
+          if (latency_us) mine->push_back(seconds_since(s0) * 1e6);
           continue;
         }
         if (static_cast<int>(in_flight.size()) == window) {
@@ -125,6 +130,9 @@ double mailbox_sends(const fs::path& dir, int n, int threads, std::size_t max_ba
   }
   for (auto& t : pool) t.join();
   const double rate = n / seconds_since(t0);
+  if (latency_us) {
+    for (auto& v : took) latency_us->insert(latency_us->end(), v.begin(), v.end());
+  }
   const auto st = mb.value()->stats().value();
   std::fprintf(stderr, "  [%d senders, window %d, max_batch %zu: %.1f rows per commit]\n", threads, window, max_batch,
                double(st.counters.sent) / double(std::max<std::uint64_t>(1, st.counters.commits)));
@@ -260,11 +268,18 @@ int main(int argc, char** argv) {
   // Every figure is measured once per round, the rounds one after another; ratios are
   // taken within a round (the machine's speed drifts between rounds) and the median
   // over the rounds is reported.
-  Stat a, b, c, d, e, f, g, b_a, b_c, b_d, b_g, f_d;
+  Stat a, b, c, d, e, f, g, b_a, b_c, b_d, b_g, f_d, p50, p99, p999, pmax;
   const int per_message_n = std::max(50, messages / 100);  // each one fsyncs: keep the run short
   for (int r = 0; r < rounds; ++r) {
     a.v.push_back(per_message(dir("a"), per_message_n));
-    b.v.push_back(mailbox_sends(dir("b"), messages, 8, 256, false));
+    std::vector<double> lat;
+    b.v.push_back(mailbox_sends(dir("b"), messages, 8, 256, false, 0, &lat));
+    std::sort(lat.begin(), lat.end());
+    auto at = [&](double q) { return lat[std::min(lat.size() - 1, static_cast<std::size_t>(q * lat.size()))]; };
+    p50.v.push_back(at(0.5));
+    p99.v.push_back(at(0.99));
+    p999.v.push_back(at(0.999));
+    pmax.v.push_back(lat.back());
     c.v.push_back(mailbox_sends(dir("c"), messages / 4, 8, 1, false));
     d.v.push_back(raw_batch(dir("d"), messages * 2, 10000));
     e.v.push_back(mailbox_sends(dir("e"), messages / 4, 8, 256, true));
@@ -284,9 +299,11 @@ int main(int argc, char** argv) {
                 "\"group\": %.0f, \"single_txn\": %.0f, \"raw_batch\": %.0f, \"group_full\": %.0f, \"async\": %.0f, "
                 "\"raw_txn8\": %.0f},\n"
                 "  \"group_vs_per_message\": %.2f, \"group_vs_single_txn\": %.2f, \"group_vs_raw_batch\": %.3f, "
-                "\"group_vs_raw_txn8\": %.3f, \"async_vs_raw_batch\": %.3f, \"open_1m_ms\": %.0f}\n",
+                "\"group_vs_raw_txn8\": %.3f, \"async_vs_raw_batch\": %.3f,\n"
+                "  \"group_send_us\": {\"p50\": %.0f, \"p99\": %.0f, \"p999\": %.0f, \"max\": %.0f}, \"open_1m_ms\": %.0f}\n",
                 rounds, a.median(), b.median(), c.median(), d.median(), e.median(), f.median(), g.median(),
-                b_a.median(), b_c.median(), b_d.median(), b_g.median(), f_d.median(), open_ms);
+                b_a.median(), b_c.median(), b_d.median(), b_g.median(), f_d.median(), p50.median(), p99.median(),
+                p999.median(), pmax.median(), open_ms);
     return 0;
   }
   std::printf("mailbox_bench: 256-byte payloads, 8 senders where concurrent; median (min-max) of %d rounds\n\n",
@@ -310,6 +327,8 @@ int main(int argc, char** argv) {
   ratio("group_vs_raw_batch", b_d, "goal >= 0.5");
   ratio("group_vs_raw_txn8", b_g, "send() against SQLite's own 8-row-commit ceiling");
   ratio("async_vs_raw_batch", f_d, "");
+  std::printf("\n  (b) send() latency, us: p50 %.0f, p99 %.0f, p99.9 %.0f, max %.0f (medians; max ranged %.0f-%.0f)\n",
+              p50.median(), p99.median(), p999.median(), pmax.median(), pmax.min(), pmax.max());
   if (backlog) std::printf("  open with 1M pending  = %.0f ms (goal < 1000)\n", open_ms);
   return 0;
 }
