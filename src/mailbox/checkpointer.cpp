@@ -81,6 +81,10 @@ void Checkpointer::run() {
     const bool restart = frames >= limits_.restart_frames && Clock::now() >= next_restart;
     int wal = 0, copied = 0, rc = SQLITE_OK;
     if (restart) {
+      // First catch up without blocking anyone, so that what runs under the lock
+      // copies and fsyncs only the frames committed meanwhile (the fsync of a large
+      // round under the lock measured ~20 ms of stalled senders).
+      (void)sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
       // Holding the writer's mutex: the writer is between transactions, so only
       // readers in other processes can make this wait (50 ms at most).
       std::lock_guard writer_idle(writer_mu_);
@@ -111,6 +115,9 @@ void Checkpointer::run() {
       failing = true;
     }
     lk.lock();
+    // Requests made during a completed RESTART are answered by it: everything up to
+    // the reset is checkpointed.
+    if (restart && rc == SQLITE_OK) wanted_frames_ = 0;
   }
 }
 
