@@ -11,6 +11,7 @@
 #include <mutex>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <thread>
 #include <vector>
@@ -63,7 +64,27 @@ MailboxOptions options(const Scratch& s, FakeClock& clock) {
   return o;
 }
 
+// A deliverer racing the senders: marks everything pending delivered until the
+// senders are done and a pending() that started after that finds nothing.
+std::set<std::string> deliver_all(Mailbox& mb, const std::atomic<bool>& senders_done, std::atomic<int>& failures) {
+  std::set<std::string> delivered;
+  for (;;) {
+    const bool last_round = senders_done;  // read before pending(): nothing is left behind
+    auto p = mb.pending(100);
+    if (!p.ok()) {
+      failures++;
+      return delivered;
+    }
+    for (auto& m : p.value()) {
+      if (!mb.mark_delivered(m.envelope.message_id).ok()) failures++;
+      delivered.insert(m.envelope.message_id);
+    }
+    if (p.value().empty() && last_round) return delivered;
+  }
+}
+
 }  // namespace
+
 
 TEST_CASE("send, pending, deliver: the basic outbox cycle", "[mailbox]") {
   Scratch s;
@@ -295,57 +316,45 @@ TEST_CASE("a failed commit: every sender gets the error, counted; nothing report
   CHECK_THAT(notes[0], Contains(first));
 }
 
+// `threads` senders race a deliverer; each sender sends `per_thread` messages through
+// `send_some`, passing every outcome to `record`. Nothing may be lost or duplicated.
+using Record = std::function<void(edgert::Result<std::string>)>;
+void race_with_deliverer(Mailbox& mb, int threads, int per_thread,
+                         const std::function<void(int n, const Record& record)>& send_some) {
+  std::mutex mu;
+  std::set<std::string> sent, delivered;
+  std::atomic<int> failures{0};
+  std::atomic<bool> done{false};
+  std::thread deliverer([&] { delivered = deliver_all(mb, done, failures); });
+  const Record record = [&](edgert::Result<std::string> id) {
+    if (!id.ok()) {
+      failures++;
+      return;
+    }
+    std::lock_guard lk(mu);
+    sent.insert(id.value());
+  };
+  std::vector<std::thread> senders;
+  for (int t = 0; t < threads; ++t) senders.emplace_back([&] { send_some(per_thread, record); });
+  for (auto& t : senders) t.join();
+  done = true;
+  deliverer.join();
+  CHECK(failures == 0);
+  CHECK(sent.size() == std::size_t(threads * per_thread));
+  CHECK(delivered == sent);
+  const auto st = mb.stats().value();
+  CHECK(st.outbox_rows == 0);
+  CHECK(st.counters.sent == std::uint64_t(threads * per_thread));
+}
+
 TEST_CASE("4 threads sending while another delivers lose nothing", "[mailbox][concurrency]") {
   Scratch s;
   MailboxOptions o;
   o.data_dir = s.dir.string();
   auto mb = open(o);
-  constexpr int kThreads = 4, kPer = 300;
-  std::mutex mu;
-  std::set<std::string> sent, delivered;
-  std::atomic<int> failures{0};
-  std::atomic<bool> done{false};
-  std::thread deliverer([&] {
-    while (true) {
-      auto p = mb->pending(50);
-      if (!p.ok()) {
-        failures++;
-        break;
-      }
-      for (auto& m : p.value()) {
-        if (mb->mark_delivered(m.envelope.message_id).ok()) {
-          std::lock_guard lk(mu);
-          delivered.insert(m.envelope.message_id);
-        } else {
-          failures++;
-        }
-      }
-      if (p.value().empty() && done) break;
-    }
+  race_with_deliverer(*mb, 4, 300, [&](int n, const Record& record) {
+    for (int i = 0; i < n; ++i) record(mb->send(env()));
   });
-  std::vector<std::thread> senders;
-  for (int t = 0; t < kThreads; ++t) {
-    senders.emplace_back([&] {
-      for (int i = 0; i < kPer; ++i) {
-        auto id = mb->send(env());
-        if (!id.ok()) {
-          failures++;
-          continue;
-        }
-        std::lock_guard lk(mu);
-        sent.insert(id.value());
-      }
-    });
-  }
-  for (auto& t : senders) t.join();
-  done = true;
-  deliverer.join();
-  CHECK(failures == 0);
-  CHECK(sent.size() == std::size_t(kThreads * kPer));
-  CHECK(delivered == sent);
-  const auto st = mb->stats().value();
-  CHECK(st.outbox_rows == 0);
-  CHECK(st.counters.sent == std::uint64_t(kThreads * kPer));
 }
 
 TEST_CASE("messages survive closing and reopening", "[mailbox]") {
@@ -467,57 +476,19 @@ TEST_CASE("send_async from 4 threads while another delivers loses nothing", "[ma
   Scratch s;
   MailboxOptions o;
   o.data_dir = s.dir.string();
-  o.max_queued = 64;
+  o.max_queued = 64;  // with 4 x 32 in flight, senders also wait for room
   auto mb = open(o);
-  constexpr int kThreads = 4, kPer = 400;
-  std::mutex mu;
-  std::set<std::string> sent, delivered;
-  std::atomic<int> failures{0};
-  std::atomic<bool> done{false};
-  std::thread deliverer([&] {
-    while (true) {
-      const bool last_round = done;
-      auto p = mb->pending(100);
-      if (!p.ok()) {
-        failures++;
-        break;
-      }
-      for (auto& m : p.value()) {
-        if (!mb->mark_delivered(m.envelope.message_id).ok()) failures++;
-        std::lock_guard lk(mu);
-        delivered.insert(m.envelope.message_id);
-      }
-      if (p.value().empty() && last_round) break;
-    }
-  });
-  std::vector<std::thread> senders;
-  for (int t = 0; t < kThreads; ++t) {
-    senders.emplace_back([&] {
-      std::deque<edgert::PendingSend> window;
-      auto settle = [&] {
-        auto id = window.front().get();
+  race_with_deliverer(*mb, 4, 400, [&](int n, const Record& record) {
+    std::deque<edgert::PendingSend> window;
+    for (int i = 0; i < n; ++i) {
+      if (window.size() == 32) {
+        record(window.front().get());
         window.pop_front();
-        if (!id.ok()) {
-          failures++;
-          return;
-        }
-        std::lock_guard lk(mu);
-        sent.insert(id.value());
-      };
-      for (int i = 0; i < kPer; ++i) {
-        if (window.size() == 32) settle();
-        window.push_back(mb->send_async(env()));
       }
-      while (!window.empty()) settle();
-    });
-  }
-  for (auto& t : senders) t.join();
-  done = true;
-  deliverer.join();
-  CHECK(failures == 0);
-  CHECK(sent.size() == std::size_t(kThreads * kPer));
-  CHECK(delivered == sent);
-  CHECK(mb->stats().value().outbox_rows == 0);
+      window.push_back(mb->send_async(env()));
+    }
+    for (auto& p : window) record(p.get());
+  });
 }
 
 TEST_CASE("checkpoints run in the background and keep the WAL bounded under load", "[mailbox][concurrency]") {
