@@ -28,6 +28,10 @@ struct FrameInfo {
   std::string stream;
 };
 
+namespace detail {
+struct FrameAccess;
+}
+
 class EDGERT_API Frame {
  public:
   Frame() noexcept = default;  // empty: operator bool is false
@@ -52,12 +56,10 @@ class EDGERT_API Frame {
   /// Frames created and not yet released, process-wide: a leak check for tests.
   static std::uint64_t live_frames() noexcept;
 
-  struct Data;  // internal; see src/core/frame_internal.hpp
-  /// Internal: adopts one reference to `d` (used by the plugin host).
-  static Frame adopt(Data* d) noexcept;
-  Data* data_handle() const noexcept { return d_; }
+  struct Data;  // opaque; defined in src/core/frame_internal.hpp
 
  private:
+  friend struct detail::FrameAccess;  // the plugin host hands frames across the C ABI
   explicit Frame(Data* d) noexcept : d_(d) {}
   Data* d_ = nullptr;
 };

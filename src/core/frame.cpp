@@ -104,6 +104,5 @@ const std::uint8_t* Frame::data() const noexcept { return d_ ? d_->pixels : null
 const FrameInfo& Frame::info() const noexcept { return d_->info; }
 std::uint32_t Frame::use_count() const noexcept { return d_ ? d_->refs.load(std::memory_order_relaxed) : 0; }
 std::uint64_t Frame::live_frames() noexcept { return g_live.load(std::memory_order_relaxed); }
-Frame Frame::adopt(Data* d) noexcept { return Frame(d); }
 
 }  // namespace edgert

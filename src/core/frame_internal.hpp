@@ -22,6 +22,11 @@ struct Frame::Data {
 namespace detail {
 void frame_retain(Frame::Data* d) noexcept;
 void frame_release(Frame::Data* d) noexcept;
+
+// What the plugin host needs of a Frame and nothing public should.
+struct FrameAccess {
+  static Frame::Data* data(const Frame& f) noexcept { return f.d_; }
+};
 }  // namespace detail
 
 }  // namespace edgert

@@ -234,7 +234,7 @@ class Instance final : public PluginInstance {
     edgert_input abi;  // every field set below: this runs once per input
     abi.struct_size = sizeof(edgert_input);
     abi.stream = in.stream.c_str();
-    abi.frame = has_frame ? &in.frame.data_handle()->abi : nullptr;
+    abi.frame = has_frame ? &detail::FrameAccess::data(in.frame)->abi : nullptr;
     abi.record_json = has_frame ? nullptr : in.record_json.c_str();
     abi.record_len = has_frame ? 0 : in.record_json.size();
     abi.inference_json = has_inference ? in.inference_json.c_str() : nullptr;
