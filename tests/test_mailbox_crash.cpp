@@ -40,7 +40,7 @@ std::set<std::string> stored_ids(const std::string& db_path) {
 // Runs the child until `kill_after` past its first committed message (so slow
 // starts under sanitizers still give every round real traffic), kills it, and
 // returns everything it printed.
-std::string run_and_kill(const std::string& dir, std::chrono::milliseconds kill_after) {
+std::string run_and_kill(const std::string& dir, std::chrono::milliseconds kill_after, bool async) {
   int out[2];
   REQUIRE(::pipe(out) == 0);
   posix_spawn_file_actions_t fa;
@@ -48,7 +48,8 @@ std::string run_and_kill(const std::string& dir, std::chrono::milliseconds kill_
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
   posix_spawn_file_actions_addclose(&fa, out[0]);
   std::string child = EDGERT_CRASH_CHILD;
-  char* argv[] = {child.data(), const_cast<char*>(dir.c_str()), nullptr};
+  std::string mode = async ? "async" : "blocking";
+  char* argv[] = {child.data(), const_cast<char*>(dir.c_str()), mode.data(), nullptr};
   pid_t pid = 0;
   REQUIRE(posix_spawn(&pid, child.c_str(), &fa, nullptr, argv, environ) == 0);
   posix_spawn_file_actions_destroy(&fa);
@@ -85,17 +86,18 @@ std::string run_and_kill(const std::string& dir, std::chrono::milliseconds kill_
   return printed;
 }
 
-}  // namespace
 
-TEST_CASE("SIGKILL at random moments loses no committed message", "[mailbox][crash]") {
-  const auto dir = fs::temp_directory_path() / ("edgert-crash-" + std::to_string(::getpid()));
+// `rounds` times: run the child, kill it, check the file and that every id it ever
+// printed is stored.
+void crash_rounds(const std::string& name, int rounds, bool async, std::uint32_t seed) {
+  const auto dir = fs::temp_directory_path() / ("edgert-crash-" + name + "-" + std::to_string(::getpid()));
   fs::remove_all(dir);
-  std::mt19937 rng(20261122);
+  std::mt19937 rng(seed);
   std::uniform_int_distribution<int> when(0, 200);
   std::set<std::string> all_printed;
-  std::size_t rounds_with_output = 0;
-  for (int round = 0; round < 50; ++round) {
-    const std::string printed = run_and_kill(dir.string(), std::chrono::milliseconds(when(rng)));
+  int rounds_with_output = 0;
+  for (int round = 0; round < rounds; ++round) {
+    const std::string printed = run_and_kill(dir.string(), std::chrono::milliseconds(when(rng)), async);
     std::istringstream lines(printed);
     std::string line;
     std::size_t n = 0;
@@ -106,14 +108,24 @@ TEST_CASE("SIGKILL at random moments loses no committed message", "[mailbox][cra
     }
     rounds_with_output += n > 0;
     const auto check = edgert::Mailbox::check(dir.string());
-    INFO("round " << round << ": " << check.message());
+    INFO(name << " round " << round << ": " << check.message());
     REQUIRE(check.ok());
     const auto ids = stored_ids((dir / "mailbox.db").string());
     std::size_t lost = 0;
     for (const auto& id : all_printed) lost += ids.count(id) == 0;
-    INFO("round " << round << ": " << all_printed.size() << " ids printed so far");
+    INFO(name << " round " << round << ": " << all_printed.size() << " ids printed so far");
     REQUIRE(lost == 0);
   }
-  CHECK(rounds_with_output == 50);  // every round had real traffic when it was killed
+  CHECK(rounds_with_output == rounds);  // every round had real traffic when it was killed
   fs::remove_all(dir);
+}
+
+}  // namespace
+
+TEST_CASE("SIGKILL at random moments loses no committed message", "[mailbox][crash]") {
+  crash_rounds("send", 50, false, 20261122);
+}
+
+TEST_CASE("SIGKILL at random moments loses no message whose send_async completed", "[mailbox][crash]") {
+  crash_rounds("send_async", 25, true, 20261123);
 }
