@@ -28,9 +28,11 @@ namespace edgert::detail {
 
 class Checkpointer {
  public:
+  // In WAL frames (pages); the mailbox derives them from MailboxOptions'
+  // wal_checkpoint_bytes and wal_limit_bytes, which hold the defaults.
   struct Limits {
-    int passive_frames = 1024;   // 4 MiB of 4 KiB pages
-    int restart_frames = 16384;  // 64 MiB
+    int passive_frames = 0;
+    int restart_frames = 0;
   };
 
   /// Opens a second read-write connection to `path` and starts the thread, then
