@@ -47,9 +47,11 @@ edgert::RuntimeOptions quiet() {
 
 }  // namespace
 
-TEST_CASE("start and stop run the stages in order", "[runtime]") {
+TEST_CASE("start follows dependencies and stop is its exact reverse", "[runtime]") {
   Recorder rec;
-  SystemRuntime rt(quiet());
+  auto opts = quiet();
+  opts.heartbeat_hz = 1;  // started after outputs, stopped before them
+  SystemRuntime rt(opts);
   // Registered out of order on purpose.
   REQUIRE(rt.add_participant(Stage::triggers, rec.hooks("trigger")).ok());
   REQUIRE(rt.add_participant(Stage::outputs, rec.hooks("output")).ok());
@@ -57,6 +59,7 @@ TEST_CASE("start and stop run the stages in order", "[runtime]") {
   REQUIRE(rt.add_participant(Stage::comms, rec.hooks("mqtt")).ok());
   REQUIRE(rt.add_participant(Stage::processing, rec.hooks("detect", true)).ok());
   REQUIRE(rt.add_participant(Stage::processing, rec.hooks("business")).ok());
+  REQUIRE(rt.add_participant(Stage::storage, rec.hooks("mailbox")).ok());
   REQUIRE(rt.add_participant(Stage::build, rec.hooks("wiring")).ok());
   REQUIRE(rt.add_participant(Stage::config, rec.hooks("config")).ok());
 
@@ -67,14 +70,33 @@ TEST_CASE("start and stop run the stages in order", "[runtime]") {
   rt.stop();  // idempotent
   CHECK_FALSE(rt.running());
 
-  const std::vector<std::string> expected = {
-      "start:config", "start:wiring", "start:detect", "start:business", "start:camera",
-      "start:mqtt",   "start:output", "start:trigger",
-      "stop:trigger", "stop:camera",  "stop:business", "stop:detect", "drain:detect",
-      "stop:output",  "stop:mqtt",    "stop:wiring",   "stop:config"};
-  CHECK(rec.events == expected);
+  const std::vector<std::string> start_order = {"start:config", "start:wiring",   "start:mailbox",
+                                                "start:mqtt",   "start:output",   "start:detect",
+                                                "start:business", "start:camera", "start:trigger"};
+  const std::vector<std::string> expected_stop = {"stop:trigger", "stop:camera",  "stop:business",
+                                                  "stop:detect",  "drain:detect", "stop:output",
+                                                  "stop:mqtt",    "stop:mailbox", "stop:wiring",
+                                                  "stop:config"};
+  REQUIRE(rec.events.size() == start_order.size() + expected_stop.size());
+  const std::vector<std::string> starts(rec.events.begin(), rec.events.begin() + 9);
+  const std::vector<std::string> stops(rec.events.begin() + 9, rec.events.end());
+  CHECK(starts == start_order);
+  CHECK(stops == expected_stop);
+  // Exactly symmetric: the stops (drain aside) are the starts reversed.
+  std::vector<std::string> reversed;
+  for (auto it = starts.rbegin(); it != starts.rend(); ++it) reversed.push_back("stop:" + it->substr(6));
+  std::vector<std::string> stops_only;
+  for (const auto& e : stops) {
+    if (e.rfind("stop:", 0) == 0) stops_only.push_back(e);
+  }
+  CHECK(stops_only == reversed);
   CHECK(rt.start().code() == edgert::ErrorCode::closed);
   CHECK(rt.add_participant(Stage::outputs, rec.hooks("late")).code() == edgert::ErrorCode::invalid_argument);
+}
+
+TEST_CASE("stages are named", "[runtime]") {
+  CHECK(std::string(edgert::to_string(Stage::storage)) == "storage");
+  CHECK(std::string(edgert::to_string(Stage::triggers)) == "triggers");
 }
 
 TEST_CASE("a failing start stops what already started and names the culprit", "[runtime]") {
@@ -206,18 +228,105 @@ TEST_CASE("periodic tasks keep running after one throws", "[runtime]") {
   CHECK(calls == after);  // cancelled by shutdown_loop
 }
 
-TEST_CASE("stop called from a start hook stops everything that started", "[runtime]") {
+TEST_CASE("stop called from a start hook stops what started, caller included, in reverse, before the loop closes",
+          "[runtime]") {
   Recorder rec;
   SystemRuntime rt(quiet());
-  REQUIRE(rt.add_participant(Stage::config, rec.hooks("config")).ok());
-  LifecycleHooks quitter = rec.hooks("quitter");
+  auto loop_open_in = [&](const std::string& name) {
+    LifecycleHooks h = rec.hooks(name);
+    h.stop = [&rec, &rt, name] {
+      // The loop must still run tasks while components stop.
+      auto f = rt.run_async([] { return 7; });
+      bool open = false;
+      try {
+        open = f.wait_for(5s) == std::future_status::ready && f.get() == 7;
+      } catch (const std::exception&) {
+        open = false;
+      }
+      rec.add("stop:" + name + (open ? "" : "(loop closed)"));
+    };
+    return h;
+  };
+  REQUIRE(rt.add_participant(Stage::config, loop_open_in("config")).ok());
+  REQUIRE(rt.add_participant(Stage::storage, loop_open_in("mailbox")).ok());
+  LifecycleHooks quitter = loop_open_in("quitter");
   quitter.start = [&] {
     rec.add("start:quitter");
     rt.stop();
+    rec.add("stop returned");
   };
   REQUIRE(rt.add_participant(Stage::outputs, quitter).ok());
   REQUIRE(rt.add_participant(Stage::triggers, rec.hooks("trigger")).ok());
   CHECK(rt.start().code() == edgert::ErrorCode::closed);
-  CHECK(rec.events == std::vector<std::string>{"start:config", "start:quitter", "stop:config", "stop:quitter"});
+  CHECK(rec.events == std::vector<std::string>{"start:config", "start:mailbox", "start:quitter", "stop:quitter",
+                                               "stop:mailbox", "stop:config", "stop returned"});
   CHECK_FALSE(rt.running());
+}
+
+TEST_CASE("the heartbeat never ticks after the outputs it feeds began to stop", "[runtime]") {
+  // A fast heartbeat makes an already-expired timer likely at the moment it is cancelled.
+  for (int round = 0; round < 40; ++round) {
+    auto opts = quiet();
+    opts.heartbeat_hz = 2000;
+    auto outputs_stopped = std::make_shared<std::atomic<bool>>(false);
+    auto late_ticks = std::make_shared<std::atomic<int>>(0);
+    auto ticks = std::make_shared<std::atomic<int>>(0);
+    opts.heartbeat_sink = [outputs_stopped, late_ticks, ticks](const edgert::HeartbeatTick&) {
+      ticks->fetch_add(1);
+      if (outputs_stopped->load()) late_ticks->fetch_add(1);
+    };
+    SystemRuntime rt(opts);
+    REQUIRE(rt.add_participant(Stage::outputs, {"output", {}, [outputs_stopped] {
+                                                  outputs_stopped->store(true);
+                                                  std::this_thread::sleep_for(5ms);  // a tick would land here
+                                                }, {}})
+                .ok());
+    REQUIRE(rt.start().ok());
+    const auto end = std::chrono::steady_clock::now() + 2s;
+    while (ticks->load() < 3 && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(1ms);
+    rt.stop();
+    INFO("round " << round << ": " << ticks->load() << " ticks");
+    REQUIRE(late_ticks->load() == 0);
+  }
+}
+
+TEST_CASE("a cancelled periodic task never begins another call", "[runtime]") {
+  SystemRuntime rt(quiet());
+  for (int round = 0; round < 50; ++round) {
+    auto cancelled = std::make_shared<std::atomic<bool>>(false);
+    auto late = std::make_shared<std::atomic<int>>(0);
+    auto calls = std::make_shared<std::atomic<int>>(0);
+    auto handle = rt.spawn_periodic("fast", 100us, [cancelled, late, calls] {
+      calls->fetch_add(1);
+      if (cancelled->load()) late->fetch_add(1);
+      std::this_thread::sleep_for(50us);
+    });
+    REQUIRE(handle);
+    CHECK(handle.active());
+    const auto end = std::chrono::steady_clock::now() + 2s;
+    while (calls->load() < 2 && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(100us);
+    handle.cancel();
+    cancelled->store(true);
+    CHECK_FALSE(handle.active());
+    handle.cancel();  // idempotent
+    std::this_thread::sleep_for(2ms);
+    REQUIRE(late->load() == 0);
+  }
+}
+
+TEST_CASE("a periodic task may cancel itself from inside its call", "[runtime]") {
+  SystemRuntime rt(quiet());
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto handle = std::make_shared<edgert::PeriodicHandle>();
+  *handle = rt.spawn_periodic("self", 1ms, [calls, handle] {
+    if (calls->fetch_add(1) == 2) handle->cancel();
+  });
+  REQUIRE(*handle);
+  const auto end = std::chrono::steady_clock::now() + 2s;
+  while (calls->load() < 3 && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(20ms);
+  CHECK(calls->load() == 3);
+  rt.stop();
+  handle->cancel();  // after the runtime stopped: still safe
+  *handle = {};      // break the cycle between the handle and the task
 }

@@ -51,7 +51,7 @@ int run_node(const std::string& config_path, double duration_s) {
 
   edgert::RuntimeOptions opts;
   opts.heartbeat_hz = cfg->node.heartbeat_hz;
-  opts.stage_timeout = std::chrono::milliseconds(cfg->runtime.stage_timeout_ms);
+  opts.stop_stage_warn = std::chrono::milliseconds(cfg->runtime.stage_timeout_ms);
   opts.task_timeout = std::chrono::milliseconds(cfg->runtime.task_timeout_ms);
   const std::string node_id = cfg->node.id;
   opts.heartbeat_sink = [node_id](const edgert::HeartbeatTick& t) {

@@ -1,18 +1,20 @@
 // SystemRuntime: ordered start/stop of a node's components around one shared
-// event loop (seed 004 §6-7, DESIGN.md "Threads and ownership").
+// event loop (docs/runtime.md, "SystemRuntime").
 //
-// Components register LifecycleHooks in a Stage. start() runs the stages in
-//   config -> build -> processing -> acquisition -> comms -> outputs -> heartbeat -> triggers
-// and stop() runs
-//   triggers -> acquisition -> processing -> drain -> heartbeat -> outputs -> comms
-//   -> build/config teardown -> shutdown_loop()
-// so producers stop before consumers, queues are drained into terminal results while
-// the outputs still run, and the loop closes last. Within a stage hooks start in
-// registration order and stop in reverse.
+// Components register LifecycleHooks in a Stage. start() follows dependencies, so
+// nothing starts before what it feeds:
+//   config -> build -> storage -> comms -> outputs -> [heartbeat] -> processing
+//   -> acquisition -> triggers
+// and stop() is the exact reverse, with the drain step where queues are turned into
+// terminal results while the outputs still run:
+//   triggers -> acquisition -> processing -> [drain] -> [heartbeat] -> outputs -> comms
+//   -> storage -> build -> config -> shutdown_loop()
+// Within a stage hooks start in registration order and stop in reverse.
 //
 // The loop: one boost::asio::io_context on one thread named "edgert-loop", created
 // with the runtime, for timers and I/O (heartbeat, sweepers, retries). Only
-// shutdown_loop() closes it. Plugin calls never run on it.
+// shutdown_loop() closes it; every stop hook runs while it is still open. Plugin
+// calls never run on it.
 #pragma once
 
 #include <edgert/export.hpp>
@@ -37,19 +39,31 @@ namespace detail {
 struct RuntimeAccess;  // src/core: lets edgert's own components reach the loop
 }
 
-enum class Stage : std::uint8_t { config, build, processing, acquisition, comms, outputs, triggers };
+/// Declared in start order; stop() runs them in reverse.
+enum class Stage : std::uint8_t {
+  config,       // configuration holders
+  build,        // wiring: plugin loading, object graphs
+  storage,      // durable state (the mailbox, the registry): first up, last down
+  comms,        // transports that read storage (MQTT)
+  outputs,      // what results flow into (OutputManager, sinks)
+  processing,   // serving and business plugin workers
+  acquisition,  // capture sources
+  triggers,     // what makes sources capture
+};
 
-/// "config", "build", "processing", "acquisition", "comms", "outputs", "triggers".
+/// "config", "build", "storage", "comms", "outputs", "processing", "acquisition", "triggers".
 EDGERT_API const char* to_string(Stage stage) noexcept;
 
 /// What a component gives the runtime. Every function may be empty.
 struct LifecycleHooks {
   std::string name;
   /// Called by start() on the caller's thread. Throwing fails start(): what already
-  /// started is stopped in stop order and start() returns the error.
+  /// started is stopped in reverse order (not this hook) and start() returns the
+  /// error. A start hook that calls stop() counts as started: it is stopped first.
   std::function<void()> start;
-  /// Called by stop(). Must be bounded (BaseWorker::stop is); a stage running past
-  /// RuntimeOptions::stage_timeout is reported at WARNING. Exceptions are logged.
+  /// Called by stop(), while the loop still runs. Must be bounded (BaseWorker::stop
+  /// is); a stage running past RuntimeOptions::stop_stage_warn is reported at
+  /// WARNING (it is not interrupted). Exceptions are logged.
   std::function<void()> stop;
   /// Called in the drain step, after every processing and acquisition hook stopped
   /// and before outputs stop: turn queued items into terminal results. Returns how
@@ -64,12 +78,40 @@ struct HeartbeatTick {
 };
 
 struct RuntimeOptions {
-  double heartbeat_hz = 1.0;  // 0 disables the heartbeat
-  /// Receives each tick on the loop thread; must not block.
+  /// 0 disables the heartbeat; otherwise within [0.001, 10000] (start() refuses other
+  /// values, nan and inf included, with invalid_argument).
+  double heartbeat_hz = 1.0;
+  /// Receives each tick on the loop thread; must not block. Never called once the
+  /// stop step for the heartbeat has returned (before any outputs hook stops).
   std::function<void(const HeartbeatTick&)> heartbeat_sink;
-  std::chrono::milliseconds stage_timeout{5000};  // per stop stage, WARNING beyond
+  std::chrono::milliseconds stop_stage_warn{5000};  // a stop stage slower than this is logged at WARNING
   std::chrono::milliseconds task_timeout{2000};   // shutdown_loop waits this long for tasks
   std::chrono::milliseconds loop_timeout{2000};   // and this long for the loop thread
+};
+
+namespace detail {
+struct PeriodicState;
+}
+
+/// A periodic task started by SystemRuntime::spawn_periodic. Copyable; all copies
+/// refer to one task. Dropping every handle does not cancel the task (shutdown_loop
+/// does); an empty handle means the loop was already closed.
+class EDGERT_API PeriodicHandle {
+ public:
+  PeriodicHandle() = default;
+  /// Any thread; never throws. After it returns no call of the task's fn begins, and
+  /// fn is released. If a call is running on the loop it waits for that call to end
+  /// (fn must not block), except when called from inside fn itself, which returns at
+  /// once. Idempotent; safe after the runtime is gone.
+  void cancel() noexcept;
+  /// Any thread; never blocks. False once cancelled or the loop closed.
+  bool active() const noexcept;
+  explicit operator bool() const noexcept { return state_ != nullptr; }
+
+ private:
+  friend class SystemRuntime;
+  explicit PeriodicHandle(std::shared_ptr<detail::PeriodicState> s) : state_(std::move(s)) {}
+  std::shared_ptr<detail::PeriodicState> state_;
 };
 
 class EDGERT_API SystemRuntime {
@@ -85,11 +127,15 @@ class EDGERT_API SystemRuntime {
   Status add_participant(Stage stage, LifecycleHooks hooks);
 
   /// Any thread; blocks while hooks run. Idempotent: ok if already running. Returns
-  /// the first failing hook's error (after stopping what started), or `closed` after stop().
+  /// the first failing hook's error (after stopping what started), invalid_argument
+  /// for unusable RuntimeOptions, or `closed` after stop() (also when a start hook
+  /// called stop()).
   Status start();
 
-  /// Any thread; bounded by the stage and task timeouts. Idempotent; a stop() from
-  /// inside a hook returns at once; a concurrent stop() waits for the first.
+  /// Any thread but the loop's; as bounded as the stop hooks, plus task_timeout and
+  /// loop_timeout. Idempotent. From inside a stop hook it returns at once; from
+  /// inside a start hook it stops what started (that hook first) and closes the
+  /// loop before returning; a concurrent stop() waits for the first.
   void stop();
 
   bool running() const noexcept;
@@ -116,8 +162,10 @@ class EDGERT_API SystemRuntime {
   bool spawn_background_task(std::string name, std::function<void(std::stop_token)> fn);
 
   /// Any thread; never blocks. Calls fn on the loop thread every `period` (fixed
-  /// rate, no drift) until shutdown_loop(). fn must not block; exceptions are logged.
-  bool spawn_periodic(std::string name, std::chrono::nanoseconds period, std::function<void()> fn);
+  /// rate, no drift; a late call is not repeated to catch up) until the handle's
+  /// cancel() or shutdown_loop(). fn must not block; exceptions are logged. Returns
+  /// an empty handle if the loop is closed or period is not positive.
+  PeriodicHandle spawn_periodic(std::string name, std::chrono::nanoseconds period, std::function<void()> fn);
 
   /// Any thread except the loop's; bounded by task_timeout + loop_timeout. Cancels
   /// periodic tasks, stops and awaits background tasks, stops the loop and joins its

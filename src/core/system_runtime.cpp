@@ -5,6 +5,7 @@
 #include "core/thread_name.hpp"
 
 #include <boost/asio/executor_work_guard.hpp>
+#include <fmt/format.h>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -26,6 +27,7 @@ const char* to_string(Stage stage) noexcept {
   switch (stage) {
     case Stage::config: return "config";
     case Stage::build: return "build";
+    case Stage::storage: return "storage";
     case Stage::processing: return "processing";
     case Stage::acquisition: return "acquisition";
     case Stage::comms: return "comms";
@@ -49,27 +51,107 @@ struct BackgroundTask {
   std::shared_ptr<std::atomic<bool>> done = std::make_shared<std::atomic<bool>>(false);
 };
 
-struct PeriodicTask {
-  PeriodicTask(asio::io_context& io, std::string n, Clock::duration p, std::function<void()> f)
-      : timer(io), name(std::move(n)), period(p), fn(std::move(f)) {}
-  asio::steady_timer timer;
+constexpr double kMinHeartbeatHz = 0.001;  // a period of 1000 s
+constexpr double kMaxHeartbeatHz = 10000;  // 100 us: well above any use, far from overflow
+
+// Runs every stage's hook in start order; stop walks this list backwards.
+constexpr Stage kStartOrder[] = {Stage::config,     Stage::build,       Stage::storage,  Stage::comms,
+                                 Stage::outputs,    Stage::processing,  Stage::acquisition, Stage::triggers};
+
+}  // namespace
+
+namespace detail {
+
+struct PeriodicTimer;
+
+// What a PeriodicHandle shares with the loop. `call_mu` is held while fn runs, so
+// cancel() can promise that no call begins after it returns; `calling` lets fn
+// cancel its own task. Holds no asio object, so a handle may outlive the runtime.
+struct PeriodicState {
   std::string name;
-  Clock::duration period;
-  Clock::time_point next;
-  std::function<void()> fn;
+  std::mutex call_mu;
+  std::function<void()> fn;  // guarded by call_mu; released on cancel
+  std::atomic<bool> cancelled{false};
+  std::atomic<std::thread::id> calling{};
+  std::weak_ptr<asio::io_context> io;            // never keeps the loop alive
+  std::weak_ptr<PeriodicTimer> timer;  // to wake the pending wait on cancel
 };
 
-void arm(const std::shared_ptr<PeriodicTask>& task) {
+// The loop's side: owned by the pending wait handler and by the runtime.
+struct PeriodicTimer {
+  PeriodicTimer(asio::io_context& io, Clock::duration p, std::shared_ptr<PeriodicState> s)
+      : timer(io), period(p), state(std::move(s)) {}
+  asio::steady_timer timer;  // touched only on the loop thread
+  Clock::duration period;
+  Clock::time_point next;
+  std::shared_ptr<PeriodicState> state;
+};
+
+void cancel_periodic(PeriodicState& s) noexcept {
+  if (s.calling.load() == std::this_thread::get_id()) {  // from inside fn: it ends soon
+    s.cancelled.store(true);
+    return;
+  }
+  std::function<void()> released;
+  {
+    std::lock_guard lk(s.call_mu);  // waits for a call in progress
+    s.cancelled.store(true);
+    released.swap(s.fn);
+  }
+  if (auto io = s.io.lock()) {
+    try {
+      // Ends the pending wait now rather than a period later, freeing the timer.
+      asio::post(*io, [weak = s.timer] {
+        if (auto t = weak.lock()) t->timer.cancel();
+      });
+    } catch (...) {  // allocation failure: the flag alone keeps the promise
+    }
+  }
+}
+
+}  // namespace detail
+
+void PeriodicHandle::cancel() noexcept {
+  if (state_) detail::cancel_periodic(*state_);
+}
+
+bool PeriodicHandle::active() const noexcept {
+  if (!state_ || state_->cancelled.load()) return false;
+  auto io = state_->io.lock();
+  return io && !io->stopped();
+}
+
+namespace {
+
+void arm(const std::shared_ptr<detail::PeriodicTimer>& task) {
+  // Fixed rate: deadlines are whole periods after the first, and ticks missed while
+  // the loop was busy are skipped rather than fired in a burst.
   task->next += task->period;
+  if (const auto now = Clock::now(); task->next <= now) {
+    task->next += ((now - task->next) / task->period + 1) * task->period;
+  }
   task->timer.expires_at(task->next);
   task->timer.async_wait([task](const boost::system::error_code& ec) {
-    if (ec) return;  // cancelled: the loop is closing
-    try {
-      task->fn();
-    } catch (const std::exception& e) {
-      detail::log().error("periodic task '{}' threw: {}", task->name, e.what());
-    } catch (...) {
-      detail::log().error("periodic task '{}' threw an unknown exception", task->name);
+    if (ec) return;  // the timer was cancelled
+    auto& st = *task->state;
+    {
+      std::unique_lock lk(st.call_mu);
+      // A timer that had already expired when cancel() ran still calls this handler
+      // with success: the flag, not the timer, decides.
+      if (st.cancelled.load()) return;
+      st.calling.store(std::this_thread::get_id());
+      try {
+        st.fn();
+      } catch (const std::exception& e) {
+        detail::log().error("periodic task '{}' threw: {}", st.name, e.what());
+      } catch (...) {
+        detail::log().error("periodic task '{}' threw an unknown exception", st.name);
+      }
+      st.calling.store(std::thread::id{});
+      if (st.cancelled.load()) {  // fn cancelled its own task
+        st.fn = nullptr;
+        return;
+      }
     }
     arm(task);
   });
@@ -100,10 +182,13 @@ struct SystemRuntime::Impl {
   std::vector<std::pair<Stage, LifecycleHooks>> participants;
   std::vector<std::size_t> started_participants;  // indexes, in start order
   std::list<BackgroundTask> tasks;
-  std::vector<std::shared_ptr<PeriodicTask>> periodic;
+  std::vector<std::shared_ptr<detail::PeriodicTimer>> periodic;
   std::atomic<std::uint64_t> heartbeats{0};
+  PeriodicHandle heartbeat;            // started after outputs, cancelled before them
+  std::optional<std::size_t> starting;  // the participant whose start hook runs now
+  std::thread::id starting_thread;
 
-  void run_stop_stage(const char* label, const std::vector<std::size_t>& order);
+  void stop_hook(LifecycleHooks& hooks);
   void stop_started();
 };
 
@@ -149,126 +234,129 @@ Status SystemRuntime::start() {
   std::unique_lock lk(m.mu);
   if (m.stopped || m.stopping) return {ErrorCode::closed, "the runtime was stopped; create a new one"};
   if (m.started) return {};
+  const double hz = m.options.heartbeat_hz;
+  if (!(hz == 0 || (hz >= kMinHeartbeatHz && hz <= kMaxHeartbeatHz))) {  // nan fails both
+    return {ErrorCode::invalid_argument, fmt::format("heartbeat_hz must be 0 or within [{}, {}], got {}",
+                                                     kMinHeartbeatHz, kMaxHeartbeatHz, hz)};
+  }
   m.started = true;
   m.start_time = Clock::now();
   lk.unlock();
   detail::log().info("runtime starting ({} participants)", m.participants.size());
 
-  auto start_stage = [&](Stage stage) -> Status {
+  auto stopped_meanwhile = [&] {
+    std::lock_guard guard(m.mu);
+    return m.stopping || m.stopped;
+  };
+  for (Stage stage : kStartOrder) {
+    const auto t0 = Clock::now();
     for (std::size_t i = 0; i < m.participants.size(); ++i) {
       auto& [s, hooks] = m.participants[i];
       if (s != stage) continue;
+      {
+        std::lock_guard guard(m.mu);
+        m.starting = i;
+        m.starting_thread = std::this_thread::get_id();
+      }
+      std::string error;
       try {
         if (hooks.start) hooks.start();
       } catch (const std::exception& e) {
-        return {ErrorCode::internal,
-                std::string("start of '") + hooks.name + "' (" + to_string(stage) + ") failed: " + e.what()};
+        error = e.what();
+      } catch (...) {
+        error = "unknown exception";
       }
-      bool stopped_meanwhile;
       {
         std::lock_guard guard(m.mu);
-        stopped_meanwhile = m.stopping || m.stopped;
+        m.starting.reset();
+        if (error.empty() && !m.stopped) m.started_participants.push_back(i);  // a same-thread stop() already stopped it
       }
-      if (stopped_meanwhile) {  // the hook itself called stop(): undo just this one
-        if (hooks.stop) hooks.stop();
-        return {ErrorCode::closed, "stop() was called during start() (by '" + hooks.name + "')"};
+      if (!error.empty()) {
+        Status st{ErrorCode::internal,
+                  std::string("start of '") + hooks.name + "' (" + to_string(stage) + ") failed: " + error};
+        detail::log().error("runtime start failed: {}", st.message());
+        stop();
+        return st;
       }
-      m.started_participants.push_back(i);
-    }
-    return {};
-  };
-  auto start_heartbeat = [&] {
-    if (m.options.heartbeat_hz <= 0) return;
-    const auto period = std::chrono::duration_cast<Clock::duration>(
-        std::chrono::duration<double>(1.0 / m.options.heartbeat_hz));
-    spawn_periodic("heartbeat", period, [&m] {
-      HeartbeatTick tick;
-      tick.seq = m.heartbeats.fetch_add(1) + 1;
-      tick.uptime = Clock::now() - m.start_time;
-      tick.wall = std::chrono::system_clock::now();
-      if (m.options.heartbeat_sink) m.options.heartbeat_sink(tick);
-    });
-  };
-
-  for (Stage stage : {Stage::config, Stage::build, Stage::processing, Stage::acquisition, Stage::comms,
-                      Stage::outputs, Stage::triggers}) {
-    if (stage == Stage::triggers) start_heartbeat();
-    const auto t0 = Clock::now();
-    if (Status st = start_stage(stage); !st.ok()) {
-      if (st.code() == ErrorCode::closed) return st;
-      detail::log().error("runtime start failed: {}", st.message());
-      stop();
-      return st;
-    }
-    {
-      std::lock_guard guard(m.mu);
-      if (m.stopping || m.stopped) return {ErrorCode::closed, "stop() was called during start()"};
+      // The hook called stop() (on this thread: it already ran; on another: it runs
+      // once start() releases the lifecycle lock).
+      if (stopped_meanwhile()) return {ErrorCode::closed, "stop() was called during start() (by '" + hooks.name + "')"};
     }
     detail::log().debug("start stage {} took {} ms", to_string(stage), ms_since(t0));
+    if (stage == Stage::outputs && hz > 0) {
+      const auto period = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / hz));
+      m.heartbeat = spawn_periodic("heartbeat", period, [&m] {
+        HeartbeatTick tick;
+        tick.seq = m.heartbeats.fetch_add(1) + 1;
+        tick.uptime = Clock::now() - m.start_time;
+        tick.wall = std::chrono::system_clock::now();
+        if (m.options.heartbeat_sink) m.options.heartbeat_sink(tick);
+      });
+    }
   }
   detail::log().info("runtime started");
   return {};
 }
 
-void SystemRuntime::Impl::run_stop_stage(const char* label, const std::vector<std::size_t>& order) {
-  const auto t0 = Clock::now();
-  for (auto it = order.rbegin(); it != order.rend(); ++it) {
-    auto& hooks = participants[*it].second;
-    if (!hooks.stop) continue;
-    try {
-      hooks.stop();
-    } catch (const std::exception& e) {
-      detail::log().error("stop of '{}' threw: {}", hooks.name, e.what());
-    } catch (...) {
-      detail::log().error("stop of '{}' threw an unknown exception", hooks.name);
-    }
-  }
-  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
-  if (took > options.stage_timeout) {
-    detail::log().warn("stop stage {} took {} ms (budget {} ms)", label, took.count(),
-                       options.stage_timeout.count());
-  } else {
-    detail::log().debug("stop stage {} took {} ms", label, took.count());
+void SystemRuntime::Impl::stop_hook(LifecycleHooks& hooks) {
+  if (!hooks.stop) return;
+  try {
+    hooks.stop();
+  } catch (const std::exception& e) {
+    detail::log().error("stop of '{}' threw: {}", hooks.name, e.what());
+  } catch (...) {
+    detail::log().error("stop of '{}' threw an unknown exception", hooks.name);
   }
 }
 
+// Stops what started in exact reverse order. The drain step and the heartbeat sit
+// between the last hook above outputs and the first hook of outputs or below.
 void SystemRuntime::Impl::stop_started() {
-  auto in_stage = [&](std::initializer_list<Stage> stages) {
-    std::vector<std::size_t> out;
-    for (std::size_t i : started_participants) {
-      if (std::find(stages.begin(), stages.end(), participants[i].first) != stages.end()) out.push_back(i);
-    }
-    return out;
-  };
-  run_stop_stage("triggers", in_stage({Stage::triggers}));
-  run_stop_stage("acquisition", in_stage({Stage::acquisition}));
-  run_stop_stage("processing", in_stage({Stage::processing}));
-
-  const auto t0 = Clock::now();
-  std::size_t drained = 0;
-  for (std::size_t i : started_participants) {
-    auto& hooks = participants[i].second;
-    if (!hooks.drain) continue;
-    try {
-      drained += hooks.drain();
-    } catch (const std::exception& e) {
-      detail::log().error("drain of '{}' threw: {}", hooks.name, e.what());
-    }
-  }
-  detail::log().debug("stop stage drain took {} ms ({} items)", ms_since(t0), drained);
-
+  std::vector<std::size_t> order;
   {
-    // The heartbeat stops before the outputs it feeds.
     std::lock_guard lk(mu);
-    for (auto& p : periodic) {
-      if (p->name == "heartbeat") asio::post(*io, [p] { p->timer.cancel(); });
+    order = started_participants;
+    // stop() from inside a start hook: that hook counts as started.
+    if (starting && starting_thread == std::this_thread::get_id()) order.push_back(*starting);
+    started_participants.clear();
+  }
+  auto after_outputs = [&](std::size_t i) { return participants[i].first > Stage::outputs; };
+  bool drained = false;
+  auto drain_and_stop_heartbeat = [&] {
+    if (drained) return;
+    drained = true;
+    const auto t0 = Clock::now();
+    std::size_t items = 0;
+    for (auto it = order.rbegin(); it != order.rend(); ++it) {
+      auto& hooks = participants[*it].second;
+      if (!hooks.drain) continue;
+      try {
+        items += hooks.drain();
+      } catch (const std::exception& e) {
+        detail::log().error("drain of '{}' threw: {}", hooks.name, e.what());
+      } catch (...) {
+        detail::log().error("drain of '{}' threw an unknown exception", hooks.name);
+      }
+    }
+    detail::log().debug("stop step drain took {} ms ({} items)", ms_since(t0), items);
+    heartbeat.cancel();  // waits for a tick in progress: none begins after this
+  };
+
+  std::size_t k = order.size();
+  while (k > 0) {
+    const Stage stage = participants[order[k - 1]].first;
+    if (!after_outputs(order[k - 1])) drain_and_stop_heartbeat();
+    const auto t0 = Clock::now();
+    for (; k > 0 && participants[order[k - 1]].first == stage; --k) stop_hook(participants[order[k - 1]].second);
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+    if (took > options.stop_stage_warn) {
+      detail::log().warn("stop stage {} took {} ms (warning threshold {} ms)", to_string(stage), took.count(),
+                         options.stop_stage_warn.count());
+    } else {
+      detail::log().debug("stop stage {} took {} ms", to_string(stage), took.count());
     }
   }
-  run_stop_stage("outputs", in_stage({Stage::outputs}));
-  run_stop_stage("comms", in_stage({Stage::comms}));
-  run_stop_stage("build", in_stage({Stage::build}));
-  run_stop_stage("config", in_stage({Stage::config}));
-  started_participants.clear();
+  drain_and_stop_heartbeat();
 }
 
 void SystemRuntime::stop() {
@@ -341,22 +429,34 @@ bool SystemRuntime::spawn_background_task(std::string name, std::function<void(s
   return true;
 }
 
-bool SystemRuntime::spawn_periodic(std::string name, std::chrono::nanoseconds period, std::function<void()> fn) {
+PeriodicHandle SystemRuntime::spawn_periodic(std::string name, std::chrono::nanoseconds period,
+                                             std::function<void()> fn) {
   auto& m = *impl_;
+  const auto p = std::chrono::duration_cast<Clock::duration>(period);
+  if (p <= Clock::duration::zero()) {
+    detail::log().error("spawn_periodic('{}'): the period must be positive", name);
+    return {};
+  }
   std::lock_guard lk(m.mu);
-  if (m.loop_closed) return false;
-  auto task = std::make_shared<PeriodicTask>(*m.io, std::move(name),
-                                             std::chrono::duration_cast<Clock::duration>(period), std::move(fn));
+  if (m.loop_closed) return {};
+  // Forget tasks that were cancelled, so a long-lived node does not accumulate them.
+  std::erase_if(m.periodic, [](const auto& t) { return t->state->cancelled.load(); });
+  auto state = std::make_shared<detail::PeriodicState>();
+  state->name = std::move(name);
+  state->fn = std::move(fn);
+  state->io = m.io;
+  auto task = std::make_shared<detail::PeriodicTimer>(*m.io, p, state);
+  state->timer = task;
   task->next = Clock::now();
   m.periodic.push_back(task);
   asio::post(*m.io, [task] { arm(task); });
-  return true;
+  return PeriodicHandle(std::move(state));
 }
 
 void SystemRuntime::shutdown_loop() {
   auto& m = *impl_;
   std::list<BackgroundTask> tasks;
-  std::vector<std::shared_ptr<PeriodicTask>> periodic;
+  std::vector<std::shared_ptr<detail::PeriodicTimer>> periodic;
   {
     std::lock_guard lk(m.mu);
     if (m.loop_closed) return;
@@ -365,7 +465,7 @@ void SystemRuntime::shutdown_loop() {
     periodic.swap(m.periodic);
   }
   const auto t0 = Clock::now();
-  for (auto& p : periodic) asio::post(*m.io, [p] { p->timer.cancel(); });
+  for (auto& p : periodic) detail::cancel_periodic(*p->state);
   for (auto& t : tasks) t.stop.request_stop();
 
   const auto deadline = t0 + m.options.task_timeout;
