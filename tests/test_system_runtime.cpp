@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -329,4 +330,22 @@ TEST_CASE("a periodic task may cancel itself from inside its call", "[runtime]")
   rt.stop();
   handle->cancel();  // after the runtime stopped: still safe
   *handle = {};      // break the cycle between the handle and the task
+}
+
+TEST_CASE("start refuses heartbeat rates whose period cannot be represented", "[runtime]") {
+  for (double hz : {std::numeric_limits<double>::infinity(), 1e-300, 1e-10, -1.0, 1e9,
+                    std::numeric_limits<double>::quiet_NaN()}) {
+    auto opts = quiet();
+    opts.heartbeat_hz = hz;
+    CHECK(edgert::validate(opts).code() == edgert::ErrorCode::invalid_argument);
+    SystemRuntime rt(opts);
+    const auto st = rt.start();
+    INFO("heartbeat_hz " << hz);
+    CHECK(st.code() == edgert::ErrorCode::invalid_argument);
+    CHECK_THAT(st.message(), Catch::Contains("heartbeat_hz"));
+    CHECK(rt.heartbeats() == 0);
+  }
+  auto ok = quiet();
+  ok.heartbeat_hz = 0.001;
+  CHECK(edgert::validate(ok).ok());
 }

@@ -1,12 +1,15 @@
-// edgert-node: the example host. Loads a config, runs a SystemRuntime and stops it
-// in order on SIGINT/SIGTERM or after --duration.
+// edgert-node: the example host, a thin CLI over edgert::Node. `run` loads a config,
+// runs the node and stops it in order on SIGINT/SIGTERM or after --duration.
 #include <edgert/edgert.hpp>
 
 #include <CLI/CLI.hpp>
 
 #include <signal.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <memory>
 #include <stdexcept>
@@ -27,9 +30,23 @@ sigset_t blocked_signals() {
   return set;
 }
 
-edgert::PluginLoaderOptions loader_options(const edgert::Config& cfg);
+// Writes `text` to `path` atomically (a temporary file renamed over it), so a reader
+// never sees half a snapshot.
+bool write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) return false;
+  const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !written) return false;
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
 
-int run_node(const std::string& config_path, double duration_s) {
+int run_node(const std::string& config_path, double duration_s, const std::string& stats_json) {
+  // Signals are blocked before anything starts a thread (plugin constructors
+  // included), so every thread inherits the mask and only sigtimedwait below sees them.
+  const sigset_t sigs = blocked_signals();
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
   auto cfg = edgert::load_config(config_path);
   if (!cfg) {
     std::fprintf(stderr, "edgert-node: %s\n", cfg.status().message().c_str());
@@ -39,53 +56,19 @@ int run_node(const std::string& config_path, double duration_s) {
     std::fprintf(stderr, "edgert-node: %s\n", st.message().c_str());
     return 2;
   }
-
-  // Load every plugin on the search paths; a refused file is logged with its reason
-  // and the others still load. (The pipeline that runs them arrives in a later release.)
-  edgert::PluginLoader plugins(loader_options(cfg.value()));
-  const auto refused = plugins.load_all();
-  std::fprintf(stderr, "edgert-node: %zu plugin(s) loaded, %zu refused\n", plugins.plugins().size(), refused.size());
-
-  const sigset_t sigs = blocked_signals();
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-
-  edgert::RuntimeOptions opts;
-  opts.heartbeat_hz = cfg->node.heartbeat_hz;
-  opts.stop_stage_warn = std::chrono::milliseconds(cfg->runtime.stage_timeout_ms);
-  opts.task_timeout = std::chrono::milliseconds(cfg->runtime.task_timeout_ms);
-  const std::string node_id = cfg->node.id;
-  opts.heartbeat_sink = [node_id](const edgert::HeartbeatTick& t) {
-    std::printf("heartbeat node=%s seq=%llu uptime_ms=%lld\n", node_id.c_str(),
-                static_cast<unsigned long long>(t.seq),
-                static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(t.uptime).count()));
+  edgert::NodeOptions options;
+  options.on_heartbeat = [](const edgert::NodeHeartbeat& hb) {
+    std::printf("heartbeat node=%s seq=%llu uptime_ms=%lld\n", hb.node_id.c_str(),
+                static_cast<unsigned long long>(hb.tick.seq),
+                static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(hb.tick.uptime).count()));
     std::fflush(stdout);
   };
-  edgert::SystemRuntime runtime(opts);
-
-  // The node's mailbox (<data_dir>/mailbox.db) opens with the outputs and closes
-  // after them; `edgert-node mailbox ...` can inspect it while the node runs.
-  std::unique_ptr<edgert::Mailbox> mailbox;
-  edgert::LifecycleHooks mailbox_hooks;
-  mailbox_hooks.name = "mailbox";
-  mailbox_hooks.start = [&] {
-    const auto& m = cfg->mailbox;
-    edgert::MailboxOptions mo;
-    mo.data_dir = cfg->node.data_dir;
-    mo.synchronous_full = m.synchronous == "full";
-    mo.max_messages = static_cast<std::uint64_t>(m.max_messages);
-    mo.max_bytes = static_cast<std::uint64_t>(m.max_bytes);
-    mo.quota_policy = m.quota_policy == "evict_oldest" ? edgert::QuotaPolicy::evict_oldest
-                                                       : edgert::QuotaPolicy::reject_new;
-    mo.max_payload_bytes = static_cast<std::size_t>(m.max_payload_bytes);
-    mo.wal_limit_bytes = static_cast<std::uint64_t>(m.wal_limit_bytes);
-    auto opened = edgert::Mailbox::open(mo);
-    if (!opened.ok()) throw std::runtime_error(opened.status().message());
-    mailbox = std::move(opened).value();
-  };
-  mailbox_hooks.stop = [&] { mailbox.reset(); };
-  (void)runtime.add_participant(edgert::Stage::outputs, std::move(mailbox_hooks));
-
-  if (auto st = runtime.start(); !st.ok()) {
+  auto node = edgert::Node::create(std::move(cfg).value(), std::move(options));
+  if (!node) {
+    std::fprintf(stderr, "edgert-node: %s\n", node.status().message().c_str());
+    return 2;
+  }
+  if (auto st = (*node)->start(); !st.ok()) {
     std::fprintf(stderr, "edgert-node: %s\n", st.message().c_str());
     return 1;
   }
@@ -99,7 +82,13 @@ int run_node(const std::string& config_path, double duration_s) {
   }
   std::fprintf(stderr, "edgert-node: %s, stopping\n",
                sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "duration reached");
-  runtime.stop();
+  (*node)->stop();
+  if (!stats_json.empty()) {
+    if (!write_file_atomically(stats_json, (*node)->stats_json() + "\n")) {
+      std::fprintf(stderr, "edgert-node: cannot write --stats-json %s: %s\n", stats_json.c_str(), std::strerror(errno));
+      return 1;
+    }
+  }
   return 0;
 }
 
@@ -257,12 +246,29 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("edgert-node ") + edgert::version_string());
   app.require_subcommand(1);
 
-  std::string config_path;
+  std::string config_path, stats_json;
   double duration = 0;
   auto* run = app.add_subcommand("run", "run a node from a YAML configuration");
   run->add_option("config", config_path, "configuration file (YAML)")->required();
   run->add_option("--duration", duration, "stop after this many seconds (default: until SIGINT/SIGTERM)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            double v = 0;
+            try {
+              std::size_t used = 0;
+              v = std::stod(text, &used);
+              if (used != text.size()) return "not a number: " + text;
+            } catch (const std::exception&) {
+              return "not a number: " + text;
+            }
+            // nan and inf would never stop (or overflow the deadline); a year is plenty.
+            if (!std::isfinite(v) || v < 0 || v > 366.0 * 24 * 3600) {
+              return "must be a finite number of seconds in [0, 31622400], got " + text;
+            }
+            return {};
+          },
+          "SECONDS"));
+  run->add_option("--stats-json", stats_json, "write the metrics snapshot (JSON) to this file at exit");
 
   std::vector<std::string> plugin_targets;
   std::string plugins_config;
@@ -291,7 +297,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (mailbox->parsed()) return mailbox_command(mb_action, mb_dir, mb_dest);
   if (tryc->parsed()) return try_plugin(try_signature, try_config, try_records, try_count, try_paths);
-  if (run->parsed()) return run_node(config_path, duration);
+  if (run->parsed()) return run_node(config_path, duration, stats_json);
   if (plugins->parsed()) return list_plugins(plugin_targets, plugins_config);
   return 0;
 }

@@ -1,4 +1,4 @@
-// Mailbox: the durable store-and-forward outbox and inbox of a node (seed 002),
+// Mailbox: the durable store-and-forward outbox and inbox of a node (docs/mailbox.md),
 // one SQLite file at <data_dir>/mailbox.db.
 //
 // Guarantees
@@ -29,7 +29,7 @@
 
 namespace edgert {
 
-/// What travels: the wire envelope of DESIGN.md ("On disk and on the wire").
+/// What travels: the wire envelope (docs/mailbox.md, "Outbox").
 struct Envelope {
   std::string message_id;         // "" on send: one is generated ("msg:<32 hex>")
   std::string sender_node_id;

@@ -87,7 +87,14 @@ struct RuntimeOptions {
   std::chrono::milliseconds stop_stage_warn{5000};  // a stop stage slower than this is logged at WARNING
   std::chrono::milliseconds task_timeout{2000};   // shutdown_loop waits this long for tasks
   std::chrono::milliseconds loop_timeout{2000};   // and this long for the loop thread
+
+  static constexpr double min_heartbeat_hz = 0.001;  // a tick every 1000 s
+  static constexpr double max_heartbeat_hz = 10000;  // every 100 us; far from overflow
 };
+
+/// Any thread; never blocks. invalid_argument naming the field when start() would
+/// refuse these options (a heartbeat_hz out of range, nan or inf; a negative timeout).
+EDGERT_API Status validate(const RuntimeOptions& options);
 
 namespace detail {
 struct PeriodicState;

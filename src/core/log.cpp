@@ -43,6 +43,6 @@ std::string_view log_level() noexcept {
   return {sv.data(), sv.size()};
 }
 
-const char* version_string() noexcept { return "0.1.0"; }
+const char* version_string() noexcept { return EDGERT_VERSION_STRING; }
 
 }  // namespace edgert

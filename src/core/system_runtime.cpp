@@ -51,9 +51,6 @@ struct BackgroundTask {
   std::shared_ptr<std::atomic<bool>> done = std::make_shared<std::atomic<bool>>(false);
 };
 
-constexpr double kMinHeartbeatHz = 0.001;  // a period of 1000 s
-constexpr double kMaxHeartbeatHz = 10000;  // 100 us: well above any use, far from overflow
-
 // Runs every stage's hook in start order; stop walks this list backwards.
 constexpr Stage kStartOrder[] = {Stage::config,     Stage::build,       Stage::storage,  Stage::comms,
                                  Stage::outputs,    Stage::processing,  Stage::acquisition, Stage::triggers};
@@ -159,6 +156,20 @@ void arm(const std::shared_ptr<detail::PeriodicTimer>& task) {
 
 }  // namespace
 
+Status validate(const RuntimeOptions& o) {
+  const double hz = o.heartbeat_hz;
+  if (!(hz == 0 || (hz >= RuntimeOptions::min_heartbeat_hz && hz <= RuntimeOptions::max_heartbeat_hz))) {
+    return {ErrorCode::invalid_argument, fmt::format("heartbeat_hz must be 0 or within [{}, {}], got {}",
+                                                     RuntimeOptions::min_heartbeat_hz,
+                                                     RuntimeOptions::max_heartbeat_hz, hz)};
+  }
+  for (auto [name, v] : {std::pair{"stop_stage_warn", o.stop_stage_warn}, std::pair{"task_timeout", o.task_timeout},
+                         std::pair{"loop_timeout", o.loop_timeout}}) {
+    if (v.count() < 0) return {ErrorCode::invalid_argument, fmt::format("{} must not be negative", name)};
+  }
+  return {};
+}
+
 struct SystemRuntime::Impl {
   explicit Impl(RuntimeOptions opts) : options(std::move(opts)) {}
 
@@ -234,11 +245,8 @@ Status SystemRuntime::start() {
   std::unique_lock lk(m.mu);
   if (m.stopped || m.stopping) return {ErrorCode::closed, "the runtime was stopped; create a new one"};
   if (m.started) return {};
+  if (Status st = validate(m.options); !st.ok()) return st;
   const double hz = m.options.heartbeat_hz;
-  if (!(hz == 0 || (hz >= kMinHeartbeatHz && hz <= kMaxHeartbeatHz))) {  // nan fails both
-    return {ErrorCode::invalid_argument, fmt::format("heartbeat_hz must be 0 or within [{}, {}], got {}",
-                                                     kMinHeartbeatHz, kMaxHeartbeatHz, hz)};
-  }
   m.started = true;
   m.start_time = Clock::now();
   lk.unlock();

@@ -1,16 +1,15 @@
 // Checkpointer: moves WAL checkpoints off the mailbox's writer thread.
 //
-// With SQLite's automatic checkpoint, the commit that crosses the threshold copies
-// the WAL into the database and fsyncs it inline: measured here, ~10 commits in
-// 5,000 took 55% of all commit time (up to 70 ms each), and every sender of those
-// groups waited for them. This thread checkpoints on its own connection instead:
-// PASSIVE rounds (they never block the writer) every `passive_frames` new WAL
-// frames. Under sustained load the WAL never becomes fully checkpointed between two
-// commits, so it is never reset and keeps growing; past `restart_frames` a RESTART
-// round runs while holding the writer's mutex (SQLite's busy handler, polling the
-// lock, measured starved for tens of ms while the WAL grew by thousands of frames).
-// It waits at most 50 ms for readers in other processes (a backup, say); if they
-// still hold the WAL it gives up, and tries again after a second.
+// Why: SQLite's automatic checkpoint runs inside the commit that crosses its
+// threshold, copying the WAL and fsyncing inline, so every sender of that group
+// waits for it (docs/performance.md, "Mailbox", has the figures).
+// Contract: on its own connection and thread, PASSIVE rounds (which never block the
+// writer) run every `passive_frames` new WAL frames. Under sustained load the WAL is
+// never fully checkpointed between two commits and so never resets; past
+// `restart_frames` a RESTART round runs while holding the writer's mutex (SQLite's
+// busy handler, which only polls the lock, would starve). That round waits at most
+// 50 ms for readers in other processes (a backup, say); if they still hold the WAL
+// it gives up and retries after a second.
 #pragma once
 
 #include <edgert/status.hpp>

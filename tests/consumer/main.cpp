@@ -53,7 +53,7 @@ int run_plugin(const char* path) {
 }
 
 int main(int argc, char** argv) {
-  if (std::strcmp(edgert::version_string(), "0.1.0") != 0) return 1;
+  if (std::strcmp(edgert::version_string(), EDGERT_VERSION_STRING) != 0) return 1;  // header and library agree
   if (argc > 1) {
     if (int rc = run_plugin(argv[1]); rc != 0) return rc;
   }

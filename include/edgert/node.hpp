@@ -1,0 +1,98 @@
+// Node: a whole edge node built from a Config, the composition root of edgert.
+//
+// A Node turns a Config into components and registers them with its SystemRuntime
+// in the stages docs/runtime.md describes:
+//   build    the plugin loader (every .so on the search paths, refusals logged)
+//   storage  the mailbox (<node.data_dir>/mailbox.db)
+//   heartbeat a document with the node id and the metrics snapshot, at node.heartbeat_hz
+// The pipeline, comms, registry and HTTP endpoint register here as they arrive.
+//
+// Embedding (the whole of a host application; docs/runtime.md, "Node"):
+//   auto cfg = edgert::load_config("node.yaml");
+//   if (!cfg) return fail(cfg.status());
+//   auto node = edgert::Node::create(std::move(cfg).value());
+//   if (!node) return fail(node.status());
+//   if (auto st = (*node)->start(); !st.ok()) return fail(st);
+//   wait_for_shutdown();
+//   (*node)->stop();
+//
+// Threads: create() and start() on one thread; stop(), stats_json() and the
+// accessors from any thread. A plugin call never runs on the caller's thread.
+#pragma once
+
+#include <edgert/config.hpp>
+#include <edgert/export.hpp>
+#include <edgert/status.hpp>
+#include <edgert/system_runtime.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace edgert {
+
+class Mailbox;
+class MetricsRegistry;
+class PluginLoader;
+
+/// One heartbeat of a node, handed to NodeOptions::on_heartbeat.
+struct NodeHeartbeat {
+  std::string node_id;
+  HeartbeatTick tick;
+  /// JSON: {"node_id", "seq", "uptime_ms", "time_ms", "metrics": <the snapshot>}.
+  std::string document;
+};
+
+struct NodeOptions {
+  /// Receives every heartbeat on the loop thread; must not block (copy and return).
+  /// Never called once stop() has begun stopping the outputs.
+  std::function<void(const NodeHeartbeat&)> on_heartbeat;
+};
+
+class EDGERT_API Node {
+ public:
+  /// Any thread; does no I/O (components open in start()). Returns invalid_argument
+  /// for settings the runtime refuses (the message names the key).
+  static Result<std::unique_ptr<Node>> create(Config config, NodeOptions options = {});
+
+  /// Calls stop().
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  /// The creating thread; blocks while components open (plugins load, the mailbox
+  /// opens). Idempotent. On error nothing is left running and the Status names the
+  /// component and the cause ("start of 'mailbox' (storage) failed: ...").
+  [[nodiscard]] Status start();
+
+  /// Any thread; bounded (see SystemRuntime::stop). Idempotent.
+  void stop();
+
+  /// Any thread; never blocks.
+  bool running() const noexcept;
+
+  /// Any thread; briefly locks each metric source. The metrics snapshot as JSON,
+  /// the same document `edgert-node run --stats-json` writes.
+  std::string stats_json() const;
+
+  /// Any thread. Components of a host register their own figures here.
+  MetricsRegistry& metrics() noexcept;
+
+  /// Add a host's own participants before start().
+  SystemRuntime& runtime() noexcept;
+
+  /// Any thread. Null before start() and after stop(); valid until stop() returns.
+  Mailbox* mailbox() noexcept;
+  /// Any thread. Null before start() and after stop().
+  PluginLoader* plugins() noexcept;
+
+  const Config& config() const noexcept;
+
+ private:
+  struct Impl;
+  explicit Node(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace edgert

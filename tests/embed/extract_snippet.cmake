@@ -1,0 +1,16 @@
+# Writes the C++ block that follows "<!-- embed-snippet -->" in docs/runtime.md to
+# OUT, so the embedding example the docs show is exactly what the tests compile.
+file(READ ${DOC} text)
+string(FIND "${text}" "<!-- embed-snippet -->" at)
+if(at EQUAL -1)
+  message(FATAL_ERROR "${DOC}: no <!-- embed-snippet --> marker")
+endif()
+string(SUBSTRING "${text}" ${at} -1 text)
+if(NOT text MATCHES "```cpp\n(.*)")
+  message(FATAL_ERROR "${DOC}: no ```cpp block after the embed-snippet marker")
+endif()
+set(text "${CMAKE_MATCH_1}")
+string(FIND "${text}" "```" end)
+string(SUBSTRING "${text}" 0 ${end} code)
+file(WRITE ${OUT}.new "${code}")
+configure_file(${OUT}.new ${OUT} COPYONLY)

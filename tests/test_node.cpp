@@ -1,0 +1,161 @@
+// edgert::Node, the composition root: components in the right stages, errors that
+// name the component, the heartbeat document and the metrics snapshot.
+#include <edgert/mailbox.hpp>
+#include <edgert/metrics.hpp>
+#include <edgert/node.hpp>
+#include <edgert/plugin_host.hpp>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Scratch {
+  fs::path dir;
+  Scratch() {
+    static std::atomic<int> n{0};
+    dir = fs::temp_directory_path() / ("edgert-node-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  ~Scratch() { fs::remove_all(dir); }
+};
+
+edgert::Config config_in(const fs::path& dir) {
+  edgert::Config cfg;
+  cfg.node.id = "node-under-test";
+  cfg.node.data_dir = (dir / "data").string();
+  cfg.node.heartbeat_hz = 0;
+  cfg.plugins.paths = {(dir / "no-plugins").string()};
+  return cfg;
+}
+
+}  // namespace
+
+TEST_CASE("a node opens its mailbox in storage, before outputs, and closes it after them", "[node]") {
+  Scratch s;
+  auto node = edgert::Node::create(config_in(s.dir));
+  REQUIRE(node.ok());
+  auto& n = *node.value();
+  CHECK(n.mailbox() == nullptr);
+  std::vector<std::string> seen;
+  std::mutex mu;
+  edgert::LifecycleHooks output;
+  output.name = "host-output";
+  output.start = [&] {
+    std::lock_guard lk(mu);
+    seen.push_back(n.mailbox() != nullptr ? "start: mailbox open" : "start: no mailbox");
+    seen.push_back(n.plugins() != nullptr ? "start: plugins loaded" : "start: no plugins");
+  };
+  output.stop = [&] {
+    std::lock_guard lk(mu);
+    seen.push_back(n.mailbox() != nullptr ? "stop: mailbox open" : "stop: no mailbox");
+  };
+  REQUIRE(n.runtime().add_participant(edgert::Stage::outputs, output).ok());
+  REQUIRE(n.start().ok());
+  CHECK(n.running());
+  REQUIRE(n.mailbox() != nullptr);
+  CHECK(fs::exists(s.dir / "data" / "mailbox.db"));
+  REQUIRE(n.mailbox()->send({"", "node-under-test", "", "test", R"({"x":1})", 0}).ok());
+  n.stop();
+  CHECK_FALSE(n.running());
+  CHECK(n.mailbox() == nullptr);
+  CHECK(seen == std::vector<std::string>{"start: mailbox open", "start: plugins loaded", "stop: mailbox open"});
+}
+
+TEST_CASE("the stats snapshot carries the mailbox figures", "[node]") {
+  Scratch s;
+  auto node = edgert::Node::create(config_in(s.dir));
+  REQUIRE(node.ok());
+  auto& n = *node.value();
+  REQUIRE(n.start().ok());
+  int sent = 0;
+  for (int i = 0; i < 3; ++i) sent += n.mailbox()->send({"", "node-under-test", "", "test", R"({"i":1})", 0}).ok();
+  const auto doc = nlohmann::json::parse(n.stats_json());
+  INFO(doc.dump(2));
+  REQUIRE(doc.contains("edgert_mailbox_outbox_rows"));
+  CHECK(doc.dump().find("edgert_mailbox_outbox_rows") != std::string::npos);
+  const auto text = n.stats_json();
+  CHECK(text.find(std::to_string(sent)) != std::string::npos);
+  n.stop();
+  // After stop the mailbox is gone and its collector with it: a snapshot still works.
+  const auto after = nlohmann::json::parse(n.stats_json());
+  CHECK_FALSE(after.contains("edgert_mailbox_outbox_rows"));
+}
+
+TEST_CASE("a node that cannot open its mailbox refuses to start and says why", "[node]") {
+  Scratch s;
+  auto cfg = config_in(s.dir);
+  std::ofstream(s.dir / "data") << "a file where the data directory should be";
+  auto node = edgert::Node::create(cfg);
+  REQUIRE(node.ok());
+  const auto st = node.value()->start();
+  REQUIRE_FALSE(st.ok());
+  CHECK_THAT(st.message(), Catch::Contains("mailbox") && Catch::Contains("storage"));
+  CHECK_FALSE(node.value()->running());
+  CHECK(node.value()->plugins() == nullptr);  // stopped again
+}
+
+TEST_CASE("create refuses a heartbeat rate the runtime cannot run", "[node]") {
+  Scratch s;
+  for (double hz : {std::numeric_limits<double>::infinity(), 1e-300, -2.0}) {
+    auto cfg = config_in(s.dir);
+    cfg.node.heartbeat_hz = hz;
+    auto node = edgert::Node::create(cfg);
+    REQUIRE_FALSE(node.ok());
+    CHECK(node.status().code() == edgert::ErrorCode::invalid_argument);
+    CHECK_THAT(node.status().message(), Catch::Contains("heartbeat_hz"));
+  }
+}
+
+TEST_CASE("heartbeats carry the node id and the metrics, and stop before the mailbox closes", "[node]") {
+  Scratch s;
+  auto cfg = config_in(s.dir);
+  cfg.node.heartbeat_hz = 50;
+  std::mutex mu;
+  std::vector<std::string> docs;
+  std::atomic<bool> mailbox_closing{false};
+  std::atomic<int> late{0};
+  edgert::NodeOptions opts;
+  opts.on_heartbeat = [&](const edgert::NodeHeartbeat& hb) {
+    if (mailbox_closing) late++;
+    std::lock_guard lk(mu);
+    docs.push_back(hb.document);
+  };
+  auto node = edgert::Node::create(cfg, opts);
+  REQUIRE(node.ok());
+  auto& n = *node.value();
+  // Registered in storage after the mailbox, so it stops just before the mailbox does.
+  REQUIRE(n.runtime().add_participant(edgert::Stage::storage, {"watch", {}, [&] { mailbox_closing = true; }, {}}).ok());
+  REQUIRE(n.start().ok());
+  const auto end = std::chrono::steady_clock::now() + 5s;
+  for (;;) {
+    {
+      std::lock_guard lk(mu);
+      if (docs.size() >= 3 || std::chrono::steady_clock::now() > end) break;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  n.stop();
+  CHECK(late == 0);
+  std::lock_guard lk(mu);
+  REQUIRE(docs.size() >= 3);
+  const auto doc = nlohmann::json::parse(docs.back());
+  CHECK(doc["node_id"] == "node-under-test");
+  CHECK(doc["seq"].get<int>() >= 3);
+  CHECK(doc["metrics"].contains("edgert_mailbox_outbox_rows"));
+}
