@@ -1,6 +1,7 @@
 #include <edgert/node.hpp>
 
 #include <edgert/mailbox.hpp>
+#include <edgert/component_metrics.hpp>
 #include <edgert/metrics.hpp>
 #include <edgert/plugin_host.hpp>
 
@@ -20,7 +21,7 @@ namespace {
 RuntimeOptions runtime_options(const Config& cfg) {
   RuntimeOptions o;
   o.heartbeat_hz = cfg.node.heartbeat_hz;
-  o.stop_stage_warn = std::chrono::milliseconds(cfg.runtime.stop_stage_warn_ms);
+  o.stop_stage_warn = std::chrono::milliseconds(cfg.runtime.stage_timeout_ms);
   o.task_timeout = std::chrono::milliseconds(cfg.runtime.task_timeout_ms);
   return o;
 }
@@ -110,7 +111,7 @@ void Node::Impl::register_components() {
     auto opened = Mailbox::open(mailbox_options(config));
     if (!opened.ok()) throw std::runtime_error(opened.status().message());
     mailbox = std::move(opened).value();
-    mailbox_metrics = register_mailbox_metrics(metrics, *mailbox);
+    mailbox_metrics = register_mailbox_metrics(metrics, "main", *mailbox);
     mailbox_view.store(mailbox.get());
   };
   mailbox_hooks.stop = [this] {
