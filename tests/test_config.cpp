@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 using Catch::Contains;
+using Catch::EndsWith;
 using edgert::parse_config;
 
 namespace {
@@ -131,4 +132,133 @@ TEST_CASE("the mailbox section: values, and bad words named with the choices", "
   auto negative = parse_config("mailbox:\n  max_bytes: -5\n", "node.yaml");
   REQUIRE_FALSE(negative.ok());
   CHECK_THAT(negative.status().message(), Catch::Contains("mailbox.max_bytes: must be >= 0"));
+}
+
+// ---- issue 8, items 7, 8, 12: each test below failed against the previous loader ----
+
+namespace {
+
+std::filesystem::path scratch_dir(const std::string& tag) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("edgert-cfg-" + tag + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::size_t count_lines(const std::string& s) {
+  std::size_t n = s.empty() ? 0 : 1;
+  for (char c : s) n += c == '\n' ? 1 : 0;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("a key given twice in one mapping names both lines", "[config]") {
+  auto cfg = parse_config("node:\n  data_dir: /srv/a\n  id: x\n  data_dir: /\n", "node.yaml", no_env);
+  REQUIRE_FALSE(cfg.ok());
+  CHECK(cfg.status().message() == "node.yaml:4: node.data_dir: given twice, first at node.yaml:2");
+  auto sec = parse_config("node:\n  id: a\nnode:\n  id: b\n", "node.yaml", no_env);
+  REQUIRE_FALSE(sec.ok());
+  CHECK(sec.status().message() == "node.yaml:3: node: given twice, first at node.yaml:1");
+}
+
+TEST_CASE("a config path that is a directory is an error", "[config]") {
+  const auto dir = scratch_dir("dir");
+  auto cfg = edgert::load_config(dir.string(), no_env);
+  REQUIRE_FALSE(cfg.ok());
+  CHECK(cfg.status().code() == edgert::ErrorCode::io_error);
+  CHECK_THAT(cfg.status().message(), Contains(dir.string()) && Contains("is a directory"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("an EDGERT_ variable that matches no key is an error with a did-you-mean", "[config]") {
+  auto cfg = parse_config("", "node.yaml", env({{"EDGERT_NODE_HEARTBEATHZ", "2"}}));
+  REQUIRE_FALSE(cfg.ok());
+  CHECK(cfg.status().message() ==
+        "environment variable EDGERT_NODE_HEARTBEATHZ: matches no configuration key "
+        "(did you mean EDGERT_NODE_HEARTBEAT_HZ?)");
+  // Variables edgert reads elsewhere are allowed; others outside the prefix are ignored.
+  auto fine = parse_config("", "node.yaml", env({{"EDGERT_PLUGIN_PATH", "/opt/p"}, {"HOME", "/root"}}));
+  CHECK(fine.ok());
+}
+
+TEST_CASE("rates are refused when their period is not representable", "[config]") {
+  for (const char* bad : {".inf", "-.inf", ".nan", "1e-300", "1e-10", "0.0009", "100.5", "-1"}) {
+    INFO(bad);
+    auto cfg = parse_config(std::string("node:\n  heartbeat_hz: ") + bad + "\n", "n.yaml", no_env);
+    REQUIRE_FALSE(cfg.ok());
+    CHECK_THAT(cfg.status().message(), Contains("n.yaml:2: node.heartbeat_hz: ") &&
+                                           Contains("0 (off) or within [0.001, 100]"));
+  }
+  for (const char* good : {"0", "0.001", "1", "100"}) {
+    INFO(good);
+    auto cfg = parse_config(std::string("node:\n  heartbeat_hz: ") + good + "\n", "n.yaml", no_env);
+    CHECK(cfg.ok());
+  }
+  auto from_env = parse_config("", "n.yaml", env({{"EDGERT_NODE_HEARTBEAT_HZ", ".inf"}}));
+  REQUIRE_FALSE(from_env.ok());
+  CHECK_THAT(from_env.status().message(), Contains("EDGERT_NODE_HEARTBEAT_HZ"));
+}
+
+TEST_CASE("durations are range-checked in milliseconds", "[config]") {
+  auto big = parse_config("runtime:\n  task_timeout_ms: 9223372036854775807\n", "n.yaml", no_env);
+  REQUIRE_FALSE(big.ok());
+  CHECK(big.status().message() == "n.yaml:2: runtime.task_timeout_ms: expected within [1, 600000], got 9223372036854775807");
+  auto zero = parse_config("runtime:\n  worker_join_timeout_ms: 0\n", "n.yaml", no_env);
+  REQUIRE_FALSE(zero.ok());
+  CHECK_THAT(zero.status().message(), Contains("runtime.worker_join_timeout_ms: expected within [1, 600000]"));
+}
+
+TEST_CASE("renamed and removed keys say what they became", "[config]") {
+  auto stage = parse_config("runtime:\n  stage_timeout_ms: 100\n", "n.yaml", no_env);
+  REQUIRE_FALSE(stage.ok());
+  CHECK_THAT(stage.status().message(),
+             Contains("n.yaml:2: runtime.stage_timeout_ms: renamed to runtime.stop_stage_warn_ms"));
+  auto queue = parse_config("runtime:\n  queue_capacity: 8\n", "n.yaml", no_env);
+  REQUIRE_FALSE(queue.ok());
+  CHECK_THAT(queue.status().message(),
+             Contains("n.yaml:2: runtime.queue_capacity: removed") && Contains("max_inputs_queue_size"));
+  auto env_old = parse_config("", "n.yaml", env({{"EDGERT_RUNTIME_QUEUE_CAPACITY", "8"}}));
+  REQUIRE_FALSE(env_old.ok());
+  CHECK_THAT(env_old.status().message(), Contains("EDGERT_RUNTIME_QUEUE_CAPACITY") && Contains("removed"));
+}
+
+TEST_CASE("every error of a file is reported in one run, at most 20", "[config]") {
+  auto three = parse_config("node:\n  heartbeat_hz: fast\n  log_level: loud\nmailbox:\n  max_bytes: -1\n",
+                            "n.yaml", no_env);
+  REQUIRE_FALSE(three.ok());
+  CHECK(three.status().message() ==
+        "n.yaml:2: node.heartbeat_hz: expected a number, got 'fast'\n"
+        "n.yaml:3: node.log_level: expected one of trace, debug, info, warning, error, critical, off; got 'loud'\n"
+        "n.yaml:5: mailbox.max_bytes: expected >= 0, got -1");
+  std::string many = "node:\n";
+  for (int i = 0; i < 25; ++i) many += "  bad_key_" + std::to_string(i) + ": 1\n";
+  auto capped = parse_config(many, "n.yaml", no_env);
+  REQUIRE_FALSE(capped.ok());
+  CHECK(count_lines(capped.status().message()) == 21);
+  CHECK_THAT(capped.status().message(), Contains("n.yaml:21: unknown key 'node.bad_key_19'") &&
+                                            EndsWith("\n... and 5 more"));
+}
+
+TEST_CASE("relative data_dir and plugin paths resolve against the config file's folder", "[config]") {
+  const auto dir = scratch_dir("rel");
+  std::filesystem::create_directories(dir / "etc");
+  const auto path = dir / "etc" / "node.yaml";
+  std::ofstream(path) << "node:\n  data_dir: state\nplugins:\n  paths: [plugins, /abs/p]\n";
+  auto cfg = edgert::load_config(path.string(), no_env);
+  REQUIRE(cfg.ok());
+  CHECK(cfg->node.data_dir == (dir / "etc" / "state").string());
+  REQUIRE(cfg->plugins.paths.size() == 2);
+  CHECK(cfg->plugins.paths[0] == (dir / "etc" / "plugins").string());
+  CHECK(cfg->plugins.paths[1] == "/abs/p");
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a YAML nesting-depth error says so", "[config]") {
+  std::string deep = "node:\n  id: " + std::string(3000, '[') + std::string(3000, ']') + "\n";
+  auto cfg = parse_config(deep, "deep.yaml", no_env);
+  REQUIRE_FALSE(cfg.ok());
+  CHECK_THAT(cfg.status().message(), Contains("deep.yaml:2: ") && Contains("nested too deeply"));
+  CHECK_THAT(cfg.status().message(), !Contains("bad file"));
 }
