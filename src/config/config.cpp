@@ -76,7 +76,7 @@ Result<Config> parse(std::string_view yaml, const std::string& source_name, cons
     root = YAML::Load(std::string(yaml));
   } catch (const YAML::DeepRecursion& e) {
     return Status{ErrorCode::config_error, source_name + ":" + std::to_string(e.mark.line + 1) +
-                                               ": YAML nested too deeply (more than " + std::to_string(e.depth() - 1) +
+                                               ": YAML nested too deeply (the parser stops at " + std::to_string(e.depth()) +
                                                " levels of lists and mappings)"};
   } catch (const YAML::ParserException& e) {
     return Status{ErrorCode::config_error,
