@@ -9,10 +9,11 @@ cmake_minimum_required(VERSION 3.20)
 # Which area owns each public header. A new header must be added here.
 set(owner_core base_worker drophead_queue export fence frame log status system_runtime version
                metrics metrics_snapshot queue_metrics component_metrics plugin_abi plugin)
-set(owner_config config)
-set(owner_plugins plugin_host)
-set(owner_mailbox mailbox)
-set(owner_node node edgert)
+set(owner_config config_object)
+set(owner_plugins plugin_host plugins_config)
+set(owner_mailbox mailbox mailbox_config)
+set(owner_pipeline stream_config)
+set(owner_node node edgert config node_config)
 
 string(REPLACE "," ";" AREAS "${AREAS}")
 foreach(a ${AREAS})

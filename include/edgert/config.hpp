@@ -1,74 +1,63 @@
 // Node configuration: a YAML file (see examples/edge_node/node.yaml) loaded into
-// typed structs, with EDGERT_<SECTION>_<KEY> environment overrides.
+// typed sections, with EDGERT_<SECTION>_<KEY> environment overrides. Every section,
+// key, default and range is listed in docs/configuration.md.
 //
-// Errors name the place at fault: "node.yaml:12: node.heartbeat_hz: expected a
-// number, got 'fast'". Unknown sections and keys are errors with a did-you-mean
-// suggestion, so a typo never silently falls back to a default.
+// Errors name the place at fault, one per line, every error of the file at once (at
+// most 20, then "... and N more"):
+//   node.yaml:12: node.heartbeat_hz: expected a number, got 'fast'
+//   node.yaml:23: streams[0].plugins[1].instances[0].threshold: expected a number
+// Unknown sections, keys and EDGERT_ variables, keys given twice and out-of-range
+// values are errors, so a typo never silently falls back to a default.
 //
-// Adding a section: add a struct here and a member to Config, then describe its keys
-// in src/config/config.cpp (one line per key).
+// Each module declares its own section: a struct in its header (node_config.hpp,
+// plugins_config.hpp, mailbox_config.hpp, stream_config.hpp) and a key table in its
+// source folder (src/<area>/<area>_config.cpp).
 #pragma once
 
+#include <edgert/config_object.hpp>
 #include <edgert/export.hpp>
+#include <edgert/mailbox_config.hpp>
+#include <edgert/node_config.hpp>
+#include <edgert/plugins_config.hpp>
 #include <edgert/status.hpp>
+#include <edgert/stream_config.hpp>
 
-#include <cstdint>
-#include <functional>
 #include <map>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace edgert {
 
-struct NodeSection {
-  std::string id = "edgert-node";   // this node's id on the wire
-  std::string data_dir = "./data";  // where mailbox.db and registry.db live
-  std::string log_level = "info";   // trace, debug, info, warning, error, critical, off
-  double heartbeat_hz = 1.0;        // 0 disables the heartbeat
-};
-
-struct RuntimeSection {
-  std::int64_t stage_timeout_ms = 5000;        // per stop stage, WARNING beyond
-  std::int64_t task_timeout_ms = 2000;         // shutdown_loop waits this long for tasks
-  std::int64_t worker_join_timeout_ms = 2000;  // BaseWorker::stop bound
-  std::int64_t queue_capacity = 16;            // default DropHeadQueue capacity
-};
-
-struct PluginsSection {
-  std::vector<std::string> paths;  // searched before EDGERT_PLUGIN_PATH and the defaults
-  bool secured = false;            // load only what `allow` lists
-  std::map<std::string, std::string> allow;  // signature -> SHA-256 (hex) of the .so
-};
-
-/// The node's mailbox (<node.data_dir>/mailbox.db); see docs/mailbox.md.
-struct MailboxSection {
-  std::string synchronous = "normal";       // normal: survives a process crash; full: a power loss
-  std::int64_t max_messages = 0;            // outbox quota in messages; 0: unlimited
-  std::int64_t max_bytes = 0;               // outbox quota in stored bytes; 0: unlimited
-  std::string quota_policy = "reject_new";  // reject_new | evict_oldest
-  std::int64_t max_payload_bytes = 1 << 20;  // larger payloads are refused
-  std::int64_t wal_limit_bytes = 64 << 20;  // the WAL is reset past this (background checkpoints)
-};
-
 struct Config {
   NodeSection node;
   RuntimeSection runtime;
   PluginsSection plugins;
   MailboxSection mailbox;
+  std::vector<StreamConfig> streams;
   std::string source;  // the file it came from, or the name given to parse_config
 };
 
-/// Looks up an environment variable; the default reads the process environment.
-using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;
+/// Environment variables by name. Only names starting with EDGERT_ are looked at:
+/// each must be a configuration override or one of the variables edgert reads
+/// elsewhere (EDGERT_PLUGIN_PATH); any other EDGERT_ name is an error.
+using EnvVars = std::map<std::string, std::string>;
 
-/// Any thread; blocks on file I/O. Reads `path`, then applies environment overrides.
-/// Errors: not_found/io_error naming the file, config_error naming file:line: key.
-EDGERT_API Result<Config> load_config(const std::string& path, const EnvLookup& env = {});
+/// Any thread; never blocks. The process's EDGERT_* variables (a snapshot of environ;
+/// do not call while another thread runs setenv).
+[[nodiscard]] EDGERT_API EnvVars process_environment();
+
+/// Any thread; blocks on file I/O. Reads `path`, resolves relative node.data_dir and
+/// plugins.paths against the file's folder, then applies `env` overrides.
+/// Errors: not_found / io_error (missing, unreadable, a directory) naming the file;
+/// config_error listing every problem as "file:line: key: what".
+[[nodiscard]] EDGERT_API Result<Config> load_config(const std::string& path,
+                                                    const EnvVars& env = process_environment());
 
 /// Any thread; never blocks. Parses YAML text; `source_name` prefixes error messages.
-EDGERT_API Result<Config> parse_config(std::string_view yaml, const std::string& source_name,
-                                       const EnvLookup& env = {});
+/// Relative paths are kept as written (relative to the current directory).
+/// Errors: config_error as for load_config.
+[[nodiscard]] EDGERT_API Result<Config> parse_config(std::string_view yaml, const std::string& source_name,
+                                                     const EnvVars& env = process_environment());
 
 }  // namespace edgert

@@ -21,7 +21,7 @@ namespace {
 RuntimeOptions runtime_options(const Config& cfg) {
   RuntimeOptions o;
   o.heartbeat_hz = cfg.node.heartbeat_hz;
-  o.stop_stage_warn = std::chrono::milliseconds(cfg.runtime.stage_timeout_ms);
+  o.stop_stage_warn = std::chrono::milliseconds(cfg.runtime.stop_stage_warn_ms);
   o.task_timeout = std::chrono::milliseconds(cfg.runtime.task_timeout_ms);
   return o;
 }

@@ -1,0 +1,19 @@
+// The `mailbox:` configuration section: the node's store-and-forward database
+// (<node.data_dir>/mailbox.db); see docs/mailbox.md and docs/configuration.md.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace edgert {
+
+struct MailboxSection {
+  std::string synchronous = "normal";        // normal: survives a process crash; full: a power loss
+  std::int64_t max_messages = 0;             // outbox quota in messages; 0: unlimited
+  std::int64_t max_bytes = 0;                // outbox quota in stored bytes; 0: unlimited
+  std::string quota_policy = "reject_new";   // reject_new | evict_oldest
+  std::int64_t max_payload_bytes = 1 << 20;  // [1, 1 GiB]; larger payloads are refused
+  std::int64_t wal_limit_bytes = 64 << 20;   // [1 MiB, 1 TiB]; the WAL is reset past this
+};
+
+}  // namespace edgert

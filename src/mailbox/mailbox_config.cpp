@@ -1,0 +1,23 @@
+// The `mailbox:` section (docs/configuration.md, docs/mailbox.md).
+#include "mailbox/mailbox_config.hpp"
+
+namespace edgert::config {
+
+const Table<MailboxSection>& mailbox_table() {
+  static const Table<MailboxSection> t = [] {
+    Table<MailboxSection> s;
+    s.key("synchronous", &MailboxSection::synchronous, one_of({"normal", "full"}))
+        .key("max_messages", &MailboxSection::max_messages, at_least(0))
+        .key("max_bytes", &MailboxSection::max_bytes, at_least(0))
+        .key("quota_policy", &MailboxSection::quota_policy, one_of({"reject_new", "evict_oldest"}))
+        // SQLite refuses blobs over 1e9 bytes by default. The WAL bound: at least 1 MiB
+        // (smaller resets it on nearly every commit), at most 1 TiB.
+        .key("max_payload_bytes", &MailboxSection::max_payload_bytes, between(1, 1000000000))
+        .key("wal_limit_bytes", &MailboxSection::wal_limit_bytes,
+             between(std::int64_t{1} << 20, std::int64_t{1} << 40));
+    return s;
+  }();
+  return t;
+}
+
+}  // namespace edgert::config

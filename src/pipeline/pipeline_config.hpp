@@ -1,0 +1,17 @@
+// Key table of one `streams` item, and the checks across streams
+// (src/pipeline/pipeline_config.cpp).
+#pragma once
+
+#include "config/schema.hpp"
+
+#include <edgert/stream_config.hpp>
+
+#include <vector>
+
+namespace edgert::config {
+
+const Table<StreamConfig>& stream_table();
+/// Checks across streams (unique names).
+void check_streams(const std::vector<StreamConfig>& streams, Context& ctx);
+
+}  // namespace edgert::config
