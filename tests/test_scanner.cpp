@@ -193,3 +193,18 @@ TEST_CASE("scanner: a missing helper is reported per file, naming where it was l
   }
   CHECK(no_children());  // nothing was forked instead
 }
+
+TEST_CASE("scanner: PluginLoaderOptions::scanner_path names the helper; a bad timeout is refused", "[scanner]") {
+  PluginLoaderOptions o = only();
+  o.scanner_path = "/nonexistent/bin/scan-helper";
+  auto scans = edgert::scan_plugins_isolated({kBundled + "/threshold.so"}, o);
+  REQUIRE(scans.size() == 1);
+  CHECK_FALSE(scans[0].accepted);
+  CHECK_THAT(scans[0].reason, Contains("/nonexistent/bin/scan-helper") && Contains("scanner_path"));
+
+  scans = edgert::scan_plugins_isolated({kBundled + "/threshold.so"}, only(), 0);
+  REQUIRE(scans.size() == 1);
+  CHECK_FALSE(scans[0].accepted);
+  CHECK_THAT(scans[0].reason, Contains("timeout_ms must be positive (got 0)"));
+  CHECK(no_children());
+}
