@@ -94,6 +94,10 @@ struct PluginLoaderOptions {
   /// Secured mode: only files whose signature is listed, with this SHA-256 (hex), load.
   bool secured = false;
   std::map<std::string, std::string> allow;
+  /// scan_plugins_isolated only: the edgert-plugin-scan helper to run. Empty: the
+  /// EDGERT_PLUGIN_SCANNER variable (if use_environment), else the helper installed
+  /// with libedgert (<prefix>/libexec/edgert/, found relative to the library).
+  std::string scanner_path;
 };
 
 class EDGERT_API PluginLoader {
@@ -139,10 +143,14 @@ struct PluginScan {
   std::string reason;  // when refused
 };
 
-/// Scans each file, or each *.so in each directory, in its own child process, so a
-/// plugin that crashes or hangs while loading is reported instead of taking the
-/// caller down (as GStreamer's registry scanner does). Duplicate signatures are
-/// refused naming both files. Calling thread; blocks up to `timeout_ms` per file.
+/// Scans each file, or each *.so in each directory, in a fresh process (the
+/// edgert-plugin-scan helper, started with posix_spawn), so a plugin that crashes or
+/// hangs while loading is reported instead of taking the caller down (as GStreamer's
+/// registry scanner does); no lock held by another thread of the caller is inherited.
+/// A helper still running after `timeout_ms` is killed (SIGKILL) and refused as hung;
+/// every helper is reaped before this returns. Duplicate signatures are refused
+/// naming both files. Errors (no helper found, timeout_ms <= 0, spawn failure) are
+/// refusals naming the cause. Any thread; blocks up to `timeout_ms` per file.
 EDGERT_API std::vector<PluginScan> scan_plugins_isolated(const std::vector<std::string>& files_or_dirs,
                                                          const PluginLoaderOptions& options,
                                                          int timeout_ms = 5000);

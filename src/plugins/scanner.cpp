@@ -1,126 +1,265 @@
-// scan_plugins_isolated: load each plugin file in a child process and report back
-// through a pipe, so a plugin that crashes or hangs in its constructors or entry
-// function cannot take the caller down.
-#include <edgert/log.hpp>
+// scan_plugins_isolated: loads each plugin file in a separate process, the
+// edgert-plugin-scan helper (scan_main.cpp), and reads its answer from a pipe, so a
+// plugin that crashes or hangs in its constructors or entry function cannot take the
+// caller down.
+//
+// Why a helper and not fork(): the caller is multi-threaded, and a forked child
+// inherits every lock another thread held at fork time (stdio, the logger, the
+// allocator of a sanitizer runtime) with no thread left to release it. The helper is
+// started with posix_spawn (nothing but async-signal-safe code runs before exec), so
+// it starts with fresh locks, and with an empty signal mask and default dispositions
+// whatever the calling thread had blocked or ignored.
+//
+// Bounds: everything about one file, from spawn to reap, happens within timeout_ms;
+// after that the helper gets SIGKILL and is reaped. A helper that closes the pipe but
+// does not exit is killed the same way; one that exits while a process it started
+// keeps the pipe open is not waited for beyond its exit.
 #include <edgert/plugin_host.hpp>
 
 #include <nlohmann/json.hpp>
 
+#include <dlfcn.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
+
+extern char** environ;
 
 namespace edgert {
 namespace {
 
 using json = nlohmann::json;
 namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
 
-void write_all(int fd, const std::string& s) {
-  std::size_t off = 0;
-  while (off < s.size()) {
-    const ssize_t n = ::write(fd, s.data() + off, s.size() - off);
-    if (n <= 0) return;
-    off += static_cast<std::size_t>(n);
+constexpr int kAnswerFd = 3;  // where the helper finds the write end of the pipe
+constexpr const char* kHelperName = "edgert-plugin-scan";
+
+// Where to look for the helper; `error` set instead when it cannot be found.
+struct Helper {
+  std::string path;
+  std::string error;
+};
+
+// The helper named by the options or EDGERT_PLUGIN_SCANNER, else the one installed
+// next to this library (<libdir>/EDGERT_SCANNER_FROM_LIBDIR, or the build tree's
+// layout, <build>/lib/EDGERT_SCANNER_FROM_BUILD_LIBDIR).
+Helper find_helper(const PluginLoaderOptions& options) {
+  std::vector<std::string> looked;
+  auto pick = [&](const std::string& candidate) {
+    looked.push_back(candidate);
+    return ::access(candidate.c_str(), X_OK) == 0;
+  };
+  const char* env = options.use_environment ? std::getenv("EDGERT_PLUGIN_SCANNER") : nullptr;
+  if (!options.scanner_path.empty() || (env != nullptr && *env != '\0')) {
+    const std::string given = !options.scanner_path.empty() ? options.scanner_path : std::string(env);
+    const char* from = !options.scanner_path.empty() ? "PluginLoaderOptions::scanner_path" : "EDGERT_PLUGIN_SCANNER";
+    if (pick(given)) return {given, {}};
+    return {{}, std::string("the plugin scanner helper ") + given + " (from " + from +
+                    ") is not an executable file: " + std::strerror(errno)};
   }
-}
-
-[[noreturn]] void child_scan(int fd, const std::string& path, const PluginLoaderOptions& options) {
-  // A crash must end the child with its signal, whatever handlers the host process
-  // (or a sanitizer runtime) installed, so the parent can say what happened.
-  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) ::signal(sig, SIG_DFL);
-  (void)set_log_level("off");  // the parent reports; the child only answers
-  PluginLoaderOptions opts = options;
-  opts.search_paths.clear();
-  opts.use_default_paths = false;
-  opts.use_environment = false;
-  json out;
-  {
-    PluginLoader loader(opts);
-    auto r = loader.load(path);
-    if (r.ok()) {
-      const auto& i = r.value();
-      out = {{"accepted", true},          {"signature", i.signature},   {"kind", static_cast<int>(i.kind)},
-             {"version", i.plugin_version}, {"description", i.description}, {"schema", i.config_schema},
-             {"abi", i.abi_version}};
-    } else {
-      std::string reason = r.status().message();
-      if (reason.rfind(path + ": ", 0) == 0) reason = reason.substr(path.size() + 2);
-      out = {{"accepted", false}, {"reason", reason}};
+  Dl_info info{};
+  if (::dladdr(&kHelperName, &info) != 0 && info.dli_fname != nullptr) {
+    std::error_code ec;
+    const fs::path libdir = fs::absolute(fs::path(info.dli_fname), ec).parent_path();
+    for (const char* rel : {EDGERT_SCANNER_FROM_LIBDIR, EDGERT_SCANNER_FROM_BUILD_LIBDIR}) {
+      const std::string candidate = (libdir / rel / kHelperName).lexically_normal().string();
+      if (std::find(looked.begin(), looked.end(), candidate) != looked.end()) continue;
+      if (pick(candidate)) return {candidate, {}};
     }
-    write_all(fd, out.dump());
-    ::close(fd);
   }
-  // Skip static destructors and atexit handlers of whatever the plugin registered.
-  ::_exit(0);
+  std::string where;
+  for (const auto& l : looked) where += (where.empty() ? "" : ", ") + l;
+  if (where.empty()) where = "nowhere: cannot locate libedgert itself";
+  return {{}, std::string("cannot find the plugin scanner helper ") + kHelperName + " (looked for " + where +
+                  "); install it with libedgert, or set EDGERT_PLUGIN_SCANNER or PluginLoaderOptions::scanner_path"};
 }
 
-PluginScan scan_one(const std::string& path, const PluginLoaderOptions& options, int timeout_ms) {
+int ms_left(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left <= 0 ? 0 : static_cast<int>(std::min<long long>(left, 1 << 30));
+}
+
+// A pidfd becomes readable when the process exits; -1 on kernels without pidfd_open.
+int open_pidfd(pid_t pid) {
+#ifdef SYS_pidfd_open
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+#else
+  (void)pid;
+  return -1;
+#endif
+}
+
+struct Spawned {
+  pid_t pid = -1;
+  int answer = -1;  // read end, non-blocking
+  std::string error;
+};
+
+// posix_spawn with file actions and attributes: the child runs only libc's own
+// async-signal-safe code before exec.
+Spawned spawn_helper(const std::string& helper, const std::string& path, const PluginLoaderOptions& options) {
+  Spawned s;
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    s.error = std::string("cannot create a pipe: ") + std::strerror(errno);
+    return s;
+  }
+  if (fds[1] == kAnswerFd) {  // dup2 onto itself would keep O_CLOEXEC on some libcs
+    const int moved = ::fcntl(fds[1], F_DUPFD_CLOEXEC, kAnswerFd + 1);
+    ::close(fds[1]);
+    fds[1] = moved;
+    if (moved < 0) {
+      ::close(fds[0]);
+      s.error = std::string("cannot move a pipe descriptor: ") + std::strerror(errno);
+      return s;
+    }
+  }
+  ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+
+  std::vector<std::string> args = {helper, "--answer-fd=" + std::to_string(kAnswerFd),
+                                   "--parent-pid=" + std::to_string(::getpid())};
+  if (options.secured) args.emplace_back("--secured");
+  for (const auto& [sig, sha] : options.allow) args.push_back("--allow=" + sig + "=" + sha);
+  args.emplace_back("--");
+  args.push_back(path);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  ::posix_spawn_file_actions_init(&fa);
+  ::posix_spawnattr_init(&attr);
+  ::posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  ::posix_spawn_file_actions_adddup2(&fa, fds[1], kAnswerFd);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+  ::posix_spawn_file_actions_addclosefrom_np(&fa, kAnswerFd + 1);  // no other descriptor of the caller leaks
+#endif
+  sigset_t none;
+  sigset_t all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  ::posix_spawnattr_setsigmask(&attr, &none);
+  ::posix_spawnattr_setsigdefault(&attr, &all);
+  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  const int rc = ::posix_spawn(&s.pid, helper.c_str(), &fa, &attr, argv.data(), environ);
+  ::posix_spawnattr_destroy(&attr);
+  ::posix_spawn_file_actions_destroy(&fa);
+  ::close(fds[1]);
+  if (rc != 0) {
+    ::close(fds[0]);
+    s.pid = -1;
+    s.error = "cannot start the plugin scanner helper " + helper + ": " + std::strerror(rc);
+    return s;
+  }
+  s.answer = fds[0];
+  return s;
+}
+
+// Reads whatever is in the pipe now; false at end-of-file.
+bool drain(int fd, std::string& into) {
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      into.append(buf, static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      return false;
+    } else if (errno != EINTR) {
+      return true;  // EAGAIN: nothing more for now (other errors end at the deadline)
+    }
+  }
+}
+
+// Non-blocking reap. Returns true when the helper is gone; `status` unset when the
+// system reaped it (SIGCHLD ignored) or another waitpid(-1) took it.
+bool try_reap(pid_t pid, std::optional<int>& status) {
+  int st = 0;
+  for (;;) {
+    const pid_t r = ::waitpid(pid, &st, WNOHANG);
+    if (r == pid) {
+      status = st;
+      return true;
+    }
+    if (r == 0) return false;
+    if (errno != EINTR) return true;  // ECHILD
+  }
+}
+
+PluginScan scan_one(const std::string& path, const Helper& helper, const PluginLoaderOptions& options,
+                    int timeout_ms) {
   PluginScan scan;
   scan.path = path;
-  int fds[2];
-  if (::pipe(fds) != 0) {
-    scan.reason = std::string("cannot create a pipe: ") + std::strerror(errno);
+  if (!helper.error.empty()) {
+    scan.reason = helper.error;
     return scan;
   }
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    ::close(fds[0]);
-    ::close(fds[1]);
-    scan.reason = std::string("cannot fork a scanner: ") + std::strerror(errno);
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  Spawned child = spawn_helper(helper.path, path, options);
+  if (child.pid < 0) {
+    scan.reason = child.error;
     return scan;
   }
-  if (pid == 0) {
-    ::close(fds[0]);
-    child_scan(fds[1], path, options);
-  }
-  ::close(fds[1]);
+  const int pidfd = open_pidfd(child.pid);
 
   std::string answer;
-  bool timed_out = false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  bool eof = false;
+  bool exited = false;
+  std::optional<int> status;
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      timed_out = true;
+    if (!eof) eof = !drain(child.answer, answer);
+    exited = exited || try_reap(child.pid, status);
+    // After the exit, what it wrote is in the pipe; a process it started may still
+    // hold the write end, so end-of-file is not waited for.
+    if (exited) {
+      if (!eof) (void)drain(child.answer, answer);
       break;
     }
-    pollfd p{fds[0], POLLIN, 0};
-    const int r = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      timed_out = r == 0;
-      break;
-    }
-    char buf[4096];
-    const ssize_t n = ::read(fds[0], buf, sizeof buf);
-    if (n <= 0) break;  // EOF: the child is done (or died)
-    answer.append(buf, static_cast<std::size_t>(n));
+    const int left = ms_left(deadline);
+    if (left == 0) break;
+    pollfd p[2] = {{eof ? -1 : child.answer, POLLIN, 0}, {pidfd, POLLIN, 0}};
+    // Without a pidfd, the exit is noticed by polling waitpid every 10 ms.
+    const int r = ::poll(p, 2, pidfd >= 0 ? left : std::min(left, 10));
+    if (r < 0 && errno != EINTR) break;
   }
-  ::close(fds[0]);
-  if (timed_out) ::kill(pid, SIGKILL);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+  ::close(child.answer);
+  if (pidfd >= 0) ::close(pidfd);
 
-  if (timed_out) {
-    scan.reason = "hung while loading (no answer within " + std::to_string(timeout_ms) + " ms; killed)";
+  if (!exited) {
+    // SIGKILL cannot be caught or ignored; the wait lasts as long as the kernel takes
+    // to tear the process down.
+    ::kill(child.pid, SIGKILL);
+    int st = 0;
+    while (::waitpid(child.pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    scan.reason = eof ? "closed its answer pipe but did not exit within " + std::to_string(timeout_ms) +
+                            " ms; killed"
+                      : "hung while loading (no answer within " + std::to_string(timeout_ms) + " ms; killed)";
     return scan;
   }
-  if (WIFSIGNALED(status)) {
-    scan.reason = "crashed while loading (signal " + std::to_string(WTERMSIG(status)) + ": " +
-                  strsignal(WTERMSIG(status)) + ")";
+  if (status && WIFSIGNALED(*status)) {
+    scan.reason = "crashed while loading (signal " + std::to_string(WTERMSIG(*status)) + ": " +
+                  strsignal(WTERMSIG(*status)) + ")";
     return scan;
   }
   json j = json::parse(answer, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
-    scan.reason = "the scanner exited (status " + std::to_string(WEXITSTATUS(status)) + ") without an answer";
+    scan.reason = status ? "the scanner exited (status " + std::to_string(WEXITSTATUS(*status)) + ") without an answer"
+                         : std::string("the scanner exited without an answer (its status was taken by another "
+                                       "waitpid or SIGCHLD is ignored)");
     return scan;
   }
   scan.accepted = j.value("accepted", false);
@@ -156,9 +295,13 @@ std::vector<PluginScan> scan_plugins_isolated(const std::vector<std::string>& fi
       files.push_back(p);
     }
   }
+  Helper helper = find_helper(options);
+  if (helper.error.empty() && timeout_ms <= 0) {
+    helper.error = "timeout_ms must be positive (got " + std::to_string(timeout_ms) + ")";
+  }
   std::vector<PluginScan> out;
   for (const auto& f : files) {
-    PluginScan s = scan_one(f, options, timeout_ms);
+    PluginScan s = scan_one(f, helper, options, timeout_ms);
     if (s.accepted) {
       for (const auto& prev : out) {
         if (prev.accepted && prev.info.signature == s.info.signature) {

@@ -41,6 +41,12 @@ int run_plugin(const char* path) {
     std::printf("consumer: %s\n", info.status().message().c_str());
     return 6;
   }
+  // The isolated scanner runs the helper installed next to libedgert.
+  const auto scans = edgert::scan_plugins_isolated({path}, opts);
+  if (scans.size() != 1 || !scans[0].accepted || scans[0].info.signature != "hello") {
+    std::printf("consumer: scan: %s\n", scans.empty() ? "no result" : scans[0].reason.c_str());
+    return 10;
+  }
   auto sink = std::make_shared<Sink>();
   auto inst = loader.create_instance("hello", "hello-1", "", sink);
   if (!inst.ok()) return 7;

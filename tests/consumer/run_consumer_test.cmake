@@ -15,6 +15,10 @@ if(NOT libs)
 endif()
 list(GET libs 0 lib)
 get_filename_component(libdir "${lib}" DIRECTORY)
+file(GLOB_RECURSE scanner "${prefix}/*/edgert/edgert-plugin-scan")
+if(NOT scanner)
+  message(FATAL_ERROR "the plugin scanner helper (libexec/edgert/edgert-plugin-scan) was not installed under ${prefix}")
+endif()
 step("${CMAKE_COMMAND}" -S "${SOURCE_DIR}" -B "${WORK_DIR}/build"
      "-DCMAKE_PREFIX_PATH=${prefix}" "-DCMAKE_CXX_FLAGS=${CXX_FLAGS}"
      "-DCMAKE_EXE_LINKER_FLAGS=${CXX_FLAGS}" "-DCMAKE_BUILD_RPATH=${libdir}")
