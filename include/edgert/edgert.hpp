@@ -13,3 +13,7 @@
 #include <edgert/frame.hpp>
 #include <edgert/plugin_host.hpp>
 #include <edgert/mailbox.hpp>
+#include <edgert/component_metrics.hpp>
+#include <edgert/metrics.hpp>
+#include <edgert/node.hpp>
+#include <edgert/queue_metrics.hpp>
