@@ -232,7 +232,8 @@ class Channel : public edgert::WorkerTask {
   std::atomic<int> returns{0};
   std::atomic<int> wakes{0};
   std::atomic<bool> in_run{false};
-  std::atomic<int>* destroyed = nullptr;
+  std::atomic<int>* destroyed = nullptr;  // optional tallies that outlive the task
+  std::atomic<int>* returned = nullptr;
   ~Channel() override {
     if (destroyed) destroyed->fetch_add(1);
   }
@@ -245,6 +246,7 @@ class Channel : public edgert::WorkerTask {
     cv_.wait_for(lk, 30s, [&] { return closed_; });  // only wake() ends this early
     in_run = false;
     returns++;
+    if (returned) returned->fetch_add(1);
   }
   void wake() override {
     wakes++;
@@ -279,9 +281,12 @@ TEST_CASE("a WorkerTask's run and wake: stop wakes a run blocked elsewhere", "[w
 
 TEST_CASE("destroying a worker with a blocked run calls wake first", "[worker]") {
   std::atomic<int> destroyed{0};
+  std::atomic<int> returned{0};
   auto task = std::make_shared<Channel>();
   task->destroyed = &destroyed;
+  task->returned = &returned;
   std::weak_ptr<Channel> watch = task;
+  const auto t0 = std::chrono::steady_clock::now();
   {
     BaseWorker w(WorkerOptions{"dtor-wakes", 5000ms, {}}, task);
     REQUIRE(w.start().ok());
@@ -289,7 +294,9 @@ TEST_CASE("destroying a worker with a blocked run calls wake first", "[worker]")
     task.reset();  // the worker (and its thread) own it now
     // no stop(): ~BaseWorker must wake run() and join it
   }
-  CHECK(destroyed == 1);  // joined, not detached: the last reference went with the worker
+  CHECK(std::chrono::steady_clock::now() - t0 < 3s);  // woken, not the 5 s join timeout
+  CHECK(returned == 1);   // run() had returned when the destructor did: joined, not detached
+  CHECK(destroyed == 1);  // and the last reference went with the worker
   CHECK(watch.expired());
 }
 
