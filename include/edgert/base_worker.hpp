@@ -31,6 +31,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <utility>
 
 namespace edgert {
 
@@ -51,12 +52,21 @@ using WorkerWakeFn = std::function<void()>;
 using WorkerThreadFactory = std::function<std::thread(std::function<void()> body)>;
 
 struct WorkerOptions {
+  /// Any thread; never blocks. `WorkerOptions{"cam-front", std::chrono::milliseconds(500)}`.
+  /// (A constructor, not an aggregate, so callers' -Wextra stays quiet about `spawn`.)
+  WorkerOptions() = default;
+  explicit WorkerOptions(std::string worker_name,
+                         std::chrono::milliseconds timeout = std::chrono::milliseconds(2000),
+                         WorkerThreadFactory factory = {})
+      : name(std::move(worker_name)), join_timeout(timeout), spawn(std::move(factory)) {}
+
   /// Names the thread (first 15 bytes, visible in `top -H`) and log lines.
   std::string name = "worker";
   /// How long one stop() call waits for run() to return (negative counts as 0).
   /// The runtime's `worker_join_timeout_ms` config key sets it for its workers.
   std::chrono::milliseconds join_timeout{2000};
-  /// Empty: std::thread. Tests inject failures here; hosts may pin or tag threads.
+  /// Empty: std::thread. Must run `body` on a new thread and return that thread
+  /// joinable. Tests inject failures here; hosts may pin or tag threads.
   WorkerThreadFactory spawn;
 };
 
@@ -79,7 +89,8 @@ EDGERT_API bool wait_for_stop(const std::stop_token& stop, std::chrono::nanoseco
 class EDGERT_API BaseWorker final {
  public:
   /// Any thread; never blocks, never throws except std::bad_alloc. An empty `run`
-  /// is reported by start(). `keep_alive` is held by the thread as described above.
+  /// is reported by start(). `keep_alive` is held by the thread as described above;
+  /// it must not own this worker (a cycle that is never freed).
   BaseWorker(WorkerOptions options, WorkerRunFn run, WorkerWakeFn wake = {},
              std::shared_ptr<void> keep_alive = {});
   /// Any thread; never blocks. A null `task` is reported by start().
@@ -91,9 +102,9 @@ class EDGERT_API BaseWorker final {
   BaseWorker(const BaseWorker&) = delete;
   BaseWorker& operator=(const BaseWorker&) = delete;
 
-  /// Any thread but the worker's own; blocks only while a concurrent stop() waits
-  /// (at most join_timeout). ok: a thread is running run() (a new one, or the one
-  /// already running: start() is idempotent). Errors, each leaving no new thread:
+  /// Any thread; blocks only while a concurrent stop() waits (at most join_timeout).
+  /// ok: a thread is running run() (a new one, or the one already running: start()
+  /// is idempotent). Errors, each leaving no new thread:
   /// io_error when the thread cannot be created (state `failed`, error() says why);
   /// again while a timed-out stop() still waits for the previous run() (`stopping`);
   /// invalid_argument when there is no run function or task (state unchanged).

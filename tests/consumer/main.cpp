@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   }
   edgert::DropHeadQueue<int> q(8, edgert::OverflowPolicy::block);
   auto counter = std::make_shared<Counter>(q);
-  edgert::BaseWorker worker(edgert::WorkerOptions{.name = "consumer-w"}, counter);
+  edgert::BaseWorker worker(edgert::WorkerOptions{"consumer-w"}, counter);
   edgert::SystemRuntime runtime;
   if (!runtime.add_participant(edgert::Stage::processing,
                                {"counter",
