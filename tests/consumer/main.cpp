@@ -1,20 +1,20 @@
 // Uses the installed headers and libedgert.so: a queue, a worker and a runtime.
 #include <edgert/edgert.hpp>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
 namespace {
-class Counter : public edgert::BaseWorker {
+class Counter : public edgert::WorkerTask {
  public:
-  explicit Counter(edgert::DropHeadQueue<int>& q) : BaseWorker("consumer-w"), q_(q) {}
-  ~Counter() override { stop(); }
-  int sum = 0;
+  explicit Counter(edgert::DropHeadQueue<int>& q) : q_(q) {}
+  std::atomic<int> sum{0};
 
- protected:
   void run(std::stop_token stop) override {
     while (!stop.stop_requested()) {
       if (auto v = q_.pop_for(std::chrono::milliseconds(10))) sum += *v;
@@ -64,10 +64,15 @@ int main(int argc, char** argv) {
     if (int rc = run_plugin(argv[1]); rc != 0) return rc;
   }
   edgert::DropHeadQueue<int> q(8, edgert::OverflowPolicy::block);
-  Counter worker(q);
+  auto counter = std::make_shared<Counter>(q);
+  edgert::BaseWorker worker(edgert::WorkerOptions{"consumer-w"}, counter);
   edgert::SystemRuntime runtime;
   if (!runtime.add_participant(edgert::Stage::processing,
-                               {"counter", [&] { worker.start(); }, [&] { worker.stop(); }, {}}).ok())
+                               {"counter",
+                                [&] {
+                                  if (auto st = worker.start(); !st.ok()) throw std::runtime_error(st.message());
+                                },
+                                [&] { (void)worker.stop(); }, {}}).ok())
     return 2;
   if (!runtime.start().ok()) return 3;
   for (int i = 1; i <= 100; ++i) {
@@ -75,6 +80,6 @@ int main(int argc, char** argv) {
   }
   while (q.size() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   runtime.stop();
-  std::printf("consumer: sum=%d\n", worker.sum);
-  return worker.sum == 5050 ? 0 : 5;
+  std::printf("consumer: sum=%d\n", counter->sum.load());
+  return counter->sum == 5050 ? 0 : 5;
 }
