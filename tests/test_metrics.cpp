@@ -390,36 +390,25 @@ TEST_CASE("metrics: queue adapter reports the queue's own counters", "[metrics]"
   CHECK_THROWS_AS(edgert::register_queue_metrics(reg, "cam0/motion/m1", q), std::invalid_argument);
 }
 
-namespace {
-class FailingWorker : public edgert::BaseWorker {
- public:
-  FailingWorker() : BaseWorker("metrics-fail") {}
-  ~FailingWorker() override { stop(); }
-  std::atomic<int> runs{0};
-
- protected:
-  void run(std::stop_token) override {
-    runs.fetch_add(1);
-    throw std::runtime_error("boom");
-  }
-};
-}  // namespace
-
 TEST_CASE("metrics: worker adapter reports state and failures", "[metrics]") {
   MetricsRegistry reg;
-  FailingWorker w;
+  auto runs = std::make_shared<std::atomic<int>>(0);  // the worker's own tally
+  edgert::BaseWorker w(edgert::WorkerOptions{"metrics-fail"}, [runs](std::stop_token) {
+    runs->fetch_add(1);
+    throw std::runtime_error("boom");
+  });
   auto r = edgert::register_worker_metrics(reg, w);
   const Labels l{{"worker", "metrics-fail"}};
   CHECK(value_of(reg.snapshot(), "edgert_worker_state", l) == 0);  // idle
   for (int round = 0; round < 2; ++round) {
-    REQUIRE(w.start());
+    REQUIRE(w.start().ok());
     for (int i = 0; i < 500 && w.state() != edgert::WorkerState::failed; ++i) std::this_thread::sleep_for(10ms);
     REQUIRE(w.state() == edgert::WorkerState::failed);
   }
   const auto snap = reg.snapshot();
   CHECK(value_of(snap, "edgert_worker_state", l) == 4);  // failed
-  CHECK(value_of(snap, "edgert_worker_failures_total", l) == w.runs.load());
-  CHECK(w.runs.load() == 2);
+  CHECK(value_of(snap, "edgert_worker_failures_total", l) == runs->load());
+  CHECK(runs->load() == 2);
 }
 
 TEST_CASE("metrics: mailbox adapter reports Mailbox::stats()", "[metrics]") {

@@ -63,7 +63,6 @@ struct WorkerOptions {
   /// Names the thread (first 15 bytes, visible in `top -H`) and log lines.
   std::string name = "worker";
   /// How long one stop() call waits for run() to return (negative counts as 0).
-  /// The runtime's `worker_join_timeout_ms` config key sets it for its workers.
   std::chrono::milliseconds join_timeout{2000};
   /// Empty: std::thread. Must run `body` on a new thread and return that thread
   /// joinable. Tests inject failures here; hosts may pin or tag threads.
