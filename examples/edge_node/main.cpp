@@ -63,12 +63,13 @@ int run_node(const std::string& config_path, double duration_s, const std::strin
                 static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(hb.tick.uptime).count()));
     std::fflush(stdout);
   };
-  auto node = edgert::Node::create(std::move(cfg).value(), std::move(options));
-  if (!node) {
-    std::fprintf(stderr, "edgert-node: %s\n", node.status().message().c_str());
+  auto created = edgert::Node::create(std::move(cfg).value(), std::move(options));
+  if (!created) {
+    std::fprintf(stderr, "edgert-node: %s\n", created.status().message().c_str());
     return 2;
   }
-  if (auto st = (*node)->start(); !st.ok()) {
+  auto node = std::move(created).value();
+  if (auto st = node->start(); !st.ok()) {
     std::fprintf(stderr, "edgert-node: %s\n", st.message().c_str());
     return 1;
   }
@@ -82,9 +83,9 @@ int run_node(const std::string& config_path, double duration_s, const std::strin
   }
   std::fprintf(stderr, "edgert-node: %s, stopping\n",
                sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "duration reached");
-  (*node)->stop();
+  node->stop();
   if (!stats_json.empty()) {
-    if (!write_file_atomically(stats_json, (*node)->stats_json() + "\n")) {
+    if (!write_file_atomically(stats_json, node->stats_json() + "\n")) {
       std::fprintf(stderr, "edgert-node: cannot write --stats-json %s: %s\n", stats_json.c_str(), std::strerror(errno));
       return 1;
     }

@@ -10,11 +10,12 @@
 // Embedding (the whole of a host application; docs/runtime.md, "Node"):
 //   auto cfg = edgert::load_config("node.yaml");
 //   if (!cfg) return fail(cfg.status());
-//   auto node = edgert::Node::create(std::move(cfg).value());
-//   if (!node) return fail(node.status());
-//   if (auto st = (*node)->start(); !st.ok()) return fail(st);
+//   auto created = edgert::Node::create(std::move(cfg).value());
+//   if (!created) return fail(created.status());
+//   auto node = std::move(created).value();
+//   if (auto st = node->start(); !st.ok()) return fail(st);
 //   wait_for_shutdown();
-//   (*node)->stop();
+//   node->stop();
 //
 // Threads: create() and start() on one thread; stop(), stats_json() and the
 // accessors from any thread. A plugin call never runs on the caller's thread.
