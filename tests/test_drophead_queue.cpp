@@ -307,7 +307,7 @@ void check_tally(const Tally& t, OverflowPolicy policy, std::uint64_t total) {
 
 }  // namespace
 
-TEST_CASE("independent counts balance under 4 producers x 1 consumer, every policy", "[queue][stress]") {
+TEST_CASE("independent counts balance under 4 producers x 1 consumer for every policy", "[queue][stress]") {
   constexpr int kProducers = 4;
   constexpr int kPerProducer = 50000;
   for (auto policy : {OverflowPolicy::drop_head, OverflowPolicy::drop_newest, OverflowPolicy::block}) {
