@@ -309,7 +309,7 @@ void check_tally(const Tally& t, OverflowPolicy policy, std::uint64_t total) {
 
 TEST_CASE("independent counts balance under 4 producers x 1 consumer for every policy", "[queue][stress]") {
   constexpr int kProducers = 4;
-  constexpr int kPerProducer = 50000;
+  constexpr int kPerProducer = 20000;
   for (auto policy : {OverflowPolicy::drop_head, OverflowPolicy::drop_newest, OverflowPolicy::block}) {
     for (std::size_t capacity : {std::size_t{4}, std::size_t{8}, std::size_t{64}}) {
       INFO("policy=" << int(policy) << " capacity=" << capacity);
