@@ -8,14 +8,21 @@
 //                 stays full. DropHeadQueue and the mutex queue drop the oldest item;
 //                 boost spsc cannot, so it refuses the newest.
 //
+//   slow consumer: capacity 16, lossless; the consumer takes one item every 5 ms,
+//                 so every push waits for a slot. DropHeadQueue's block-policy push()
+//                 vs the mutex queue's push: the producer's CPU time as a share of
+//                 the time it spent blocked, and the wake latency (slot freed ->
+//                 push returned).
+//
 // Each case runs `--rounds` times interleaved; the median is reported.
-// Usage: queue_bench [--items N] [--rounds R] [--json]
+// Usage: queue_bench [--items N] [--rounds R] [--wake-pops P] [--json]
 #include <edgert/drophead_queue.hpp>
 
 #include <boost/lockfree/spsc_queue.hpp>
 
 #include <pthread.h>
 #include <sched.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -285,6 +292,80 @@ Run mutex_overflow(std::uint64_t n) {
       });
 }
 
+// ---- slow consumer ---------------------------------------------------------------
+
+constexpr std::size_t kWakeCapacity = 16;
+constexpr auto kWakeGap = std::chrono::milliseconds(5);
+
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
+struct WakeRun {
+  double cpu_share = 0;          // producer CPU time / wall time spent in push
+  std::vector<double> wake_us;   // per push: slot freed -> push returned
+  bool lost = false;             // a pop found nothing or an item went missing
+};
+
+// The queue starts full; the consumer frees one slot every kWakeGap and the producer
+// pushes into it, so each of the `pops` pushes blocks until its slot is freed.
+WakeRun slow_consumer(int pops, const std::function<void(Item)>& push, const std::function<bool()>& pop) {
+  for (Item i = 0; i < kWakeCapacity; ++i) push(i);
+  std::vector<Clock::time_point> freed_at(static_cast<std::size_t>(pops));
+  int missing = 0;
+  std::thread c([&] {
+    pin_to(1);
+    for (auto& t : freed_at) {
+      std::this_thread::sleep_for(kWakeGap);
+      t = Clock::now();
+      missing += !pop();
+    }
+  });
+  std::vector<Clock::time_point> returned_at(static_cast<std::size_t>(pops));
+  Clock::duration blocked{};
+  const double cpu0 = thread_cpu_seconds();
+  for (std::size_t i = 0; i < returned_at.size(); ++i) {
+    const auto t0 = Clock::now();
+    push(kWakeCapacity + i);
+    returned_at[i] = Clock::now();
+    blocked += returned_at[i] - t0;
+  }
+  const double cpu = thread_cpu_seconds() - cpu0;
+  c.join();
+  WakeRun r;
+  r.cpu_share = cpu / std::chrono::duration<double>(blocked).count();
+  for (std::size_t i = 0; i < returned_at.size(); ++i) {
+    r.wake_us.push_back(std::chrono::duration<double, std::micro>(returned_at[i] - freed_at[i]).count());
+  }
+  std::size_t left = 0;
+  while (pop()) ++left;
+  r.lost = missing != 0 || left != kWakeCapacity;
+  return r;
+}
+
+WakeRun drophead_slow_consumer(int pops) {
+  edgert::DropHeadQueue<Item> q(kWakeCapacity, edgert::OverflowPolicy::block);
+  return slow_consumer(
+      pops, [&](Item v) { (void)q.push(Item{v}); }, [&] { return q.try_pop().has_value(); });
+}
+
+WakeRun mutex_slow_consumer(int pops) {
+  MutexDeque q(kWakeCapacity);
+  return slow_consumer(
+      pops, [&](Item v) { q.push_blocking(v); },
+      [&] {
+        Item v;
+        return q.pop_for(v, std::chrono::milliseconds(0));
+      });
+}
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * double(v.size())))];
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -302,6 +383,7 @@ struct Case {
 int main(int argc, char** argv) {
   std::uint64_t items = 5'000'000;
   int rounds = 5;
+  int wake_pops = 100;
   bool json = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json")) {
@@ -310,8 +392,10 @@ int main(int argc, char** argv) {
       items = std::stoull(argv[++i]);
     } else if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc) {
       rounds = std::max(1, std::atoi(argv[++i]));
+    } else if (!std::strcmp(argv[i], "--wake-pops") && i + 1 < argc) {
+      wake_pops = std::max(1, std::atoi(argv[++i]));
     } else {
-      std::fprintf(stderr, "usage: %s [--items N] [--rounds R] [--json]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--items N] [--rounds R] [--wake-pops P] [--json]\n", argv[0]);
       return 2;
     }
   }
@@ -339,6 +423,28 @@ int main(int argc, char** argv) {
     }
   }
 
+  // Slow consumer: per design, the median over rounds of each round's CPU share,
+  // median and p99 wake latency.
+  struct WakeCase {
+    const char* name;
+    WakeRun (*fn)(int);
+    std::vector<double> cpu, p50, p99;
+  };
+  std::vector<WakeCase> wake = {{"drophead", drophead_slow_consumer, {}, {}, {}},
+                                {"mutex_deque", mutex_slow_consumer, {}, {}, {}}};
+  for (int r = 0; r < rounds; ++r) {
+    for (auto& w : wake) {
+      const WakeRun run = w.fn(wake_pops);
+      if (run.lost) {
+        std::fprintf(stderr, "%s slow consumer: an item went missing\n", w.name);
+        return 1;
+      }
+      w.cpu.push_back(run.cpu_share);
+      w.p50.push_back(percentile(run.wake_us, 0.5));
+      w.p99.push_back(percentile(run.wake_us, 0.99));
+    }
+  }
+
   auto med = [](const Case& c) { return median(c.mops); };
   const double vs_spsc = med(lossless[0]) / med(lossless[1]);
   const double vs_mutex = med(lossless[0]) / med(lossless[2]);
@@ -359,6 +465,12 @@ int main(int argc, char** argv) {
       std::printf("%s\"%s\": %llu", i ? ", " : "", overflow[i].name,
                   static_cast<unsigned long long>(overflow[i].last.dropped));
     }
+    std::printf("},\n  \"slow_consumer\": {\"capacity\": %zu, \"gap_ms\": %lld, \"pushes\": %d",
+                kWakeCapacity, static_cast<long long>(kWakeGap.count()), wake_pops);
+    for (const auto& w : wake) {
+      std::printf(", \"%s\": {\"cpu_share\": %.4f, \"wake_p50_us\": %.1f, \"wake_p99_us\": %.1f}", w.name,
+                  median(w.cpu), median(w.p50), median(w.p99));
+    }
     std::printf("},\n  \"drophead_vs_boost_spsc\": %.3f,\n  \"drophead_vs_mutex_deque\": %.3f,\n"
                 "  \"overflow_drophead_vs_mutex_deque\": %.3f}\n",
                 vs_spsc, vs_mutex, ovf_vs_mutex);
@@ -371,7 +483,14 @@ int main(int argc, char** argv) {
     std::printf("%-12s %22.2f %22.2f %16llu\n", lossless[i].name, med(lossless[i]), med(overflow[i]),
                 static_cast<unsigned long long>(overflow[i].last.dropped));
   }
-  std::printf("\ndrophead_vs_boost_spsc  = %.3f (goal >= 0.5)\n", vs_spsc);
-  std::printf("drophead_vs_mutex_deque = %.3f (goal >= 3)\n", vs_mutex);
+  std::printf("\nslow consumer (capacity %zu, one pop every %lld ms, %d blocking pushes):\n", kWakeCapacity,
+              static_cast<long long>(kWakeGap.count()), wake_pops);
+  std::printf("%-12s %22s %22s %16s\n", "queue", "producer CPU/blocked", "wake p50 (us)", "wake p99 (us)");
+  for (const auto& w : wake) {
+    std::printf("%-12s %21.2f%% %22.1f %16.1f\n", w.name, 100 * median(w.cpu), median(w.p50), median(w.p99));
+  }
+  std::printf("\ndrophead_vs_boost_spsc           = %.3f (goal >= 0.5)\n", vs_spsc);
+  std::printf("drophead_vs_mutex_deque          = %.3f (goal >= 3)\n", vs_mutex);
+  std::printf("overflow_drophead_vs_mutex_deque = %.3f\n", ovf_vs_mutex);
   return 0;
 }

@@ -1,4 +1,4 @@
-// DropHeadQueue<T>: the bounded queue between pipeline stages (seed 004 §3).
+// DropHeadQueue<T>: the bounded queue between pipeline stages (docs/runtime.md).
 //
 // Contract
 //  - Bounded: never holds more than capacity() items.
@@ -10,8 +10,11 @@
 //                    so the caller can synthesize an ERROR result for it.
 //      drop_newest : try_push never blocks; when full the NEW item goes to the
 //                    overflow callback instead.
-//      block       : lossless backpressure; push()/push_for() wait for room,
-//                    try_push returns PushResult::full and leaves the item alone.
+//      block       : lossless backpressure; try_push returns PushResult::full and
+//                    leaves the item alone; push()/push_for() take any free slot,
+//                    else spin for at most ~50 us and then sleep until a consumer
+//                    frees a slot, close() or the deadline. A blocked producer uses
+//                    no CPU while it sleeps.
 //  - Nothing is lost silently: every item is either popped, handed to the overflow
 //    callback (and counted in dropped), drained, or still queued. At quiescence
 //        counters().pushed == popped + dropped + size
@@ -154,21 +157,25 @@ class DropHeadQueue {
     after_enqueue(end);
     return result;
   }
+  /// Any thread; never blocks. Pushes a copy; a throwing copy constructor propagates.
   [[nodiscard]] PushResult try_push(const T& item) {
     T copy(item);
     return try_push(std::move(copy));
   }
 
-  /// Any thread. With the block policy waits for room or close(); otherwise == try_push.
+  /// Any thread. With the block policy blocks until there is room or close();
+  /// otherwise == try_push. On closed the item is not moved from.
   [[nodiscard]] PushResult push(T&& item) {
     if (const PushResult r = try_push(std::move(item)); r != PushResult::full) return r;
     return push_until(std::move(item), std::chrono::steady_clock::time_point::max());
   }
 
-  /// Any thread. Like push() but waits at most `timeout`; returns full when it expires.
+  /// Any thread. Like push() but blocks at most `timeout`; returns full when it expires
+  /// (the item is not moved from). Succeeds whenever a slot is free before then.
   template <class Rep, class Period>
   [[nodiscard]] PushResult push_for(T&& item, std::chrono::duration<Rep, Period> timeout) {
-    return push_until(std::move(item), std::chrono::steady_clock::now() + timeout);
+    if (const PushResult r = try_push(std::move(item)); r != PushResult::full) return r;
+    return push_until(std::move(item), deadline_after(timeout));
   }
 
   /// Any thread; never blocks. Empty optional when nothing is queued.
@@ -179,7 +186,7 @@ class DropHeadQueue {
   template <class Rep, class Period>
   [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {
     if (auto item = dequeue_one()) return item;  // fast path: no clock read
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto deadline = deadline_after(timeout);
     for (;;) {
       // Spin before sleeping: sleeping costs a syscall on each side, and a producer
       // that is streaming delivers the next item within microseconds.
@@ -223,6 +230,7 @@ class DropHeadQueue {
     not_full_.notify_all();
   }
 
+  /// Any thread; never blocks, never fails (also for the three below).
   bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
   std::size_t capacity() const noexcept { return capacity_; }
   OverflowPolicy policy() const noexcept { return policy_; }
@@ -252,10 +260,12 @@ class DropHeadQueue {
   }
 
  private:
-  static constexpr int kSpins = 4096;  // about 50-150 us of pause instructions
+  static constexpr int kSpins = 4096;  // pop_for: about 50-150 us of pause instructions
+  // push/push_for: how long a blocked producer spins before it sleeps.
+  static constexpr std::chrono::microseconds kPushSpin{50};
 
   // One cache line per slot: the producer filling slot n+1 never invalidates the line
-  // the consumer is reading slot n from (measured: about 1.5x throughput).
+  // the consumer is reading slot n from (docs/performance.md).
   struct alignas(detail::kCacheLine) Slot {
     std::atomic<std::uint64_t> ready{0};  // pos + 1 once the item for pos is stored
     alignas(T) unsigned char storage[sizeof(T)];
@@ -269,6 +279,18 @@ class DropHeadQueue {
     std::size_t n = 1;
     while (n < capacity + pad) n <<= 1;
     return n;
+  }
+  // now + timeout, saturated: a huge timeout (hours::max()) means no deadline
+  // instead of an overflow.
+  template <class Rep, class Period>
+  static std::chrono::steady_clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) {
+    using Clock = std::chrono::steady_clock;
+    const auto now = Clock::now();
+    if (timeout <= timeout.zero()) return now;
+    if (std::chrono::duration<double>(timeout) >= std::chrono::duration<double>(Clock::time_point::max() - now)) {
+      return Clock::time_point::max();
+    }
+    return now + std::chrono::ceil<Clock::duration>(timeout);
   }
   std::size_t index(std::uint64_t pos) const noexcept { return static_cast<std::size_t>(pos & (ring_ - 1)); }
   bool is_empty() const noexcept {
@@ -325,8 +347,11 @@ class DropHeadQueue {
     freed_.pos.store(pos + 1, std::memory_order_release);
     detail::light_fence(asymmetric_);  // the room is published before we look for sleepers
     if (producers_waiting_.load(std::memory_order_relaxed) != 0) {
+      // One slot, one producer: a woken producer always tries to take the slot, so
+      // if it fails another producer has it, and waking the rest would only make
+      // them contend for the mutex and go back to sleep.
       std::lock_guard lock(mutex_);
-      not_full_.notify_all();
+      not_full_.notify_one();
     }
     return out;
   }
@@ -359,40 +384,49 @@ class DropHeadQueue {
     }
   }
 
+  // Block policy, after a try_push found the queue full. Any free slot is taken by
+  // the end of the spin at the latest, and by the first try_push after a wake-up.
   PushResult push_until(T&& item, std::chrono::steady_clock::time_point deadline) {
+    using Clock = std::chrono::steady_clock;
+    // Waits for room in a batch while spinning, so that the reads of the consumer's
+    // `freed` line do not steal it back on every pop.
+    const std::uint64_t batch = std::clamp<std::uint64_t>(capacity_ / 4, 1, 32);
     for (;;) {
-      // Spin first: a consumer that is draining frees a slot within microseconds, and
-      // sleeping on every full queue would cost two syscalls per item.
-      // Once full, wait for a batch of room (hysteresis) and poll with back-off:
-      // reading the consumer's `freed` line on every pop would steal it from the
-      // consumer each time and slow the very thread we are waiting for.
-      const std::uint64_t batch = std::clamp<std::uint64_t>(capacity_ / 4, 1, 32);
-      for (int spin = 0; spin < kSpins; ++spin) {
-        const std::uint64_t used = enq_.pos.load(std::memory_order_relaxed) -
-                                   freed_.pos.load(std::memory_order_acquire);
+      // Spin first, bounded in time rather than in iterations so that its cost does
+      // not depend on how long a pause instruction takes: a consumer that is draining
+      // frees a batch within microseconds, and sleeping costs a syscall on each side.
+      const auto spin_end = std::min(deadline, Clock::now() + kPushSpin);
+      for (unsigned spin = 1;; ++spin) {
+        const std::uint64_t used =
+            enq_.pos.load(std::memory_order_relaxed) - freed_.pos.load(std::memory_order_acquire);
         if (used + batch <= capacity_ || closed_.load(std::memory_order_relaxed)) {
-          const PushResult r = try_push(std::move(item));
-          if (r != PushResult::full) return r;
+          if (const PushResult r = try_push(std::move(item)); r != PushResult::full) return r;
         }
-        if ((spin & 255) == 255 && std::chrono::steady_clock::now() >= deadline) return PushResult::full;
+        if (spin % 16 == 0 && Clock::now() >= spin_end) break;
         for (int k = 0; k < 16; ++k) detail::cpu_relax();
       }
-      std::unique_lock lock(mutex_);
-      producers_waiting_.fetch_add(1, std::memory_order_seq_cst);
-      if (asymmetric_) detail::heavy_fence();  // pairs with light_fence in dequeue_one
-      bool expired = false;
-      if (!has_room() && !closed_.load(std::memory_order_seq_cst)) {
-        if (deadline == std::chrono::steady_clock::time_point::max()) {
-          not_full_.wait(lock);
-        } else {
-          expired = not_full_.wait_until(lock, deadline) == std::cv_status::timeout;
+      // A slot or two may be free but fewer than a batch: take one rather than sleep.
+      if (const PushResult r = try_push(std::move(item)); r != PushResult::full) return r;
+      if (Clock::now() >= deadline) return PushResult::full;
+
+      // Sleep until a consumer frees a slot (dequeue_one notifies while we are
+      // registered), close() or the deadline.
+      {
+        std::unique_lock lock(mutex_);
+        producers_waiting_.fetch_add(1, std::memory_order_seq_cst);
+        if (asymmetric_) detail::heavy_fence();  // pairs with light_fence in dequeue_one
+        while (!has_room() && !closed_.load(std::memory_order_seq_cst)) {
+          if (deadline == Clock::time_point::max()) {
+            not_full_.wait(lock);
+          } else if (not_full_.wait_until(lock, deadline) == std::cv_status::timeout) {
+            break;
+          }
         }
+        producers_waiting_.fetch_sub(1, std::memory_order_relaxed);
       }
-      producers_waiting_.fetch_sub(1, std::memory_order_relaxed);
-      if (expired) {
-        lock.unlock();
-        return try_push(std::move(item));  // one last chance; full if still no room
-      }
+      if (const PushResult r = try_push(std::move(item)); r != PushResult::full) return r;
+      if (Clock::now() >= deadline) return PushResult::full;
+      // Another producer took the slot first: wait again.
     }
   }
 

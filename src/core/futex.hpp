@@ -1,7 +1,7 @@
 // Futex wait/wake on a 32-bit atomic (Linux), without what std::atomic::wait adds
-// in libstdc++ 12: a spin of sched_yield calls before sleeping and a waiter table
-// shared between addresses. Each sched_yield is a syscall; on the 2-vCPU VM these
-// were 46% of a blocked mailbox sender's CPU time.
+// in libstdc++ 12: a spin of sched_yield calls before sleeping (a syscall each, so a
+// blocked thread keeps burning CPU; figures in docs/performance.md, mailbox section)
+// and a waiter table shared between addresses.
 #pragma once
 
 #include <linux/futex.h>
