@@ -74,7 +74,9 @@ class EDGERT_API Node {
   bool running() const noexcept;
 
   /// Any thread; briefly locks each metric source. The metrics snapshot as JSON,
-  /// the same document `edgert-node run --stats-json` writes.
+  /// the same document `edgert-node run --stats-json` writes. Once stopped: the
+  /// snapshot taken as the storage closed (the last one with every component's
+  /// figures).
   std::string stats_json() const;
 
   /// Any thread. Components of a host register their own figures here.

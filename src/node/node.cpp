@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 
 namespace edgert {
@@ -64,6 +65,10 @@ struct Node::Impl {
   std::atomic<Mailbox*> mailbox_view{nullptr};
   MetricsRegistration mailbox_metrics;
   MetricsRegistration plugin_metrics;
+  // Taken as the storage closes, after everything upstream has stopped and flushed
+  // into it: what stats_json() shows once the node has stopped.
+  mutable std::mutex final_mu;
+  std::optional<Snapshot> final_snapshot;
 
   void register_components();
   std::string heartbeat_document(const HeartbeatTick& tick) const;
@@ -115,6 +120,11 @@ void Node::Impl::register_components() {
     mailbox_view.store(mailbox.get());
   };
   mailbox_hooks.stop = [this] {
+    {
+      auto last = metrics.snapshot();
+      std::lock_guard lk(final_mu);
+      final_snapshot = std::move(last);
+    }
     mailbox_metrics.reset();  // no snapshot reads the mailbox after this
     mailbox_view.store(nullptr);
     mailbox.reset();
@@ -154,7 +164,13 @@ void Node::stop() { impl_->runtime->stop(); }
 
 bool Node::running() const noexcept { return impl_->runtime->running(); }
 
-std::string Node::stats_json() const { return to_json(impl_->metrics.snapshot()); }
+std::string Node::stats_json() const {
+  if (!impl_->runtime->running()) {
+    std::lock_guard lk(impl_->final_mu);
+    if (impl_->final_snapshot) return to_json(*impl_->final_snapshot);
+  }
+  return to_json(impl_->metrics.snapshot());
+}
 
 MetricsRegistry& Node::metrics() noexcept { return impl_->metrics; }
 
