@@ -175,7 +175,11 @@ TEST_CASE("an EDGERT_ variable that matches no key is an error with a did-you-me
         "environment variable EDGERT_NODE_HEARTBEATHZ: matches no configuration key "
         "(did you mean EDGERT_NODE_HEARTBEAT_HZ?)");
   // Variables edgert reads elsewhere are allowed; others outside the prefix are ignored.
-  auto fine = parse_config("", "node.yaml", env({{"EDGERT_PLUGIN_PATH", "/opt/p"}, {"HOME", "/root"}}));
+  auto fine = parse_config("", "node.yaml",
+                           env({{"EDGERT_PLUGIN_PATH", "/opt/p"},
+                                {"EDGERT_PLUGIN_SCANNER", "/opt/edgert/libexec/edgert/edgert-plugin-scan"},
+                                {"HOME", "/root"}}));
+  INFO(fine.status().message());
   CHECK(fine.ok());
 }
 

@@ -142,8 +142,8 @@ TEST_CASE("heartbeats carry the node id and the metrics, and stop before the mai
   auto node = edgert::Node::create(cfg, opts);
   REQUIRE(node.ok());
   auto& n = *node.value();
-  // Registered in storage after the mailbox, so it stops just before the mailbox does.
-  REQUIRE(n.runtime().add_participant(edgert::Stage::storage, {"watch", {}, [&] { mailbox_closing = true; }, {}}).ok());
+  // Outputs stop before the storage: no document may be handed over once they begin.
+  REQUIRE(n.runtime().add_participant(edgert::Stage::outputs, {"watch", {}, [&] { mailbox_closing = true; }, {}}).ok());
   REQUIRE(n.start().ok());
   const auto end = std::chrono::steady_clock::now() + 5s;
   for (;;) {
@@ -161,4 +161,32 @@ TEST_CASE("heartbeats carry the node id and the metrics, and stop before the mai
   CHECK(doc["node_id"] == "node-under-test");
   CHECK(doc["seq"].get<int>() >= 3);
   CHECK(doc["metrics"].contains("edgert_mailbox_outbox_rows"));
+}
+
+TEST_CASE("on_heartbeat runs off the loop and may stop the node", "[node]") {
+  Scratch s;
+  auto cfg = config_in(s.dir);
+  cfg.node.heartbeat_hz = 100;
+  std::atomic<int> calls{0};
+  edgert::Node* self = nullptr;
+  edgert::NodeOptions opts;
+  opts.on_heartbeat = [&](const edgert::NodeHeartbeat& hb) {
+    CHECK(hb.tick.seq >= 1);
+    if (++calls == 2) self->stop();  // stops the node from the heartbeat thread
+  };
+  auto node = edgert::Node::create(cfg, opts);
+  REQUIRE(node.ok());
+  self = node.value().get();
+  REQUIRE(self->start().ok());
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  while (self->running() && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(5ms);
+  CHECK_FALSE(self->running());
+  CHECK(self->mailbox() == nullptr);
+  const auto stats = nlohmann::json::parse(self->stats_json());
+  INFO(stats.dump());
+  // The publisher's own tally, its worker and its queue are in the snapshot.
+  CHECK(stats["edgert_heartbeats_published_total"]["series"][0]["value"].get<double>() >= 1);
+  CHECK(stats.contains("edgert_queue_pushed_total"));
+  CHECK(stats.contains("edgert_worker_state"));
+  CHECK(calls >= 2);
 }

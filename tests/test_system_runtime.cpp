@@ -349,3 +349,42 @@ TEST_CASE("start refuses heartbeat rates whose period cannot be represented", "[
   ok.heartbeat_hz = 0.001;
   CHECK(edgert::validate(ok).ok());
 }
+
+TEST_CASE("stop() from a heartbeat callback stops the runtime from another thread", "[runtime]") {
+  std::atomic<int> ticks{0};
+  std::atomic<int> stops_on_loop{0};
+  std::thread::id loop_thread;
+  std::mutex mu;
+  std::thread::id stop_thread;
+  auto opts = quiet();
+  opts.heartbeat_hz = 200;
+  SystemRuntime* self = nullptr;
+  opts.heartbeat_sink = [&](const edgert::HeartbeatTick&) {
+    {
+      std::lock_guard lk(mu);
+      loop_thread = std::this_thread::get_id();
+    }
+    if (++ticks == 2) self->stop();  // returns at once; the stop happens elsewhere
+  };
+  {
+    SystemRuntime rt(opts);
+    self = &rt;
+    REQUIRE(rt.add_participant(Stage::outputs, {"output", {}, [&] {
+                                                  std::lock_guard lk(mu);
+                                                  stop_thread = std::this_thread::get_id();
+                                                  // The loop still serves tasks while components stop.
+                                                  auto f = rt.run_async([] { return 1; });
+                                                  if (f.wait_for(5s) != std::future_status::ready) stops_on_loop++;
+                                                }, {}})
+                .ok());
+    REQUIRE(rt.start().ok());
+    const auto end = std::chrono::steady_clock::now() + 5s;
+    while (rt.running() && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(2ms);
+    CHECK_FALSE(rt.running());
+  }  // the destructor waits for the helper's stop
+  std::lock_guard lk(mu);
+  CHECK(ticks >= 2);
+  CHECK(stop_thread != std::thread::id{});
+  CHECK(stop_thread != loop_thread);
+  CHECK(stops_on_loop == 0);
+}

@@ -4,7 +4,8 @@
 // in the stages docs/runtime.md describes:
 //   build    the plugin loader (every .so on the search paths, refusals logged)
 //   storage  the mailbox (<node.data_dir>/mailbox.db)
-//   heartbeat a document with the node id and the metrics snapshot, at node.heartbeat_hz
+//   heartbeat the publisher, next to the runtime's heartbeat: at node.heartbeat_hz, a
+//            document with the node id and the metrics snapshot for on_heartbeat
 // The pipeline, comms, registry and HTTP endpoint register here as they arrive.
 //
 // Embedding (the whole of a host application; docs/runtime.md, "Node"):
@@ -17,8 +18,8 @@
 //   wait_for_shutdown();
 //   node->stop();
 //
-// Threads: create() and start() on one thread; stop(), stats_json() and the
-// accessors from any thread. A plugin call never runs on the caller's thread.
+// Threads: create() and start() on one thread (start() runs the plugins' load-time
+// code on it); stop(), stats_json() and the accessors from any thread.
 #pragma once
 
 #include <edgert/config.hpp>
@@ -46,8 +47,10 @@ struct NodeHeartbeat {
 };
 
 struct NodeOptions {
-  /// Receives every heartbeat on the loop thread; must not block (copy and return).
-  /// Never called once stop() has begun stopping the outputs.
+  /// Receives the heartbeats, on the node's heartbeat thread (never the loop's). A
+  /// callback slower than the heartbeat period skips to the newest tick (counted:
+  /// edgert_queue_dropped_total{queue="heartbeat"}). Exceptions are logged. It may
+  /// call Node::stop(). Never called once stop() has begun stopping the outputs.
   std::function<void(const NodeHeartbeat&)> on_heartbeat;
 };
 
@@ -82,14 +85,16 @@ class EDGERT_API Node {
   /// Any thread. Components of a host register their own figures here.
   MetricsRegistry& metrics() noexcept;
 
-  /// Add a host's own participants before start().
+  /// Any thread; never blocks. Add a host's own participants before start().
   SystemRuntime& runtime() noexcept;
 
-  /// Any thread. Null before start() and after stop(); valid until stop() returns.
+  /// Any thread. The open mailbox between start() and stop(), else null. The pointer
+  /// must not be used once stop() may have begun: stop() closes it.
   Mailbox* mailbox() noexcept;
   /// Any thread. Null before start() and after stop().
   PluginLoader* plugins() noexcept;
 
+  /// Any thread; never blocks. The configuration the node was created from.
   const Config& config() const noexcept;
 
  private:

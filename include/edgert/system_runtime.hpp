@@ -139,12 +139,15 @@ class EDGERT_API SystemRuntime {
   /// called stop()).
   Status start();
 
-  /// Any thread but the loop's; as bounded as the stop hooks, plus task_timeout and
-  /// loop_timeout. Idempotent. From inside a stop hook it returns at once; from
-  /// inside a start hook it stops what started (that hook first) and closes the
-  /// loop before returning; a concurrent stop() waits for the first.
+  /// Any thread; as bounded as the stop hooks, plus task_timeout and loop_timeout.
+  /// Idempotent. From inside a stop hook it returns at once; from inside a start
+  /// hook it stops what started (that hook first) and closes the loop before
+  /// returning; a concurrent stop() waits for the first. On the loop thread (a timer
+  /// or heartbeat callback) it starts the stop on a helper thread and returns at
+  /// once (logged at WARNING); the destructor waits for that stop.
   void stop();
 
+  /// Any thread; never blocks for long. True between a successful start() and stop().
   bool running() const noexcept;
 
   /// Any thread; never blocks. Runs fn on the loop thread; the future carries its

@@ -177,6 +177,8 @@ struct SystemRuntime::Impl {
   std::shared_ptr<asio::io_context> io = std::make_shared<asio::io_context>(1);
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard{io->get_executor()};
   std::thread loop_thread;
+  std::thread::id loop_id;  // set before the constructor returns
+  std::thread stopper;      // runs a stop() asked for on the loop thread; joined by ~SystemRuntime
   std::shared_ptr<std::atomic<bool>> loop_exited = std::make_shared<std::atomic<bool>>(false);
 
   // Held by start() and stop() while hooks run, so they never interleave. Recursive:
@@ -225,9 +227,13 @@ SystemRuntime::SystemRuntime(RuntimeOptions options) : impl_(std::make_unique<Im
     }
     exited->store(true);
   });
+  impl_->loop_id = impl_->loop_thread.get_id();
 }
 
-SystemRuntime::~SystemRuntime() { stop(); }
+SystemRuntime::~SystemRuntime() {
+  stop();
+  if (impl_->stopper.joinable()) impl_->stopper.join();  // stop() waited for it to finish
+}
 
 Status SystemRuntime::add_participant(Stage stage, LifecycleHooks hooks) {
   std::lock_guard lk(impl_->mu);
@@ -369,6 +375,19 @@ void SystemRuntime::Impl::stop_started() {
 
 void SystemRuntime::stop() {
   auto& m = *impl_;
+  if (std::this_thread::get_id() == m.loop_id) {
+    // From a timer or heartbeat callback: stop hooks may wait on the loop and
+    // shutdown_loop() joins it, so the stop runs on a thread of its own.
+    std::lock_guard lk(m.mu);
+    if (!m.stopped && !m.stopping && !m.stopper.joinable()) {
+      detail::log().warn("stop() called on the loop thread; stopping on a helper thread");
+      m.stopper = std::thread([this] {
+        detail::set_current_thread_name("edgert-stop");
+        stop();
+      });
+    }
+    return;
+  }
   {
     std::unique_lock lk(m.mu);
     if (m.stopped) return;

@@ -5,6 +5,7 @@
 #include "mailbox/mailbox_config.hpp"
 #include "node/node_config.hpp"
 #include "pipeline/pipeline_config.hpp"
+#include "plugins/environment.hpp"
 #include "plugins/plugins_config.hpp"
 
 #include <yaml-cpp/depthguard.h>
@@ -24,9 +25,7 @@ using config::Context;
 using config::Table;
 
 // EDGERT_ variables read by edgert outside the configuration; never "unknown".
-const char* const kNonConfigVariables[] = {
-    "EDGERT_PLUGIN_PATH",  // extra plugin search paths (src/plugins/loader.cpp)
-};
+const auto& kNonConfigVariables = detail::kPluginEnvironment;
 
 const Table<Config>& root_table() {
   static const Table<Config> t = [] {

@@ -1,9 +1,12 @@
 #include <edgert/node.hpp>
 
 #include <edgert/mailbox.hpp>
+#include <edgert/base_worker.hpp>
 #include <edgert/component_metrics.hpp>
+#include <edgert/drophead_queue.hpp>
 #include <edgert/metrics.hpp>
 #include <edgert/plugin_host.hpp>
+#include <edgert/queue_metrics.hpp>
 
 #include "core/log.hpp"
 
@@ -65,6 +68,15 @@ struct Node::Impl {
   std::atomic<Mailbox*> mailbox_view{nullptr};
   MetricsRegistration mailbox_metrics;
   MetricsRegistration plugin_metrics;
+  // Heartbeats: the loop only queues the tick (it must never block); a worker builds
+  // the document (a metrics snapshot reads SQLite) and calls on_heartbeat. The queue
+  // holds one tick: a publisher still busy with the last one skips to the newest,
+  // and the skip is counted.
+  DropHeadQueue<HeartbeatTick> ticks{1, OverflowPolicy::drop_head};
+  std::unique_ptr<BaseWorker> publisher;
+  MetricsRegistration ticks_metrics;
+  MetricsRegistration publisher_metrics;
+  Counter* published = nullptr;
   // Taken as the storage closes, after everything upstream has stopped and flushed
   // into it: what stats_json() shows once the node has stopped.
   mutable std::mutex final_mu;
@@ -75,13 +87,17 @@ struct Node::Impl {
 };
 
 std::string Node::Impl::heartbeat_document(const HeartbeatTick& tick) const {
-  nlohmann::json doc;
-  doc["node_id"] = config.node.id;
-  doc["seq"] = tick.seq;
-  doc["uptime_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(tick.uptime).count();
-  doc["time_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(tick.wall.time_since_epoch()).count();
-  doc["metrics"] = nlohmann::json::parse(to_json(metrics.snapshot()));
-  return doc.dump();
+  nlohmann::json head;
+  head["node_id"] = config.node.id;
+  head["seq"] = tick.seq;
+  head["uptime_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(tick.uptime).count();
+  head["time_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(tick.wall.time_since_epoch()).count();
+  std::string doc = head.dump();  // {"node_id":...,"seq":...}: the snapshot is spliced in, not re-parsed
+  doc.pop_back();
+  doc += ",\"metrics\":";
+  doc += to_json(metrics.snapshot());
+  doc += '}';
+  return doc;
 }
 
 void Node::Impl::register_components() {
@@ -130,6 +146,49 @@ void Node::Impl::register_components() {
     mailbox.reset();
   };
   (void)runtime->add_participant(Stage::storage, std::move(mailbox_hooks));
+
+  // The heartbeat publisher belongs with the runtime's heartbeat, which runs from
+  // after the outputs start until before they stop: registered in `processing`, it
+  // starts just after the heartbeat and stops just before it, so every outputs hook
+  // (a host's included) starts before the first document and stops after the last.
+  // A tick queued after it stopped is refused by the closed queue.
+  if (options.on_heartbeat && config.node.heartbeat_hz > 0) {
+    published = &metrics.counter("edgert_heartbeats_published_total", {}, "heartbeat documents handed to on_heartbeat");
+    publisher = std::make_unique<BaseWorker>(
+        WorkerOptions("edgert-heartbeat"),
+        [this](std::stop_token stop) {
+          while (!stop.stop_requested()) {
+            auto tick = ticks.pop_for(std::chrono::milliseconds(200));
+            if (!tick) continue;
+            NodeHeartbeat hb;
+            hb.node_id = config.node.id;
+            hb.tick = *tick;
+            hb.document = heartbeat_document(*tick);
+            try {
+              options.on_heartbeat(hb);
+            } catch (const std::exception& e) {
+              detail::log().error("on_heartbeat threw: {}", e.what());
+            } catch (...) {
+              detail::log().error("on_heartbeat threw an unknown exception");
+            }
+            published->add();
+          }
+        },
+        [this] { ticks.close(); });
+    ticks_metrics = register_queue_metrics(metrics, "heartbeat", ticks);
+    publisher_metrics = register_worker_metrics(metrics, *publisher);
+    LifecycleHooks hooks;
+    hooks.name = "heartbeat-publisher";
+    hooks.start = [this] {
+      if (Status st = publisher->start(); !st.ok()) throw std::runtime_error(st.message());
+    };
+    hooks.stop = [this] {
+      if (Status st = publisher->stop(); !st.ok() && st.code() != ErrorCode::again) {
+        detail::log().warn("heartbeat publisher: {}", st.message());
+      }
+    };
+    (void)runtime->add_participant(Stage::processing, std::move(hooks));
+  }
 }
 
 Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
@@ -138,12 +197,7 @@ Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
   if (Status st = validate(ro); !st.ok()) return Status{st.code(), "node settings: " + st.message()};
   Impl* raw = impl.get();
   ro.heartbeat_sink = [raw](const HeartbeatTick& tick) {
-    if (!raw->options.on_heartbeat) return;
-    NodeHeartbeat hb;
-    hb.node_id = raw->config.node.id;
-    hb.tick = tick;
-    hb.document = raw->heartbeat_document(tick);
-    raw->options.on_heartbeat(hb);
+    if (raw->publisher) (void)raw->ticks.try_push(HeartbeatTick(tick));  // never blocks; a skip is counted
   };
   try {
     impl->runtime = std::make_unique<SystemRuntime>(std::move(ro));

@@ -1,6 +1,8 @@
 #include <edgert/plugin_abi.h>
 #include <edgert/plugin_host.hpp>
 
+#include "plugins/environment.hpp"
+
 #include "core/frame_internal.hpp"
 #include "core/log.hpp"
 #include "plugins/elf_check.hpp"
@@ -364,7 +366,7 @@ PluginLoader::~PluginLoader() = default;
 std::vector<std::string> PluginLoader::search_paths() const {
   std::vector<std::string> out = impl_->options.search_paths;
   if (impl_->options.use_environment) {
-    if (const char* env = std::getenv("EDGERT_PLUGIN_PATH")) {
+    if (const char* env = std::getenv(detail::kPluginPathVariable)) {
       std::string_view rest(env);
       while (!rest.empty()) {
         const auto colon = rest.find(':');

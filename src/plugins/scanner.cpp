@@ -16,6 +16,8 @@
 // keeps the pipe open is not waited for beyond its exit.
 #include <edgert/plugin_host.hpp>
 
+#include "plugins/environment.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <dlfcn.h>
@@ -62,10 +64,10 @@ Helper find_helper(const PluginLoaderOptions& options) {
     looked.push_back(candidate);
     return ::access(candidate.c_str(), X_OK) == 0;
   };
-  const char* env = options.use_environment ? std::getenv("EDGERT_PLUGIN_SCANNER") : nullptr;
+  const char* env = options.use_environment ? std::getenv(detail::kPluginScannerVariable) : nullptr;
   if (!options.scanner_path.empty() || (env != nullptr && *env != '\0')) {
     const std::string given = !options.scanner_path.empty() ? options.scanner_path : std::string(env);
-    const char* from = !options.scanner_path.empty() ? "PluginLoaderOptions::scanner_path" : "EDGERT_PLUGIN_SCANNER";
+    const char* from = !options.scanner_path.empty() ? "PluginLoaderOptions::scanner_path" : detail::kPluginScannerVariable;
     if (pick(given)) return {given, {}};
     return {{}, std::string("the plugin scanner helper ") + given + " (from " + from +
                     ") is not an executable file: " + std::strerror(errno)};
