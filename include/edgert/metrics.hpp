@@ -119,6 +119,8 @@ class EDGERT_API MetricsRegistration {
 
   /// Any thread; blocks while a snapshot is running (at most one collector pass).
   /// Afterwards no snapshot calls the collector again. Idempotent; never throws.
+  /// Deadlocks if called from inside a collector, or while holding a lock that
+  /// some collector takes (a snapshot holds the registry's lock while collecting).
   void reset() noexcept;
   /// True while registered.
   bool active() const noexcept { return id_ != 0; }

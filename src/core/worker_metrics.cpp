@@ -12,7 +12,7 @@ MetricsRegistration register_worker_metrics(MetricsRegistry& registry, const Bas
       {
           {"edgert_worker_state", l, "Worker state: 0 idle, 1 running, 2 stopping, 3 stopped, 4 failed.",
            MetricType::gauge},
-          {"edgert_worker_failures_total", l, "Times the worker's run() threw.", MetricType::counter},
+          {"edgert_worker_failures_total", l, "Times run() threw or no thread could be created.", MetricType::counter},
       },
       [&worker](std::span<double> out) {
         out[0] = static_cast<double>(static_cast<int>(worker.state()));

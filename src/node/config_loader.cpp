@@ -11,6 +11,8 @@
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -125,7 +127,11 @@ Result<Config> load_config(const std::string& path, const EnvVars& env) {
     return Status{ErrorCode::io_error, path + ": is a directory, expected a YAML configuration file"};
   }
   std::ifstream in(path);
-  if (!in) return Status{ErrorCode::not_found, path + ": cannot open configuration file"};
+  if (!in) {
+    const int err = errno;  // set by the failed open
+    return Status{err == ENOENT ? ErrorCode::not_found : ErrorCode::io_error,
+                  path + ": cannot open configuration file: " + std::strerror(err)};
+  }
   std::stringstream buf;
   buf << in.rdbuf();
   if (in.bad()) return Status{ErrorCode::io_error, path + ": read error"};

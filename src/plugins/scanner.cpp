@@ -238,12 +238,17 @@ PluginScan scan_one(const std::string& path, const Helper& helper, const PluginL
     if (r < 0 && errno != EINTR) break;
   }
   ::close(child.answer);
-  if (pidfd >= 0) ::close(pidfd);
 
   if (!exited) {
     // SIGKILL cannot be caught or ignored; the wait lasts as long as the kernel takes
-    // to tear the process down.
-    ::kill(child.pid, SIGKILL);
+    // to tear the process down. Through the pidfd when there is one: it names this
+    // process even if another thread's waitpid(-1) reaped it and the pid was reused.
+    if (pidfd >= 0) {
+      (void)::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+      ::close(pidfd);
+    } else {
+      ::kill(child.pid, SIGKILL);
+    }
     int st = 0;
     while (::waitpid(child.pid, &st, 0) < 0 && errno == EINTR) {
     }
@@ -252,6 +257,7 @@ PluginScan scan_one(const std::string& path, const Helper& helper, const PluginL
                       : "hung while loading (no answer within " + std::to_string(timeout_ms) + " ms; killed)";
     return scan;
   }
+  if (pidfd >= 0) ::close(pidfd);
   if (status && WIFSIGNALED(*status)) {
     scan.reason = "crashed while loading (signal " + std::to_string(WTERMSIG(*status)) + ": " +
                   strsignal(WTERMSIG(*status)) + ")";
@@ -264,17 +270,30 @@ PluginScan scan_one(const std::string& path, const Helper& helper, const PluginL
                                        "waitpid or SIGCHLD is ignored)");
     return scan;
   }
-  scan.accepted = j.value("accepted", false);
-  if (!scan.accepted) {
-    scan.reason = j.value("reason", std::string("refused"));
+  // The plugin ran with the answer pipe open and could have written to it itself: a
+  // reply of the wrong shape is a refusal, never an exception out of the scan.
+  try {
+    scan.accepted = j.value("accepted", false);
+    if (!scan.accepted) {
+      scan.reason = j.value("reason", std::string("refused"));
+      return scan;
+    }
+    scan.info.signature = j.value("signature", std::string());
+    const int kind = j.value("kind", -1);
+    if (kind < static_cast<int>(PluginKind::capture) || kind > static_cast<int>(PluginKind::business)) {
+      throw std::out_of_range("kind " + std::to_string(kind));
+    }
+    scan.info.kind = static_cast<PluginKind>(kind);
+    scan.info.plugin_version = j.value("version", std::string());
+    scan.info.description = j.value("description", std::string());
+    scan.info.config_schema = j.value("schema", std::string());
+    scan.info.abi_version = j.value("abi", 0u);
+  } catch (const std::exception& e) {
+    scan = PluginScan{};
+    scan.path = path;
+    scan.reason = std::string("the scanner's answer is malformed (") + e.what() + ")";
     return scan;
   }
-  scan.info.signature = j.value("signature", std::string());
-  scan.info.kind = static_cast<PluginKind>(j.value("kind", 3));
-  scan.info.plugin_version = j.value("version", std::string());
-  scan.info.description = j.value("description", std::string());
-  scan.info.config_schema = j.value("schema", std::string());
-  scan.info.abi_version = j.value("abi", 0u);
   scan.info.path = path;
   return scan;
 }
