@@ -317,19 +317,34 @@ TEST_CASE("a cancelled periodic task never begins another call", "[runtime]") {
 
 TEST_CASE("a periodic task may cancel itself from inside its call", "[runtime]") {
   SystemRuntime rt(quiet());
-  auto calls = std::make_shared<std::atomic<int>>(0);
-  auto handle = std::make_shared<edgert::PeriodicHandle>();
-  *handle = rt.spawn_periodic("self", 1ms, [calls, handle] {
-    if (calls->fetch_add(1) == 2) handle->cancel();
+  struct Shared {
+    std::mutex mu;  // the handle is assigned after spawn_periodic returns, maybe after a call began
+    edgert::PeriodicHandle handle;
+    std::atomic<int> calls{0};
+  };
+  auto shared = std::make_shared<Shared>();
+  auto handle = rt.spawn_periodic("self", 1ms, [weak = std::weak_ptr<Shared>(shared)] {
+    auto s = weak.lock();
+    if (!s) return;
+    if (s->calls.fetch_add(1) >= 2) {
+      std::lock_guard lk(s->mu);
+      s->handle.cancel();  // returns at once from inside the call; no later call begins
+    }
   });
-  REQUIRE(*handle);
+  REQUIRE(handle);
+  {
+    std::lock_guard lk(shared->mu);
+    shared->handle = handle;
+  }
   const auto end = std::chrono::steady_clock::now() + 2s;
-  while (calls->load() < 3 && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(1ms);
+  while (handle.active() && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(1ms);
+  CHECK_FALSE(handle.active());
+  const int at_cancel = shared->calls.load();
   std::this_thread::sleep_for(20ms);
-  CHECK(calls->load() == 3);
+  CHECK(shared->calls.load() == at_cancel);
+  CHECK(at_cancel >= 3);
   rt.stop();
-  handle->cancel();  // after the runtime stopped: still safe
-  *handle = {};      // break the cycle between the handle and the task
+  handle.cancel();  // after the runtime stopped: still safe
 }
 
 TEST_CASE("start refuses heartbeat rates whose period cannot be represented", "[runtime]") {
