@@ -2,8 +2,7 @@
 # include. The compiler already refuses an internal header of a forbidden area (each
 # area's include root holds only what it may see); this also covers the public
 # headers, which every area can reach, and `../` includes, which bypass the roots.
-# Run as: cmake -DSOURCE_DIR=... -DAREAS=... -D<area>_DEPENDS=... -P layering.cmake
-
+# Run as: cmake -DSOURCE_DIR=... -DAREAS=a,b -D<area>_DEPENDS=a,b -P layering.cmake
 cmake_minimum_required(VERSION 3.20)
 
 # Which area owns each public header. A new header must be added here.
@@ -20,51 +19,47 @@ foreach(a ${AREAS})
   string(REPLACE "," ";" ${a}_DEPENDS "${${a}_DEPENDS}")
 endforeach()
 
-set(errors "")
-file(GLOB public RELATIVE ${SOURCE_DIR}/include/edgert ${SOURCE_DIR}/include/edgert/*)
-foreach(h ${public})
-  string(REGEX REPLACE "\\.(hpp|h)$" "" stem "${h}")
+# owner_area(<stem> <out>): the area owning <edgert/stem.hpp>, or "".
+function(owner_area stem out)
   set(found "")
   foreach(a ${AREAS})
     if(stem IN_LIST owner_${a})
       set(found ${a})
     endif()
   endforeach()
-  if(NOT found)
-    string(APPEND errors "include/edgert/${h}: no area owns it; add it to tests/layering.cmake\n")
-  endif()
-endforeach()
+  set(${out} "${found}" PARENT_SCOPE)
+endfunction()
 
-# Public headers follow the same arrows among themselves.
+# check_public(<where> <area> <stem>): <where> in <area> may include <edgert/stem>.
+function(check_public where area stem)
+  owner_area(${stem} owner)
+  if(NOT owner IN_LIST ${area}_DEPENDS AND NOT owner STREQUAL area)
+    set(errors "${errors}${where}: area '${area}' may not include <edgert/${stem}> (allowed: ${area} ${${area}_DEPENDS})\n"
+        PARENT_SCOPE)
+  endif()
+endfunction()
+
+set(errors "")
+file(GLOB public RELATIVE ${SOURCE_DIR}/include/edgert ${SOURCE_DIR}/include/edgert/*)
+
+# Public headers: each has an owner and follows the arrows among themselves.
 foreach(h ${public})
   string(REGEX REPLACE "\\.(hpp|h)$" "" stem "${h}")
-  set(area "")
-  foreach(a ${AREAS})
-    if(stem IN_LIST owner_${a})
-      set(area ${a})
-    endif()
-  endforeach()
+  owner_area(${stem} area)
   if(NOT area)
+    string(APPEND errors "include/edgert/${h}: no area owns it; add it to tests/layering.cmake\n")
     continue()
   endif()
-  set(allowed ${area} ${${area}_DEPENDS})
   file(STRINGS ${SOURCE_DIR}/include/edgert/${h} lines REGEX "^[ \t]*#[ \t]*include[ \t]*<edgert/")
   foreach(line ${lines})
     if(line MATCHES "<edgert/([a-z_]+)\\.(hpp|h)>")
-      set(inc ${CMAKE_MATCH_1})
-      set(ok FALSE)
-      foreach(a ${allowed})
-        if(inc IN_LIST owner_${a})
-          set(ok TRUE)
-        endif()
-      endforeach()
-      if(NOT ok)
-        string(APPEND errors "include/edgert/${h} (area '${area}') may not include <edgert/${inc}> (allowed areas: ${allowed})\n")
-      endif()
+      check_public("include/edgert/${h}" ${area} ${CMAKE_MATCH_1})
     endif()
   endforeach()
 endforeach()
 
+# Sources: internal headers of allowed areas only, no climbing out, public headers
+# of allowed areas only.
 foreach(area ${AREAS})
   set(allowed ${area} ${${area}_DEPENDS})
   file(GLOB_RECURSE files ${SOURCE_DIR}/src/${area}/*.cpp ${SOURCE_DIR}/src/${area}/*.hpp
@@ -77,22 +72,11 @@ foreach(area ${AREAS})
         set(inc ${CMAKE_MATCH_1})
         if(inc MATCHES "\\.\\./")
           string(APPEND errors "${rel}: '${inc}' climbs out of its area\n")
-        elseif(inc MATCHES "^([a-z_]+)/")
-          if(NOT CMAKE_MATCH_1 IN_LIST allowed)
-            string(APPEND errors "${rel}: area '${area}' may not include '${inc}' (allowed: ${allowed})\n")
-          endif()
+        elseif(inc MATCHES "^([a-z_]+)/" AND NOT CMAKE_MATCH_1 IN_LIST allowed)
+          string(APPEND errors "${rel}: area '${area}' may not include '${inc}' (allowed: ${allowed})\n")
         endif()
       elseif(line MATCHES "#[ \t]*include[ \t]*<edgert/([a-z_]+)\\.(hpp|h)>")
-        set(stem ${CMAKE_MATCH_1})
-        set(ok FALSE)
-        foreach(a ${allowed})
-          if(stem IN_LIST owner_${a})
-            set(ok TRUE)
-          endif()
-        endforeach()
-        if(NOT ok)
-          string(APPEND errors "${rel}: area '${area}' may not include <edgert/${stem}> (allowed areas: ${allowed})\n")
-        endif()
+        check_public(${rel} ${area} ${CMAKE_MATCH_1})
       endif()
     endforeach()
   endforeach()

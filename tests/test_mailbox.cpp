@@ -1,6 +1,8 @@
 // The mailbox on a real SQLite file in a scratch directory.
 #include <edgert/mailbox.hpp>
 
+#include "scratch_dir.hpp"
+
 #include <catch2/catch.hpp>
 #include <sqlite3.h>
 
@@ -25,14 +27,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch {
-  fs::path dir;
-  Scratch() {
-    static std::atomic<int> n{0};
-    dir = fs::temp_directory_path() / ("edgert-mbox-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
-    fs::remove_all(dir);
-  }
-  ~Scratch() { fs::remove_all(dir); }
+struct Scratch : edgert::testing::ScratchDir {
+  Scratch() : ScratchDir("edgert-mbox") {}
 };
 
 struct FakeClock {

@@ -5,6 +5,8 @@
 #include <edgert/node.hpp>
 #include <edgert/plugin_host.hpp>
 
+#include "scratch_dir.hpp"
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -24,15 +26,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch {
-  fs::path dir;
-  Scratch() {
-    static std::atomic<int> n{0};
-    dir = fs::temp_directory_path() / ("edgert-node-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~Scratch() { fs::remove_all(dir); }
+struct Scratch : edgert::testing::ScratchDir {
+  Scratch() : ScratchDir("edgert-node") { fs::create_directories(dir); }
 };
 
 edgert::Config config_in(const fs::path& dir) {
