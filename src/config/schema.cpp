@@ -363,7 +363,10 @@ void read_object(const std::vector<std::pair<YAML::Node, YAML::Node>>& members, 
   nlohmann::json json = nlohmann::json::object();
   for (const auto& [k, v] : members) {
     const std::string& key = k.Scalar();
-    b.value(v, k, "/" + escape_pointer_token(key), join_path(path, key), 1, json[key]);
+    // Built by appending: gcc 12 at -O3 misreports `"/" + std::string` (-Wrestrict).
+    std::string pointer = "/";
+    pointer += escape_pointer_token(key);
+    b.value(v, k, pointer, join_path(path, key), 1, json[key]);
   }
   out.json = json.dump();
 }
