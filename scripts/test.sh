@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what is missing, then builds and runs every test twice:
+# Installs what is missing, then builds three ways and runs the tests:
 #   1. AddressSanitizer + UndefinedBehaviorSanitizer: the whole ctest suite;
-#   2. ThreadSanitizer: the tests labelled `concurrency`.
-# Build trees: build-asan/ and build-tsan/. Extra arguments go to both ctest runs
+#   2. Release (no sanitizers): builds only, so -O3's extra warnings stay errors too;
+#   3. ThreadSanitizer: the tests labelled `concurrency`.
+# Build trees: build-asan/, build-release/ and build-tsan/. Extra arguments go to both ctest runs
 # (e.g. ./scripts/test.sh -R queue).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,10 @@ echo "== ASan + UBSan: ctest"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 (cd build-asan && ctest --output-on-failure -j"$jobs" "$@")
+
+echo "== Release: build the library, edgert-node and the benchmarks (warnings are errors at -O3 too)"
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DEDGERT_BUILD_TESTS=OFF >/dev/null
+cmake --build build-release -j"$jobs"
 
 echo "== TSan: build the concurrency tests"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGERT_SANITIZE=thread \
