@@ -524,8 +524,10 @@ TEST_CASE("checkpoints run in the background and keep the WAL bounded under load
   CHECK(st.counters.checkpoint_failures == 0);
   // Without checkpoints the WAL holds every page written: ~50 MiB here (measured).
   // With them it is reset whenever it passes the limit; it overshoots by what the
-  // senders write during one round (a round fsyncs), so the bound is loose.
+  // senders write during one round (a round fsyncs), which under TSan on a loaded
+  // machine reached 17 MiB (2 of 30 runs past the earlier 12 MiB bound). Half of the
+  // unbounded size still tells the two apart.
   INFO("largest WAL seen: " << largest.load() << " bytes");
-  CHECK(largest.load() < std::uintmax_t(12) << 20);
+  CHECK(largest.load() < std::uintmax_t(25) << 20);
   CHECK(Mailbox::check(s.dir.string()).ok());
 }
