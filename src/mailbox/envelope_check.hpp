@@ -88,7 +88,9 @@ inline std::string json_problem(std::string_view text, std::size_t max_depth, bo
   }
   // The SAX-based acceptor is iterative: safe now that the depth is bounded, and
   // strict (nothing but whitespace may follow the value).
-  if (parse && !nlohmann::json::accept(text.begin(), text.end())) return "is not valid UTF-8 JSON (or has bytes after the value)";
+  if (parse && !nlohmann::json::accept(text.begin(), text.end())) {
+    return "is not valid UTF-8 JSON (or has bytes after the value)";
+  }
   return {};
 }
 

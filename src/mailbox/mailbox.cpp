@@ -68,9 +68,9 @@ Status io_error(const std::string& what, const std::exception& e) {
 // are not exactly one JSON value. The payload text is embedded verbatim, so what is
 // stored is one JSON object that decode() reads back field for field.
 Result<std::string> encode(Envelope& env, const MailboxOptions& opts, std::int64_t now) {
-  const std::string who = "message " + (env.message_id.empty() ? std::string("(new)") : printable(env.message_id)) +
-                          " (" + (env.payload_type.empty() ? std::string("no payload_type") : printable(env.payload_type)) +
-                          ")";
+  const std::string id = env.message_id.empty() ? std::string("(new)") : printable(env.message_id);
+  const std::string type = env.payload_type.empty() ? std::string("no payload_type") : printable(env.payload_type);
+  const std::string who = "message " + id + " (" + type + ")";
   if (env.payload_type.empty()) return Status{ErrorCode::invalid_argument, who + ": payload_type is empty"};
   const std::pair<const char*, const std::string*> ids[] = {{"message_id", &env.message_id},
                                                             {"sender_node_id", &env.sender_node_id},
@@ -133,14 +133,18 @@ Result<Envelope> decode(const std::string& text) {
     into = it->get<std::string>();
     return !(required && into.empty());
   };
-  if (!str("message_id", env.message_id, true)) return Status{ErrorCode::invalid_argument, "stored envelope has no message_id"};
+  if (!str("message_id", env.message_id, true)) {
+    return Status{ErrorCode::invalid_argument, "stored envelope has no message_id"};
+  }
   if (!str("sender_node_id", env.sender_node_id, false) || !str("recipient_node_id", env.recipient_node_id, false) ||
       !str("payload_type", env.payload_type, true)) {
     return Status{ErrorCode::invalid_argument, "stored envelope has a malformed sender, recipient or payload_type"};
   }
   const auto ts = j.find("timestamp");
   if (ts != j.end()) {
-    if (!ts->is_number_integer()) return Status{ErrorCode::invalid_argument, "stored envelope timestamp is not an integer"};
+    if (!ts->is_number_integer()) {
+      return Status{ErrorCode::invalid_argument, "stored envelope timestamp is not an integer"};
+    }
     env.timestamp_ms = ts->get<std::int64_t>();
   }
   const auto payload = j.find("payload");
@@ -460,8 +464,8 @@ void Mailbox::Impl::write_loop() {
         options.on_notification(note);
       } catch (const std::exception& e) {
         ++notification_errors;
-        detail::log().error("mailbox {}: on_notification threw ({}); notification was: {}", path, printable(e.what(), 200),
-                            note);
+        detail::log().error("mailbox {}: on_notification threw ({}); notification was: {}", path,
+                            printable(e.what(), 200), note);
       } catch (...) {
         ++notification_errors;
         detail::log().error("mailbox {}: on_notification threw a non-standard exception; notification was: {}", path,
@@ -597,8 +601,10 @@ Status Mailbox::Impl::enqueue(std::shared_ptr<SendRequest> req) {
       space_cv.wait(lk, [&] { return stopping || queue.size() < options.max_queued; });
       --space_waiters;
     }
-    if (stopping) return {ErrorCode::closed, "mailbox " + path + " is closing; message " + printable(req->env.message_id) +
-                                                 " was not stored"};
+    if (stopping) {
+      return {ErrorCode::closed,
+              "mailbox " + path + " is closing; message " + printable(req->env.message_id) + " was not stored"};
+    }
     queue.push_back(std::move(req));
     // One wake-up per group, not per message: each costs a futex call on both sides.
     if (wake_at == 0 || queue.size() < wake_at) return {};
