@@ -41,7 +41,8 @@ struct Envelope {
 
 struct SendOptions {
   std::chrono::seconds ttl{24 * 3600};  // undelivered after this: expired (counted)
-  int priority = 0;                     // higher is delivered first and evicted last
+  int priority = 0;                     // higher is delivered first and evicted last; a newcomer
+                                        // never evicts a higher priority message (docs/mailbox.md)
   std::string idempotency_key;          // same key again (until the TTL): the first message's id
 };
 
@@ -78,6 +79,8 @@ struct MailboxCounters {
   std::uint64_t write_errors = 0;     // sends answered with io_error (their commit failed; not stored)
   std::uint64_t checkpoints = 0;      // background WAL checkpoints run
   std::uint64_t checkpoint_failures = 0;  // of those, did not finish (WARNING; retried)
+  std::uint64_t unreadable = 0;           // stored rows pending()/unacked() could not decode (ERROR; kept, skipped)
+  std::uint64_t notification_errors = 0;  // on_notification calls that threw (ERROR)
 };
 
 struct MailboxStats {
@@ -92,6 +95,13 @@ struct MailboxOptions {
   bool synchronous_full = false;  // false: NORMAL (survives a process crash); true: FULL (power loss)
   int busy_timeout_ms = 5000;
   std::size_t max_payload_bytes = 1 << 20;  // larger payloads are refused
+  /// Deepest nesting of arrays and objects a payload may have; deeper ones are refused
+  /// (a reader re-serialising them would recurse once per level). Values above 1024
+  /// act as 1024.
+  std::size_t max_json_depth = 64;
+  /// Longest message_id, sender_node_id, recipient_node_id, payload_type and
+  /// idempotency_key, in bytes; longer ones are refused.
+  std::size_t max_id_bytes = 256;
   std::uint64_t max_messages = 0;           // outbox quota; 0: unlimited
   std::uint64_t max_bytes = 0;              // outbox quota on stored envelope bytes; 0: unlimited
   QuotaPolicy quota_policy = QuotaPolicy::reject_new;
@@ -106,7 +116,8 @@ struct MailboxOptions {
   /// ...and, should the WAL still grow past this under sustained load, a checkpoint
   /// that waits for the writer resets it; on reset it is cut back to this size.
   std::uint64_t wal_limit_bytes = 64 << 20;
-  /// Called (on the writing thread, must not block) for each eviction.
+  /// Called (on the writing thread, must not block) for each eviction. An exception it
+  /// throws is caught, counted (notification_errors) and logged at ERROR.
   std::function<void(const std::string& message)> on_notification;
   /// Wall clock in ms since the epoch; injectable for tests.
   std::function<std::int64_t()> clock_ms;
@@ -146,9 +157,12 @@ class EDGERT_API Mailbox {
   Mailbox(const Mailbox&) = delete;
   Mailbox& operator=(const Mailbox&) = delete;
 
-  /// Blocks until the row is committed. Errors: invalid_argument (bad JSON/UTF-8,
-  /// payload too large; nothing stored), quota_exceeded (reject_new), io_error,
-  /// closed (the mailbox is being destroyed).
+  /// Blocks until the row is committed. Errors: invalid_argument (the payload is not
+  /// exactly one JSON value, nests deeper than max_json_depth or is larger than
+  /// max_payload_bytes; an identifier is longer than max_id_bytes or not UTF-8;
+  /// nothing stored), quota_exceeded (reject_new, or evict_oldest with no message of
+  /// lower or equal priority left to evict), io_error, closed (the mailbox is being
+  /// destroyed).
   Result<std::string> send(Envelope envelope, SendOptions options = {});
   /// send() without waiting for the commit: validates the message, queues it for the
   /// next group commit and returns; the future yields what send() would have returned,
@@ -157,7 +171,10 @@ class EDGERT_API Mailbox {
   /// already wait for the writer. Messages queued before destruction are committed.
   PendingSend send_async(Envelope envelope, SendOptions options = {});
 
-  /// Up to `limit` messages due now, highest priority first, then earliest due.
+  /// Up to `limit` messages due now, highest priority first, then earliest due. A
+  /// stored row that cannot be decoded (e.g. written by an older build without the
+  /// input checks) is skipped, logged at ERROR once and counted (unreadable); it stays
+  /// in the file and mark_delivered() removes it.
   Result<std::vector<OutboxMessage>> pending(std::size_t limit);
   /// Removes a delivered message. not_found if it is not in the outbox.
   Status mark_delivered(const std::string& message_id);
@@ -167,8 +184,10 @@ class EDGERT_API Mailbox {
   Result<std::size_t> cleanup_expired();
 
   /// Stores a received message; a message_id seen before is a duplicate (counted).
+  /// Validated as send() is; invalid_argument (counted in rejected) if not.
   Result<StoreResult> store(const Envelope& envelope);
   /// Unacknowledged inbox messages, oldest first; `payload_type` "" means all.
+  /// Undecodable rows are skipped and reported as in pending(); ack() retires them.
   Result<std::vector<InboxMessage>> unacked(const std::string& payload_type = "", std::size_t limit = 1000);
   /// Marks a received message handled. not_found if unknown.
   Status ack(const std::string& message_id);

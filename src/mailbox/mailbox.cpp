@@ -4,6 +4,7 @@
 #include "core/log.hpp"
 #include "core/thread_name.hpp"
 #include "mailbox/checkpointer.hpp"
+#include "mailbox/envelope_check.hpp"
 #include "mailbox/schema.hpp"
 
 #include <SQLiteCpp/Backup.h>
@@ -22,11 +23,13 @@
 #include <optional>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 namespace edgert {
 
 using detail::futex_wait;
+using detail::printable;
 using detail::futex_wake_all;
 
 namespace fs = std::filesystem;
@@ -60,19 +63,34 @@ Status io_error(const std::string& what, const std::exception& e) {
   return {ErrorCode::io_error, what + ": " + e.what()};
 }
 
-// Builds the stored envelope JSON; refuses invalid JSON, invalid UTF-8 and oversize
-// payloads before anything is written.
-Result<std::string> encode(Envelope& env, std::size_t max_payload, std::int64_t now) {
-  const std::string who = "message " + (env.message_id.empty() ? std::string("(new)") : env.message_id) + " (" +
-                          (env.payload_type.empty() ? std::string("no payload_type") : env.payload_type) + ")";
+// Builds the stored envelope JSON; refuses, before anything is written, identifiers
+// that are too long or not UTF-8, and payloads that are too large, nest too deeply or
+// are not exactly one JSON value. The payload text is embedded verbatim, so what is
+// stored is one JSON object that decode() reads back field for field.
+Result<std::string> encode(Envelope& env, const MailboxOptions& opts, std::int64_t now) {
+  const std::string id = env.message_id.empty() ? std::string("(new)") : printable(env.message_id);
+  const std::string type = env.payload_type.empty() ? std::string("no payload_type") : printable(env.payload_type);
+  const std::string who = "message " + id + " (" + type + ")";
   if (env.payload_type.empty()) return Status{ErrorCode::invalid_argument, who + ": payload_type is empty"};
-  if (env.payload.size() > max_payload) {
-    return Status{ErrorCode::invalid_argument, who + ": payload is " + std::to_string(env.payload.size()) +
-                                                   " bytes, over the " + std::to_string(max_payload) + "-byte limit"};
+  const std::pair<const char*, const std::string*> ids[] = {{"message_id", &env.message_id},
+                                                            {"sender_node_id", &env.sender_node_id},
+                                                            {"recipient_node_id", &env.recipient_node_id},
+                                                            {"payload_type", &env.payload_type}};
+  for (const auto& [name, value] : ids) {
+    if (value->size() > opts.max_id_bytes) {
+      return Status{ErrorCode::invalid_argument, who + ": " + name + " is " + std::to_string(value->size()) +
+                                                     " bytes, over the " + std::to_string(opts.max_id_bytes) +
+                                                     "-byte limit"};
+    }
   }
-  // Validate without building a DOM, then embed the payload text verbatim.
-  if (!json::accept(env.payload)) {
-    return Status{ErrorCode::invalid_argument, who + ": payload is not valid UTF-8 JSON"};
+  if (env.payload.size() > opts.max_payload_bytes) {
+    return Status{ErrorCode::invalid_argument, who + ": payload is " + std::to_string(env.payload.size()) +
+                                                   " bytes, over the " + std::to_string(opts.max_payload_bytes) +
+                                                   "-byte limit"};
+  }
+  const std::size_t depth = std::min(opts.max_json_depth, detail::kMaxJsonDepthCap);
+  if (std::string why = detail::json_problem(env.payload, depth); !why.empty()) {
+    return Status{ErrorCode::invalid_argument, who + ": payload " + why};
   }
   if (env.message_id.empty()) env.message_id = new_message_id();
   if (env.timestamp_ms == 0) env.timestamp_ms = now;
@@ -98,16 +116,44 @@ Result<std::string> encode(Envelope& env, std::size_t max_payload, std::int64_t 
   }
 }
 
-Envelope decode(const std::string& text) {
-  Envelope env;
+// Reads a stored envelope back. Never throws and never recurses deeper than
+// kMaxJsonDepthCap: any row in the file, whoever wrote it, gives an envelope or an
+// error saying why it cannot be read.
+Result<Envelope> decode(const std::string& text) {
+  if (std::string why = detail::json_problem(text, detail::kMaxJsonDepthCap + 1, /*parse=*/false); !why.empty()) {
+    return Status{ErrorCode::invalid_argument, "stored envelope " + why};
+  }
   const json j = json::parse(text, nullptr, false);
-  if (!j.is_object()) return env;
-  env.message_id = j.value("message_id", "");
-  env.sender_node_id = j.value("sender_node_id", "");
-  env.recipient_node_id = j.value("recipient_node_id", "");
-  env.payload_type = j.value("payload_type", "");
-  env.timestamp_ms = j.value("timestamp", std::int64_t{0});
-  if (j.contains("payload")) env.payload = j["payload"].dump();
+  if (!j.is_object()) return Status{ErrorCode::invalid_argument, "stored envelope is not a JSON object (or not JSON)"};
+  Envelope env;
+  auto str = [&](const char* key, std::string& into, bool required) -> bool {
+    const auto it = j.find(key);
+    if (it == j.end()) return !required;
+    if (!it->is_string()) return false;
+    into = it->get<std::string>();
+    return !(required && into.empty());
+  };
+  if (!str("message_id", env.message_id, true)) {
+    return Status{ErrorCode::invalid_argument, "stored envelope has no message_id"};
+  }
+  if (!str("sender_node_id", env.sender_node_id, false) || !str("recipient_node_id", env.recipient_node_id, false) ||
+      !str("payload_type", env.payload_type, true)) {
+    return Status{ErrorCode::invalid_argument, "stored envelope has a malformed sender, recipient or payload_type"};
+  }
+  const auto ts = j.find("timestamp");
+  if (ts != j.end()) {
+    if (!ts->is_number_integer()) {
+      return Status{ErrorCode::invalid_argument, "stored envelope timestamp is not an integer"};
+    }
+    env.timestamp_ms = ts->get<std::int64_t>();
+  }
+  const auto payload = j.find("payload");
+  if (payload == j.end()) return Status{ErrorCode::invalid_argument, "stored envelope has no payload"};
+  try {
+    env.payload = payload->dump();
+  } catch (const json::exception& e) {
+    return Status{ErrorCode::invalid_argument, std::string("stored envelope payload: ") + e.what()};
+  }
   return env;
 }
 
@@ -169,7 +215,20 @@ struct Mailbox::Impl {
   std::thread writer;
 
   std::atomic<std::uint64_t> sent{0}, idempotent_hits{0}, delivered{0}, failed_attempts{0}, expired{0},
-      duplicates{0}, evicted{0}, rejected{0}, commits{0}, write_errors{0};
+      duplicates{0}, evicted{0}, rejected{0}, commits{0}, write_errors{0}, notification_errors{0};
+  // message_id columns of rows pending()/unacked() could not decode: reported once,
+  // then skipped (their reads ask for that many extra rows, so they never hide the
+  // rest). Under db_mu.
+  std::set<std::string> unreadable_outbox, unreadable_inbox;
+  std::atomic<std::uint64_t> unreadable{0};
+  // First sighting of an undecodable row: ERROR naming it and how to remove it.
+  void report_unreadable(std::set<std::string>& seen, const char* table, const std::string& id,
+                         const std::string& why, const char* remedy) {
+    if (!seen.insert(id).second) return;
+    ++unreadable;
+    detail::log().error("mailbox {}: {} message {} cannot be read ({}); it stays in the file and is skipped; {}", path,
+                        table, printable(id), why, remedy);
+  }
 
   std::int64_t now() const { return options.clock_ms ? options.clock_ms() : system_ms(); }
 
@@ -399,7 +458,19 @@ void Mailbox::Impl::write_loop() {
     evicted += tally.evictions.size();
     for (const auto& note : tally.evictions) {
       detail::log().warn("{}", note);
-      if (options.on_notification) options.on_notification(note);
+      if (!options.on_notification) continue;
+      // A subscriber's failure must not take down the writer (and the process).
+      try {
+        options.on_notification(note);
+      } catch (const std::exception& e) {
+        ++notification_errors;
+        detail::log().error("mailbox {}: on_notification threw ({}); notification was: {}", path,
+                            printable(e.what(), 200), note);
+      } catch (...) {
+        ++notification_errors;
+        detail::log().error("mailbox {}: on_notification threw a non-standard exception; notification was: {}", path,
+                            note);
+      }
     }
     last = batch.size();
     for (std::size_t i = 0; i < batch.size(); ++i) batch[i]->complete(std::move(results[i]));
@@ -429,13 +500,21 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
       return Status{ErrorCode::quota_exceeded,
                     "mailbox " + path + ": outbox quota reached (" + std::to_string(rows) + " messages, " +
                         std::to_string(bytes) + " bytes; limits " + std::to_string(max_msgs) + " messages, " +
-                        std::to_string(max_bytes) + " bytes); message " + r.env.message_id + " refused"};
+                        std::to_string(max_bytes) + " bytes); message " + printable(r.env.message_id) + " refused"};
     }
+    // Only rows of lower or equal priority may go, lowest and oldest first. The
+    // evictions run inside a savepoint: if they cannot make room, they are undone and
+    // the newcomer is refused instead, so nothing is evicted for nothing.
     auto& victim = stmt(
-        "SELECT message_id, size, priority FROM outbox ORDER BY priority ASC, created_ms ASC, rowid ASC LIMIT 1");
+        "SELECT message_id, size, priority FROM outbox WHERE priority <= ? "
+        "ORDER BY priority ASC, created_ms ASC, rowid ASC LIMIT 1");
     auto& del = stmt("DELETE FROM outbox WHERE message_id = ?");
+    const std::int64_t rows0 = rows, bytes0 = bytes;
+    const std::size_t notes0 = tally.evictions.size();
+    db->exec("SAVEPOINT evict");
     while (over()) {
       victim.reset();
+      victim.bind(1, o.priority);
       if (!victim.executeStep()) break;
       const std::string id = victim.getColumn(0).getString();
       const std::int64_t vsize = victim.getColumn(1).getInt64();
@@ -446,9 +525,25 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
       del.exec();
       --rows;
       bytes -= vsize;
-      tally.evictions.push_back("mailbox quota: evicted message " + id + " (priority " + std::to_string(prio) +
-                                ", " + std::to_string(vsize) + " bytes) to make room for " + r.env.message_id);
+      tally.evictions.push_back("mailbox quota: evicted message " + printable(id) + " (priority " +
+                                std::to_string(prio) + ", " + std::to_string(vsize) + " bytes) to make room for " +
+                                printable(r.env.message_id));
     }
+    victim.reset();
+    if (over()) {
+      db->exec("ROLLBACK TO evict");
+      db->exec("RELEASE evict");
+      rows = rows0;
+      bytes = bytes0;
+      tally.evictions.resize(notes0);
+      ++tally.rejected;
+      return Status{ErrorCode::quota_exceeded,
+                    "mailbox " + path + ": outbox quota reached (" + std::to_string(rows) + " messages, " +
+                        std::to_string(bytes) + " bytes) and evicting every message of priority " +
+                        std::to_string(o.priority) + " or lower would not make room; message " +
+                        printable(r.env.message_id) + " (priority " + std::to_string(o.priority) + ") refused"};
+    }
+    db->exec("RELEASE evict");
   }
   auto& ins = stmt(
       "INSERT INTO outbox (message_id, recipient_node_id, payload_type, envelope_json, size, priority, attempts, "
@@ -479,7 +574,12 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
 
 // Validates and encodes on the caller's thread, so the writer only inserts.
 Result<std::shared_ptr<SendRequest>> Mailbox::Impl::prepare(Envelope& envelope, SendOptions& opts) {
-  auto encoded = encode(envelope, options.max_payload_bytes, now());
+  auto encoded = opts.idempotency_key.size() > options.max_id_bytes
+                     ? Result<std::string>(Status{ErrorCode::invalid_argument,
+                                                  "idempotency_key is " + std::to_string(opts.idempotency_key.size()) +
+                                                      " bytes, over the " + std::to_string(options.max_id_bytes) +
+                                                      "-byte limit"})
+                     : encode(envelope, options, now());
   if (!encoded.ok()) {
     ++rejected;
     detail::log().error("mailbox send refused: {}", encoded.status().message());
@@ -501,8 +601,10 @@ Status Mailbox::Impl::enqueue(std::shared_ptr<SendRequest> req) {
       space_cv.wait(lk, [&] { return stopping || queue.size() < options.max_queued; });
       --space_waiters;
     }
-    if (stopping) return {ErrorCode::closed, "mailbox " + path + " is closing; message " + req->env.message_id +
-                                                 " was not stored"};
+    if (stopping) {
+      return {ErrorCode::closed,
+              "mailbox " + path + " is closing; message " + printable(req->env.message_id) + " was not stored"};
+    }
     queue.push_back(std::move(req));
     // One wake-up per group, not per message: each costs a futex call on both sides.
     if (wake_at == 0 || queue.size() < wake_at) return {};
@@ -568,6 +670,11 @@ void read_table_stats(SQLite::Database& db, std::int64_t now, MailboxStats& s) {
   if (un.executeStep()) s.inbox_unacked = static_cast<std::uint64_t>(un.getColumn(0).getInt64());
 }
 
+// LIMIT for a read that skips `unreadable` known-bad rows on its way to `limit` good ones.
+std::int64_t sql_limit(std::size_t limit, std::size_t unreadable) {
+  return static_cast<std::int64_t>(std::min<std::size_t>(limit, std::size_t{1} << 40) + unreadable);
+}
+
 }  // namespace
 
 Result<std::vector<OutboxMessage>> Mailbox::pending(std::size_t limit) {
@@ -575,20 +682,34 @@ Result<std::vector<OutboxMessage>> Mailbox::pending(std::size_t limit) {
   std::lock_guard lk(impl_->db_mu);
   try {
     auto& q = impl_->stmt(
-        "SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms FROM outbox "
+        "SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id FROM outbox "
         "WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 ORDER BY priority DESC, next_attempt_ms ASC LIMIT ?2");
-    q.bind(1, impl_->now());
-    q.bind(2, static_cast<std::int64_t>(limit));
-    while (q.executeStep()) {
-      OutboxMessage m;
-      m.envelope_json = q.getColumn(0).getString();
-      m.envelope = decode(m.envelope_json);
-      m.priority = q.getColumn(1).getInt();
-      m.attempts = q.getColumn(2).getInt();
-      m.next_attempt_ms = q.getColumn(3).getInt64();
-      m.expires_ms = q.getColumn(4).getInt64();
-      m.created_ms = q.getColumn(5).getInt64();
-      out.push_back(std::move(m));
+    const std::int64_t t = impl_->now();
+    // A pass that finds a new unreadable row asks again for one more row per such
+    // row, so they never take the place of readable ones.
+    for (std::size_t known = SIZE_MAX; known != impl_->unreadable_outbox.size() && out.size() < limit;) {
+      known = impl_->unreadable_outbox.size();
+      out.clear();
+      q.reset();
+      q.bind(1, t);
+      q.bind(2, sql_limit(limit, known));
+      while (out.size() < limit && q.executeStep()) {
+        OutboxMessage m;
+        m.envelope_json = q.getColumn(0).getString();
+        auto decoded = decode(m.envelope_json);
+        if (!decoded.ok()) {
+          impl_->report_unreadable(impl_->unreadable_outbox, "outbox", q.getColumn(6).getString(),
+                                   decoded.status().message(), "mark_delivered() removes it");
+          continue;
+        }
+        m.envelope = std::move(decoded).value();
+        m.priority = q.getColumn(1).getInt();
+        m.attempts = q.getColumn(2).getInt();
+        m.next_attempt_ms = q.getColumn(3).getInt64();
+        m.expires_ms = q.getColumn(4).getInt64();
+        m.created_ms = q.getColumn(5).getInt64();
+        out.push_back(std::move(m));
+      }
     }
     q.reset();
   } catch (const std::exception& e) {
@@ -604,14 +725,14 @@ Status Mailbox::mark_delivered(const std::string& message_id) {
     auto& q = impl_->stmt("DELETE FROM outbox WHERE message_id = ? RETURNING size");
     q.bind(1, message_id);
     if (!q.executeStep()) {
-      return {ErrorCode::not_found, "mark_delivered: message " + message_id + " is not in the outbox"};
+      return {ErrorCode::not_found, "mark_delivered: message " + printable(message_id) + " is not in the outbox"};
     }
     const std::int64_t size = q.getColumn(0).getInt64();
     q.reset();
     impl_->add_outbox_totals(-1, -size);
     txn.commit();
   } catch (const std::exception& e) {
-    return io_error(impl_->path + ": mark_delivered " + message_id, e);
+    return io_error(impl_->path + ": mark_delivered " + printable(message_id), e);
   }
   ++impl_->delivered;
   return {};
@@ -623,7 +744,7 @@ Result<std::int64_t> Mailbox::mark_failed(const std::string& message_id) {
     auto& sel = impl_->stmt("SELECT attempts FROM outbox WHERE message_id = ?");
     sel.bind(1, message_id);
     if (!sel.executeStep()) {
-      return Status{ErrorCode::not_found, "mark_failed: message " + message_id + " is not in the outbox"};
+      return Status{ErrorCode::not_found, "mark_failed: message " + printable(message_id) + " is not in the outbox"};
     }
     const int attempts = sel.getColumn(0).getInt();
     sel.reset();
@@ -644,7 +765,7 @@ Result<std::int64_t> Mailbox::mark_failed(const std::string& message_id) {
     ++impl_->failed_attempts;
     return next;
   } catch (const std::exception& e) {
-    return io_error(impl_->path + ": mark_failed " + message_id, e);
+    return io_error(impl_->path + ": mark_failed " + printable(message_id), e);
   }
 }
 
@@ -683,7 +804,7 @@ Result<StoreResult> Mailbox::store(const Envelope& envelope) {
     ++impl_->rejected;
     return Status{ErrorCode::invalid_argument, "inbox store: message_id is empty (replay protection needs it)"};
   }
-  auto encoded = encode(env, impl_->options.max_payload_bytes, impl_->now());
+  auto encoded = encode(env, impl_->options, impl_->now());
   if (!encoded.ok()) {
     ++impl_->rejected;
     return encoded.status();
@@ -702,15 +823,15 @@ Result<StoreResult> Mailbox::store(const Envelope& envelope) {
     q.bind(6, impl_->now());
     if (q.exec() == 0) {
       ++impl_->duplicates;
-      detail::log().info("mailbox inbox: duplicate message {} from {} ignored (replay protection)", env.message_id,
-                         env.sender_node_id);
+      detail::log().info("mailbox inbox: duplicate message {} from {} ignored (replay protection)",
+                         printable(env.message_id), printable(env.sender_node_id));
       return StoreResult::duplicate;  // the transaction rolls back: nothing changed
     }
     impl_->add_inbox_totals(1, static_cast<std::int64_t>(encoded.value().size()));
     txn.commit();
     return StoreResult::stored;
   } catch (const std::exception& e) {
-    return io_error(impl_->path + ": inbox store " + env.message_id, e);
+    return io_error(impl_->path + ": inbox store " + printable(env.message_id), e);
   }
 }
 
@@ -719,15 +840,26 @@ Result<std::vector<InboxMessage>> Mailbox::unacked(const std::string& payload_ty
   std::lock_guard lk(impl_->db_mu);
   try {
     auto& q = impl_->stmt(
-        "SELECT envelope_json, received_ms FROM inbox WHERE acknowledged = 0 AND (?1 = '' OR payload_type = ?1) "
-        "ORDER BY received_ms ASC, rowid ASC LIMIT ?2");
-    q.bind(1, payload_type);
-    q.bind(2, static_cast<std::int64_t>(limit));
-    while (q.executeStep()) {
-      InboxMessage m;
-      m.envelope = decode(q.getColumn(0).getString());
-      m.received_ms = q.getColumn(1).getInt64();
-      out.push_back(std::move(m));
+        "SELECT envelope_json, received_ms, message_id FROM inbox WHERE acknowledged = 0 AND "
+        "(?1 = '' OR payload_type = ?1) ORDER BY received_ms ASC, rowid ASC LIMIT ?2");
+    for (std::size_t known = SIZE_MAX; known != impl_->unreadable_inbox.size() && out.size() < limit;) {
+      known = impl_->unreadable_inbox.size();
+      out.clear();
+      q.reset();
+      q.bind(1, payload_type);
+      q.bind(2, sql_limit(limit, known));
+      while (out.size() < limit && q.executeStep()) {
+        InboxMessage m;
+        auto decoded = decode(q.getColumn(0).getString());
+        if (!decoded.ok()) {
+          impl_->report_unreadable(impl_->unreadable_inbox, "inbox", q.getColumn(2).getString(),
+                                   decoded.status().message(), "ack() retires it");
+          continue;
+        }
+        m.envelope = std::move(decoded).value();
+        m.received_ms = q.getColumn(1).getInt64();
+        out.push_back(std::move(m));
+      }
     }
     q.reset();
   } catch (const std::exception& e) {
@@ -741,9 +873,9 @@ Status Mailbox::ack(const std::string& message_id) {
   try {
     auto& q = impl_->stmt("UPDATE inbox SET acknowledged = 1 WHERE message_id = ?");
     q.bind(1, message_id);
-    if (q.exec() == 0) return {ErrorCode::not_found, "ack: message " + message_id + " is not in the inbox"};
+    if (q.exec() == 0) return {ErrorCode::not_found, "ack: message " + printable(message_id) + " is not in the inbox"};
   } catch (const std::exception& e) {
-    return io_error(impl_->path + ": ack " + message_id, e);
+    return io_error(impl_->path + ": ack " + printable(message_id), e);
   }
   return {};
 }
@@ -769,6 +901,8 @@ Result<MailboxStats> Mailbox::stats() {
   c.rejected = impl_->rejected;
   c.commits = impl_->commits;
   c.write_errors = impl_->write_errors;
+  c.unreadable = impl_->unreadable;
+  c.notification_errors = impl_->notification_errors;
   c.checkpoints = impl_->checkpointer->rounds();
   c.checkpoint_failures = impl_->checkpointer->failures();
   return s;

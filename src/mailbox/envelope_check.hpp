@@ -1,0 +1,97 @@
+// Input checks shared by the mailbox's write path (send, store) and read path
+// (pending, unacked): exact JSON text with bounded nesting, and identifiers made safe
+// to print. Header-only; used by mailbox.cpp alone.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+namespace edgert::detail {
+
+/// Nesting limit applied whatever MailboxOptions::max_json_depth says, and the one
+/// readers allow (plus the envelope's own level): nlohmann's dump() recurses once per
+/// level, so this bounds the stack any stored row can need.
+inline constexpr std::size_t kMaxJsonDepthCap = 1024;
+
+/// `s` as printable ASCII for log and error text: bytes outside 0x20..0x7e and the
+/// backslash become \xNN, and past `max` bytes the rest is cut with its size noted
+/// (a hostile id can neither forge log lines nor flood them).
+inline std::string printable(std::string_view s, std::size_t max = 80) {
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  const std::size_t n = std::min(s.size(), max);
+  out.reserve(n + 16);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 0xF];
+    }
+  }
+  if (s.size() > max) out += "...(" + std::to_string(s.size()) + " bytes)";
+  return out;
+}
+
+/// Deepest nesting of arrays and objects in `text`, counting brackets outside strings;
+/// stops counting once past `limit` (returns limit + 1). Exact for valid JSON, linear,
+/// and never recursive, so it is safe on any input.
+inline std::size_t json_depth(std::string_view text, std::size_t limit) {
+  std::size_t depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      ++depth;
+      if (depth > deepest) {
+        deepest = depth;
+        if (deepest > limit) return limit + 1;
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+/// Why `text` is not exactly one JSON value nested at most `max_depth` deep; "" if it
+/// is. Refuses what nlohmann's parser lets through: a NUL byte (it reads one as the
+/// end of input, so "{}\0junk" passes) and a leading UTF-8 BOM (it skips one).
+/// Whitespace around the value is part of JSON text and accepted. `parse` false skips
+/// the grammar check, for a caller that parses the text next anyway.
+inline std::string json_problem(std::string_view text, std::size_t max_depth, bool parse = true) {
+  if (text.empty()) return "is empty";
+  if (const void* nul = std::memchr(text.data(), '\0', text.size()); nul != nullptr) {
+    return "contains a NUL byte at offset " + std::to_string(static_cast<const char*>(nul) - text.data());
+  }
+  if (text.size() >= 3 && text.substr(0, 3) == "\xEF\xBB\xBF") return "starts with a UTF-8 byte order mark";
+  if (json_depth(text, max_depth) > max_depth) {
+    return "nests arrays/objects deeper than the limit of " + std::to_string(max_depth);
+  }
+  // The SAX-based acceptor is iterative: safe now that the depth is bounded, and
+  // strict (nothing but whitespace may follow the value).
+  if (parse && !nlohmann::json::accept(text.begin(), text.end())) {
+    return "is not valid UTF-8 JSON (or has bytes after the value)";
+  }
+  return {};
+}
+
+}  // namespace edgert::detail
