@@ -175,26 +175,33 @@ TEST_CASE("open: a database locked by another connection is an error, never quar
   CHECK(pending_count(s.dir) == 3);  // the live messages are all still there
 }
 
-TEST_CASE("open: a zero-byte mailbox.db is moved aside with a WARNING, not silently re-created",
+TEST_CASE("open: a zero-byte mailbox.db is reported at WARNING, and a WAL beside it is kept",
           "[mailbox][mailbox_fault]") {
   Scratch s;
   fs::create_directories(s.dir);
   write_all(s.dir / "mailbox.db", "");
-  std::string log;
+  const std::string wal(4096, '\x42');
+  const bool with_wal = GENERATE(false, true);
+  if (with_wal) write_all(s.dir / "mailbox.db-wal", wal);
   bool opened = false;
-  log = capture_stderr(s.dir, [&] {
+  const std::string log = capture_stderr(s.dir, [&] {
     auto mb = Mailbox::open(options(s.dir));
     opened = mb.ok();
     if (opened) opened = mb.value()->send(env(1)).ok();
   });
+  INFO(log);
   CHECK(opened);
   CHECK_THAT(log, Contains("warn"));
   CHECK_THAT(log, Contains("zero bytes"));
-  const auto moved = files_with_prefix(s.dir, "mailbox.db.empty-");
-  REQUIRE(moved.size() == 1);
-  CHECK(fs::file_size(s.dir / moved[0]) == 0);
-  CHECK_THAT(log, Contains(moved[0]));
-  CHECK(fs::file_size(s.dir / "mailbox.db") > 0);  // the new one is a real database
+  CHECK(fs::file_size(s.dir / "mailbox.db") > 0);  // now a real database
+  const auto kept = files_with_prefix(s.dir, "mailbox.db-wal.orphan-");
+  if (with_wal) {
+    REQUIRE(kept.size() == 1);
+    CHECK(read_all(s.dir / kept[0]) == wal);
+    CHECK_THAT(log, Contains(kept[0]));
+  } else {
+    CHECK(kept.empty());
+  }
 }
 
 TEST_CASE("open: a mailbox.db the process may not open is an error naming the cause", "[mailbox][mailbox_fault]") {

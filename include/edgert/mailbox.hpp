@@ -143,8 +143,8 @@ class EDGERT_API Mailbox {
   /// Any thread; blocks on file I/O, and up to busy_timeout_ms while another process
   /// holds the file locked. Opens (creating it if needed) <data_dir>/mailbox.db: WAL,
   /// PRAGMA quick_check, schema migrations. A file SQLite reports corrupt or not a
-  /// database is renamed to mailbox.db.corrupt-<UTC stamp>[-N] (ERROR) and a zero-byte
-  /// one to mailbox.db.empty-<UTC stamp>[-N] (WARNING); a fresh mailbox then starts.
+  /// database is renamed to mailbox.db.corrupt-<UTC stamp>[-N] (ERROR) and a fresh
+  /// mailbox starts; a zero-byte one is reported at WARNING and initialised in place.
   /// Errors: io_error naming the file and the cause (locked, permission denied, a
   /// read-only file or data directory, disk full, I/O), the file left untouched;
   /// unsupported for a schema newer than this build (docs/mailbox.md).

@@ -165,15 +165,33 @@ Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& pat
 
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0) {
-    // SQLite would treat it as a new empty database and delete a WAL beside it; a
-    // crash between creating the file and writing its first page also leaves this.
+    // Likely damage (a truncated file), or a crash between creating the file and
+    // writing its first page; it holds no rows either way. It is initialised in place,
+    // not renamed: another opener may be creating it at this moment and would keep
+    // writing to the renamed file. SQLite deletes a WAL found beside an empty
+    // database, and such a WAL can only come from a database that had content: keep
+    // a copy of it first.
+    std::string kept;
     std::error_code ec;
     const auto wal_size = fs::file_size(path + "-wal", ec);
-    auto moved = move_aside(path, "empty", now_ms);
-    if (!moved.ok()) return moved.status();
-    log().warn("mailbox {} has zero bytes: likely damage (truncated, or a crash while it was first created); moved "
-               "it to {}{} and started a fresh mailbox",
-               path, moved.value(), ec ? std::string{} : " with its " + std::to_string(wal_size) + "-byte WAL");
+    if (!ec && wal_size > 0) {
+      const std::string base = path + "-wal.orphan-" + utc_stamp(now_ms);
+      for (int n = 1; n <= 1000 && kept.empty(); ++n) {
+        const std::string to = n == 1 ? base : base + "-" + std::to_string(n);
+        if (exists(to)) continue;
+        fs::copy_file(path + "-wal", to, fs::copy_options::none, ec);
+        if (ec && ec != std::errc::file_exists) {
+          return Status{ErrorCode::io_error, path + " has zero bytes and its " + std::to_string(wal_size) +
+                                                 "-byte WAL cannot be kept (copy to " + to + ": " + ec.message() +
+                                                 "); the files were left untouched"};
+        }
+        if (!ec) kept = to;
+      }
+    }
+    log().warn("mailbox {} has zero bytes: likely damage (truncated, or a crash while it was first created); "
+               "starting a fresh mailbox in it{}",
+               path, kept.empty() ? std::string{} : "; its " + std::to_string(wal_size) + "-byte WAL, which SQLite "
+                                                         "discards, was copied to " + kept);
   }
 
   Attempt a = try_open(path, busy_timeout_ms);

@@ -19,8 +19,9 @@ namespace edgert::detail {
 ///    not a database (SQLITE_NOTADB) is quarantined: renamed, with its -wal/-shm, to
 ///    <path>.corrupt-<UTC stamp of now_ms>[-N] (never replacing an earlier one), logged
 ///    at ERROR, and a fresh database opened in its place.
-///  - A zero-byte file is moved aside the same way to <path>.empty-<stamp>[-N], logged
-///    at WARNING as likely damage.
+///  - A zero-byte file is logged at WARNING as likely damage and initialised in place;
+///    a non-empty WAL beside it (which SQLite would delete) is first copied to
+///    <path>-wal.orphan-<stamp>[-N].
 ///  - Anything else (locked, permission denied, read-only file or directory, disk full,
 ///    I/O error) returns io_error naming the cause and the file, which is left untouched.
 Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& path, int busy_timeout_ms,
