@@ -10,8 +10,9 @@
 //  - Nothing is dropped silently: expiry, eviction, refusal and duplicates are each
 //    counted in stats(), and evictions are logged at WARNING and raise a notification.
 //  - The backlog is never loaded into memory: pending() pages through it.
-//  - A corrupt file found on open is moved aside to mailbox.db.corrupt-<timestamp>
-//    (ERROR naming both paths) and a fresh mailbox starts.
+//  - Only a file SQLite reports as corrupt or not a database is moved aside on open
+//    (to mailbox.db.corrupt-<timestamp>, never replacing an earlier one) before a fresh
+//    mailbox starts; any other open failure leaves the file untouched and fails open.
 //
 // Threads: every member function may be called from any thread; calls block on
 // SQLite I/O. Errors are returned, never thrown.
@@ -150,8 +151,14 @@ class EDGERT_API PendingSend {
 
 class EDGERT_API Mailbox {
  public:
-  /// Opens (creating it if needed) <data_dir>/mailbox.db: WAL, schema migrations,
-  /// PRAGMA quick_check with quarantine of a corrupt file. Errors: io_error.
+  /// Any thread; blocks on file I/O, and up to busy_timeout_ms while another process
+  /// holds the file locked. Opens (creating it if needed) <data_dir>/mailbox.db: WAL,
+  /// PRAGMA quick_check, schema migrations. A file SQLite reports corrupt or not a
+  /// database is renamed to mailbox.db.corrupt-<UTC stamp>[-N] (ERROR) and a fresh
+  /// mailbox starts; a zero-byte one is reported at WARNING and initialised in place.
+  /// Errors: io_error naming the file and the cause (locked, permission denied, a
+  /// read-only file or data directory, disk full, I/O), the file left untouched;
+  /// unsupported for a schema newer than this build (docs/mailbox.md).
   static Result<std::unique_ptr<Mailbox>> open(MailboxOptions options);
   ~Mailbox();
   Mailbox(const Mailbox&) = delete;

@@ -5,6 +5,7 @@
 #include "core/thread_name.hpp"
 #include "mailbox/checkpointer.hpp"
 #include "mailbox/envelope_check.hpp"
+#include "mailbox/open.hpp"
 #include "mailbox/schema.hpp"
 
 #include <SQLiteCpp/Backup.h>
@@ -277,40 +278,6 @@ struct Mailbox::Impl {
                                  Tally& tally);
 };
 
-namespace {
-
-// Opens the file, checks it, and quarantines it if it is corrupt.
-Result<std::unique_ptr<SQLite::Database>> open_checked(const std::string& path) {
-  auto try_open = [&]() -> std::unique_ptr<SQLite::Database> {
-    auto db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-    const std::string verdict = db->execAndGet("PRAGMA quick_check").getString();
-    if (verdict != "ok") throw SQLite::Exception("quick_check: " + verdict);
-    return db;
-  };
-  try {
-    return try_open();
-  } catch (const std::exception& e) {
-    const std::time_t t = std::time(nullptr);
-    char stamp[32];
-    std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&t));
-    const std::string moved = path + ".corrupt-" + stamp;
-    std::error_code ec;
-    fs::rename(path, moved, ec);
-    if (ec) return Status{ErrorCode::io_error, path + ": corrupt (" + e.what() + ") and cannot be moved aside: " +
-                                                   ec.message()};
-    for (const char* suffix : {"-wal", "-shm"}) fs::rename(path + suffix, moved + suffix, ec);
-    detail::log().error("mailbox {} is corrupt ({}); moved it to {} and started a fresh mailbox", path, e.what(),
-                        moved);
-  }
-  try {
-    return try_open();
-  } catch (const std::exception& e) {
-    return io_error(path, e);
-  }
-}
-
-}  // namespace
-
 Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
@@ -319,7 +286,7 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
   if (ec) return Status{ErrorCode::io_error, impl->options.data_dir + ": cannot create data dir: " + ec.message()};
   impl->path = (fs::path(impl->options.data_dir) / "mailbox.db").string();
 
-  auto db = open_checked(impl->path);
+  auto db = detail::open_mailbox_db(impl->path, impl->options.busy_timeout_ms, impl->now());
   if (!db.ok()) return db.status();
   impl->db = std::move(db).value();
   try {

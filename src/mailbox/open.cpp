@@ -1,0 +1,214 @@
+#include "mailbox/open.hpp"
+
+#include "core/log.hpp"
+
+#include <SQLiteCpp/Exception.h>
+#include <sqlite3.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+
+namespace edgert::detail {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+bool exists(const std::string& p) {
+  struct stat st {};
+  return ::lstat(p.c_str(), &st) == 0;
+}
+
+std::string utc_stamp(std::int64_t now_ms) {
+  const std::time_t t = static_cast<std::time_t>(now_ms / 1000);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+  return stamp;
+}
+
+// Renames `from` to `to` unless `to` exists (atomically where the file system supports
+// RENAME_NOREPLACE). Returns 0 or an errno; EEXIST when `to` is taken.
+int rename_noreplace(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
+  const int err = errno;
+  if (err != EINVAL && err != ENOSYS) return err;
+  if (exists(to)) return EEXIST;  // no RENAME_NOREPLACE here: check, then rename
+  return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
+}
+
+// Moves `path` and its -wal/-shm to the first free `<path>.<kind>-<stamp>[-N]`, where
+// neither the name nor its -wal/-shm exist, so nothing earlier is ever replaced and no
+// stale WAL is left beside the fresh database. Returns the new name, or an error.
+Result<std::string> move_aside(const std::string& path, const std::string& kind, std::int64_t now_ms) {
+  const std::string base = path + "." + kind + "-" + utc_stamp(now_ms);
+  for (int n = 1; n <= 1000; ++n) {
+    const std::string to = n == 1 ? base : base + "-" + std::to_string(n);
+    if (exists(to) || exists(to + "-wal") || exists(to + "-shm")) continue;
+    const int err = rename_noreplace(path, to);
+    if (err == EEXIST) continue;
+    if (err != 0) return Status{ErrorCode::io_error, path + ": cannot move it to " + to + ": " + errno_text(err)};
+    for (const char* suffix : {"-wal", "-shm"}) {
+      if (!exists(path + suffix)) continue;
+      if (const int e = rename_noreplace(path + suffix, to + suffix); e != 0) {
+        // A WAL left beside the fresh database would be replayed into it: refuse.
+        return Status{ErrorCode::io_error, path + suffix + ": cannot move it to " + to + suffix + ": " +
+                                               errno_text(e) + " (" + path + " was moved to " + to + ")"};
+      }
+    }
+    return to;
+  }
+  return Status{ErrorCode::io_error, path + ": cannot move it aside: 1000 names " + base + "-N are taken"};
+}
+
+// Checks, before SQLite sees the file, what SQLite would report only vaguely ("unable to
+// open database file") or not at all (it silently falls back to read-only): the data
+// directory must be writable (the -wal and -shm live there, and a quarantine renames in
+// it) and an existing file readable and writable. access() with AT_EACCESS also reports
+// EROFS and the immutable attribute for root, who is otherwise exempt from file modes.
+Status check_access(const std::string& path) {
+  const std::string dir = fs::path(path).parent_path().string();
+  if (::faccessat(AT_FDCWD, dir.empty() ? "." : dir.c_str(), W_OK | X_OK, AT_EACCESS) != 0) {
+    const int err = errno;
+    return {ErrorCode::io_error, dir + ": the data directory is not writable (" + errno_text(err) +
+                                     "); the mailbox " + path + " needs to create its -wal and -shm files there"};
+  }
+  if (exists(path) && ::faccessat(AT_FDCWD, path.c_str(), R_OK | W_OK, AT_EACCESS) != 0) {
+    const int err = errno;
+    const bool read_only = err == EROFS || err == EPERM || ::faccessat(AT_FDCWD, path.c_str(), R_OK, AT_EACCESS) == 0;
+    return {ErrorCode::io_error, path + ": cannot open the mailbox for reading and writing (" + errno_text(err) + ")" +
+                                     (read_only ? "; a read-only mailbox cannot store messages" : "")};
+  }
+  return {};
+}
+
+bool is_corruption(const SQLite::Exception& e) {
+  const int primary = e.getErrorCode() & 0xff;
+  return primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB;
+}
+
+// The error for a failure that is not corruption: the file stays as it is.
+Status open_error(const std::string& path, const SQLite::Exception& e, int sys_errno) {
+  const int primary = e.getErrorCode() & 0xff;
+  std::string msg = path + ": cannot open the mailbox: " + e.what();
+  if (sys_errno != 0) msg += " (" + errno_text(sys_errno) + ")";
+  if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) {
+    msg += "; another connection holds it locked (a second process on this data_dir?)";
+  } else if (primary == SQLITE_FULL || sys_errno == ENOSPC) {
+    msg += "; free disk space and restart";
+  }
+  return {ErrorCode::io_error, msg + "; the file was left untouched"};
+}
+
+enum class Verdict { ok, corrupt, error };
+
+struct Attempt {
+  std::unique_ptr<SQLite::Database> db;
+  Verdict verdict = Verdict::error;
+  std::string why;  // the corruption found
+  Status error;     // Verdict::error
+};
+
+Attempt try_open(const std::string& path, int busy_timeout_ms) {
+  Attempt a;
+  std::unique_ptr<SQLite::Database> db;
+  try {
+    db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+  } catch (const SQLite::Exception& e) {
+    // Nothing has read the file yet: a failure here is never a verdict on its content.
+    a.error = open_error(path, e, 0);
+    return a;
+  }
+  // Before the first read: a lock held by another process (a node starting beside us,
+  // or converting a fresh file to WAL) must be waited out, not mistaken for damage.
+  sqlite3_busy_timeout(db->getHandle(), busy_timeout_ms);
+  if (sqlite3_db_readonly(db->getHandle(), "main") == 1) {
+    a.error = {ErrorCode::io_error, path + ": SQLite could open the mailbox only read-only; a read-only mailbox "
+                                           "cannot store messages"};
+    return a;
+  }
+  try {
+    const std::string verdict = db->execAndGet("PRAGMA quick_check").getString();
+    if (verdict != "ok") {
+      a.verdict = Verdict::corrupt;
+      a.why = "quick_check: " + verdict;
+      return a;
+    }
+  } catch (const SQLite::Exception& e) {
+    if (is_corruption(e)) {
+      a.verdict = Verdict::corrupt;
+      a.why = e.what();
+    } else {
+      a.error = open_error(path, e, sqlite3_system_errno(db->getHandle()));
+    }
+    return a;
+  }
+  a.db = std::move(db);
+  a.verdict = Verdict::ok;
+  return a;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& path, int busy_timeout_ms,
+                                                          std::int64_t now_ms) {
+  if (Status st = check_access(path); !st.ok()) return st;
+
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0) {
+    // Likely damage (a truncated file), or a crash between creating the file and
+    // writing its first page; it holds no rows either way. It is initialised in place,
+    // not renamed: another opener may be creating it at this moment and would keep
+    // writing to the renamed file. SQLite deletes a WAL found beside an empty
+    // database, and such a WAL can only come from a database that had content: keep
+    // a copy of it first.
+    std::string kept;
+    std::error_code ec;
+    const auto wal_size = fs::file_size(path + "-wal", ec);
+    if (!ec && wal_size > 0) {
+      const std::string base = path + "-wal.orphan-" + utc_stamp(now_ms);
+      for (int n = 1; n <= 1000 && kept.empty(); ++n) {
+        const std::string to = n == 1 ? base : base + "-" + std::to_string(n);
+        if (exists(to)) continue;
+        fs::copy_file(path + "-wal", to, fs::copy_options::none, ec);
+        if (ec && ec != std::errc::file_exists) {
+          return Status{ErrorCode::io_error, path + " has zero bytes and its " + std::to_string(wal_size) +
+                                                 "-byte WAL cannot be kept (copy to " + to + ": " + ec.message() +
+                                                 "); the files were left untouched"};
+        }
+        if (!ec) kept = to;
+      }
+    }
+    log().warn("mailbox {} has zero bytes: likely damage (truncated, or a crash while it was first created); "
+               "starting a fresh mailbox in it{}",
+               path, kept.empty() ? std::string{} : "; its " + std::to_string(wal_size) + "-byte WAL, which SQLite "
+                                                         "discards, was copied to " + kept);
+  }
+
+  Attempt a = try_open(path, busy_timeout_ms);
+  if (a.verdict == Verdict::ok) return std::move(a.db);
+  if (a.verdict == Verdict::error) return a.error;
+  a.db.reset();  // close before renaming
+
+  auto moved = move_aside(path, "corrupt", now_ms);
+  if (!moved.ok()) {
+    return Status{ErrorCode::io_error, path + ": corrupt (" + a.why + ") and cannot be moved aside: " +
+                                           moved.status().message()};
+  }
+  log().error("mailbox {} is corrupt ({}); moved it to {} and started a fresh mailbox", path, a.why, moved.value());
+  Attempt fresh = try_open(path, busy_timeout_ms);
+  if (fresh.verdict == Verdict::ok) return std::move(fresh.db);
+  if (fresh.verdict == Verdict::error) return fresh.error;
+  return Status{ErrorCode::io_error, path + ": a freshly created mailbox is reported corrupt (" + fresh.why + ")"};
+}
+
+}  // namespace edgert::detail

@@ -1,0 +1,30 @@
+// Internal: opening <data_dir>/mailbox.db and deciding what an open failure means
+// (docs/mailbox.md, "Durability and recovery").
+#pragma once
+
+#include <edgert/status.hpp>
+
+#include <SQLiteCpp/Database.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace edgert::detail {
+
+/// Opens `path` read-write (creating it if missing) with `busy_timeout_ms` set before
+/// anything reads the file, then runs PRAGMA quick_check. Blocks on file I/O and, while
+/// another connection holds a lock, up to `busy_timeout_ms`.
+///  - Only a file SQLite reports as corrupt (SQLITE_CORRUPT, a failed quick_check) or as
+///    not a database (SQLITE_NOTADB) is quarantined: renamed, with its -wal/-shm, to
+///    <path>.corrupt-<UTC stamp of now_ms>[-N] (never replacing an earlier one), logged
+///    at ERROR, and a fresh database opened in its place.
+///  - A zero-byte file is logged at WARNING as likely damage and initialised in place;
+///    a non-empty WAL beside it (which SQLite would delete) is first copied to
+///    <path>-wal.orphan-<stamp>[-N].
+///  - Anything else (locked, permission denied, read-only file or directory, disk full,
+///    I/O error) returns io_error naming the cause and the file, which is left untouched.
+Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& path, int busy_timeout_ms,
+                                                          std::int64_t now_ms);
+
+}  // namespace edgert::detail
