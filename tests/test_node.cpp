@@ -176,6 +176,7 @@ TEST_CASE("on_heartbeat runs off the loop and may stop the node", "[node]") {
   const auto end = std::chrono::steady_clock::now() + 10s;
   while (self->running() && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(5ms);
   CHECK_FALSE(self->running());
+  self->stop();  // returns once the stop begun on the heartbeat thread has finished
   CHECK(self->mailbox() == nullptr);
   const auto stats = nlohmann::json::parse(self->stats_json());
   INFO(stats.dump());

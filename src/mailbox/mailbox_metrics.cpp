@@ -30,6 +30,8 @@ MetricsRegistration register_mailbox_metrics(MetricsRegistry& registry, std::str
       c("write_errors_total", "Sends whose commit failed."),
       c("checkpoints_total", "Background WAL checkpoints run."),
       c("checkpoint_failures_total", "Background WAL checkpoints that did not finish."),
+      c("unreadable_total", "Stored rows pending() or unacked() could not decode (skipped, kept, logged)."),
+      c("notification_errors_total", "on_notification callbacks that threw."),
       g("outbox_rows", "Messages waiting in the outbox."),
       g("outbox_bytes", "Stored bytes in the outbox."),
       g("inbox_rows", "Messages in the inbox."),
@@ -44,7 +46,8 @@ MetricsRegistration register_mailbox_metrics(MetricsRegistry& registry, std::str
     const MailboxCounters& k = s.counters;
     const std::uint64_t v[] = {k.sent,        k.idempotent_hits, k.delivered,   k.failed_attempts, k.expired,
                                k.duplicates,  k.evicted,         k.rejected,    k.commits,         k.write_errors,
-                               k.checkpoints, k.checkpoint_failures, s.outbox_rows, s.outbox_bytes, s.inbox_rows,
+                               k.checkpoints, k.checkpoint_failures, k.unreadable, k.notification_errors,
+                               s.outbox_rows, s.outbox_bytes, s.inbox_rows,
                                s.inbox_bytes, s.inbox_unacked};
     std::size_t i = 0;
     for (const auto x : v) out[i++] = static_cast<double>(x);
