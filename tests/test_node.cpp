@@ -95,6 +95,28 @@ TEST_CASE("the stats snapshot carries the mailbox figures", "[node]") {
   CHECK(after["edgert_mailbox_outbox_rows"]["series"][0]["value"].get<double>() == sent);
 }
 
+TEST_CASE("the mailbox section's input limits reach the node's mailbox", "[node]") {
+  Scratch s;
+  auto cfg = config_in(s.dir);
+  cfg.mailbox.max_json_depth = 3;
+  cfg.mailbox.max_id_bytes = 16;
+  auto node = edgert::Node::create(cfg);
+  REQUIRE(node.ok());
+  auto& n = *node.value();
+  REQUIRE(n.start().ok());
+  auto* mb = n.mailbox();
+  REQUIRE(mb != nullptr);
+  CHECK(mb->send({"", "node-under-test", "", "test", "[[[1]]]", 0}).ok());
+  const auto deep = mb->send({"", "node-under-test", "", "test", "[[[[1]]]]", 0});
+  REQUIRE_FALSE(deep.ok());
+  CHECK(deep.status().code() == edgert::ErrorCode::invalid_argument);
+  CHECK(mb->send({std::string(16, 'a'), "node-under-test", "", "test", "{}", 0}).ok());
+  const auto long_id = mb->send({std::string(17, 'b'), "node-under-test", "", "test", "{}", 0});
+  REQUIRE_FALSE(long_id.ok());
+  CHECK(long_id.status().code() == edgert::ErrorCode::invalid_argument);
+  n.stop();
+}
+
 TEST_CASE("a node that cannot open its mailbox refuses to start and says why", "[node]") {
   Scratch s;
   auto cfg = config_in(s.dir);

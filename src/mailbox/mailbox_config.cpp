@@ -14,7 +14,12 @@ const Table<MailboxSection>& mailbox_table() {
         // (smaller resets it on nearly every commit), at most 1 TiB.
         .key("max_payload_bytes", &MailboxSection::max_payload_bytes, between(1, 1000000000))
         .key("wal_limit_bytes", &MailboxSection::wal_limit_bytes,
-             between(std::int64_t{1} << 20, std::int64_t{1} << 40));
+             between(std::int64_t{1} << 20, std::int64_t{1} << 40))
+        // Readers re-serialise payloads recursively: the depth bound is what keeps a
+        // stored payload from overflowing their stack (docs/mailbox.md, "Input checks").
+        .key("max_json_depth", &MailboxSection::max_json_depth, between(1, 1024))
+        // Generated ids are 36 bytes; 16 leaves room for short caller-chosen ones.
+        .key("max_id_bytes", &MailboxSection::max_id_bytes, between(16, 65536));
     return s;
   }();
   return t;
