@@ -210,6 +210,18 @@ class EDGERT_API Mailbox {
   /// Copies <data_dir>/mailbox.db to `dest` with SQLite's online backup API; safe
   /// while a node runs.
   static Status backup(const std::string& data_dir, const std::string& dest);
+  /// Any thread; blocks on file I/O. Replaces <data_dir>/mailbox.db with a copy of
+  /// `backup` (docs/mailbox.md, "Restoring a backup"), holding the data_dir lock
+  /// throughout: the backup must pass PRAGMA integrity_check and hold a mailbox schema
+  /// this build understands; it is copied (with SQLite's backup API) to a temporary file
+  /// in data_dir and fsynced, the old mailbox.db and its -wal/-shm are moved together to
+  /// mailbox.db.pre-restore-<UTC stamp>[-N] (never deleted), the copy is renamed into
+  /// place and the directory fsynced. Returns the name the old file was moved to ("" if
+  /// there was none). Errors, the data_dir left as it was: io_error while a Mailbox
+  /// holds the lock (naming the holder's pid), for a backup that is unreadable, corrupt
+  /// or not a mailbox, or for a file the copy could not write; unsupported for a schema
+  /// newer than this build.
+  [[nodiscard]] static Result<std::string> restore(const std::string& data_dir, const std::string& backup);
 
   struct Impl;
 
