@@ -105,7 +105,7 @@ Result<std::string> Mailbox::restore(const std::string& data_dir, const std::str
   // Held until the new file is in place: no node may open the mailbox meanwhile.
   auto lock = detail::DataDirLock::acquire(data_dir);
   if (!lock.ok()) {
-    const std::string& why = lock.status().message();
+    const std::string why = lock.status().message();
     const bool held = why.find(": in use by ") != std::string::npos;
     return Status{ErrorCode::io_error, why + (held ? "; stop it before restoring" : "")};
   }
