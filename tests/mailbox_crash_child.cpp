@@ -3,6 +3,9 @@
 // With "async", each thread keeps 16 send_async() messages in flight and prints an
 // id once its PendingSend::get() returned it. The parent kills it with SIGKILL at a
 // random moment.
+// With "race", it only opens the mailbox: refused, it prints "refused <error>" and
+// exits 3; opened, it sends one message, prints "opened <id>" once that is committed,
+// keeps the mailbox open until its stdin closes, and exits 0.
 #include <edgert/log.hpp>
 #include <edgert/mailbox.hpp>
 
@@ -16,14 +19,32 @@
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s DATA_DIR [async]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s DATA_DIR [blocking|async|race]\n", argv[0]);
     return 2;
   }
-  const bool async = argc > 2 && std::string(argv[2]) == "async";
+  const std::string mode = argc > 2 ? argv[2] : "blocking";
+  const bool async = mode == "async";
   (void)edgert::set_log_level("warning");
   edgert::MailboxOptions o;
   o.data_dir = argv[1];
   auto mb = edgert::Mailbox::open(o);
+  if (mode == "race") {
+    auto say = [](const std::string& line) {
+      const std::string text = line + "\n";
+      return ::write(1, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    };
+    if (!mb.ok()) return say("refused " + mb.status().message()) ? 3 : 1;
+    edgert::Envelope e;
+    e.sender_node_id = "race-child";
+    e.payload_type = "crash";
+    e.payload = "{\"race\":true}";
+    auto id = mb.value()->send(e);
+    if (!id.ok() || !say("opened " + id.value())) return 1;
+    char c;
+    while (::read(0, &c, 1) > 0) {
+    }
+    return 0;
+  }
   if (!mb.ok()) {
     std::fprintf(stderr, "child: %s\n", mb.status().message().c_str());
     return 1;

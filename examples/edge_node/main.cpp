@@ -3,6 +3,7 @@
 #include <edgert/edgert.hpp>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <signal.h>
 
@@ -203,40 +204,63 @@ int try_plugin(const std::string& signature, const std::string& config, const st
   return failures == 0 ? 0 : 1;
 }
 
-// `edgert-node mailbox check|stats|backup DEST --data-dir DIR`: safe on a live node's
-// data dir (read-only connections, SQLite's online backup).
-int mailbox_command(const std::string& action, const std::string& data_dir, const std::string& dest) {
+// `edgert-node mailbox check|stats|backup FILE|restore FILE (--data-dir DIR | --config
+// node.yaml)` (docs/mailbox.md, "The mailbox command"). check, stats and backup use
+// read-only connections and are safe beside a running node; restore takes the data_dir
+// lock, so it refuses while a node runs. Exit 0 when done; any error is one line on
+// stderr and exit 2.
+int mailbox_failed(const std::string& message) {
+  std::fprintf(stderr, "edgert-node: mailbox: %s\n", message.c_str());
+  return 2;
+}
+
+int mailbox_command(const std::string& action, std::string data_dir, const std::string& config_path,
+                    const std::string& file) {
+  if (!config_path.empty()) {
+    if (!data_dir.empty()) return mailbox_failed("give --data-dir or --config, not both");
+    auto cfg = edgert::load_config(config_path);
+    if (!cfg) return mailbox_failed(cfg.status().message());
+    data_dir = cfg->node.data_dir;
+  }
+  if (data_dir.empty()) data_dir = "./data";
+  const std::string db = (std::filesystem::path(data_dir) / "mailbox.db").string();
   if (action == "check") {
     const auto st = edgert::Mailbox::check(data_dir);
-    std::printf("%s\n", st.ok() ? "ok" : st.message().c_str());
-    return st.ok() ? 0 : 1;
+    if (!st.ok()) return mailbox_failed(st.message());
+    std::printf("ok\n");
+    return 0;
+  }
+  if (action == "backup" || action == "restore") {
+    if (file.empty()) return mailbox_failed(action + " needs a " + (action == "backup" ? "DEST" : "BACKUP") + " file");
   }
   if (action == "backup") {
-    if (dest.empty()) {
-      std::fprintf(stderr, "edgert-node: mailbox backup needs a DEST file\n");
-      return 2;
-    }
-    const auto st = edgert::Mailbox::backup(data_dir, dest);
-    if (!st.ok()) {
-      std::fprintf(stderr, "edgert-node: %s\n", st.message().c_str());
-      return 1;
-    }
-    std::printf("backed up %s/mailbox.db to %s\n", data_dir.c_str(), dest.c_str());
+    const auto st = edgert::Mailbox::backup(data_dir, file);
+    if (!st.ok()) return mailbox_failed(st.message());
+    std::printf("backed up %s to %s\n", db.c_str(), file.c_str());
+    return 0;
+  }
+  if (action == "restore") {
+    const auto aside = edgert::Mailbox::restore(data_dir, file);
+    if (!aside.ok()) return mailbox_failed(aside.status().message());
+    std::printf("restored %s from %s; %s\n", db.c_str(), file.c_str(),
+                aside.value().empty() ? "there was no previous mailbox"
+                                      : ("the previous one was moved to " + aside.value()).c_str());
     return 0;
   }
   // stats: a read-only connection; WAL lets it share the file with a running node.
   auto st = edgert::Mailbox::read_stats(data_dir);
-  if (!st.ok()) {
-    std::fprintf(stderr, "edgert-node: %s\n", st.status().message().c_str());
-    return 1;
-  }
+  if (!st.ok()) return mailbox_failed(st.status().message());
   const auto& s = st.value();
-  std::printf("{\"path\": \"%s\", \"outbox_rows\": %llu, \"outbox_bytes\": %llu, \"inbox_rows\": %llu, "
-              "\"inbox_bytes\": %llu, \"inbox_unacked\": %llu, \"oldest_pending_age_ms\": %lld}\n",
-              (data_dir + "/mailbox.db").c_str(), static_cast<unsigned long long>(s.outbox_rows),
-              static_cast<unsigned long long>(s.outbox_bytes), static_cast<unsigned long long>(s.inbox_rows),
-              static_cast<unsigned long long>(s.inbox_bytes), static_cast<unsigned long long>(s.inbox_unacked),
-              static_cast<long long>(s.oldest_pending_age_ms));
+  nlohmann::ordered_json j;
+  j["path"] = db;
+  j["outbox_rows"] = s.outbox_rows;
+  j["outbox_bytes"] = s.outbox_bytes;
+  j["inbox_rows"] = s.inbox_rows;
+  j["inbox_bytes"] = s.inbox_bytes;
+  j["inbox_unacked"] = s.inbox_unacked;
+  j["oldest_pending_age_ms"] = s.oldest_pending_age_ms;
+  // A data_dir need not be UTF-8: replace what is not rather than throw.
+  std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   return 0;
 }
 
@@ -287,16 +311,25 @@ int main(int argc, char** argv) {
   tryc->add_option("--count", try_count, "capture plugins: how many items to capture")->check(CLI::PositiveNumber);
   tryc->add_option("--plugin-path", try_paths, "directories searched before EDGERT_PLUGIN_PATH");
 
-  std::string mb_action, mb_dest, mb_dir = "./data";
-  auto* mailbox = app.add_subcommand("mailbox", "inspect a node's mailbox (safe while the node runs)");
-  mailbox->add_option("action", mb_action, "check | stats | backup")
+  std::string mb_action, mb_file, mb_dir, mb_config;
+  auto* mailbox = app.add_subcommand("mailbox", "inspect, back up or restore a node's mailbox");
+  mailbox->add_option("action", mb_action,
+                      "check | stats | backup DEST | restore BACKUP (check, stats and backup are safe while the "
+                      "node runs; restore refuses while it runs)")
       ->required()
-      ->check(CLI::IsMember({"check", "stats", "backup"}));
-  mailbox->add_option("dest", mb_dest, "backup: the file to write");
+      ->check(CLI::IsMember({"check", "stats", "backup", "restore"}));
+  mailbox->add_option("file", mb_file, "backup: the file to write; restore: the backup to restore");
   mailbox->add_option("--data-dir", mb_dir, "the node's data_dir (default ./data)");
+  mailbox->add_option("--config", mb_config, "read the data_dir from this node configuration (node.data_dir)");
 
   CLI11_PARSE(app, argc, argv);
-  if (mailbox->parsed()) return mailbox_command(mb_action, mb_dir, mb_dest);
+  if (mailbox->parsed()) {
+    try {
+      return mailbox_command(mb_action, mb_dir, mb_config, mb_file);
+    } catch (const std::exception& e) {  // a last resort: the command never aborts
+      return mailbox_failed(e.what());
+    }
+  }
   if (tryc->parsed()) return try_plugin(try_signature, try_config, try_records, try_count, try_paths);
   if (run->parsed()) return run_node(config_path, duration, stats_json);
   if (plugins->parsed()) return list_plugins(plugin_targets, plugins_config);

@@ -13,6 +13,8 @@
 //  - Only a file SQLite reports as corrupt or not a database is moved aside on open
 //    (to mailbox.db.corrupt-<timestamp>, never replacing an earlier one) before a fresh
 //    mailbox starts; any other open failure leaves the file untouched and fails open.
+//  - One Mailbox per data_dir: it holds an exclusive lock on <data_dir>/.lock for its
+//    lifetime, and a second opener, in any process, is refused at once.
 //
 // Threads: every member function may be called from any thread; calls block on
 // SQLite I/O. Errors are returned, never thrown.
@@ -158,9 +160,12 @@ class EDGERT_API Mailbox {
   /// mailbox starts; a zero-byte one is reported at WARNING and initialised in place.
   /// Errors: io_error naming the file and the cause (locked, permission denied, a
   /// read-only file or data directory, disk full, I/O), the file left untouched;
-  /// unsupported for a schema newer than this build (docs/mailbox.md).
+  /// io_error "<data_dir>: in use by another process (pid N holds <data_dir>/.lock);
+  /// one node per data_dir", without waiting, while another Mailbox holds the data_dir
+  /// (docs/mailbox.md, "Second process on one data_dir"); unsupported for a schema
+  /// newer than this build (docs/mailbox.md).
   static Result<std::unique_ptr<Mailbox>> open(MailboxOptions options);
-  ~Mailbox();
+  ~Mailbox();  // commits what is queued, closes the file, then releases the data_dir lock
   Mailbox(const Mailbox&) = delete;
   Mailbox& operator=(const Mailbox&) = delete;
 
@@ -208,8 +213,22 @@ class EDGERT_API Mailbox {
   /// PRAGMA integrity_check of <data_dir>/mailbox.db, read-only, safe while a node runs.
   static Status check(const std::string& data_dir);
   /// Copies <data_dir>/mailbox.db to `dest` with SQLite's online backup API; safe
-  /// while a node runs.
+  /// while a node runs (takes no lock). Errors: not_found without a mailbox; io_error
+  /// naming the file for an unreadable source or unwritable dest, and when `dest` is
+  /// the live mailbox.db (or its -wal/-shm) itself, however named.
   static Status backup(const std::string& data_dir, const std::string& dest);
+  /// Any thread; blocks on file I/O. Replaces <data_dir>/mailbox.db with a copy of
+  /// `backup` (docs/mailbox.md, "Restoring a backup"), holding the data_dir lock
+  /// throughout: the backup must pass PRAGMA integrity_check and hold a mailbox schema
+  /// this build understands; it is copied (with SQLite's backup API) to a temporary file
+  /// in data_dir and fsynced, the old mailbox.db and its -wal/-shm are moved together to
+  /// mailbox.db.pre-restore-<UTC stamp>[-N] (never deleted), the copy is renamed into
+  /// place and the directory fsynced. Returns the name the old file was moved to ("" if
+  /// there was none). Errors, the data_dir left as it was: io_error while a Mailbox
+  /// holds the lock (naming the holder's pid), for a backup that is unreadable, corrupt
+  /// or not a mailbox, or for a file the copy could not write; unsupported for a schema
+  /// newer than this build.
+  [[nodiscard]] static Result<std::string> restore(const std::string& data_dir, const std::string& backup);
 
   struct Impl;
 

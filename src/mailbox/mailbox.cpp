@@ -4,6 +4,7 @@
 #include "core/log.hpp"
 #include "core/thread_name.hpp"
 #include "mailbox/checkpointer.hpp"
+#include "mailbox/data_dir_lock.hpp"
 #include "mailbox/envelope_check.hpp"
 #include "mailbox/open.hpp"
 #include "mailbox/schema.hpp"
@@ -62,6 +63,17 @@ std::string new_message_id() {
 
 Status io_error(const std::string& what, const std::exception& e) {
   return {ErrorCode::io_error, what + ": " + e.what()};
+}
+
+// <data_dir>/mailbox.db if it exists; not_found, or io_error when it cannot be looked
+// at (e.g. a data_dir the process may not search), never an exception.
+Result<std::string> existing_db(const std::string& data_dir) {
+  const std::string path = (fs::path(data_dir) / "mailbox.db").string();
+  std::error_code ec;
+  const bool there = fs::exists(path, ec);
+  if (ec) return Status{ErrorCode::io_error, path + ": cannot look at it: " + ec.message()};
+  if (!there) return Status{ErrorCode::not_found, path + ": no mailbox here"};
+  return path;
 }
 
 // Builds the stored envelope JSON; refuses, before anything is written, identifiers
@@ -201,6 +213,7 @@ using SendRequest = detail::MailboxSendRequest;
 struct Mailbox::Impl {
   MailboxOptions options;
   std::string path;
+  detail::DataDirLock lock;  // declared before db: released only after it is closed
   std::unique_ptr<SQLite::Database> db;
   std::mutex db_mu;  // one connection; every statement runs under this
   std::unique_ptr<detail::Checkpointer> checkpointer;
@@ -285,6 +298,10 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
   fs::create_directories(impl->options.data_dir, ec);
   if (ec) return Status{ErrorCode::io_error, impl->options.data_dir + ": cannot create data dir: " + ec.message()};
   impl->path = (fs::path(impl->options.data_dir) / "mailbox.db").string();
+  // Before the file is touched: a second opener must not recover, quarantine or write it.
+  auto lock = detail::DataDirLock::acquire(impl->options.data_dir);
+  if (!lock.ok()) return lock.status();
+  impl->lock = std::move(lock).value();
 
   auto db = detail::open_mailbox_db(impl->path, impl->options.busy_timeout_ms, impl->now());
   if (!db.ok()) return db.status();
@@ -876,8 +893,9 @@ Result<MailboxStats> Mailbox::stats() {
 }
 
 Result<MailboxStats> Mailbox::read_stats(const std::string& data_dir) {
-  const std::string path = (fs::path(data_dir) / "mailbox.db").string();
-  if (!fs::exists(path)) return Status{ErrorCode::not_found, path + ": no mailbox here"};
+  const auto found = existing_db(data_dir);
+  if (!found.ok()) return found.status();
+  const std::string& path = found.value();
   MailboxStats s;
   try {
     SQLite::Database db(path, SQLite::OPEN_READONLY);
@@ -890,8 +908,9 @@ Result<MailboxStats> Mailbox::read_stats(const std::string& data_dir) {
 }
 
 Status Mailbox::check(const std::string& data_dir) {
-  const std::string path = (fs::path(data_dir) / "mailbox.db").string();
-  if (!fs::exists(path)) return {ErrorCode::not_found, path + ": no mailbox here"};
+  const auto found = existing_db(data_dir);
+  if (!found.ok()) return found.status();
+  const std::string& path = found.value();
   try {
     SQLite::Database db(path, SQLite::OPEN_READONLY);
     db.exec("PRAGMA busy_timeout=5000");
@@ -909,8 +928,17 @@ Status Mailbox::check(const std::string& data_dir) {
 }
 
 Status Mailbox::backup(const std::string& data_dir, const std::string& dest) {
-  const std::string path = (fs::path(data_dir) / "mailbox.db").string();
-  if (!fs::exists(path)) return {ErrorCode::not_found, path + ": no mailbox here"};
+  const auto found = existing_db(data_dir);
+  if (!found.ok()) return found.status();
+  const std::string& path = found.value();
+  // Writing the copy onto the live file (or its WAL) would copy nothing, or worse.
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    std::error_code ec;
+    if (fs::equivalent(dest, path + suffix, ec) && !ec) {
+      return {ErrorCode::io_error, "backup of " + path + " to " + dest + ": " + dest + " is the live mailbox file " + path +
+                                       suffix + " itself; choose another DEST"};
+    }
+  }
   try {
     SQLite::Database src(path, SQLite::OPEN_READONLY);
     src.exec("PRAGMA busy_timeout=5000");

@@ -46,9 +46,8 @@ int rename_noreplace(const std::string& from, const std::string& to) {
   return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
 }
 
-// Moves `path` and its -wal/-shm to the first free `<path>.<kind>-<stamp>[-N]`, where
-// neither the name nor its -wal/-shm exist, so nothing earlier is ever replaced and no
-// stale WAL is left beside the fresh database. Returns the new name, or an error.
+}  // namespace
+
 Result<std::string> move_aside(const std::string& path, const std::string& kind, std::int64_t now_ms) {
   const std::string base = path + "." + kind + "-" + utc_stamp(now_ms);
   for (int n = 1; n <= 1000; ++n) {
@@ -69,6 +68,8 @@ Result<std::string> move_aside(const std::string& path, const std::string& kind,
   }
   return Status{ErrorCode::io_error, path + ": cannot move it aside: 1000 names " + base + "-N are taken"};
 }
+
+namespace {
 
 // Checks, before SQLite sees the file, what SQLite would report only vaguely ("unable to
 // open database file") or not at all (it silently falls back to read-only): the data

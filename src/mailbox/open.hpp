@@ -24,6 +24,12 @@ namespace edgert::detail {
 ///    <path>-wal.orphan-<stamp>[-N].
 ///  - Anything else (locked, permission denied, read-only file or directory, disk full,
 ///    I/O error) returns io_error naming the cause and the file, which is left untouched.
+/// Moves `path` and its -wal/-shm to the first free `<path>.<kind>-<UTC stamp of
+/// now_ms>[-N]`, where neither the name nor its -wal/-shm exist, so nothing earlier is
+/// ever replaced and no stale WAL is left behind. Returns the new name; io_error naming
+/// the file and the cause if a rename fails.
+Result<std::string> move_aside(const std::string& path, const std::string& kind, std::int64_t now_ms);
+
 Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& path, int busy_timeout_ms,
                                                           std::int64_t now_ms);
 
