@@ -84,6 +84,7 @@ struct MailboxCounters {
   std::uint64_t checkpoint_failures = 0;  // of those, did not finish (WARNING; retried)
   std::uint64_t unreadable = 0;           // stored rows pending()/unacked() could not decode (ERROR; kept, skipped)
   std::uint64_t notification_errors = 0;  // on_notification calls that threw (ERROR)
+  std::uint64_t disk_full = 0;            // sends refused because the disk is full (quota_exceeded; not stored)
 };
 
 struct MailboxStats {

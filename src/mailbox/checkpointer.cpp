@@ -10,7 +10,8 @@
 namespace edgert::detail {
 
 Result<std::unique_ptr<Checkpointer>> Checkpointer::start(const std::string& path, sqlite3* writer,
-                                                          std::mutex& writer_mu, Limits limits) {
+                                                          std::mutex& writer_mu, Limits limits,
+                                                          std::function<void()> after_truncate) {
   sqlite3* own = nullptr;
   if (sqlite3_open_v2(path.c_str(), &own, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
     Status st{ErrorCode::io_error, path + ": checkpoint connection: " + std::string(sqlite3_errmsg(own))};
@@ -25,14 +26,22 @@ Result<std::unique_ptr<Checkpointer>> Checkpointer::start(const std::string& pat
     sqlite3_close(own);
     return st;
   }
-  std::unique_ptr<Checkpointer> c(new Checkpointer(path, writer, writer_mu, own, limits));
+  std::unique_ptr<Checkpointer> c(new Checkpointer(path, writer, writer_mu, own, limits, std::move(after_truncate)));
   // Replaces the automatic checkpoint, which is itself a WAL hook.
   sqlite3_wal_hook(writer, &Checkpointer::on_commit, c.get());
   return c;
 }
 
-Checkpointer::Checkpointer(std::string path, sqlite3* writer, std::mutex& writer_mu, sqlite3* own, Limits limits)
-    : path_(std::move(path)), writer_(writer), writer_mu_(writer_mu), db_(own), limits_(limits) {
+Checkpointer::Checkpointer(std::string path, sqlite3* writer, std::mutex& writer_mu, sqlite3* own, Limits limits,
+                           std::function<void()> after_truncate)
+    : path_(std::move(path)),
+      writer_(writer),
+      writer_mu_(writer_mu),
+      db_(own),
+      passive_frames_(limits.passive_frames),
+      restart_frames_(limits.restart_frames),
+      idle_ms_(limits.idle_ms),
+      after_truncate_(std::move(after_truncate)) {
   thread_ = std::thread([this] {
     set_current_thread_name("edgert-ckpt");
     run();
@@ -50,13 +59,45 @@ Checkpointer::~Checkpointer() {
   sqlite3_close(db_);
 }
 
+void Checkpointer::set_limits(Limits limits) noexcept {
+  passive_frames_.store(limits.passive_frames, std::memory_order_relaxed);
+  restart_frames_.store(limits.restart_frames, std::memory_order_relaxed);
+}
+
+namespace {
+std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
 // The writer's thread, after each commit, locks released. Cheap unless a round is due.
-int Checkpointer::on_commit(void* self, sqlite3* /*db*/, const char* /*schema*/, int wal_frames) {
+int Checkpointer::on_commit(void* self, sqlite3* db, const char* /*schema*/, int wal_frames) {
   auto* c = static_cast<Checkpointer*>(self);
+  c->last_commit_ns_.store(steady_ns(), std::memory_order_relaxed);
+  if (!c->dirty_.load(std::memory_order_relaxed)) {
+    {
+      std::lock_guard lk(c->mu_);  // the thread checks dirty_ under mu_ before it sleeps
+      c->dirty_.store(true, std::memory_order_relaxed);
+    }
+    c->cv_.notify_one();  // starts the idle timer; once per idle period
+  }
   const int done = c->backfilled_.load(std::memory_order_relaxed);
+  const int passive = c->passive_frames_.load(std::memory_order_relaxed);
   // The WAL restarted (frames < done) or enough new frames since the last round.
-  const bool due = wal_frames >= c->limits_.passive_frames &&
-                   (wal_frames < done || wal_frames - done >= c->limits_.passive_frames);
+  const bool due = wal_frames >= passive && (wal_frames < done || wal_frames - done >= passive);
+  if (due && c->inline_.load(std::memory_order_relaxed)) {
+    int wal = 0, copied = 0;
+    const int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal, &copied);
+    ++c->rounds_;
+    if (rc == SQLITE_OK && wal >= 0) {
+      c->backfilled_.store(copied, std::memory_order_relaxed);
+    } else if (rc != SQLITE_BUSY) {
+      ++c->failures_;
+      log().debug("mailbox {}: inline checkpoint did not finish ({})", c->path_, sqlite3_errmsg(db));
+    }
+    return SQLITE_OK;  // the commit itself succeeded either way
+  }
   if (due) {
     {
       std::lock_guard lk(c->mu_);
@@ -71,14 +112,32 @@ void Checkpointer::run() {
   using Clock = std::chrono::steady_clock;
   Clock::time_point next_restart{};  // after a RESTART that readers held off
   bool failing = false;
+  const auto idle = std::chrono::milliseconds(idle_ms_);
+  Clock::time_point idle_retry{};  // after an idle round that could not finish
   std::unique_lock lk(mu_);
   for (;;) {
-    cv_.wait(lk, [&] { return stop_ || wanted_frames_ > 0; });
+    auto wanted = [&] { return stop_ || wanted_frames_ > 0; };
+    if (dirty_.load(std::memory_order_relaxed)) {
+      const Clock::time_point last{std::chrono::nanoseconds(last_commit_ns_.load(std::memory_order_relaxed))};
+      cv_.wait_until(lk, std::max(last + idle, idle_retry), wanted);
+    } else {
+      // Woken by a request, a stop, or the first commit since the WAL was emptied.
+      cv_.wait(lk, [&] { return wanted() || dirty_.load(std::memory_order_relaxed); });
+    }
     if (stop_) return;
+    if (wanted_frames_ == 0) {
+      const Clock::time_point last{std::chrono::nanoseconds(last_commit_ns_.load(std::memory_order_relaxed))};
+      const auto now = Clock::now();
+      if (!dirty_.load(std::memory_order_relaxed) || now < last + idle || now < idle_retry) continue;
+      lk.unlock();
+      if (!idle_round()) idle_retry = Clock::now() + idle;
+      lk.lock();
+      continue;
+    }
     const int frames = wanted_frames_;
     wanted_frames_ = 0;
     lk.unlock();
-    const bool restart = frames >= limits_.restart_frames && Clock::now() >= next_restart;
+    const bool restart = frames >= restart_frames_.load(std::memory_order_relaxed) && Clock::now() >= next_restart;
     int wal = 0, copied = 0, rc = SQLITE_OK;
     if (restart) {
       // First catch up without blocking anyone, so that what runs under the lock
@@ -119,6 +178,35 @@ void Checkpointer::run() {
     // the reset is checkpointed.
     if (restart && rc == SQLITE_OK) wanted_frames_ = 0;
   }
+}
+
+bool Checkpointer::idle_round() {
+  // Cleared first: a commit from here on marks the WAL dirty again.
+  dirty_.store(false, std::memory_order_relaxed);
+  int wal = 0, copied = 0;
+  int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal, &copied);
+  ++rounds_;
+  if (rc == SQLITE_OK && wal >= 0 && copied == wal) {
+    // Everything is in the database: cutting the WAL to zero bytes waits only for the
+    // readers of other processes (50 ms at most), never for our writer.
+    std::lock_guard writer_idle(writer_mu_);
+    rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &wal, &copied);
+    if (rc == SQLITE_OK) backfilled_.store(0, std::memory_order_relaxed);
+  } else if (rc == SQLITE_OK) {
+    backfilled_.store(copied, std::memory_order_relaxed);
+    rc = SQLITE_BUSY;  // a reader holds back part of the WAL: try again later
+  }
+  if (rc == SQLITE_OK) {
+    log().debug("mailbox {}: idle checkpoint truncated the WAL", path_);
+    if (after_truncate_) after_truncate_();
+    return true;
+  }
+  dirty_.store(true, std::memory_order_relaxed);
+  if (rc != SQLITE_BUSY) {
+    ++failures_;
+    log().debug("mailbox {}: idle checkpoint did not finish ({})", path_, sqlite3_errmsg(db_));
+  }
+  return false;
 }
 
 }  // namespace edgert::detail

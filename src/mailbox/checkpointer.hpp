@@ -9,13 +9,18 @@
 // `restart_frames` a RESTART round runs while holding the writer's mutex (SQLite's
 // busy handler, which only polls the lock, would starve). That round waits at most
 // 50 ms for readers in other processes (a backup, say); if they still hold the WAL
-// it gives up and retries after a second.
+// it gives up and retries after a second. Once the writer has been quiet for
+// `idle_ms` with frames not yet checkpointed, an idle round runs PASSIVE and, if that
+// copied everything, TRUNCATE (under the writer's mutex; the writer is idle), so a
+// quiet mailbox leaves no WAL on disk (docs/mailbox.md, "Disk full and small disks").
 #pragma once
 
 #include <edgert/status.hpp>
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,6 +37,7 @@ class Checkpointer {
   struct Limits {
     int passive_frames = 0;
     int restart_frames = 0;
+    int idle_ms = 1000;
   };
 
   /// Opens a second read-write connection to `path` and starts the thread, then
@@ -40,7 +46,8 @@ class Checkpointer {
   /// opening thread, before `writer` is used by another. Errors: io_error.
   /// `writer_mu` is held by whoever uses `writer`, for each transaction.
   static Result<std::unique_ptr<Checkpointer>> start(const std::string& path, sqlite3* writer,
-                                                     std::mutex& writer_mu, Limits limits);
+                                                     std::mutex& writer_mu, Limits limits,
+                                                     std::function<void()> after_truncate = {});
   /// Stops the thread, removes the hook from the writer connection, closes its own.
   /// Blocks for at most the round in progress. Caller: one that does not hold
   /// `writer_mu`, once nothing else uses the writer connection.
@@ -52,17 +59,35 @@ class Checkpointer {
   /// PASSIVE round that found the WAL busy is retried and is not a failure.
   std::uint64_t rounds() const noexcept { return rounds_; }
   std::uint64_t failures() const noexcept { return failures_; }
+  /// Replaces the size thresholds (idle_ms is kept). Any thread, never blocks.
+  void set_limits(Limits limits) noexcept;
+  /// On a full disk: PASSIVE rounds run inside the writer's commit (as SQLite's own
+  /// automatic checkpoint does), so that with no concurrent writer they copy every
+  /// frame and the WAL is reused instead of growing into the space the bookkeeping
+  /// needs. The background thread could be starved of the writer's mutex by a caller
+  /// marking messages delivered back to back. Any thread, never blocks.
+  void set_inline(bool on) noexcept { inline_.store(on, std::memory_order_relaxed); }
 
  private:
-  Checkpointer(std::string path, sqlite3* writer, std::mutex& writer_mu, sqlite3* own, Limits limits);
+  Checkpointer(std::string path, sqlite3* writer, std::mutex& writer_mu, sqlite3* own, Limits limits,
+               std::function<void()> after_truncate);
   static int on_commit(void* self, sqlite3* db, const char* schema, int wal_frames);
   void run();
+  // PASSIVE, then TRUNCATE if that left nothing behind. False: try again later.
+  bool idle_round();
 
   const std::string path_;
   sqlite3* const writer_;
   std::mutex& writer_mu_;
   sqlite3* const db_;
-  const Limits limits_;
+  std::atomic<int> passive_frames_, restart_frames_;
+  const int idle_ms_;
+  const std::function<void()> after_truncate_;  // on this thread, after an idle TRUNCATE
+  // Steady-clock ns of the last commit; whether frames were committed since the last
+  // idle round that left the WAL empty.
+  std::atomic<std::int64_t> last_commit_ns_{0};
+  std::atomic<bool> dirty_{false};
+  std::atomic<bool> inline_{false};
   std::atomic<int> backfilled_{0};  // WAL frames already copied by the last round
   std::atomic<std::uint64_t> rounds_{0}, failures_{0};
   std::mutex mu_;

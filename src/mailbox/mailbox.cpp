@@ -5,6 +5,7 @@
 #include "core/thread_name.hpp"
 #include "mailbox/checkpointer.hpp"
 #include "mailbox/data_dir_lock.hpp"
+#include "mailbox/disk_space.hpp"
 #include "mailbox/envelope_check.hpp"
 #include "mailbox/open.hpp"
 #include "mailbox/schema.hpp"
@@ -216,7 +217,25 @@ struct Mailbox::Impl {
   detail::DataDirLock lock;  // declared before db: released only after it is closed
   std::unique_ptr<SQLite::Database> db;
   std::mutex db_mu;  // one connection; every statement runs under this
+  std::unique_ptr<detail::DiskGuard> disk;  // outlives the checkpointer, which calls it
   std::unique_ptr<detail::Checkpointer> checkpointer;
+  std::atomic<std::int64_t> next_space_check_ms{0};  // refused sends look at the disk at most once a second
+
+  static bool disk_full(const std::exception& e) {
+    const auto* s = dynamic_cast<const SQLite::Exception*>(&e);
+    return s && (s->getErrorCode() & 0xff) == SQLITE_FULL;
+  }
+  // Delivery bookkeeping under db_mu: on a full disk, gives up the reserve and runs `f`
+  // once more (docs/mailbox.md, "Disk full and small disks").
+  template <class F>
+  auto keep_books(const std::string& op, F&& f) -> decltype(f()) {
+    try {
+      return f();
+    } catch (const SQLite::Exception& e) {
+      if ((e.getErrorCode() & 0xff) != SQLITE_FULL || !disk->release_reserve(op)) throw;
+    }
+    return f();
+  }
 
   // Group commit: senders queue requests; the writer commits them in batches.
   std::mutex queue_mu;
@@ -320,20 +339,35 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
   } catch (const std::exception& e) {
     return io_error(impl->path, e);
   }
+  // The WAL thresholds, lowered on a small disk, and the reserve file.
+  impl->disk = std::make_unique<detail::DiskGuard>(impl->path, fs::path(impl->options.data_dir).string(),
+                                                   impl->options.wal_checkpoint_bytes, impl->options.wal_limit_bytes);
+  auto budget = impl->disk->open();
+  if (!budget.ok()) return budget.status();
   // Checkpoints (the only fsyncs on the NORMAL write path) run on their own thread.
-  detail::Checkpointer::Limits limits;
+  std::uint64_t page = 4096;
   try {
-    const auto page = static_cast<std::uint64_t>(impl->db->execAndGet("PRAGMA page_size").getInt64());
-    auto frames = [&](std::uint64_t bytes) { return static_cast<int>(std::clamp<std::uint64_t>(bytes / page, 1, 1 << 30)); };
-    limits.passive_frames = frames(impl->options.wal_checkpoint_bytes);
-    limits.restart_frames = std::max(limits.passive_frames, frames(impl->options.wal_limit_bytes));
+    page = static_cast<std::uint64_t>(impl->db->execAndGet("PRAGMA page_size").getInt64());
+    impl->db->exec("PRAGMA journal_size_limit=" + std::to_string(budget.value().limit_bytes));
   } catch (const std::exception& e) {
     return io_error(impl->path, e);
   }
-  auto ckpt = detail::Checkpointer::start(impl->path, impl->db->getHandle(), impl->db_mu, limits);
+  auto limits = [page](const detail::WalBudget& b) {
+    auto frames = [&](std::uint64_t bytes) { return static_cast<int>(std::clamp<std::uint64_t>(bytes / page, 1, 1 << 30)); };
+    detail::Checkpointer::Limits l;
+    l.passive_frames = frames(b.checkpoint_bytes);
+    l.restart_frames = std::max(l.passive_frames, frames(b.limit_bytes));
+    return l;
+  };
+  Impl* raw = impl.get();
+  auto ckpt = detail::Checkpointer::start(impl->path, impl->db->getHandle(), impl->db_mu, limits(budget.value()),
+                                          [raw] { raw->disk->maybe_restore(); });
   if (!ckpt.ok()) return ckpt.status();
   impl->checkpointer = std::move(ckpt).value();
-  Impl* raw = impl.get();
+  impl->disk->set_apply([ck = impl->checkpointer.get(), limits](const detail::WalBudget& b) {
+    ck->set_limits(limits(b));
+    ck->set_inline(b.full);
+  });
   impl->writer = std::thread([raw] {
     detail::set_current_thread_name("edgert-mailbox");
     raw->write_loop();
@@ -428,12 +462,18 @@ void Mailbox::Impl::write_loop() {
         txn.commit();
         ++commits;
       } catch (const std::exception& e) {
-        results.assign(batch.size(), io_error(path + ": commit failed; nothing of this batch was stored", e));
-        detail::log().error("mailbox {}: a commit of {} message(s) failed, each sender got the error: {}", path,
-                            batch.size(), e.what());
         committed = hits = 0;
         tally = Tally{};
-        write_errors += batch.size();
+        if (disk_full(e)) {  // refused, counted in disk_full; WARNING once per episode
+          disk->on_send_full();
+          results.clear();
+          for (const auto& r : batch) results.push_back(disk->refusal(printable(r->env.message_id)));
+        } else {
+          results.assign(batch.size(), io_error(path + ": commit failed; nothing of this batch was stored", e));
+          detail::log().error("mailbox {}: a commit of {} message(s) failed, each sender got the error: {}", path,
+                              batch.size(), e.what());
+          write_errors += batch.size();
+        }
       }
     }
     sent += committed;
@@ -568,6 +608,13 @@ Result<std::shared_ptr<SendRequest>> Mailbox::Impl::prepare(Envelope& envelope, 
     ++rejected;
     detail::log().error("mailbox send refused: {}", encoded.status().message());
     return encoded.status();
+  }
+  if (disk->refusing()) {
+    // Space may have come back without any bookkeeping (freed by the operator).
+    const std::int64_t t = system_ms();
+    std::int64_t due = next_space_check_ms.load(std::memory_order_relaxed);
+    if (t >= due && next_space_check_ms.compare_exchange_strong(due, t + 1000)) disk->maybe_restore();
+    if (disk->refusing()) return disk->refusal(printable(envelope.message_id));
   }
   auto req = std::make_shared<SendRequest>();
   req->env = std::move(envelope);
@@ -705,20 +752,25 @@ Result<std::vector<OutboxMessage>> Mailbox::pending(std::size_t limit) {
 Status Mailbox::mark_delivered(const std::string& message_id) {
   std::lock_guard lk(impl_->db_mu);
   try {
-    SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
-    auto& q = impl_->stmt("DELETE FROM outbox WHERE message_id = ? RETURNING size");
-    q.bind(1, message_id);
-    if (!q.executeStep()) {
-      return {ErrorCode::not_found, "mark_delivered: message " + printable(message_id) + " is not in the outbox"};
-    }
-    const std::int64_t size = q.getColumn(0).getInt64();
-    q.reset();
-    impl_->add_outbox_totals(-1, -size);
-    txn.commit();
+    Status st = impl_->keep_books("mark_delivered", [&]() -> Status {
+      SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
+      auto& q = impl_->stmt("DELETE FROM outbox WHERE message_id = ? RETURNING size");
+      q.bind(1, message_id);
+      if (!q.executeStep()) {
+        return {ErrorCode::not_found, "mark_delivered: message " + printable(message_id) + " is not in the outbox"};
+      }
+      const std::int64_t size = q.getColumn(0).getInt64();
+      q.reset();
+      impl_->add_outbox_totals(-1, -size);
+      txn.commit();
+      return {};
+    });
+    if (!st.ok()) return st;
   } catch (const std::exception& e) {
     return io_error(impl_->path + ": mark_delivered " + printable(message_id), e);
   }
   ++impl_->delivered;
+  impl_->disk->maybe_restore();
   return {};
 }
 
@@ -742,10 +794,12 @@ Result<std::int64_t> Mailbox::mark_failed(const std::string& message_id) {
       delay *= 1.0 + u(rng);
     }
     const std::int64_t next = impl_->now() + static_cast<std::int64_t>(delay);
-    auto& up = impl_->stmt("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ? WHERE message_id = ?");
-    up.bind(1, next);
-    up.bind(2, message_id);
-    up.exec();
+    impl_->keep_books("mark_failed", [&] {
+      auto& up = impl_->stmt("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ? WHERE message_id = ?");
+      up.bind(1, next);
+      up.bind(2, message_id);
+      up.exec();
+    });
     ++impl_->failed_attempts;
     return next;
   } catch (const std::exception& e) {
@@ -757,21 +811,25 @@ Result<std::size_t> Mailbox::cleanup_expired() {
   std::lock_guard lk(impl_->db_mu);
   try {
     const std::int64_t t = impl_->now();
-    SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
-    auto& q = impl_->stmt("DELETE FROM outbox WHERE expires_ms <= ? RETURNING size");
-    q.bind(1, t);
-    int n = 0;
-    std::int64_t bytes = 0;
-    while (q.executeStep()) {
-      ++n;
-      bytes += q.getColumn(0).getInt64();
-    }
-    q.reset();
-    impl_->add_outbox_totals(-n, -bytes);
-    auto& k = impl_->stmt("DELETE FROM idempotency WHERE expires_ms <= ?");
-    k.bind(1, t);
-    k.exec();
-    txn.commit();
+    const int n = impl_->keep_books("cleanup_expired", [&] {
+      SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
+      auto& q = impl_->stmt("DELETE FROM outbox WHERE expires_ms <= ? RETURNING size");
+      q.bind(1, t);
+      int rows = 0;
+      std::int64_t bytes = 0;
+      while (q.executeStep()) {
+        ++rows;
+        bytes += q.getColumn(0).getInt64();
+      }
+      q.reset();
+      impl_->add_outbox_totals(-rows, -bytes);
+      auto& k = impl_->stmt("DELETE FROM idempotency WHERE expires_ms <= ?");
+      k.bind(1, t);
+      k.exec();
+      txn.commit();
+      return rows;
+    });
+    impl_->disk->maybe_restore();
     if (n > 0) {
       impl_->expired += static_cast<std::uint64_t>(n);
       detail::log().warn("mailbox {}: {} undelivered message(s) expired and were removed", impl_->path, n);
@@ -855,9 +913,12 @@ Result<std::vector<InboxMessage>> Mailbox::unacked(const std::string& payload_ty
 Status Mailbox::ack(const std::string& message_id) {
   std::lock_guard lk(impl_->db_mu);
   try {
-    auto& q = impl_->stmt("UPDATE inbox SET acknowledged = 1 WHERE message_id = ?");
-    q.bind(1, message_id);
-    if (q.exec() == 0) return {ErrorCode::not_found, "ack: message " + printable(message_id) + " is not in the inbox"};
+    const int changed = impl_->keep_books("ack", [&] {
+      auto& q = impl_->stmt("UPDATE inbox SET acknowledged = 1 WHERE message_id = ?");
+      q.bind(1, message_id);
+      return q.exec();
+    });
+    if (changed == 0) return {ErrorCode::not_found, "ack: message " + printable(message_id) + " is not in the inbox"};
   } catch (const std::exception& e) {
     return io_error(impl_->path + ": ack " + printable(message_id), e);
   }
@@ -887,6 +948,7 @@ Result<MailboxStats> Mailbox::stats() {
   c.write_errors = impl_->write_errors;
   c.unreadable = impl_->unreadable;
   c.notification_errors = impl_->notification_errors;
+  c.disk_full = impl_->disk->refused();
   c.checkpoints = impl_->checkpointer->rounds();
   c.checkpoint_failures = impl_->checkpointer->failures();
   return s;
