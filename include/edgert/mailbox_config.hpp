@@ -14,6 +14,7 @@ struct MailboxSection {
   std::string quota_policy = "reject_new";   // reject_new | evict_oldest
   std::int64_t max_payload_bytes = 1 << 20;  // [1, 1 GiB]; larger payloads are refused
   std::int64_t wal_limit_bytes = 64 << 20;   // [1 MiB, 1 TiB]; the WAL is reset past this
+  std::int64_t close_timeout_ms = 10000;     // [100, 3600000]; longest wait to commit the queue on stop
 };
 
 }  // namespace edgert

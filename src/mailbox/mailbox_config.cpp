@@ -14,7 +14,10 @@ const Table<MailboxSection>& mailbox_table() {
         // (smaller resets it on nearly every commit), at most 1 TiB.
         .key("max_payload_bytes", &MailboxSection::max_payload_bytes, between(1, 1000000000))
         .key("wal_limit_bytes", &MailboxSection::wal_limit_bytes,
-             between(std::int64_t{1} << 20, std::int64_t{1} << 40));
+             between(std::int64_t{1} << 20, std::int64_t{1} << 40))
+        // Shorter than 100 ms would refuse a queued backlog on any busy disk; an hour
+        // is past any service manager's stop timeout.
+        .key("close_timeout_ms", &MailboxSection::close_timeout_ms, between(100, 3600000));
     return s;
   }();
   return t;

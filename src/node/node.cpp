@@ -40,6 +40,7 @@ MailboxOptions mailbox_options(const Config& cfg) {
   mo.quota_policy = m.quota_policy == "evict_oldest" ? QuotaPolicy::evict_oldest : QuotaPolicy::reject_new;
   mo.max_payload_bytes = static_cast<std::size_t>(m.max_payload_bytes);
   mo.wal_limit_bytes = static_cast<std::uint64_t>(m.wal_limit_bytes);
+  mo.close_timeout = std::chrono::milliseconds(m.close_timeout_ms);
   return mo;
 }
 
