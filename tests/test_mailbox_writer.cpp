@@ -326,8 +326,12 @@ TEST_CASE("close() with nothing queued is fast, idempotent, and stops both threa
   Scratch s;
   auto mb = open(options(s));
   REQUIRE(mb->send(env()).ok());
-  CHECK(threads_named("edgert-mailbox") == 1);
-  CHECK(threads_named("edgert-ckpt") == 1);
+  // The threads name themselves once they run: give them time to.
+  for (int i = 0; i < 500 && (threads_named("edgert-mailbox") != 1 || threads_named("edgert-ckpt") != 1); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(threads_named("edgert-mailbox") == 1);
+  REQUIRE(threads_named("edgert-ckpt") == 1);
   const auto t0 = std::chrono::steady_clock::now();
   CHECK(mb->close().ok());
   const double first = seconds_since(t0);
