@@ -16,8 +16,9 @@
 //  - One Mailbox per data_dir: it holds an exclusive lock on <data_dir>/.lock for its
 //    lifetime, and a second opener, in any process, is refused at once.
 //
-// Threads: every member function may be called from any thread; calls block on
-// SQLite I/O. Errors are returned, never thrown.
+// Threads: every member function may be called from any thread, concurrently with
+// any other, close() included; calls block on SQLite I/O. Errors are returned, never
+// thrown. Only the destructor must not race other calls (undefined behaviour).
 #pragma once
 
 #include <edgert/export.hpp>
@@ -75,11 +76,11 @@ struct MailboxCounters {
   std::uint64_t delivered = 0;
   std::uint64_t failed_attempts = 0;
   std::uint64_t expired = 0;
-  std::uint64_t duplicates = 0;       // inbox replays refused
+  std::uint64_t duplicates = 0;       // inbox replays, and sends reusing a stored message_id with other content, refused
   std::uint64_t evicted = 0;
   std::uint64_t rejected = 0;         // refused by quota, size or validation
   std::uint64_t commits = 0;          // send() transactions: sent / commits is the group size
-  std::uint64_t write_errors = 0;     // sends answered with io_error (their commit failed; not stored)
+  std::uint64_t write_errors = 0;     // sends not stored: io_error (their row or commit failed) or closed by close()
   std::uint64_t checkpoints = 0;      // background WAL checkpoints run
   std::uint64_t checkpoint_failures = 0;  // of those, did not finish (WARNING; retried)
   std::uint64_t unreadable = 0;           // stored rows pending()/unacked() could not decode (ERROR; kept, skipped)
@@ -123,6 +124,11 @@ struct MailboxOptions {
   /// Called (on the writing thread, must not block) for each eviction. An exception it
   /// throws is caught, counted (notification_errors) and logged at ERROR.
   std::function<void(const std::string& message)> on_notification;
+  /// The longest close() (and so the destructor) waits for queued messages to be
+  /// committed, chiefly for a write lock held by another process. Messages still
+  /// uncommitted when it passes are answered `closed`, and counted (write_errors).
+  /// Keep it well below the service manager's stop timeout (systemd: 90 s).
+  std::chrono::milliseconds close_timeout{10000};
   /// Wall clock in ms since the epoch; injectable for tests.
   std::function<std::int64_t()> clock_ms;
 };
@@ -166,22 +172,31 @@ class EDGERT_API Mailbox {
   /// (docs/mailbox.md, "Second process on one data_dir"); unsupported for a schema
   /// newer than this build (docs/mailbox.md).
   static Result<std::unique_ptr<Mailbox>> open(MailboxOptions options);
-  ~Mailbox();  // commits what is queued, closes the file, then releases the data_dir lock
+  /// Calls close(). Any other call running on another thread during or after the
+  /// destructor is undefined behaviour: stop them first (close() makes them return).
+  ~Mailbox();
   Mailbox(const Mailbox&) = delete;
   Mailbox& operator=(const Mailbox&) = delete;
 
-  /// Blocks until the row is committed. Errors: invalid_argument (the payload is not
-  /// exactly one JSON value, nests deeper than max_json_depth or is larger than
-  /// max_payload_bytes; an identifier is longer than max_id_bytes or not UTF-8;
-  /// nothing stored), quota_exceeded (reject_new, or evict_oldest with no message of
-  /// lower or equal priority left to evict), io_error, closed (the mailbox is being
-  /// destroyed).
+  /// Any thread; blocks until the row is committed. A caller-chosen message_id
+  /// already in the outbox is not stored again: if the stored envelope is identical
+  /// (a resend; a timestamp_ms of 0 matches any) the answer is its id (counted in
+  /// idempotent_hits), otherwise invalid_argument naming the id (counted in
+  /// duplicates); either way the other messages of its group commit are unaffected.
+  /// Errors: invalid_argument (the payload is not exactly one JSON value, nests deeper
+  /// than max_json_depth or is larger than max_payload_bytes; an identifier is longer
+  /// than max_id_bytes or not UTF-8; the message_id is taken; nothing stored),
+  /// quota_exceeded (reject_new, or evict_oldest with no message of lower or equal
+  /// priority left to evict), io_error (this row, or its whole group's commit, failed;
+  /// counted in write_errors), closed (close() was called; or close_timeout passed
+  /// before the row could be committed).
   Result<std::string> send(Envelope envelope, SendOptions options = {});
   /// send() without waiting for the commit: validates the message, queues it for the
   /// next group commit and returns; the future yields what send() would have returned,
   /// once the row is committed. Lets one producer keep many messages in flight, so
   /// groups grow past one row per thread. Blocks only while `max_queued` messages
-  /// already wait for the writer. Messages queued before destruction are committed.
+  /// already wait for the writer. Messages queued before close() are committed, or
+  /// answered `closed` if close_timeout passes first.
   PendingSend send_async(Envelope envelope, SendOptions options = {});
 
   /// Up to `limit` messages due now, highest priority first, then earliest due. A
@@ -207,6 +222,14 @@ class EDGERT_API Mailbox {
 
   Result<MailboxStats> stats();
   const std::string& path() const noexcept;
+
+  /// Any thread; idempotent. Stops accepting messages, commits what is queued, then
+  /// stops the writer and checkpoint threads and closes the database. Blocks at most
+  /// about close_timeout (plus one commit under way): once it passes, queued messages
+  /// are answered `closed` ("mailbox <path>: closed before this message could be
+  /// committed (...)"), counted in write_errors and summed up in one ERROR. Afterwards
+  /// every other call returns `closed` (path() excepted). Returns ok; a later call ok.
+  Status close();
 
   /// Row and byte totals of <data_dir>/mailbox.db through a read-only connection, safe
   /// while a node runs (counters are per process and stay zero here).

@@ -16,6 +16,7 @@ struct MailboxSection {
   std::int64_t wal_limit_bytes = 64 << 20;   // [1 MiB, 1 TiB]; the WAL is reset past this
   std::int64_t max_json_depth = 64;          // [1, 1024]; payloads nesting deeper are refused
   std::int64_t max_id_bytes = 256;           // [16, 65536]; longer message ids, node ids, types are refused
+  std::int64_t close_timeout_ms = 10000;     // [100, 3600000]; longest wait to commit the queue on stop
 };
 
 }  // namespace edgert

@@ -186,6 +186,8 @@ struct detail::MailboxSendRequest {
   Envelope env;
   SendOptions options;
   std::string envelope_json;
+  bool caller_id = false;  // the caller chose message_id (a generated one cannot be taken)
+  bool stamped = false;    // timestamp_ms was 0 and the mailbox filled it in
   std::optional<Result<std::string>> result;
   std::atomic<std::int32_t> state{kPending};
 
@@ -247,6 +249,21 @@ struct Mailbox::Impl {
   bool stopping = false;
   std::thread writer;
 
+  // close(): after this steady-clock instant (ns since its epoch; 0 until close() is
+  // called) the writer starts no transaction and the busy handler stops waiting.
+  std::atomic<std::int64_t> close_deadline_ns{0};
+  std::mutex close_mu;             // serialises close()
+  std::atomic<bool> closed{false};  // set under db_mu: afterwards nothing touches db
+  std::chrono::steady_clock::time_point busy_since;  // under db_mu (the busy handler)
+  bool past_close_deadline() const {
+    const std::int64_t d = close_deadline_ns.load(std::memory_order_acquire);
+    return d != 0 && std::chrono::steady_clock::now().time_since_epoch().count() >= d;
+  }
+  Status closed_error(const char* call) const {
+    return {ErrorCode::closed, "mailbox " + path + ": " + call + ": the mailbox is closed"};
+  }
+  static int on_busy(void* self, int count);
+
   std::atomic<std::uint64_t> sent{0}, idempotent_hits{0}, delivered{0}, failed_attempts{0}, expired{0},
       duplicates{0}, evicted{0}, rejected{0}, commits{0}, write_errors{0}, notification_errors{0};
   // message_id columns of rows pending()/unacked() could not decode: reported once,
@@ -301,13 +318,19 @@ struct Mailbox::Impl {
   // once its transaction has committed, so a rolled-back eviction is not reported.
   struct Tally {
     std::uint64_t rejected = 0;
-    std::vector<std::string> evictions;  // one message per evicted row
+    std::uint64_t resends = 0;               // identical resends of a stored message_id
+    std::vector<std::string> evictions;      // one message per evicted row
+    std::vector<std::string> conflicts;      // one message per message_id refused as taken
+    std::vector<std::string> row_failures;   // one message per row the database refused
   };
   std::size_t take(std::vector<std::shared_ptr<SendRequest>>& batch, std::size_t want, std::size_t room,
                    std::optional<std::chrono::steady_clock::time_point> deadline);
   void write_loop();
   Result<std::string> insert_one(SendRequest& r, std::int64_t now, std::int64_t& rows, std::int64_t& bytes,
                                  Tally& tally);
+  Result<std::string> insert_guarded(SendRequest& r, std::int64_t now, std::int64_t& rows, std::int64_t& bytes,
+                                     Tally& tally);
+  Result<std::string> answer_taken(SendRequest& r, Tally& tally);
 };
 
 Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
@@ -368,6 +391,8 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
     ck->set_limits(limits(b));
     ck->set_inline(b.full);
   });
+  // Replaces busy_timeout on this connection (same wait), so that close() can cut it short.
+  sqlite3_busy_handler(impl->db->getHandle(), &Impl::on_busy, impl.get());
   impl->writer = std::thread([raw] {
     detail::set_current_thread_name("edgert-mailbox");
     raw->write_loop();
@@ -377,15 +402,50 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
 
 Mailbox::Mailbox(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Mailbox::~Mailbox() {
+Mailbox::~Mailbox() { (void)close(); }
+
+Status Mailbox::close() {
+  std::lock_guard closing(impl_->close_mu);
+  if (impl_->closed) return {};
+  const auto timeout = std::max(impl_->options.close_timeout, std::chrono::milliseconds(0));
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  impl_->close_deadline_ns.store(std::max<std::int64_t>(1, deadline.time_since_epoch().count()),
+                                 std::memory_order_release);
   {
     std::lock_guard lk(impl_->queue_mu);
     impl_->stopping = true;
   }
   impl_->queue_cv.notify_all();
   impl_->space_cv.notify_all();
-  if (impl_->writer.joinable()) impl_->writer.join();  // commits what is queued first
+  // Commits what is queued, until the deadline; answers the rest `closed`.
+  if (impl_->writer.joinable()) impl_->writer.join();
+  {
+    std::lock_guard lk(impl_->db_mu);
+    impl_->closed = true;  // from here on no call touches the connection
+  }
   impl_->checkpointer.reset();  // before the connection it hooks into closes
+  std::lock_guard lk(impl_->db_mu);
+  impl_->statements.clear();  // finalised before their connection closes
+  impl_->db.reset();
+  return {};
+}
+
+// SQLite's busy_timeout, plus a way out for close(): waits (polling as SQLite does)
+// until busy_timeout_ms after the first busy report of this statement or the close
+// deadline, whichever comes first. Runs on the thread using the connection, under db_mu.
+int Mailbox::Impl::on_busy(void* self, int count) {
+  using namespace std::chrono;
+  auto* impl = static_cast<Impl*>(self);
+  const auto now = steady_clock::now();
+  if (count == 0) impl->busy_since = now;
+  auto give_up = impl->busy_since + milliseconds(std::max(0, impl->options.busy_timeout_ms));
+  const std::int64_t close_ns = impl->close_deadline_ns.load(std::memory_order_acquire);
+  if (close_ns != 0) give_up = std::min(give_up, steady_clock::time_point(steady_clock::duration(close_ns)));
+  if (now >= give_up) return 0;
+  static constexpr int kDelaysMs[] = {1, 2, 5, 10, 15, 20, 25};
+  const auto step = milliseconds(kDelaysMs[std::min<std::size_t>(static_cast<std::size_t>(count), 6)]);
+  std::this_thread::sleep_for(std::min<steady_clock::duration>(step, give_up - now));
+  return 1;
 }
 
 const std::string& Mailbox::path() const noexcept { return impl_->path; }
@@ -412,24 +472,72 @@ std::size_t Mailbox::Impl::take(std::vector<std::shared_ptr<SendRequest>>& batch
   return n;
 }
 
+namespace {
+
+// "10 s" or "1500 ms": a configured duration in error text.
+std::string duration_text(std::chrono::milliseconds d) {
+  return d.count() % 1000 == 0 ? std::to_string(d.count() / 1000) + " s" : std::to_string(d.count()) + " ms";
+}
+
+// Errors that concern one row (a constraint, a value too big), not the transaction:
+// with these the rest of the group can still commit.
+bool row_level(int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT:
+    case SQLITE_TOOBIG:
+    case SQLITE_MISMATCH:
+    case SQLITE_RANGE:
+    case SQLITE_ERROR:
+      return true;
+    default:
+      return false;
+  }
+}
+
+int sqlite_code(const std::exception& e) {
+  const auto* se = dynamic_cast<const SQLite::Exception*>(&e);
+  return se ? se->getErrorCode() : -1;
+}
+
+}  // namespace
+
 // One group commit per turn. The transaction opens as soon as one request is queued
 // and rows are inserted as requests arrive; it commits once the group is as large as
 // the previous one (the senders that commit woke are queueing again) or after the
 // commit delay (200 us), whichever is first. Inserting while waiting hides SQLite's
 // per-row work behind the senders' wake-up latency.
+// A row the database refuses (a row_level() error) makes the batch run again with a
+// savepoint per row, so only that row fails: no savepoint cost on the normal path.
+// Once close() has begun and its deadline has passed, no transaction starts: what is
+// still queued is answered `closed`.
 void Mailbox::Impl::write_loop() {
   const std::size_t max_batch = std::max<std::size_t>(1, options.max_batch);
   std::vector<std::shared_ptr<SendRequest>> batch;
   std::vector<Result<std::string>> results;
   std::size_t last = 1;
+  std::uint64_t unsent_at_close = 0;
+  std::string close_reason = "close_timeout (" + duration_text(options.close_timeout) + ") passed first";
+  auto closed_status = [&] {
+    return Status{ErrorCode::closed,
+                  "mailbox " + path + ": closed before this message could be committed (" + close_reason + ")"};
+  };
   for (;;) {
     batch.clear();
     results.clear();
-    if (take(batch, 1, max_batch, std::nullopt) == 0) return;  // stopping and drained
+    if (take(batch, 1, max_batch, std::nullopt) == 0) break;  // stopping and drained
+    if (past_close_deadline()) {
+      for (auto& r : batch) r->complete(closed_status());
+      unsent_at_close += batch.size();
+      write_errors += batch.size();
+      continue;
+    }
     std::uint64_t committed = 0, hits = 0;
     Tally tally;
-    {
+    for (bool careful = false;;) {
       std::lock_guard lk(db_mu);
+      committed = hits = 0;
+      tally = Tally{};
+      results.clear();
       try {
         SQLite::Transaction txn(*db, SQLite::TransactionBehavior::IMMEDIATE);
         std::int64_t rows = 0, bytes = 0;
@@ -446,7 +554,8 @@ void Mailbox::Impl::write_loop() {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
         for (;;) {
           for (std::size_t i = results.size(); i < batch.size(); ++i) {
-            results.push_back(insert_one(*batch[i], t, rows, bytes, tally));
+            results.push_back(careful ? insert_guarded(*batch[i], t, rows, bytes, tally)
+                                      : insert_one(*batch[i], t, rows, bytes, tally));
             if (!results.back().ok()) continue;
             if (results.back().value() == batch[i]->env.message_id) {
               ++committed;
@@ -454,6 +563,7 @@ void Mailbox::Impl::write_loop() {
               ++hits;
             }
           }
+          if (careful) break;  // a retry keeps the batch it had
           const std::size_t target = std::min(last, max_batch);
           if (batch.size() >= target || std::chrono::steady_clock::now() >= deadline) break;
           if (take(batch, target - batch.size(), max_batch - batch.size(), deadline) == 0) break;
@@ -461,13 +571,26 @@ void Mailbox::Impl::write_loop() {
         add_outbox_totals(rows - rows0, bytes - bytes0);
         txn.commit();
         ++commits;
+        committed -= tally.resends;  // answered with the stored row's id, not stored again
+        hits += tally.resends;
       } catch (const std::exception& e) {
+        const int rc = sqlite_code(e);
+        if (!careful && rc != -1 && row_level(rc)) {
+          careful = true;  // the transaction rolled back; again, one savepoint per row
+          continue;
+        }
         committed = hits = 0;
         tally = Tally{};
-        if (disk_full(e)) {  // refused, counted in disk_full; WARNING once per episode
+        const int primary = rc & 0xff;
+        if (disk_full(e)) {  // refused, counted in disk_full (not write_errors); WARNING once per episode
           disk->on_send_full();
           results.clear();
           for (const auto& r : batch) results.push_back(disk->refusal(printable(r->env.message_id)));
+        } else if (rc != -1 && (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) && past_close_deadline()) {
+          close_reason = "the database stayed locked by another process for " + duration_text(options.close_timeout);
+          results.assign(batch.size(), closed_status());
+          unsent_at_close += batch.size();
+          write_errors += batch.size();
         } else {
           results.assign(batch.size(), io_error(path + ": commit failed; nothing of this batch was stored", e));
           detail::log().error("mailbox {}: a commit of {} message(s) failed, each sender got the error: {}", path,
@@ -475,10 +598,15 @@ void Mailbox::Impl::write_loop() {
           write_errors += batch.size();
         }
       }
+      break;
     }
     sent += committed;
     idempotent_hits += hits;
     rejected += tally.rejected;
+    duplicates += tally.conflicts.size();
+    write_errors += tally.row_failures.size();
+    for (const auto& note : tally.conflicts) detail::log().warn("{}", note);
+    for (const auto& note : tally.row_failures) detail::log().error("{}", note);
     evicted += tally.evictions.size();
     for (const auto& note : tally.evictions) {
       detail::log().warn("{}", note);
@@ -499,6 +627,67 @@ void Mailbox::Impl::write_loop() {
     last = batch.size();
     for (std::size_t i = 0; i < batch.size(); ++i) batch[i]->complete(std::move(results[i]));
   }
+  if (unsent_at_close > 0) {
+    detail::log().error(
+        "mailbox {}: closed with {} queued message(s) not committed ({}); each sender got the error `closed`", path,
+        unsent_at_close, close_reason);
+  }
+}
+
+// insert_one() inside a savepoint: a row_level() error undoes this row only (its
+// evictions too) and becomes its sender's io_error; anything else is rethrown and
+// fails the batch. Under db_mu, inside the batch transaction.
+Result<std::string> Mailbox::Impl::insert_guarded(SendRequest& r, std::int64_t t, std::int64_t& rows,
+                                                  std::int64_t& bytes, Tally& tally) {
+  const Tally before = tally;
+  const std::int64_t rows0 = rows, bytes0 = bytes;
+  db->exec("SAVEPOINT row");
+  try {
+    auto result = insert_one(r, t, rows, bytes, tally);
+    db->exec("RELEASE row");
+    return result;
+  } catch (const std::exception& e) {
+    const int rc = sqlite_code(e);
+    if (rc == -1 || !row_level(rc) || sqlite3_get_autocommit(db->getHandle())) throw;
+    db->exec("ROLLBACK TO row");  // also cancels an eviction savepoint left open
+    db->exec("RELEASE row");
+    tally = before;
+    rows = rows0;
+    bytes = bytes0;
+    const std::string why = "mailbox " + path + ": message " + printable(r.env.message_id) +
+                            " could not be stored (" + printable(e.what(), 200) +
+                            "); the other messages of its group were not affected";
+    tally.row_failures.push_back(why);
+    return Status{ErrorCode::io_error, why};
+  }
+}
+
+// The message_id of `r` is already in the outbox (this transaction included). An
+// identical envelope (apart from a timestamp the mailbox filled in) is a resend and
+// gets the id; anything else is refused. Under db_mu, inside the batch transaction.
+Result<std::string> Mailbox::Impl::answer_taken(SendRequest& r, Tally& tally) {
+  auto& q = stmt("SELECT envelope_json FROM outbox WHERE message_id = ?");
+  q.bind(1, r.env.message_id);
+  const std::string stored = q.executeStep() ? q.getColumn(0).getString() : std::string();
+  q.reset();
+  bool same = stored == r.envelope_json;
+  if (!same && r.stamped) {
+    if (auto old = decode(stored); old.ok()) {
+      Envelope e = r.env;
+      e.timestamp_ms = old.value().timestamp_ms;
+      auto again = encode(e, options, 0);
+      same = again.ok() && again.value() == stored;
+    }
+  }
+  if (same) {
+    ++tally.resends;
+    return r.env.message_id;
+  }
+  const std::string why = "mailbox " + path + ": message_id " + printable(r.env.message_id) +
+                          " is already in the outbox with different content; not stored (send it unchanged to "
+                          "get the stored message's id, or use a new message_id)";
+  tally.conflicts.push_back(why);
+  return Status{ErrorCode::invalid_argument, why};
 }
 
 // Runs inside the batch transaction, under db_mu.
@@ -519,6 +708,15 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
            (max_bytes && static_cast<std::uint64_t>(bytes + size) > max_bytes);
   };
   if (over()) {
+    // A taken message_id is answered before anything is evicted for it. (Otherwise
+    // the INSERT below finds it, with no extra lookup on the normal path.)
+    if (r.caller_id) {
+      auto& taken = stmt("SELECT 1 FROM outbox WHERE message_id = ?");
+      taken.bind(1, r.env.message_id);
+      const bool found = taken.executeStep();
+      taken.reset();
+      if (found) return answer_taken(r, tally);
+    }
     if (options.quota_policy == QuotaPolicy::reject_new || (max_bytes && static_cast<std::uint64_t>(size) > max_bytes)) {
       ++tally.rejected;
       return Status{ErrorCode::quota_exceeded,
@@ -571,7 +769,7 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
   }
   auto& ins = stmt(
       "INSERT INTO outbox (message_id, recipient_node_id, payload_type, envelope_json, size, priority, attempts, "
-      "next_attempt_ms, expires_ms, created_ms) VALUES (?,?,?,?,?,?,0,?,?,?)");
+      "next_attempt_ms, expires_ms, created_ms) VALUES (?,?,?,?,?,?,0,?,?,?) ON CONFLICT(message_id) DO NOTHING");
   // No copies: the strings outlive the statement's use of them (the request is
   // alive until complete(), and the statement is reset before its next use).
   ins.bindNoCopy(1, r.env.message_id);
@@ -583,7 +781,7 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
   ins.bind(7, t);
   ins.bind(8, t + static_cast<std::int64_t>(o.ttl.count()) * 1000);
   ins.bind(9, t);
-  ins.exec();
+  if (ins.exec() == 0) return answer_taken(r, tally);  // the message_id is taken
   if (!o.idempotency_key.empty()) {
     auto& k = stmt("INSERT OR REPLACE INTO idempotency (key, message_id, expires_ms) VALUES (?,?,?)");
     k.bind(1, o.idempotency_key);
@@ -598,6 +796,7 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
 
 // Validates and encodes on the caller's thread, so the writer only inserts.
 Result<std::shared_ptr<SendRequest>> Mailbox::Impl::prepare(Envelope& envelope, SendOptions& opts) {
+  const bool caller_id = !envelope.message_id.empty(), stamped = envelope.timestamp_ms == 0;
   auto encoded = opts.idempotency_key.size() > options.max_id_bytes
                      ? Result<std::string>(Status{ErrorCode::invalid_argument,
                                                   "idempotency_key is " + std::to_string(opts.idempotency_key.size()) +
@@ -620,6 +819,8 @@ Result<std::shared_ptr<SendRequest>> Mailbox::Impl::prepare(Envelope& envelope, 
   req->env = std::move(envelope);
   req->options = std::move(opts);
   req->envelope_json = std::move(encoded).value();
+  req->caller_id = caller_id;
+  req->stamped = stamped;
   return req;
 }
 
@@ -634,7 +835,8 @@ Status Mailbox::Impl::enqueue(std::shared_ptr<SendRequest> req) {
     }
     if (stopping) {
       return {ErrorCode::closed,
-              "mailbox " + path + " is closing; message " + printable(req->env.message_id) + " was not stored"};
+              "mailbox " + path + " is closed (close() was called); message " + printable(req->env.message_id) +
+                  " was not stored"};
     }
     queue.push_back(std::move(req));
     // One wake-up per group, not per message: each costs a futex call on both sides.
@@ -711,6 +913,7 @@ std::int64_t sql_limit(std::size_t limit, std::size_t unreadable) {
 Result<std::vector<OutboxMessage>> Mailbox::pending(std::size_t limit) {
   std::vector<OutboxMessage> out;
   std::lock_guard lk(impl_->db_mu);
+  if (impl_->closed) return impl_->closed_error("pending");
   try {
     auto& q = impl_->stmt(
         "SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id FROM outbox "
@@ -751,6 +954,7 @@ Result<std::vector<OutboxMessage>> Mailbox::pending(std::size_t limit) {
 
 Status Mailbox::mark_delivered(const std::string& message_id) {
   std::lock_guard lk(impl_->db_mu);
+  if (impl_->closed) return impl_->closed_error("mark_delivered");
   try {
     Status st = impl_->keep_books("mark_delivered", [&]() -> Status {
       SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
@@ -776,6 +980,7 @@ Status Mailbox::mark_delivered(const std::string& message_id) {
 
 Result<std::int64_t> Mailbox::mark_failed(const std::string& message_id) {
   std::lock_guard lk(impl_->db_mu);
+  if (impl_->closed) return impl_->closed_error("mark_failed");
   try {
     auto& sel = impl_->stmt("SELECT attempts FROM outbox WHERE message_id = ?");
     sel.bind(1, message_id);
@@ -809,6 +1014,7 @@ Result<std::int64_t> Mailbox::mark_failed(const std::string& message_id) {
 
 Result<std::size_t> Mailbox::cleanup_expired() {
   std::lock_guard lk(impl_->db_mu);
+  if (impl_->closed) return impl_->closed_error("cleanup_expired");
   try {
     const std::int64_t t = impl_->now();
     const int n = impl_->keep_books("cleanup_expired", [&] {
@@ -852,6 +1058,7 @@ Result<StoreResult> Mailbox::store(const Envelope& envelope) {
     return encoded.status();
   }
   std::lock_guard lk(impl_->db_mu);
+  if (impl_->closed) return impl_->closed_error("store");
   try {
     SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
     auto& q = impl_->stmt(
@@ -880,6 +1087,7 @@ Result<StoreResult> Mailbox::store(const Envelope& envelope) {
 Result<std::vector<InboxMessage>> Mailbox::unacked(const std::string& payload_type, std::size_t limit) {
   std::vector<InboxMessage> out;
   std::lock_guard lk(impl_->db_mu);
+  if (impl_->closed) return impl_->closed_error("unacked");
   try {
     auto& q = impl_->stmt(
         "SELECT envelope_json, received_ms, message_id FROM inbox WHERE acknowledged = 0 AND "
@@ -912,6 +1120,7 @@ Result<std::vector<InboxMessage>> Mailbox::unacked(const std::string& payload_ty
 
 Status Mailbox::ack(const std::string& message_id) {
   std::lock_guard lk(impl_->db_mu);
+  if (impl_->closed) return impl_->closed_error("ack");
   try {
     const int changed = impl_->keep_books("ack", [&] {
       auto& q = impl_->stmt("UPDATE inbox SET acknowledged = 1 WHERE message_id = ?");
@@ -929,11 +1138,15 @@ Result<MailboxStats> Mailbox::stats() {
   MailboxStats s;
   {
     std::lock_guard lk(impl_->db_mu);
+    if (impl_->closed) return impl_->closed_error("stats");
     try {
       read_table_stats(*impl_->db, impl_->now(), s);
     } catch (const std::exception& e) {
       return io_error(impl_->path + ": stats", e);
     }
+    // Under db_mu: close() destroys the checkpointer only after `closed` is set.
+    s.counters.checkpoints = impl_->checkpointer->rounds();
+    s.counters.checkpoint_failures = impl_->checkpointer->failures();
   }
   auto& c = s.counters;
   c.sent = impl_->sent;
@@ -949,8 +1162,6 @@ Result<MailboxStats> Mailbox::stats() {
   c.unreadable = impl_->unreadable;
   c.notification_errors = impl_->notification_errors;
   c.disk_full = impl_->disk->refused();
-  c.checkpoints = impl_->checkpointer->rounds();
-  c.checkpoint_failures = impl_->checkpointer->failures();
   return s;
 }
 

@@ -19,7 +19,10 @@ const Table<MailboxSection>& mailbox_table() {
         // stored payload from overflowing their stack (docs/mailbox.md, "Input checks").
         .key("max_json_depth", &MailboxSection::max_json_depth, between(1, 1024))
         // Generated ids are 36 bytes; 16 leaves room for short caller-chosen ones.
-        .key("max_id_bytes", &MailboxSection::max_id_bytes, between(16, 65536));
+        .key("max_id_bytes", &MailboxSection::max_id_bytes, between(16, 65536))
+        // Shorter than 100 ms would refuse a queued backlog on any busy disk; an hour
+        // is past any service manager's stop timeout.
+        .key("close_timeout_ms", &MailboxSection::close_timeout_ms, between(100, 3600000));
     return s;
   }();
   return t;

@@ -42,6 +42,7 @@ MailboxOptions mailbox_options(const Config& cfg) {
   mo.wal_limit_bytes = static_cast<std::uint64_t>(m.wal_limit_bytes);
   mo.max_json_depth = static_cast<std::size_t>(m.max_json_depth);
   mo.max_id_bytes = static_cast<std::size_t>(m.max_id_bytes);
+  mo.close_timeout = std::chrono::milliseconds(m.close_timeout_ms);
   return mo;
 }
 
