@@ -82,6 +82,12 @@ struct MailboxCounters {
   std::uint64_t checkpoint_failures = 0;  // of those, did not finish (WARNING; retried)
   std::uint64_t unreadable = 0;           // stored rows pending()/unacked() could not decode (ERROR; kept, skipped)
   std::uint64_t notification_errors = 0;  // on_notification calls that threw (ERROR)
+  // The full PRAGMA integrity_check run in the background after open (docs/mailbox.md,
+  // "Corruption"): passes completed (a re-check after a repair counts again), damage
+  // repaired by REINDEX (WARNING), and damage REINDEX could not repair (ERROR).
+  std::uint64_t integrity_checks = 0;
+  std::uint64_t integrity_repairs = 0;
+  std::uint64_t integrity_failures = 0;
 };
 
 struct MailboxStats {
