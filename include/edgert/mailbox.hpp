@@ -13,6 +13,8 @@
 //  - Only a file SQLite reports as corrupt or not a database is moved aside on open
 //    (to mailbox.db.corrupt-<timestamp>, never replacing an earlier one) before a fresh
 //    mailbox starts; any other open failure leaves the file untouched and fails open.
+//  - A full integrity check runs in the background after each open; damaged indexes
+//    are rebuilt, and a WAL that recovery would cut short is kept and reported.
 //
 // Threads: every member function may be called from any thread; calls block on
 // SQLite I/O. Errors are returned, never thrown.
@@ -162,6 +164,10 @@ class EDGERT_API Mailbox {
   /// PRAGMA quick_check, schema migrations. A file SQLite reports corrupt or not a
   /// database is renamed to mailbox.db.corrupt-<UTC stamp>[-N] (ERROR) and a fresh
   /// mailbox starts; a zero-byte one is reported at WARNING and initialised in place.
+  /// A WAL whose replay would stop at a damaged frame is copied aside first (ERROR); a
+  /// WAL missing after an unclean stop is reported (WARNING). A full integrity_check
+  /// then runs on a background thread: index damage is rebuilt (REINDEX), other
+  /// damage logged at ERROR; see MailboxCounters::integrity_* (docs/mailbox.md).
   /// Errors: io_error naming the file and the cause (locked, permission denied, a
   /// read-only file or data directory, disk full, I/O), the file left untouched;
   /// unsupported for a schema newer than this build (docs/mailbox.md).

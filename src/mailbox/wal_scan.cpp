@@ -194,7 +194,7 @@ namespace {
 
 void write_state(const std::string& db_path, const std::string& text) {
   const std::string to = db_path + "-state";
-  const std::string tmp = to + ".tmp";
+  const std::string tmp = to + ".tmp-" + std::to_string(::getpid());  // two openers never share one
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
   int err = errno;
