@@ -13,8 +13,10 @@
 //  - Only a file SQLite reports as corrupt or not a database is moved aside on open
 //    (to mailbox.db.corrupt-<timestamp>, never replacing an earlier one) before a fresh
 //    mailbox starts; any other open failure leaves the file untouched and fails open.
-//  - One Mailbox per data_dir: it holds an exclusive lock on <data_dir>/.lock for its
-//    lifetime, and a second opener, in any process, is refused at once.
+//  - One Mailbox per data_dir: it holds an exclusive lock on <data_dir>/.lock until
+//    close(), and a second opener, in any process, is refused at once.
+//  - A full integrity check runs in the background after each open; damaged indexes
+//    are rebuilt, and a WAL that recovery would cut short is kept and reported.
 //
 // Threads: every member function may be called from any thread, concurrently with
 // any other, close() included; calls block on SQLite I/O. Errors are returned, never
@@ -86,6 +88,12 @@ struct MailboxCounters {
   std::uint64_t unreadable = 0;           // stored rows pending()/unacked() could not decode (ERROR; kept, skipped)
   std::uint64_t notification_errors = 0;  // on_notification calls that threw (ERROR)
   std::uint64_t disk_full = 0;            // sends refused because the disk is full (quota_exceeded; not stored)
+  // The full PRAGMA integrity_check run in the background after open (docs/mailbox.md,
+  // "Corruption"): passes completed (a re-check after a repair counts again), damage
+  // repaired by REINDEX (WARNING), and damage REINDEX could not repair (ERROR).
+  std::uint64_t integrity_checks = 0;
+  std::uint64_t integrity_repairs = 0;
+  std::uint64_t integrity_failures = 0;
 };
 
 struct MailboxStats {
@@ -165,6 +173,10 @@ class EDGERT_API Mailbox {
   /// PRAGMA quick_check, schema migrations. A file SQLite reports corrupt or not a
   /// database is renamed to mailbox.db.corrupt-<UTC stamp>[-N] (ERROR) and a fresh
   /// mailbox starts; a zero-byte one is reported at WARNING and initialised in place.
+  /// A WAL whose replay would stop at a damaged frame is copied aside first (ERROR); a
+  /// WAL missing after an unclean stop is reported (WARNING). A full integrity_check
+  /// then runs on a background thread: index damage is rebuilt (REINDEX), other
+  /// damage logged at ERROR; see MailboxCounters::integrity_* (docs/mailbox.md).
   /// Errors: io_error naming the file and the cause (locked, permission denied, a
   /// read-only file or data directory, disk full, I/O), the file left untouched;
   /// io_error "<data_dir>: in use by another process (pid N holds <data_dir>/.lock);

@@ -7,8 +7,10 @@
 #include "mailbox/data_dir_lock.hpp"
 #include "mailbox/disk_space.hpp"
 #include "mailbox/envelope_check.hpp"
+#include "mailbox/integrity.hpp"
 #include "mailbox/open.hpp"
 #include "mailbox/schema.hpp"
+#include "mailbox/wal_scan.hpp"
 
 #include <SQLiteCpp/Backup.h>
 #include <SQLiteCpp/SQLiteCpp.h>
@@ -221,6 +223,8 @@ struct Mailbox::Impl {
   std::mutex db_mu;  // one connection; every statement runs under this
   std::unique_ptr<detail::DiskGuard> disk;  // outlives the checkpointer, which calls it
   std::unique_ptr<detail::Checkpointer> checkpointer;
+  std::unique_ptr<detail::IntegrityChecker> integrity;
+  bool marked_open = false;  // <path>-state says "open": say "clean" once the connection closed
   std::atomic<std::int64_t> next_space_check_ms{0};  // refused sends look at the disk at most once a second
 
   static bool disk_full(const std::exception& e) {
@@ -238,6 +242,25 @@ struct Mailbox::Impl {
     }
     return f();
   }
+
+  // Whatever ends the mailbox (close(), a failed open): the background threads stop,
+  // the connection closes (SQLite checkpoints and removes the WAL), only then is the
+  // stop marked clean, and last the data_dir lock is released, so a next owner never
+  // sees this one's files half closed. Caller: not holding db_mu, the writer thread
+  // gone. Idempotent.
+  void release() {
+    if (integrity) integrity->stop();
+    checkpointer.reset();
+    {
+      std::lock_guard lk(db_mu);
+      statements.clear();  // finalised before their connection closes
+      db.reset();
+    }
+    if (marked_open) detail::mark_clean(path);
+    marked_open = false;
+    lock = detail::DataDirLock{};
+  }
+  ~Impl() { release(); }
 
   // Group commit: senders queue requests; the writer commits them in batches.
   std::mutex queue_mu;
@@ -359,6 +382,10 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
     // A WAL that grew under load is cut back when it restarts.
     impl->db->exec("PRAGMA journal_size_limit=" + std::to_string(impl->options.wal_limit_bytes));
     if (Status st = detail::migrate_mailbox(*impl->db, impl->path); !st.ok()) return st;
+    // The file is in WAL mode and its -wal exists: a later open that finds the marker
+    // still "open" and no -wal knows a WAL went missing (docs/mailbox.md).
+    detail::mark_open(impl->path);
+    impl->marked_open = true;
   } catch (const std::exception& e) {
     return io_error(impl->path, e);
   }
@@ -397,6 +424,8 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
     detail::set_current_thread_name("edgert-mailbox");
     raw->write_loop();
   });
+  // The full check quick_check leaves out, off the opening thread (docs/mailbox.md, "Corruption").
+  impl->integrity = std::make_unique<detail::IntegrityChecker>(impl->path, impl->db->getHandle(), impl->db_mu);
   return std::unique_ptr<Mailbox>(new Mailbox(std::move(impl)));
 }
 
@@ -411,6 +440,7 @@ Status Mailbox::close() {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   impl_->close_deadline_ns.store(std::max<std::int64_t>(1, deadline.time_since_epoch().count()),
                                  std::memory_order_release);
+  if (impl_->integrity) impl_->integrity->stop();  // interrupts a check in progress: closing stays prompt
   {
     std::lock_guard lk(impl_->queue_mu);
     impl_->stopping = true;
@@ -423,10 +453,7 @@ Status Mailbox::close() {
     std::lock_guard lk(impl_->db_mu);
     impl_->closed = true;  // from here on no call touches the connection
   }
-  impl_->checkpointer.reset();  // before the connection it hooks into closes
-  std::lock_guard lk(impl_->db_mu);
-  impl_->statements.clear();  // finalised before their connection closes
-  impl_->db.reset();
+  impl_->release();
   return {};
 }
 
@@ -1162,6 +1189,9 @@ Result<MailboxStats> Mailbox::stats() {
   c.unreadable = impl_->unreadable;
   c.notification_errors = impl_->notification_errors;
   c.disk_full = impl_->disk->refused();
+  c.integrity_checks = impl_->integrity->checks();
+  c.integrity_repairs = impl_->integrity->repairs();
+  c.integrity_failures = impl_->integrity->failures();
   return s;
 }
 

@@ -33,6 +33,9 @@ MetricsRegistration register_mailbox_metrics(MetricsRegistry& registry, std::str
       c("unreadable_total", "Stored rows pending() or unacked() could not decode (skipped, kept, logged)."),
       c("notification_errors_total", "on_notification callbacks that threw."),
       c("disk_full_total", "Sends refused because the disk is full (not stored)."),
+      c("integrity_checks_total", "Background integrity_check passes completed."),
+      c("integrity_repairs_total", "Index damage repaired by REINDEX."),
+      c("integrity_failures_total", "Damage found that REINDEX could not repair."),
       g("outbox_rows", "Messages waiting in the outbox."),
       g("outbox_bytes", "Stored bytes in the outbox."),
       g("inbox_rows", "Messages in the inbox."),
@@ -48,6 +51,7 @@ MetricsRegistration register_mailbox_metrics(MetricsRegistry& registry, std::str
     const std::uint64_t v[] = {k.sent,        k.idempotent_hits, k.delivered,   k.failed_attempts, k.expired,
                                k.duplicates,  k.evicted,         k.rejected,    k.commits,         k.write_errors,
                                k.checkpoints, k.checkpoint_failures, k.unreadable, k.notification_errors, k.disk_full,
+                               k.integrity_checks, k.integrity_repairs, k.integrity_failures,
                                s.outbox_rows, s.outbox_bytes, s.inbox_rows,
                                s.inbox_bytes, s.inbox_unacked};
     std::size_t i = 0;

@@ -1,6 +1,7 @@
 #include "mailbox/open.hpp"
 
 #include "core/log.hpp"
+#include "mailbox/wal_scan.hpp"
 
 #include <SQLiteCpp/Exception.h>
 #include <sqlite3.h>
@@ -193,6 +194,13 @@ Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& pat
                "starting a fresh mailbox in it{}",
                path, kept.empty() ? std::string{} : "; its " + std::to_string(wal_size) + "-byte WAL, which SQLite "
                                                          "discards, was copied to " + kept);
+  }
+
+  if (st.st_size > 0) {
+    // Before SQLite's recovery silently stops at a damaged WAL frame, or opens without
+    // a WAL that was deleted (docs/mailbox.md, "A damaged or missing WAL").
+    warn_if_wal_missing(path);
+    if (Status kept = keep_damaged_wal(path, utc_stamp(now_ms)); !kept.ok()) return kept;
   }
 
   Attempt a = try_open(path, busy_timeout_ms);

@@ -22,6 +22,10 @@ namespace edgert::detail {
 ///  - A zero-byte file is logged at WARNING as likely damage and initialised in place;
 ///    a non-empty WAL beside it (which SQLite would delete) is first copied to
 ///    <path>-wal.orphan-<stamp>[-N].
+///  - For a non-empty file, before SQLite reads it: a -wal whose replay would stop at a
+///    damaged frame ahead of committed transactions is copied to
+///    <path>-wal.damaged-<stamp>[-N] and reported at ERROR (wal_scan.hpp); a -wal
+///    missing after an unclean stop is reported at WARNING.
 ///  - Anything else (locked, permission denied, read-only file or directory, disk full,
 ///    I/O error) returns io_error naming the cause and the file, which is left untouched.
 /// Moves `path` and its -wal/-shm to the first free `<path>.<kind>-<UTC stamp of

@@ -1,0 +1,210 @@
+#include "mailbox/integrity.hpp"
+
+#include "core/log.hpp"
+#include "core/thread_name.hpp"
+#include "mailbox/envelope_check.hpp"
+
+#include <sqlite3.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <vector>
+
+namespace edgert::detail {
+
+struct IntegrityChecker::Outcome {
+  enum Kind { ok, damaged, interrupted, error } kind = error;
+  std::vector<std::string> problems;  // integrity_check's lines, or the error that stopped it
+};
+
+namespace {
+
+// What integrity_check reports, at most; the first few are logged.
+constexpr int kMaxProblems = 100;
+constexpr std::size_t kLogged = 3;
+
+std::string summary(const std::vector<std::string>& problems) {
+  std::string out = std::to_string(problems.size()) + (problems.size() == 1 ? " problem" : " problems") + "; first: ";
+  for (std::size_t i = 0; i < problems.size() && i < kLogged; ++i) out += (i ? "; " : "") + problems[i];
+  return printable(out, 400);
+}
+
+// The index a problem line names, or "" when it is not about an index alone.
+// integrity_check words index problems as "row N missing from index X", "wrong # of
+// entries in index X", "non-unique entry in UNIQUE index X"; a damaged b-tree as
+// "Tree <root page> page ...", which is an index when that root page is one.
+std::string index_named(sqlite3* db, const std::string& line) {
+  for (const char* marker : {"missing from index ", "entries in index ", "in UNIQUE index "}) {
+    if (const auto at = line.find(marker); at != std::string::npos) return line.substr(at + std::strlen(marker));
+  }
+  unsigned root = 0;
+  if (std::sscanf(line.c_str(), "Tree %u page", &root) != 1) return {};
+  sqlite3_stmt* q = nullptr;
+  std::string name;
+  if (sqlite3_prepare_v2(db, "SELECT name FROM sqlite_schema WHERE type = 'index' AND rootpage = ?", -1, &q,
+                         nullptr) == SQLITE_OK) {
+    sqlite3_bind_int64(q, 1, root);
+    if (sqlite3_step(q) == SQLITE_ROW) name = reinterpret_cast<const char*>(sqlite3_column_text(q, 0));
+  }
+  sqlite3_finalize(q);
+  return name;
+}
+
+std::string quoted(const std::string& name) {
+  std::string out = "\"";
+  for (const char c : name) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+}  // namespace
+
+IntegrityChecker::IntegrityChecker(std::string path, sqlite3* writer, std::mutex& writer_mu)
+    : path_(std::move(path)), writer_(writer), writer_mu_(writer_mu) {
+  thread_ = std::thread([this] {
+    set_current_thread_name("edgert-integ");
+    run();
+  });
+}
+
+IntegrityChecker::~IntegrityChecker() { stop(); }
+
+void IntegrityChecker::stop() {
+  std::lock_guard once(stop_mu_);
+  if (!thread_.joinable()) return;
+  stop_ = true;
+  {
+    // The connection lives while db_mu_ is held; sqlite3_interrupt() stops a statement
+    // already running, the progress handler one that starts after this.
+    std::lock_guard lk(db_mu_);
+    if (db_ != nullptr) sqlite3_interrupt(db_);
+  }
+  thread_.join();
+}
+
+int IntegrityChecker::on_progress(void* self) {
+  return static_cast<IntegrityChecker*>(self)->stop_.load(std::memory_order_relaxed) ? 1 : 0;
+}
+
+IntegrityChecker::Outcome IntegrityChecker::check(sqlite3* db) {
+  Outcome out;
+  sqlite3_stmt* q = nullptr;
+  int rc = sqlite3_prepare_v2(db, ("PRAGMA integrity_check(" + std::to_string(kMaxProblems) + ")").c_str(), -1, &q,
+                              nullptr);
+  while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+    rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) break;
+    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(q, 0));
+    const std::string line = text ? text : "";
+    if (line != "ok") out.problems.push_back(line);
+  }
+  const int primary = rc & 0xff;
+  if (primary == SQLITE_DONE) {
+    out.kind = out.problems.empty() ? Outcome::ok : Outcome::damaged;
+  } else if (primary == SQLITE_INTERRUPT || stop_) {
+    out.kind = Outcome::interrupted;
+  } else {
+    // A page too damaged to read stops the check itself: that is a finding, too.
+    out.kind = primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB ? Outcome::damaged : Outcome::error;
+    out.problems.push_back(sqlite3_errmsg(db));
+  }
+  sqlite3_finalize(q);
+  return out;
+}
+
+void IntegrityChecker::run() {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    log().warn("mailbox {}: cannot open a connection for the background integrity_check ({}); not checked", path_,
+               db ? sqlite3_errmsg(db) : "out of memory");
+    sqlite3_close(db);
+    return;
+  }
+  sqlite3_busy_timeout(db, 1000);
+  sqlite3_progress_handler(db, 1000, &IntegrityChecker::on_progress, this);
+  {
+    std::lock_guard lk(db_mu_);
+    db_ = db;
+  }
+  const auto started = std::chrono::steady_clock::now();
+  Outcome first = stop_ ? Outcome{Outcome::interrupted, {}} : check(db);
+  if (first.kind == Outcome::ok || first.kind == Outcome::damaged) ++checks_;
+  if (first.kind == Outcome::ok) {
+    log().debug("mailbox {}: integrity_check ok ({} ms)", path_,
+                std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
+                    .count());
+  } else if (first.kind == Outcome::error) {
+    log().warn("mailbox {}: the background integrity_check could not run ({}); not checked", path_,
+               summary(first.problems));
+  } else if (first.kind == Outcome::damaged) {
+    // Index-only damage is rebuilt from the table rows, which lose nothing.
+    std::set<std::string> indexes;
+    bool index_only = true;
+    for (const auto& line : first.problems) {
+      const std::string name = index_named(db, line);
+      if (name.empty()) {
+        index_only = false;
+        break;
+      }
+      indexes.insert(name);
+    }
+    std::string names;
+    for (const auto& n : indexes) names += (names.empty() ? "" : ", ") + n;
+    if (index_only && stop_) {
+      log().warn("mailbox {}: integrity_check found damage in index {} ({}); closing before REINDEX could repair "
+                 "it: the next open checks again",
+                 path_, printable(names, 200), summary(first.problems));
+    } else if (index_only) {
+      log().warn("mailbox {}: integrity_check found damage in index {} ({}); rebuilding it with REINDEX", path_,
+                 printable(names, 200), summary(first.problems));
+      std::string sql;
+      for (const auto& n : indexes) sql += "REINDEX " + quoted(n) + ";";
+      std::string reindex_error;
+      {
+        std::lock_guard writer_idle(writer_mu_);
+        char* err = nullptr;
+        if (sqlite3_exec(writer_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+          reindex_error = err ? err : sqlite3_errmsg(writer_);
+        }
+        sqlite3_free(err);
+      }
+      Outcome again;
+      if (reindex_error.empty()) {
+        again = check(db);
+        if (again.kind == Outcome::ok || again.kind == Outcome::damaged) ++checks_;
+      }
+      if (again.kind == Outcome::ok) {
+        ++repairs_;
+        log().warn("mailbox {}: REINDEX repaired index {}; integrity_check is ok again", path_, printable(names, 200));
+      } else if (again.kind == Outcome::interrupted) {
+        log().warn("mailbox {}: REINDEX rebuilt index {}; closing before the re-check finished: the next open "
+                   "checks again",
+                   path_, printable(names, 200));
+      } else {
+        if (reindex_error.empty()) {
+          reindex_error = (again.kind == Outcome::damaged ? "integrity_check still reports "
+                                                          : "the re-check could not run: ") +
+                          summary(again.problems);
+        }
+        ++failures_;
+        log().error("mailbox {}: integrity_check found damage REINDEX cannot repair ({}); REINDEX: {}; the mailbox "
+                    "keeps running on the rows it can read; stop the node and salvage the file (docs/mailbox.md, "
+                    "\"Corruption\")",
+                    path_, summary(first.problems), printable(reindex_error, 300));
+      }
+    } else {
+      ++failures_;
+      log().error("mailbox {}: integrity_check found damage REINDEX cannot repair ({}); the mailbox keeps running on "
+                  "the rows it can read; stop the node and salvage the file (docs/mailbox.md, \"Corruption\")",
+                  path_, summary(first.problems));
+    }
+  }
+  {
+    std::lock_guard lk(db_mu_);
+    db_ = nullptr;
+  }
+  sqlite3_close(db);
+}
+
+}  // namespace edgert::detail

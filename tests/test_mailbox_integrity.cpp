@@ -1,0 +1,412 @@
+// Corruption the open-time checks miss (docs/mailbox.md, "Corruption" and "A damaged or
+// missing WAL"): index damage that passes quick_check is found by the background
+// integrity_check and rebuilt; damage REINDEX cannot fix is reported and counted; a WAL
+// cut short by a damaged frame, and a WAL deleted after an unclean stop, are reported
+// before SQLite silently drops what they held.
+#include <edgert/mailbox.hpp>
+
+#include "scratch_dir.hpp"
+
+#include <catch2/catch.hpp>
+#include <sqlite3.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+using Catch::Contains;
+using edgert::Envelope;
+using edgert::Mailbox;
+using edgert::MailboxCounters;
+using edgert::MailboxOptions;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Scratch : edgert::testing::ScratchDir {
+  Scratch() : ScratchDir("edgert-mbox-integrity") {}
+};
+
+std::string id_of(int n) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "id-%05d", n);
+  return buf;
+}
+
+Envelope env(int n) {
+  Envelope e;
+  e.message_id = id_of(n);
+  e.sender_node_id = "node-a";
+  e.recipient_node_id = "fleet";
+  e.payload_type = "detection";
+  e.payload = R"({"n":)" + std::to_string(n) + "}";
+  return e;
+}
+
+MailboxOptions options(const fs::path& dir) {
+  MailboxOptions o;
+  o.data_dir = dir.string();
+  o.busy_timeout_ms = 200;
+  return o;
+}
+
+// A healthy mailbox holding messages id-00000 .. id-<n-1>, closed again.
+void make_live(const fs::path& dir, int n) {
+  auto mb = Mailbox::open(options(dir));
+  REQUIRE(mb.ok());
+  std::vector<edgert::PendingSend> sends;
+  for (int i = 0; i < n; ++i) sends.push_back(mb.value()->send_async(env(i)));
+  for (auto& s : sends) REQUIRE(s.get().ok());
+}
+
+std::string read_all(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_all(const fs::path& p, const std::string& bytes) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<std::string> files_with_prefix(const fs::path& dir, const std::string& prefix) {
+  std::vector<std::string> out;
+  for (auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) == 0) out.push_back(name);
+  }
+  return out;
+}
+
+// Runs `fn` with stderr (where the edgert logger writes) redirected to a file; returns
+// what was written.
+std::string capture_stderr(const fs::path& scratch, const std::function<void()>& fn) {
+  const fs::path out = scratch.parent_path() / (scratch.filename().string() + ".stderr");
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  const int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  REQUIRE(fd >= 0);
+  ::dup2(fd, 2);
+  ::close(fd);
+  fn();
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  std::string text = read_all(out);
+  fs::remove(out);
+  return text;
+}
+
+// One-row answer of `sql` on a fresh raw connection to `db` (independent of the mailbox).
+std::string query(const fs::path& db, const std::string& sql) {
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
+  std::string out;
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    const auto* t = sqlite3_column_text(st, 0);
+    out = t ? reinterpret_cast<const char*>(t) : "";
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(h);
+  return out;
+}
+
+std::uint32_t be32(const std::string& b, std::size_t at) {
+  return (std::uint32_t(std::uint8_t(b[at])) << 24) | (std::uint32_t(std::uint8_t(b[at + 1])) << 16) |
+         (std::uint32_t(std::uint8_t(b[at + 2])) << 8) | std::uint32_t(std::uint8_t(b[at + 3]));
+}
+
+// Polls stats() until `done` holds for its counters, or 60 s pass.
+MailboxCounters wait_for(Mailbox& mb, const std::function<bool(const MailboxCounters&)>& done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    auto st = mb.stats();
+    REQUIRE(st.ok());
+    if (done(st.value().counters) || std::chrono::steady_clock::now() > deadline) return st.value().counters;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+// Marks every pending message delivered; returns how many mark_delivered() accepted
+// and counts in `refused` those it did not (a row its index no longer finds).
+int deliver_all(Mailbox& mb, int& refused) {
+  int ok = 0;
+  refused = 0;
+  for (int round = 0; round < 40; ++round) {
+    auto p = mb.pending(500);
+    REQUIRE(p.ok());
+    if (p.value().empty()) break;
+    for (const auto& m : p.value()) {
+      if (mb.mark_delivered(m.envelope.message_id).ok()) {
+        ++ok;
+      } else {
+        ++refused;
+      }
+    }
+  }
+  return ok;
+}
+
+}  // namespace
+
+TEST_CASE("integrity: index damage quick_check misses is repaired in the background", "[mailbox][mailbox_fault]") {
+  Scratch s;
+  constexpr int kRows = 3000;
+  make_live(s.dir, kRows);
+  const fs::path db = s.dir / "mailbox.db";
+  REQUIRE_FALSE(fs::exists(s.dir / "mailbox.db-wal"));  // checkpointed on close: all in the file
+
+  // The message_id index (UNIQUE): its root page, then the right-most leaf below it.
+  const int page_size = std::stoi(query(db, "PRAGMA page_size"));
+  const int root = std::stoi(query(db, "SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_autoindex_outbox_1'"));
+  std::string bytes = read_all(db);
+  std::size_t page = static_cast<std::size_t>(root - 1) * static_cast<std::size_t>(page_size);
+  while (std::uint8_t(bytes[page]) == 0x02) {  // interior index page: follow its right-most pointer
+    page = static_cast<std::size_t>(be32(bytes, page + 8) - 1) * static_cast<std::size_t>(page_size);
+  }
+  REQUIRE(std::uint8_t(bytes[page]) == 0x0a);  // an index leaf
+  // 4-bit flips in the key text of a few entries (not in the page's structure, which
+  // quick_check would see): these rows can no longer be found by message_id.
+  int flipped = 0;
+  for (std::size_t at = page + 8; at + 8 < page + static_cast<std::size_t>(page_size) && flipped < 3; ++at) {
+    if (bytes.compare(at, 3, "id-") == 0) {
+      bytes[at + 7] = static_cast<char>(bytes[at + 7] ^ 0x0f);
+      ++flipped;
+      at += 8;
+    }
+  }
+  REQUIRE(flipped == 3);
+  write_all(db, bytes);
+  REQUIRE(query(db, "PRAGMA quick_check") == "ok");      // open's check passes...
+  REQUIRE(query(db, "PRAGMA integrity_check") != "ok");  // ...the full one does not
+
+  MailboxCounters c;
+  int delivered = 0, refused = 0;
+  const std::string log = capture_stderr(s.dir, [&] {
+    auto mb = Mailbox::open(options(s.dir));
+    REQUIRE(mb.ok());
+    c = wait_for(*mb.value(), [](const MailboxCounters& k) {
+      return k.integrity_repairs + k.integrity_failures > 0 && k.integrity_checks >= 2;
+    });
+    delivered = deliver_all(*mb.value(), refused);
+    auto st = mb.value()->stats();
+    REQUIRE(st.ok());
+    CHECK(st.value().outbox_rows == 0);
+  });
+  INFO(log);
+  CHECK(c.integrity_repairs == 1);
+  CHECK(c.integrity_failures == 0);
+  CHECK(c.integrity_checks == 2);  // the check that found the damage, and the re-check
+  CHECK(delivered == kRows);
+  CHECK(refused == 0);
+  CHECK_THAT(log, Contains("REINDEX"));
+  CHECK_THAT(log, Contains("sqlite_autoindex_outbox_1"));
+  CHECK(query(db, "PRAGMA integrity_check") == "ok");
+}
+
+TEST_CASE("integrity: a healthy mailbox is checked once, nothing repaired", "[mailbox][mailbox_fault]") {
+  Scratch s;
+  make_live(s.dir, 200);
+  auto mb = Mailbox::open(options(s.dir));
+  REQUIRE(mb.ok());
+  const auto c = wait_for(*mb.value(), [](const MailboxCounters& k) { return k.integrity_checks >= 1; });
+  CHECK(c.integrity_checks == 1);
+  CHECK(c.integrity_repairs == 0);
+  CHECK(c.integrity_failures == 0);
+}
+
+TEST_CASE("integrity: table damage REINDEX cannot repair is an ERROR and counted", "[mailbox][mailbox_fault]") {
+  Scratch s;
+  make_live(s.dir, 300);
+  const fs::path db = s.dir / "mailbox.db";
+  const int page_size = std::stoi(query(db, "PRAGMA page_size"));
+  // In an outbox table leaf, the message_id column of id-00002 (not the copy inside
+  // envelope_json, which follows a quote) becomes id-00001: two rows now hold one
+  // UNIQUE id, which no index rebuild can accept.
+  std::string bytes = read_all(db);
+  bool changed = false;
+  for (std::size_t page = 0; page + static_cast<std::size_t>(page_size) <= bytes.size() && !changed;
+       page += static_cast<std::size_t>(page_size)) {
+    const std::size_t hdr = page == 0 ? 100 : 0;
+    if (std::uint8_t(bytes[page + hdr]) != 0x0d) continue;  // table leaf pages only
+    const std::string body = bytes.substr(page, static_cast<std::size_t>(page_size));
+    for (std::size_t at = body.find("id-00002"); at != std::string::npos; at = body.find("id-00002", at + 1)) {
+      if (at > 0 && body[at - 1] == '"') continue;
+      bytes[page + at + 7] = '1';
+      changed = true;
+      break;
+    }
+  }
+  REQUIRE(changed);
+  write_all(db, bytes);
+  REQUIRE(query(db, "PRAGMA quick_check") == "ok");
+  REQUIRE(query(db, "PRAGMA integrity_check") != "ok");
+
+  MailboxCounters c;
+  bool sent_after = false;
+  const std::string log = capture_stderr(s.dir, [&] {
+    auto mb = Mailbox::open(options(s.dir));
+    REQUIRE(mb.ok());
+    c = wait_for(*mb.value(), [](const MailboxCounters& k) { return k.integrity_repairs + k.integrity_failures > 0; });
+    sent_after = mb.value()->send(env(5000)).ok();  // the node keeps running on the readable rows
+  });
+  INFO(log);
+  CHECK(c.integrity_failures == 1);
+  CHECK(c.integrity_repairs == 0);
+  CHECK(sent_after);
+  CHECK_THAT(log, Contains("error"));
+  CHECK_THAT(log, Contains("REINDEX cannot repair"));
+  CHECK_THAT(log, Contains(db.string()));
+  CHECK_THAT(log, Contains("sqlite_autoindex_outbox_1"));
+}
+
+namespace {
+
+// A child process opens the mailbox, commits `n` messages one transaction each, and
+// is killed (SIGKILL) without closing it: no checkpoint, the WAL holds them all.
+// Returns the number the child saw acknowledged (a failed send makes it exit instead).
+int commit_and_die(const fs::path& dir, int n) {
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    MailboxOptions o = options(dir);
+    o.wal_checkpoint_bytes = 1ull << 30;
+    o.wal_limit_bytes = 1ull << 30;
+    auto mb = Mailbox::open(o);
+    if (!mb.ok()) ::_exit(2);
+    for (int i = 0; i < n; ++i) {
+      if (!mb.value()->send(env(i)).ok()) ::_exit(3);
+    }
+    // Dies as kill -9 would (an _exit() with the mailbox's threads alive is also a
+    // thread leak to ThreadSanitizer).
+    ::kill(::getpid(), SIGKILL);
+    ::_exit(4);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  INFO("child exit status " << (WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+  REQUIRE(WIFSIGNALED(status));
+  REQUIRE(WTERMSIG(status) == SIGKILL);
+  return n;
+}
+
+std::size_t pending_count(Mailbox& mb) {
+  auto p = mb.pending(100000);
+  REQUIRE(p.ok());
+  return p.value().size();
+}
+
+}  // namespace
+
+TEST_CASE("integrity: a WAL cut short by a damaged frame is reported with counts, a copy kept",
+          "[mailbox][mailbox_fault]") {
+  Scratch s;
+  const int acked = commit_and_die(s.dir, 300);
+  const fs::path wal = s.dir / "mailbox.db-wal";
+  std::string bytes = read_all(wal);
+  REQUIRE(bytes.size() > 32);
+  const std::size_t page_size = be32(bytes, 8);
+  const std::size_t frame = 24 + page_size;
+  const std::size_t frames = (bytes.size() - 32) / frame;
+  REQUIRE(frames > 100);
+  // A frame in the middle that does not itself end a transaction; its page number
+  // takes a 4-bit flip, so its checksum no longer matches.
+  std::size_t k = frames / 2;  // 1-based frame number
+  while (be32(bytes, 32 + (k - 1) * frame + 4) != 0) --k;
+  const std::size_t at = 32 + (k - 1) * frame + 3;
+  bytes[at] = static_cast<char>(bytes[at] ^ 0x0f);
+  write_all(wal, bytes);
+
+  std::size_t recovered = 0;
+  const std::string log = capture_stderr(s.dir, [&] {
+    auto mb = Mailbox::open(options(s.dir));
+    REQUIRE(mb.ok());
+    recovered = pending_count(*mb.value());
+  });
+  INFO(log);
+  REQUIRE(recovered < static_cast<std::size_t>(acked));  // SQLite did stop replaying there
+  CHECK_THAT(log, Contains("error"));
+  CHECK_THAT(log, Contains("WAL damaged at frame " + std::to_string(k) + " of " + std::to_string(frames) + ":"));
+  // The count reported is what was really lost: every acknowledged message not recovered.
+  const auto tail = log.find(" committed transactions (");
+  REQUIRE(tail != std::string::npos);
+  auto head = tail;
+  while (head > 0 && std::isdigit(static_cast<unsigned char>(log[head - 1]))) --head;
+  REQUIRE(head < tail);
+  CHECK(std::stoul(log.substr(head, tail - head)) == static_cast<std::size_t>(acked) - recovered);
+  const auto copies = files_with_prefix(s.dir, "mailbox.db-wal.damaged-");
+  REQUIRE(copies.size() == 1);
+  CHECK(read_all(s.dir / copies[0]) == bytes);
+  CHECK_THAT(log, Contains((s.dir / copies[0]).string()));
+}
+
+TEST_CASE("integrity: an intact WAL after a crash is replayed without a report", "[mailbox][mailbox_fault]") {
+  Scratch s;
+  const int acked = commit_and_die(s.dir, 100);
+  std::size_t recovered = 0;
+  const std::string log = capture_stderr(s.dir, [&] {
+    auto mb = Mailbox::open(options(s.dir));
+    REQUIRE(mb.ok());
+    recovered = pending_count(*mb.value());
+  });
+  INFO(log);
+  CHECK(recovered == static_cast<std::size_t>(acked));
+  CHECK(log.find("WAL") == std::string::npos);
+  CHECK(files_with_prefix(s.dir, "mailbox.db-wal.damaged-").empty());
+}
+
+TEST_CASE("integrity: a WAL deleted after an unclean stop is reported; a clean stop is not",
+          "[mailbox][mailbox_fault]") {
+  Scratch s;
+  SECTION("unclean stop, WAL deleted: WARNING") {
+    commit_and_die(s.dir, 50);
+    REQUIRE(fs::exists(s.dir / "mailbox.db-wal"));
+    fs::remove(s.dir / "mailbox.db-wal");
+    fs::remove(s.dir / "mailbox.db-shm");
+    const std::string log = capture_stderr(s.dir, [&] { REQUIRE(Mailbox::open(options(s.dir)).ok()); });
+    INFO(log);
+    CHECK_THAT(log, Contains("warning"));
+    CHECK_THAT(log, Contains((s.dir / "mailbox.db-wal").string() + " is missing"));
+    CHECK_THAT(log, Contains("may be lost"));
+    // That open closed cleanly: the next one has nothing to report.
+    const std::string again = capture_stderr(s.dir, [&] { REQUIRE(Mailbox::open(options(s.dir)).ok()); });
+    CHECK(again.find("may be lost") == std::string::npos);
+  }
+  SECTION("clean stop (the WAL is checkpointed and removed on close): no warning") {
+    make_live(s.dir, 50);
+    REQUIRE_FALSE(fs::exists(s.dir / "mailbox.db-wal"));
+    const std::string log = capture_stderr(s.dir, [&] { REQUIRE(Mailbox::open(options(s.dir)).ok()); });
+    INFO(log);
+    CHECK(log.find("may be lost") == std::string::npos);
+  }
+  SECTION("unclean stop, WAL present: replayed, no warning") {
+    commit_and_die(s.dir, 50);
+    std::size_t recovered = 0;
+    const std::string log = capture_stderr(s.dir, [&] {
+      auto mb = Mailbox::open(options(s.dir));
+      REQUIRE(mb.ok());
+      recovered = pending_count(*mb.value());
+    });
+    INFO(log);
+    CHECK(recovered == 50);
+    CHECK(log.find("may be lost") == std::string::npos);
+  }
+}
