@@ -41,7 +41,12 @@ struct Envelope {
 };
 
 struct SendOptions {
-  std::chrono::seconds ttl{24 * 3600};  // undelivered after this: expired (counted)
+  /// Undelivered after this: expired (counted). Must be positive: 0 or less is refused
+  /// (invalid_argument, counted in rejected). Longer than MailboxOptions::max_ttl acts
+  /// as max_ttl, so seconds::max() means "as long as the mailbox allows". Measured in
+  /// elapsed time: wall-clock jumps do not shorten or stretch it (docs/mailbox.md,
+  /// "Clock jumps and TTLs").
+  std::chrono::seconds ttl{24 * 3600};
   int priority = 0;                     // higher is delivered first and evicted last; a newcomer
                                         // never evicts a higher priority message (docs/mailbox.md)
   std::string idempotency_key;          // same key again (until the TTL): the first message's id
@@ -82,6 +87,7 @@ struct MailboxCounters {
   std::uint64_t checkpoint_failures = 0;  // of those, did not finish (WARNING; retried)
   std::uint64_t unreadable = 0;           // stored rows pending()/unacked() could not decode (ERROR; kept, skipped)
   std::uint64_t notification_errors = 0;  // on_notification calls that threw (ERROR)
+  std::uint64_t clock_jumps = 0;          // wall-clock jumps the schedule was rebased for (WARNING)
 };
 
 struct MailboxStats {
@@ -120,8 +126,20 @@ struct MailboxOptions {
   /// Called (on the writing thread, must not block) for each eviction. An exception it
   /// throws is caught, counted (notification_errors) and logged at ERROR.
   std::function<void(const std::string& message)> on_notification;
+  /// A TTL longer than this acts as this (SendOptions::ttl). Values below 1 s are refused
+  /// at open (invalid_argument); values above 100 years act as 100 years.
+  std::chrono::seconds max_ttl{365 * 24 * 3600};
+  /// The wall clock may drift this far from the elapsed monotonic time (or, across a
+  /// restart, run backwards this far) before it counts as a jump and the stored
+  /// schedule is rebased (docs/mailbox.md, "Clock jumps and TTLs").
+  std::chrono::milliseconds clock_jump_tolerance{60000};
   /// Wall clock in ms since the epoch; injectable for tests.
   std::function<std::int64_t()> clock_ms;
+  /// Monotonic clock in ms (any origin), the reference jumps are measured against;
+  /// injectable for tests together with clock_ms. With clock_ms injected and this
+  /// left empty, jumps within a process are not detected (the injected clock is
+  /// taken as the only time source).
+  std::function<std::int64_t()> steady_ms;
 };
 
 namespace detail {
