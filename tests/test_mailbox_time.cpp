@@ -1,7 +1,9 @@
 // Mailbox time faults (issue 9 item 6): TTL validation and capping, overflow-safe
 // scheduling arithmetic, and wall-clock jumps within a process and across restarts
 // (docs/mailbox.md, "Clock jumps and TTLs").
+#include <edgert/component_metrics.hpp>
 #include <edgert/mailbox.hpp>
+#include <edgert/metrics.hpp>
 
 #include "scratch_dir.hpp"
 
@@ -317,6 +319,14 @@ TEST_CASE("a jump of one year either way is logged once and counted once; drift 
   const auto st = mb->stats().value();
   CHECK(st.counters.clock_jumps == 1);
   CHECK(st.counters.expired == 0);
+  {
+    edgert::MetricsRegistry reg;
+    auto r = edgert::register_mailbox_metrics(reg, "main", *mb);
+    const auto snap = reg.snapshot();
+    const auto* m = snap.find("edgert_mailbox_clock_jumps_total", {{"mailbox", "main"}});
+    REQUIRE(m != nullptr);
+    CHECK(m->value == 1);
+  }
   const auto warnings = logs.jump_warnings();
   REQUIRE(warnings.size() == 1);
   CHECK(warnings[0] == "mailbox " + mb->path() + ": wall clock jumped " + size +

@@ -32,6 +32,7 @@ MetricsRegistration register_mailbox_metrics(MetricsRegistry& registry, std::str
       c("checkpoint_failures_total", "Background WAL checkpoints that did not finish."),
       c("unreadable_total", "Stored rows pending() or unacked() could not decode (skipped, kept, logged)."),
       c("notification_errors_total", "on_notification callbacks that threw."),
+      c("clock_jumps_total", "Wall-clock jumps the outbox schedule was rebased for."),
       g("outbox_rows", "Messages waiting in the outbox."),
       g("outbox_bytes", "Stored bytes in the outbox."),
       g("inbox_rows", "Messages in the inbox."),
@@ -47,6 +48,7 @@ MetricsRegistration register_mailbox_metrics(MetricsRegistry& registry, std::str
     const std::uint64_t v[] = {k.sent,        k.idempotent_hits, k.delivered,   k.failed_attempts, k.expired,
                                k.duplicates,  k.evicted,         k.rejected,    k.commits,         k.write_errors,
                                k.checkpoints, k.checkpoint_failures, k.unreadable, k.notification_errors,
+                               k.clock_jumps,
                                s.outbox_rows, s.outbox_bytes, s.inbox_rows,
                                s.inbox_bytes, s.inbox_unacked};
     std::size_t i = 0;
