@@ -2,6 +2,7 @@
 // scheduling arithmetic, and wall-clock jumps within a process and across restarts
 // (docs/mailbox.md, "Clock jumps and TTLs").
 #include <edgert/component_metrics.hpp>
+#include <edgert/config.hpp>
 #include <edgert/mailbox.hpp>
 #include <edgert/metrics.hpp>
 
@@ -213,6 +214,16 @@ TEST_CASE("a max_ttl below one second is refused at open", "[mailbox][time]") {
   REQUIRE_FALSE(m.ok());
   CHECK(m.status().code() == ErrorCode::invalid_argument);
   CHECK_THAT(m.status().message(), Contains("max_ttl"));
+}
+
+TEST_CASE("mailbox.max_ttl_s is read from YAML and range-checked", "[mailbox][time]") {
+  CHECK(edgert::Config{}.mailbox.max_ttl_s == 365 * 24 * 3600);
+  auto fine = edgert::parse_config("mailbox:\n  max_ttl_s: 86400\n", "node.yaml", edgert::EnvVars{});
+  REQUIRE(fine.ok());
+  CHECK(fine.value().mailbox.max_ttl_s == 86400);
+  auto zero = edgert::parse_config("mailbox:\n  max_ttl_s: 0\n", "node.yaml", edgert::EnvVars{});
+  REQUIRE_FALSE(zero.ok());
+  CHECK_THAT(zero.status().message(), Contains("node.yaml:2") && Contains("max_ttl_s"));
 }
 
 TEST_CASE("scheduling arithmetic saturates instead of wrapping", "[mailbox][time]") {

@@ -131,7 +131,7 @@ struct MailboxOptions {
   std::chrono::seconds max_ttl{365 * 24 * 3600};
   /// The wall clock may drift this far from the elapsed monotonic time (or, across a
   /// restart, run backwards this far) before it counts as a jump and the stored
-  /// schedule is rebased (docs/mailbox.md, "Clock jumps and TTLs").
+  /// schedule is rebased (docs/mailbox.md, "Clock jumps and TTLs"). Below 1 s acts as 1 s.
   std::chrono::milliseconds clock_jump_tolerance{60000};
   /// Wall clock in ms since the epoch; injectable for tests.
   std::function<std::int64_t()> clock_ms;
@@ -174,9 +174,12 @@ class EDGERT_API Mailbox {
   /// PRAGMA quick_check, schema migrations. A file SQLite reports corrupt or not a
   /// database is renamed to mailbox.db.corrupt-<UTC stamp>[-N] (ERROR) and a fresh
   /// mailbox starts; a zero-byte one is reported at WARNING and initialised in place.
+  /// A wall clock set back while the mailbox was closed, or stored times written by
+  /// an unset (1970) clock, rebase the stored schedule (WARNING, clock_jumps).
   /// Errors: io_error naming the file and the cause (locked, permission denied, a
   /// read-only file or data directory, disk full, I/O), the file left untouched;
-  /// unsupported for a schema newer than this build (docs/mailbox.md).
+  /// unsupported for a schema newer than this build (docs/mailbox.md);
+  /// invalid_argument for max_ttl below 1 s.
   static Result<std::unique_ptr<Mailbox>> open(MailboxOptions options);
   ~Mailbox();
   Mailbox(const Mailbox&) = delete;
@@ -184,8 +187,8 @@ class EDGERT_API Mailbox {
 
   /// Blocks until the row is committed. Errors: invalid_argument (the payload is not
   /// exactly one JSON value, nests deeper than max_json_depth or is larger than
-  /// max_payload_bytes; an identifier is longer than max_id_bytes or not UTF-8;
-  /// nothing stored), quota_exceeded (reject_new, or evict_oldest with no message of
+  /// max_payload_bytes; an identifier is longer than max_id_bytes or not UTF-8; the
+  /// ttl is not positive; nothing stored), quota_exceeded (reject_new, or evict_oldest with no message of
   /// lower or equal priority left to evict), io_error, closed (the mailbox is being
   /// destroyed).
   Result<std::string> send(Envelope envelope, SendOptions options = {});
@@ -196,14 +199,17 @@ class EDGERT_API Mailbox {
   /// already wait for the writer. Messages queued before destruction are committed.
   PendingSend send_async(Envelope envelope, SendOptions options = {});
 
-  /// Up to `limit` messages due now, highest priority first, then earliest due. A
+  /// Up to `limit` messages due now, highest priority first, then earliest due. Like
+  /// send(), mark_failed(), cleanup_expired() and stats(), first rebases the stored
+  /// schedule if the wall clock jumped (docs/mailbox.md, "Clock jumps and TTLs"). A
   /// stored row that cannot be decoded (e.g. written by an older build without the
   /// input checks) is skipped, logged at ERROR once and counted (unreadable); it stays
   /// in the file and mark_delivered() removes it.
   Result<std::vector<OutboxMessage>> pending(std::size_t limit);
   /// Removes a delivered message. not_found if it is not in the outbox.
   Status mark_delivered(const std::string& message_id);
-  /// Counts a failed attempt and schedules the next; returns its time (ms since epoch).
+  /// Counts a failed attempt and schedules the next; returns its time (ms since epoch,
+  /// saturating: a huge backoff gives a far-future time, never a wrapped one).
   Result<std::int64_t> mark_failed(const std::string& message_id);
   /// Removes expired messages; returns how many.
   Result<std::size_t> cleanup_expired();
