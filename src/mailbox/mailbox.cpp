@@ -299,9 +299,10 @@ struct Mailbox::Impl {
   std::atomic<std::uint64_t> clock_jumps{0};
   // The wall clock for scheduling: first rebases the stored schedule if the wall clock
   // moved more than the tolerance away from the elapsed monotonic time since the last
-  // check. Two clock reads; writes only on a jump or every kWallPersistEveryMs.
-  // Callers hold db_mu, outside any transaction. Never throws.
-  std::int64_t checked_now();
+  // check. Two clock reads; writes only on a jump or, from write paths
+  // (`may_persist`), every kWallPersistEveryMs: pending() and stats() never wait for
+  // the write lock for it. Callers hold db_mu, outside any transaction. Never throws.
+  std::int64_t checked_now(bool may_persist = true);
   // Shifts every stored due time and expiry by `delta` ms and remembers `wall`, in one
   // transaction; WARNING with the size, `when` describing the circumstances.
   bool rebase(std::int64_t delta, std::int64_t wall, const std::string& when);
@@ -632,7 +633,7 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
   return r.env.message_id;
 }
 
-std::int64_t Mailbox::Impl::checked_now() {
+std::int64_t Mailbox::Impl::checked_now(bool may_persist) {
   const std::int64_t wall = now();
   if (track_jumps) {
     const std::int64_t st = steady();
@@ -644,7 +645,8 @@ std::int64_t Mailbox::Impl::checked_now() {
     base_wall = wall;
     base_steady = st;
   }
-  if (wall - persisted_wall >= kWallPersistEveryMs || persisted_wall - wall >= kWallPersistEveryMs) {
+  if (may_persist &&
+      (wall - persisted_wall >= kWallPersistEveryMs || persisted_wall - wall >= kWallPersistEveryMs)) {
     persist_wall(wall);
   }
   return wall;
@@ -858,7 +860,7 @@ Result<std::vector<OutboxMessage>> Mailbox::pending(std::size_t limit) {
     auto& q = impl_->stmt(
         "SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id FROM outbox "
         "WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 ORDER BY priority DESC, next_attempt_ms ASC LIMIT ?2");
-    const std::int64_t t = impl_->checked_now();
+    const std::int64_t t = impl_->checked_now(/*may_persist=*/false);
     // A pass that finds a new unreadable row asks again for one more row per such
     // row, so they never take the place of readable ones.
     for (std::size_t known = SIZE_MAX; known != impl_->unreadable_outbox.size() && out.size() < limit;) {
@@ -1060,7 +1062,7 @@ Result<MailboxStats> Mailbox::stats() {
   {
     std::lock_guard lk(impl_->db_mu);
     try {
-      read_table_stats(*impl_->db, impl_->checked_now(), s);
+      read_table_stats(*impl_->db, impl_->checked_now(/*may_persist=*/false), s);
     } catch (const std::exception& e) {
       return io_error(impl_->path + ": stats", e);
     }
