@@ -46,7 +46,12 @@ struct Envelope {
 };
 
 struct SendOptions {
-  std::chrono::seconds ttl{24 * 3600};  // undelivered after this: expired (counted)
+  /// Undelivered after this: expired (counted). Must be positive: 0 or less is refused
+  /// (invalid_argument, counted in rejected). Longer than MailboxOptions::max_ttl acts
+  /// as max_ttl, so seconds::max() means "as long as the mailbox allows". Measured in
+  /// elapsed time: wall-clock jumps do not shorten or stretch it (docs/mailbox.md,
+  /// "Clock jumps and TTLs").
+  std::chrono::seconds ttl{24 * 3600};
   int priority = 0;                     // higher is delivered first and evicted last; a newcomer
                                         // never evicts a higher priority message (docs/mailbox.md)
   std::string idempotency_key;          // same key again (until the TTL): the first message's id
@@ -94,6 +99,7 @@ struct MailboxCounters {
   std::uint64_t integrity_checks = 0;
   std::uint64_t integrity_repairs = 0;
   std::uint64_t integrity_failures = 0;
+  std::uint64_t clock_jumps = 0;          // wall-clock jumps the schedule was rebased for (WARNING)
 };
 
 struct MailboxStats {
@@ -137,8 +143,20 @@ struct MailboxOptions {
   /// uncommitted when it passes are answered `closed`, and counted (write_errors).
   /// Keep it well below the service manager's stop timeout (systemd: 90 s).
   std::chrono::milliseconds close_timeout{10000};
+  /// A TTL longer than this acts as this (SendOptions::ttl). Values below 1 s are refused
+  /// at open (invalid_argument); values above 100 years act as 100 years.
+  std::chrono::seconds max_ttl{365 * 24 * 3600};
+  /// The wall clock may drift this far from the elapsed monotonic time (or, across a
+  /// restart, run backwards this far) before it counts as a jump and the stored
+  /// schedule is rebased (docs/mailbox.md, "Clock jumps and TTLs"). Below 1 s acts as 1 s.
+  std::chrono::milliseconds clock_jump_tolerance{60000};
   /// Wall clock in ms since the epoch; injectable for tests.
   std::function<std::int64_t()> clock_ms;
+  /// Monotonic clock in ms (any origin), the reference jumps are measured against;
+  /// injectable for tests together with clock_ms. With clock_ms injected and this
+  /// left empty, jumps within a process are not detected (the injected clock is
+  /// taken as the only time source).
+  std::function<std::int64_t()> steady_ms;
 };
 
 namespace detail {
@@ -177,12 +195,14 @@ class EDGERT_API Mailbox {
   /// WAL missing after an unclean stop is reported (WARNING). A full integrity_check
   /// then runs on a background thread: index damage is rebuilt (REINDEX), other
   /// damage logged at ERROR; see MailboxCounters::integrity_* (docs/mailbox.md).
+  /// A wall clock set back while the mailbox was closed, or stored times written by
+  /// an unset (1970) clock, rebase the stored schedule (WARNING, clock_jumps).
   /// Errors: io_error naming the file and the cause (locked, permission denied, a
   /// read-only file or data directory, disk full, I/O), the file left untouched;
   /// io_error "<data_dir>: in use by another process (pid N holds <data_dir>/.lock);
   /// one node per data_dir", without waiting, while another Mailbox holds the data_dir
   /// (docs/mailbox.md, "Second process on one data_dir"); unsupported for a schema
-  /// newer than this build (docs/mailbox.md).
+  /// newer than this build (docs/mailbox.md); invalid_argument for max_ttl below 1 s.
   static Result<std::unique_ptr<Mailbox>> open(MailboxOptions options);
   /// Calls close(). Any other call running on another thread during or after the
   /// destructor is undefined behaviour: stop them first (close() makes them return).
@@ -197,7 +217,8 @@ class EDGERT_API Mailbox {
   /// duplicates); either way the other messages of its group commit are unaffected.
   /// Errors: invalid_argument (the payload is not exactly one JSON value, nests deeper
   /// than max_json_depth or is larger than max_payload_bytes; an identifier is longer
-  /// than max_id_bytes or not UTF-8; the message_id is taken; nothing stored),
+  /// than max_id_bytes or not UTF-8; the message_id is taken; the ttl is not positive;
+  /// nothing stored),
   /// quota_exceeded (reject_new, or evict_oldest with no message of lower or equal
   /// priority left to evict), io_error (this row, or its whole group's commit, failed;
   /// counted in write_errors), closed (close() was called; or close_timeout passed
@@ -211,14 +232,17 @@ class EDGERT_API Mailbox {
   /// answered `closed` if close_timeout passes first.
   PendingSend send_async(Envelope envelope, SendOptions options = {});
 
-  /// Up to `limit` messages due now, highest priority first, then earliest due. A
+  /// Up to `limit` messages due now, highest priority first, then earliest due. Like
+  /// send(), mark_failed(), cleanup_expired() and stats(), first rebases the stored
+  /// schedule if the wall clock jumped (docs/mailbox.md, "Clock jumps and TTLs"). A
   /// stored row that cannot be decoded (e.g. written by an older build without the
   /// input checks) is skipped, logged at ERROR once and counted (unreadable); it stays
   /// in the file and mark_delivered() removes it.
   Result<std::vector<OutboxMessage>> pending(std::size_t limit);
   /// Removes a delivered message. not_found if it is not in the outbox.
   Status mark_delivered(const std::string& message_id);
-  /// Counts a failed attempt and schedules the next; returns its time (ms since epoch).
+  /// Counts a failed attempt and schedules the next; returns its time (ms since epoch,
+  /// saturating: a huge backoff gives a far-future time, never a wrapped one).
   Result<std::int64_t> mark_failed(const std::string& message_id);
   /// Removes expired messages; returns how many.
   Result<std::size_t> cleanup_expired();

@@ -47,6 +47,64 @@ std::int64_t system_ms() {
       .count();
 }
 
+std::int64_t steady_clock_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Scheduling arithmetic saturates: a TTL, backoff or clock at the edge of int64 gives
+// "far future" or "far past", never a wrapped time (which expired messages at once).
+std::int64_t sat_add(std::int64_t a, std::int64_t b) {
+  std::int64_t r = 0;
+  if (__builtin_add_overflow(a, b, &r)) return b > 0 ? INT64_MAX : INT64_MIN;
+  return r;
+}
+std::int64_t sat_sub(std::int64_t a, std::int64_t b) {
+  std::int64_t r = 0;
+  if (__builtin_sub_overflow(a, b, &r)) return b < 0 ? INT64_MAX : INT64_MIN;
+  return r;
+}
+
+constexpr std::int64_t kMaxTtlCapSeconds = std::int64_t{100} * 365 * 24 * 3600;  // MailboxOptions::max_ttl
+// Stored times before this (2020-01-01T00:00:00Z) were written by an unset clock
+// (a device that booted at 1970) when the clock now reads later.
+constexpr std::int64_t kClockFloorMs = 1'577'836'800'000;
+// The meta row holding the last wall time the mailbox saw is rewritten at most this
+// often (and on a rebase and at close); the backwards check at open has the jump
+// tolerance of slack, so a few seconds of staleness is harmless.
+constexpr std::int64_t kWallPersistEveryMs = 5000;
+// Rebased times stay inside this range, so "x + delta" never overflows in SQL (which
+// would turn the column into a REAL).
+constexpr std::int64_t kTimeBound = 4'000'000'000'000'000'000;
+
+// "+365d 0h 0m 0s (+31536000000 ms)"
+std::string jump_size(std::int64_t d) {
+  const char sign = d < 0 ? '-' : '+';
+  const std::uint64_t ms = d < 0 ? 0 - static_cast<std::uint64_t>(d) : static_cast<std::uint64_t>(d);
+  const std::uint64_t s = ms / 1000;
+  return std::string(1, sign) + std::to_string(s / 86400) + "d " + std::to_string(s / 3600 % 24) + "h " +
+         std::to_string(s / 60 % 60) + "m " + std::to_string(s % 60) + "s (" + std::string(1, sign) +
+         std::to_string(ms) + " ms)";
+}
+
+// "2026-07-25T17:20:00Z" (or the raw ms when out of gmtime's range).
+std::string utc_stamp(std::int64_t ms) {
+  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  char buf[32];
+  if (gmtime_r(&secs, &tm) == nullptr || std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+    return std::to_string(ms) + " ms";
+  }
+  return buf;
+}
+
+// "message <id> (<payload_type>)" as refusals name it; "(new)" before an id is assigned.
+std::string describe(const Envelope& env) {
+  const std::string id = env.message_id.empty() ? std::string("(new)") : printable(env.message_id);
+  const std::string type = env.payload_type.empty() ? std::string("no payload_type") : printable(env.payload_type);
+  return "message " + id + " (" + type + ")";
+}
+
 // "msg:" + 12 hex digits of the wall clock in ms + 20 random hex digits: unique
 // without coordination, and time-ordered so the message_id index grows at its end
 // (random ids dirtied one index page per row: measured 2-3x slower commits).
@@ -84,9 +142,7 @@ Result<std::string> existing_db(const std::string& data_dir) {
 // are not exactly one JSON value. The payload text is embedded verbatim, so what is
 // stored is one JSON object that decode() reads back field for field.
 Result<std::string> encode(Envelope& env, const MailboxOptions& opts, std::int64_t now) {
-  const std::string id = env.message_id.empty() ? std::string("(new)") : printable(env.message_id);
-  const std::string type = env.payload_type.empty() ? std::string("no payload_type") : printable(env.payload_type);
-  const std::string who = "message " + id + " (" + type + ")";
+  const std::string who = describe(env);
   if (env.payload_type.empty()) return Status{ErrorCode::invalid_argument, who + ": payload_type is empty"};
   const std::pair<const char*, const std::string*> ids[] = {{"message_id", &env.message_id},
                                                             {"sender_node_id", &env.sender_node_id},
@@ -304,6 +360,33 @@ struct Mailbox::Impl {
   }
 
   std::int64_t now() const { return options.clock_ms ? options.clock_ms() : system_ms(); }
+  std::int64_t steady() const { return options.steady_ms ? options.steady_ms() : steady_clock_ms(); }
+
+  // Wall-clock jumps (docs/mailbox.md, "Clock jumps and TTLs"). Under db_mu.
+  bool track_jumps = true;         // false: clock_ms injected without steady_ms
+  std::int64_t base_wall = 0;      // both clocks at the last check
+  std::int64_t base_steady = 0;
+  std::int64_t persisted_wall = 0;  // meta last_wall_ms as last written
+  bool rebase_failing = false;      // a failed rebase is reported once, retried on each check
+  std::atomic<std::uint64_t> clock_jumps{0};
+  // The wall clock for scheduling: first rebases the stored schedule if the wall clock
+  // moved more than the tolerance away from the elapsed monotonic time since the last
+  // check. Two clock reads; writes only on a jump or, from write paths
+  // (`may_persist`), every kWallPersistEveryMs: pending() and stats() never wait for
+  // the write lock for it. Callers hold db_mu, outside any transaction. Never throws.
+  std::int64_t checked_now(bool may_persist = true);
+  // Shifts every stored due time and expiry by `delta` ms and remembers `wall`, in one
+  // transaction; WARNING with the size, `when` describing the circumstances.
+  bool rebase(std::int64_t delta, std::int64_t wall, const std::string& when);
+  void persist_wall(std::int64_t wall) noexcept;
+  // At open: a clock set back while the mailbox was closed, or stored times written
+  // by an unset clock (before kClockFloorMs, now after it), are rebased the same way.
+  void check_clock_at_open();
+  // The message's TTL in ms after validation: capped at max_ttl.
+  std::int64_t ttl_ms(const SendOptions& o) const {
+    const std::int64_t cap = std::min<std::int64_t>(options.max_ttl.count(), kMaxTtlCapSeconds);
+    return std::min<std::int64_t>(o.ttl.count(), cap) * 1000;
+  }
 
   // Prepared statements, compiled once and reused (reset, bindings cleared) on every
   // call. Keyed by the address of the SQL literal at its call site: no hashing of SQL
@@ -359,6 +442,11 @@ struct Mailbox::Impl {
 Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
+  if (impl->options.max_ttl < std::chrono::seconds(1)) {
+    return Status{ErrorCode::invalid_argument, "mailbox in " + impl->options.data_dir + ": max_ttl is " +
+                                                   std::to_string(impl->options.max_ttl.count()) +
+                                                   " s; it must be at least 1 s"};
+  }
   std::error_code ec;
   fs::create_directories(impl->options.data_dir, ec);
   if (ec) return Status{ErrorCode::io_error, impl->options.data_dir + ": cannot create data dir: " + ec.message()};
@@ -394,6 +482,7 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
                                                    impl->options.wal_checkpoint_bytes, impl->options.wal_limit_bytes);
   auto budget = impl->disk->open();
   if (!budget.ok()) return budget.status();
+  impl->check_clock_at_open();
   // Checkpoints (the only fsyncs on the NORMAL write path) run on their own thread.
   std::uint64_t page = 4096;
   try {
@@ -451,6 +540,7 @@ Status Mailbox::close() {
   if (impl_->writer.joinable()) impl_->writer.join();
   {
     std::lock_guard lk(impl_->db_mu);
+    impl_->persist_wall(impl_->checked_now());  // the next open compares against this
     impl_->closed = true;  // from here on no call touches the connection
   }
   impl_->release();
@@ -565,6 +655,7 @@ void Mailbox::Impl::write_loop() {
       committed = hits = 0;
       tally = Tally{};
       results.clear();
+      const std::int64_t t = checked_now();  // before the batch: a rebase is its own transaction
       try {
         SQLite::Transaction txn(*db, SQLite::TransactionBehavior::IMMEDIATE);
         std::int64_t rows = 0, bytes = 0;
@@ -577,7 +668,6 @@ void Mailbox::Impl::write_loop() {
           q.reset();
         }
         const std::int64_t rows0 = rows, bytes0 = bytes;
-        const std::int64_t t = now();
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
         for (;;) {
           for (std::size_t i = results.size(); i < batch.size(); ++i) {
@@ -806,14 +896,15 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
   ins.bind(5, size);
   ins.bind(6, o.priority);
   ins.bind(7, t);
-  ins.bind(8, t + static_cast<std::int64_t>(o.ttl.count()) * 1000);
+  const std::int64_t expires = sat_add(t, ttl_ms(o));
+  ins.bind(8, expires);
   ins.bind(9, t);
   if (ins.exec() == 0) return answer_taken(r, tally);  // the message_id is taken
   if (!o.idempotency_key.empty()) {
     auto& k = stmt("INSERT OR REPLACE INTO idempotency (key, message_id, expires_ms) VALUES (?,?,?)");
     k.bind(1, o.idempotency_key);
     k.bind(2, r.env.message_id);
-    k.bind(3, t + static_cast<std::int64_t>(o.ttl.count()) * 1000);
+    k.bind(3, expires);
     k.exec();
   }
   ++rows;
@@ -821,8 +912,123 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
   return r.env.message_id;
 }
 
+std::int64_t Mailbox::Impl::checked_now(bool may_persist) {
+  const std::int64_t wall = now();
+  if (track_jumps) {
+    const std::int64_t st = steady();
+    const std::int64_t drift = sat_sub(wall, sat_add(base_wall, sat_sub(st, base_steady)));
+    const std::int64_t tolerance = std::max<std::int64_t>(options.clock_jump_tolerance.count(), 1000);
+    if ((drift > tolerance || drift < -tolerance) && !rebase(drift, wall, "")) {
+      return wall;  // baseline kept: the next check tries again
+    }
+    base_wall = wall;
+    base_steady = st;
+  }
+  if (may_persist &&
+      (wall - persisted_wall >= kWallPersistEveryMs || persisted_wall - wall >= kWallPersistEveryMs)) {
+    persist_wall(wall);
+  }
+  return wall;
+}
+
+bool Mailbox::Impl::rebase(std::int64_t delta, std::int64_t wall, const std::string& when) {
+  delta = std::clamp(delta, -kTimeBound, kTimeBound);
+  std::int64_t rows = 0;
+  try {
+    SQLite::Transaction txn(*db, SQLite::TransactionBehavior::IMMEDIATE);
+    // Each time is clamped into +-kTimeBound first, so adding delta stays an integer.
+    auto& o = stmt(
+        "UPDATE outbox SET next_attempt_ms = MIN(MAX(next_attempt_ms, -4000000000000000000), 4000000000000000000) + ?1, "
+        "expires_ms = MIN(MAX(expires_ms, -4000000000000000000), 4000000000000000000) + ?1, "
+        "created_ms = MIN(MAX(created_ms, -4000000000000000000), 4000000000000000000) + ?1");
+    o.bind(1, delta);
+    rows = o.exec();
+    auto& k = stmt(
+        "UPDATE idempotency SET expires_ms = MIN(MAX(expires_ms, -4000000000000000000), 4000000000000000000) + ?1");
+    k.bind(1, delta);
+    k.exec();
+    auto& m = stmt(
+        "INSERT INTO meta (key, value) VALUES ('last_wall_ms', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1");
+    m.bind(1, wall);
+    m.exec();
+    txn.commit();
+  } catch (const std::exception& e) {
+    if (!rebase_failing) {
+      detail::log().error(
+          "mailbox {}: wall clock jumped {}{}, but rebasing the pending messages failed ({}); retrying on each "
+          "mailbox call, until then retry times and expiries are off by the jump",
+          path, jump_size(delta), when, e.what());
+    }
+    rebase_failing = true;
+    return false;
+  }
+  rebase_failing = false;
+  persisted_wall = wall;
+  ++clock_jumps;
+  detail::log().warn(
+      "mailbox {}: wall clock jumped {}{}; rebased {} pending messages so their retry times and expiries keep their "
+      "remaining time",
+      path, jump_size(delta), when, rows);
+  return true;
+}
+
+void Mailbox::Impl::persist_wall(std::int64_t wall) noexcept {
+  persisted_wall = wall;  // also on failure: retried kWallPersistEveryMs later, not on every call
+  try {
+    auto& m = stmt(
+        "INSERT INTO meta (key, value) VALUES ('last_wall_ms', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1");
+    m.bind(1, wall);
+    m.exec();
+  } catch (const std::exception& e) {
+    // Only the restart check loses precision (by at most the persist interval).
+    detail::log().debug("mailbox {}: could not record the wall clock: {}", path, e.what());
+  }
+}
+
+void Mailbox::Impl::check_clock_at_open() {
+  std::lock_guard lk(db_mu);
+  track_jumps = !options.clock_ms || options.steady_ms;
+  const std::int64_t wall = now();
+  base_wall = wall;
+  base_steady = steady();
+  std::optional<std::int64_t> last;
+  try {
+    auto& m = stmt("SELECT value FROM meta WHERE key = 'last_wall_ms'");
+    if (m.executeStep()) last = m.getColumn(0).getInt64();
+    m.reset();
+    if (!last) {  // a file from before the meta table: its newest row stands in
+      auto& c = stmt("SELECT MAX(created_ms) FROM outbox");
+      if (c.executeStep() && !c.getColumn(0).isNull()) last = c.getColumn(0).getInt64();
+      c.reset();
+    }
+  } catch (const std::exception& e) {
+    detail::log().error("mailbox {}: cannot read the last wall time it saw ({}); clock jumps while it was closed go "
+                        "undetected this time",
+                        path, e.what());
+  }
+  const std::int64_t tolerance = std::max<std::int64_t>(options.clock_jump_tolerance.count(), 1000);
+  if (last && *last < kClockFloorMs && wall >= kClockFloorMs) {
+    // Written by an unset clock: assume no downtime, the best guess there is.
+    rebase(sat_sub(wall, *last), wall,
+           " while the mailbox was closed (last seen " + utc_stamp(*last) +
+               ", before 2020-01-01: the clock was unset; now " + utc_stamp(wall) + ")");
+  } else if (last && wall < sat_sub(*last, tolerance)) {
+    rebase(sat_sub(wall, *last), wall,
+           " while the mailbox was closed (last seen " + utc_stamp(*last) + ", now " + utc_stamp(wall) + ")");
+  }
+  // A forward gap is indistinguishable from real downtime and left alone.
+  if (!rebase_failing) persist_wall(wall);
+}
+
 // Validates and encodes on the caller's thread, so the writer only inserts.
 Result<std::shared_ptr<SendRequest>> Mailbox::Impl::prepare(Envelope& envelope, SendOptions& opts) {
+  if (opts.ttl.count() <= 0) {
+    ++rejected;
+    Status st{ErrorCode::invalid_argument,
+              describe(envelope) + ": ttl is " + std::to_string(opts.ttl.count()) + " s; it must be positive"};
+    detail::log().error("mailbox send refused: {}", st.message());
+    return st;
+  }
   const bool caller_id = !envelope.message_id.empty(), stamped = envelope.timestamp_ms == 0;
   auto encoded = opts.idempotency_key.size() > options.max_id_bytes
                      ? Result<std::string>(Status{ErrorCode::invalid_argument,
@@ -945,7 +1151,7 @@ Result<std::vector<OutboxMessage>> Mailbox::pending(std::size_t limit) {
     auto& q = impl_->stmt(
         "SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id FROM outbox "
         "WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 ORDER BY priority DESC, next_attempt_ms ASC LIMIT ?2");
-    const std::int64_t t = impl_->now();
+    const std::int64_t t = impl_->checked_now(/*may_persist=*/false);
     // A pass that finds a new unreadable row asks again for one more row per such
     // row, so they never take the place of readable ones.
     for (std::size_t known = SIZE_MAX; known != impl_->unreadable_outbox.size() && out.size() < limit;) {
@@ -1008,6 +1214,7 @@ Status Mailbox::mark_delivered(const std::string& message_id) {
 Result<std::int64_t> Mailbox::mark_failed(const std::string& message_id) {
   std::lock_guard lk(impl_->db_mu);
   if (impl_->closed) return impl_->closed_error("mark_failed");
+  const std::int64_t t = impl_->checked_now();
   try {
     auto& sel = impl_->stmt("SELECT attempts FROM outbox WHERE message_id = ?");
     sel.bind(1, message_id);
@@ -1025,7 +1232,7 @@ Result<std::int64_t> Mailbox::mark_failed(const std::string& message_id) {
       std::uniform_real_distribution<double> u(-o.backoff_jitter, o.backoff_jitter);
       delay *= 1.0 + u(rng);
     }
-    const std::int64_t next = impl_->now() + static_cast<std::int64_t>(delay);
+    const std::int64_t next = sat_add(t, static_cast<std::int64_t>(std::clamp(delay, 0.0, 4e18)));
     impl_->keep_books("mark_failed", [&] {
       auto& up = impl_->stmt("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ? WHERE message_id = ?");
       up.bind(1, next);
@@ -1043,7 +1250,7 @@ Result<std::size_t> Mailbox::cleanup_expired() {
   std::lock_guard lk(impl_->db_mu);
   if (impl_->closed) return impl_->closed_error("cleanup_expired");
   try {
-    const std::int64_t t = impl_->now();
+    const std::int64_t t = impl_->checked_now();
     const int n = impl_->keep_books("cleanup_expired", [&] {
       SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
       auto& q = impl_->stmt("DELETE FROM outbox WHERE expires_ms <= ? RETURNING size");
@@ -1167,7 +1374,7 @@ Result<MailboxStats> Mailbox::stats() {
     std::lock_guard lk(impl_->db_mu);
     if (impl_->closed) return impl_->closed_error("stats");
     try {
-      read_table_stats(*impl_->db, impl_->now(), s);
+      read_table_stats(*impl_->db, impl_->checked_now(/*may_persist=*/false), s);
     } catch (const std::exception& e) {
       return io_error(impl_->path + ": stats", e);
     }
@@ -1192,6 +1399,7 @@ Result<MailboxStats> Mailbox::stats() {
   c.integrity_checks = impl_->integrity->checks();
   c.integrity_repairs = impl_->integrity->repairs();
   c.integrity_failures = impl_->integrity->failures();
+  c.clock_jumps = impl_->clock_jumps;
   return s;
 }
 

@@ -13,6 +13,8 @@ const Table<MailboxSection>& mailbox_table() {
         // SQLite refuses blobs over 1e9 bytes by default. The WAL bound: at least 1 MiB
         // (smaller resets it on nearly every commit), at most 1 TiB.
         .key("max_payload_bytes", &MailboxSection::max_payload_bytes, between(1, 1000000000))
+        // One second to 100 years (MailboxOptions::max_ttl's own bounds).
+        .key("max_ttl_s", &MailboxSection::max_ttl_s, between(1, std::int64_t{100} * 365 * 24 * 3600))
         .key("wal_limit_bytes", &MailboxSection::wal_limit_bytes,
              between(std::int64_t{1} << 20, std::int64_t{1} << 40))
         // Readers re-serialise payloads recursively: the depth bound is what keeps a

@@ -36,6 +36,7 @@ MetricsRegistration register_mailbox_metrics(MetricsRegistry& registry, std::str
       c("integrity_checks_total", "Background integrity_check passes completed."),
       c("integrity_repairs_total", "Index damage repaired by REINDEX."),
       c("integrity_failures_total", "Damage found that REINDEX could not repair."),
+      c("clock_jumps_total", "Wall-clock jumps the outbox schedule was rebased for."),
       g("outbox_rows", "Messages waiting in the outbox."),
       g("outbox_bytes", "Stored bytes in the outbox."),
       g("inbox_rows", "Messages in the inbox."),
@@ -52,6 +53,7 @@ MetricsRegistration register_mailbox_metrics(MetricsRegistry& registry, std::str
                                k.duplicates,  k.evicted,         k.rejected,    k.commits,         k.write_errors,
                                k.checkpoints, k.checkpoint_failures, k.unreadable, k.notification_errors, k.disk_full,
                                k.integrity_checks, k.integrity_repairs, k.integrity_failures,
+                               k.clock_jumps,
                                s.outbox_rows, s.outbox_bytes, s.inbox_rows,
                                s.inbox_bytes, s.inbox_unacked};
     std::size_t i = 0;

@@ -53,6 +53,15 @@ CREATE TABLE totals (
 );
 INSERT INTO totals VALUES (1, 0, 0, 0, 0);
 )sql",
+    // 1 -> 2: small named values the mailbox keeps about itself. `last_wall_ms`: the
+    // last wall time it saw, so a clock set back while it was closed is noticed at
+    // open (docs/mailbox.md, "Clock jumps and TTLs").
+    R"sql(
+CREATE TABLE meta (
+  key TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+);
+)sql",
 };
 
 }  // namespace

@@ -39,6 +39,7 @@ MailboxOptions mailbox_options(const Config& cfg) {
   mo.max_bytes = static_cast<std::uint64_t>(m.max_bytes);
   mo.quota_policy = m.quota_policy == "evict_oldest" ? QuotaPolicy::evict_oldest : QuotaPolicy::reject_new;
   mo.max_payload_bytes = static_cast<std::size_t>(m.max_payload_bytes);
+  mo.max_ttl = std::chrono::seconds(m.max_ttl_s);
   mo.wal_limit_bytes = static_cast<std::uint64_t>(m.wal_limit_bytes);
   mo.max_json_depth = static_cast<std::size_t>(m.max_json_depth);
   mo.max_id_bytes = static_cast<std::size_t>(m.max_id_bytes);
