@@ -86,7 +86,12 @@ int Checkpointer::on_commit(void* self, sqlite3* db, const char* /*schema*/, int
   const int passive = c->passive_frames_.load(std::memory_order_relaxed);
   // The WAL restarted (frames < done) or enough new frames since the last round.
   const bool due = wal_frames >= passive && (wal_frames < done || wal_frames - done >= passive);
-  if (due && c->inline_.load(std::memory_order_relaxed)) {
+  // A background round that is late (its thread starved on a loaded machine) must not
+  // let the WAL outgrow its bound, which a small disk's free space sets: a quarter past
+  // the limit, the commit checkpoints inline, as SQLite's own auto-checkpoint would.
+  const int restart = c->restart_frames_.load(std::memory_order_relaxed);
+  const bool behind = wal_frames - done >= restart + restart / 4;
+  if ((due && c->inline_.load(std::memory_order_relaxed)) || behind) {
     int wal = 0, copied = 0;
     const int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal, &copied);
     ++c->rounds_;

@@ -9,7 +9,9 @@
 // `restart_frames` a RESTART round runs while holding the writer's mutex (SQLite's
 // busy handler, which only polls the lock, would starve). That round waits at most
 // 50 ms for readers in other processes (a backup, say); if they still hold the WAL
-// it gives up and retries after a second. Once the writer has been quiet for
+// it gives up and retries after a second. Should that thread fall behind (starved
+// on a loaded machine) until the WAL is a quarter past `restart_frames`, the commit
+// itself runs a PASSIVE round, so the WAL stays bounded whatever the scheduling. Once the writer has been quiet for
 // `idle_ms` with frames not yet checkpointed, an idle round runs PASSIVE and, if that
 // copied everything, TRUNCATE (under the writer's mutex; the writer is idle), so a
 // quiet mailbox leaves no WAL on disk (docs/mailbox.md, "Disk full and small disks").
