@@ -129,9 +129,11 @@ TEST_CASE("on a 2 MiB volume a full disk refuses sends clearly, bookkeeping stil
   CHECK_THAT(first_refusal, Contains("mailbox " + (s.dir / "mailbox.db").string() + ": disk full ("));
   CHECK_THAT(first_refusal, Contains("bytes free on " + s.dir.string()));
   CHECK_THAT(first_refusal, Contains("delivered messages can still be removed"));
-  // The WAL stayed well below the space the volume had.
+  // The WAL stayed well below the space the volume had (the old code let it fill the
+  // volume). Its bound is free/4, plus what a checkpoint starved on a loaded machine
+  // lets through before the disk fills and checkpoints cannot grow the database file.
   INFO("largest WAL " << max_wal << " bytes; " << free_before << " bytes were free at open");
-  CHECK(max_wal <= free_before / 3);
+  CHECK(max_wal <= free_before / 2);
 
   auto st = mb.stats();
   REQUIRE(st.ok());
@@ -170,7 +172,7 @@ TEST_CASE("on a 2 MiB volume a full disk refuses sends clearly, bookkeeping stil
   CHECK(delivered_ok == static_cast<int>(stored.size()));
   auto cleaned = mb.cleanup_expired();
   CHECK(cleaned.ok());
-  CHECK(max_wal <= free_before / 3);
+  CHECK(max_wal <= free_before / 2);
 
   st = mb.stats();
   REQUIRE(st.ok());
@@ -228,4 +230,34 @@ TEST_CASE("an idle mailbox's WAL is checkpointed and truncated", "[mailbox][mail
   auto p = again.value()->pending(1000);
   REQUIRE(p.ok());
   CHECK(p.value().size() == 200);
+}
+
+// A send answered from the idempotency table once left its statement holding a row,
+// which kept the writer connection's WAL read mark: the WAL could never restart again
+// and grew without bound (found in review).
+TEST_CASE("an idempotency hit does not pin the WAL", "[mailbox][mailbox_fault]") {
+  Scratch s;
+  auto opened = Mailbox::open(options(s.dir));
+  REQUIRE(opened.ok());
+  Mailbox& mb = *opened.value();
+  const fs::path wal = s.dir / "mailbox.db-wal";
+  edgert::SendOptions keyed;
+  keyed.idempotency_key = "retry-after-crash";
+  auto first = mb.send(env(0, 200), keyed);
+  REQUIRE(first.ok());
+  auto hit = mb.send(env(1, 200), keyed);
+  REQUIRE(hit.ok());
+  REQUIRE(hit.value() == first.value());  // answered from the idempotency table
+  int sent = 0;
+  for (int i = 2; i < 100; ++i) sent += mb.send(env(i, 200)).ok() ? 1 : 0;
+  REQUIRE(sent == 98);
+  const auto start = std::chrono::steady_clock::now();
+  while (size_of(wal) > 0 && std::chrono::steady_clock::now() - start < std::chrono::seconds(15)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  INFO("WAL is " << size_of(wal) << " bytes after up to 15 s idle");
+  CHECK(size_of(wal) == 0);
+  auto st = mb.stats();
+  REQUIRE(st.ok());
+  CHECK(st.value().outbox_rows == 99);
 }

@@ -141,7 +141,11 @@ void DiskGuard::maybe_restore() {
   const std::uint64_t need = held_ ? 0 : reserve_size_;
   if (free.value() < need) return;
   const std::uint64_t left = free.value() - need;
-  if (left < kMinRoomBytes) return;
+  // Room for the WAL to reach its limit beside the re-created reserve: with less, the
+  // next bookkeeping write fills the disk again and the reserve flaps (released,
+  // re-created, released) on every delivery.
+  const WalBudget room = wal_budget(checkpoint_bytes_, limit_bytes_, left + wal_size());
+  if (left < std::max<std::uint64_t>(kMinRoomBytes, room.limit_bytes)) return;
   if (!held_ && reserve_size_ > 0) {
     if (Status st = create_reserve_locked(); !st.ok()) {
       log().debug("mailbox {}: reserve not re-created yet ({})", db_path_, st.message());

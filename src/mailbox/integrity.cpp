@@ -161,22 +161,33 @@ void IntegrityChecker::run() {
       std::string sql;
       for (const auto& n : indexes) sql += "REINDEX " + quoted(n) + ";";
       std::string reindex_error;
+      int reindex_rc = SQLITE_OK;
       {
         std::lock_guard writer_idle(writer_mu_);
+        // stop() must not wait for a REINDEX of a large outbox (close() is bounded): the
+        // same progress handler interrupts it, and the interrupted REINDEX rolls back.
+        sqlite3_progress_handler(writer_, 1000, &IntegrityChecker::on_progress, this);
         char* err = nullptr;
-        if (sqlite3_exec(writer_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-          reindex_error = err ? err : sqlite3_errmsg(writer_);
-        }
+        reindex_rc = sqlite3_exec(writer_, sql.c_str(), nullptr, nullptr, &err);
+        if (reindex_rc != SQLITE_OK) reindex_error = err ? err : sqlite3_errmsg(writer_);
         sqlite3_free(err);
+        sqlite3_progress_handler(writer_, 0, nullptr, nullptr);
       }
       Outcome again;
-      if (reindex_error.empty()) {
+      if (reindex_rc == SQLITE_INTERRUPT || (reindex_rc & 0xff) == SQLITE_FULL || (reindex_rc & 0xff) == SQLITE_BUSY) {
+        // Not damage REINDEX cannot repair: it did not get to finish. Nothing changed.
+        log().warn("mailbox {}: REINDEX of index {} did not finish ({}); the next open checks again", path_,
+                   printable(names, 200), printable(reindex_error, 200));
+        again.kind = Outcome::interrupted;
+      } else if (reindex_error.empty()) {
         again = check(db);
         if (again.kind == Outcome::ok || again.kind == Outcome::damaged) ++checks_;
       }
       if (again.kind == Outcome::ok) {
         ++repairs_;
         log().warn("mailbox {}: REINDEX repaired index {}; integrity_check is ok again", path_, printable(names, 200));
+      } else if (again.kind == Outcome::interrupted && reindex_rc != SQLITE_OK) {
+        // REINDEX did not finish: reported above.
       } else if (again.kind == Outcome::interrupted) {
         log().warn("mailbox {}: REINDEX rebuilt index {}; closing before the re-check finished: the next open "
                    "checks again",

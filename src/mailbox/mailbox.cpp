@@ -288,15 +288,30 @@ struct Mailbox::Impl {
     return s && (s->getErrorCode() & 0xff) == SQLITE_FULL;
   }
   // Delivery bookkeeping under db_mu: on a full disk, gives up the reserve and runs `f`
-  // once more (docs/mailbox.md, "Disk full and small disks").
+  // once more; with the reserve already gone, checkpoints the WAL into the database
+  // file and truncates it (a background checkpoint starved on a loaded machine may
+  // have left it large) and runs `f` a last time (docs/mailbox.md, "Disk full and
+  // small disks").
   template <class F>
   auto keep_books(const std::string& op, F&& f) -> decltype(f()) {
-    try {
-      return f();
-    } catch (const SQLite::Exception& e) {
-      if ((e.getErrorCode() & 0xff) != SQLITE_FULL || !disk->release_reserve(op)) throw;
+    for (int attempt = 0;; ++attempt) {
+      try {
+        return f();
+      } catch (const SQLite::Exception& e) {
+        if ((e.getErrorCode() & 0xff) != SQLITE_FULL || attempt == 2) throw;
+        if (!disk->release_reserve(op)) {
+          int wal = 0, copied = 0, rc = SQLITE_BUSY;
+          // Busy at once while the background thread's round runs: wait it out, briefly.
+          for (int i = 0; i < 50 && rc == SQLITE_BUSY; ++i) {
+            if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            rc = sqlite3_wal_checkpoint_v2(db->getHandle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, &wal, &copied);
+          }
+          detail::log().warn("mailbox {}: disk full during {} with no reserve left; checkpointed the WAL ({} of {} "
+                             "frames copied, {}) and retrying",
+                             path, op, copied, wal, rc == SQLITE_OK ? "truncated" : sqlite3_errstr(rc));
+        }
+      }
     }
-    return f();
   }
 
   // Whatever ends the mailbox (close(), a failed open): the background threads stop,
@@ -306,13 +321,17 @@ struct Mailbox::Impl {
   // gone. Idempotent.
   void release() {
     if (integrity) integrity->stop();
+    if (disk) disk->set_apply({});  // it reaches into the checkpointer; waits out a call in progress
     checkpointer.reset();
     {
       std::lock_guard lk(db_mu);
       statements.clear();  // finalised before their connection closes
       db.reset();
     }
-    if (marked_open) detail::mark_clean(path);
+    // Clean only if SQLite could checkpoint and remove the WAL (a reader in another
+    // process, or a full disk, can keep it): a WAL lost later must still be reported.
+    std::error_code ec;
+    if (marked_open && !fs::exists(path + "-wal", ec) && !ec) detail::mark_clean(path);
     marked_open = false;
     lock = detail::DataDirLock{};
   }
@@ -509,12 +528,17 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
   });
   // Replaces busy_timeout on this connection (same wait), so that close() can cut it short.
   sqlite3_busy_handler(impl->db->getHandle(), &Impl::on_busy, impl.get());
-  impl->writer = std::thread([raw] {
-    detail::set_current_thread_name("edgert-mailbox");
-    raw->write_loop();
-  });
-  // The full check quick_check leaves out, off the opening thread (docs/mailbox.md, "Corruption").
-  impl->integrity = std::make_unique<detail::IntegrityChecker>(impl->path, impl->db->getHandle(), impl->db_mu);
+  try {
+    // The full check quick_check leaves out, off the opening thread (docs/mailbox.md,
+    // "Corruption"). Both threads start last: a failure here leaves nothing running.
+    impl->integrity = std::make_unique<detail::IntegrityChecker>(impl->path, impl->db->getHandle(), impl->db_mu);
+    impl->writer = std::thread([raw] {
+      detail::set_current_thread_name("edgert-mailbox");
+      raw->write_loop();
+    });
+  } catch (const std::system_error& e) {
+    return Status{ErrorCode::io_error, impl->path + ": cannot start the mailbox's threads: " + e.what()};
+  }
   return std::unique_ptr<Mailbox>(new Mailbox(std::move(impl)));
 }
 
@@ -816,7 +840,14 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
     auto& q = stmt("SELECT message_id FROM idempotency WHERE key = ? AND expires_ms > ?");
     q.bind(1, o.idempotency_key);
     q.bind(2, t);
-    if (q.executeStep()) return q.getColumn(0).getString();
+    if (q.executeStep()) {
+      std::string id = q.getColumn(0).getString();
+      // Reset now: a statement left holding a row keeps this connection's WAL read
+      // mark, and the WAL could then never restart.
+      q.reset();
+      return id;
+    }
+    q.reset();
   }
   const auto& max_msgs = options.max_messages;
   const auto& max_bytes = options.max_bytes;
@@ -919,12 +950,14 @@ std::int64_t Mailbox::Impl::checked_now(bool may_persist) {
     const std::int64_t drift = sat_sub(wall, sat_add(base_wall, sat_sub(st, base_steady)));
     const std::int64_t tolerance = std::max<std::int64_t>(options.clock_jump_tolerance.count(), 1000);
     if ((drift > tolerance || drift < -tolerance) && !rebase(drift, wall, "")) {
-      return wall;  // baseline kept: the next check tries again
+      // Baseline kept, so the next call tries again; until then the stored schedule's
+      // own timeline is the time, so nothing expires (or waits) because of the jump.
+      return sat_add(base_wall, sat_sub(st, base_steady));
     }
     base_wall = wall;
     base_steady = st;
   }
-  if (may_persist &&
+  if (may_persist && !rebase_failing &&
       (wall - persisted_wall >= kWallPersistEveryMs || persisted_wall - wall >= kWallPersistEveryMs)) {
     persist_wall(wall);
   }
@@ -1016,7 +1049,10 @@ void Mailbox::Impl::check_clock_at_open() {
     rebase(sat_sub(wall, *last), wall,
            " while the mailbox was closed (last seen " + utc_stamp(*last) + ", now " + utc_stamp(wall) + ")");
   }
-  // A forward gap is indistinguishable from real downtime and left alone.
+  // A forward gap is indistinguishable from real downtime and left alone. A rebase
+  // that failed (a full disk, say) leaves the baseline on the stored timeline, so the
+  // first call retries it and, until one succeeds, times are taken on that timeline.
+  if (rebase_failing && last) base_wall = *last;
   if (!rebase_failing) persist_wall(wall);
 }
 

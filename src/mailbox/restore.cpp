@@ -5,6 +5,7 @@
 #include "mailbox/data_dir_lock.hpp"
 #include "mailbox/open.hpp"
 #include "mailbox/schema.hpp"
+#include "mailbox/wal_scan.hpp"
 
 #include <SQLiteCpp/Backup.h>
 #include <SQLiteCpp/SQLiteCpp.h>
@@ -151,6 +152,9 @@ Result<std::string> Mailbox::restore(const std::string& data_dir, const std::str
     return Status{ErrorCode::io_error, "cannot rename " + tmp + " to " + db + ": " + std::strerror(err) +
                                            (aside.empty() ? std::string{} : "; the previous mailbox is at " + aside)};
   }
+  // The restored file has no WAL by design: a marker left "open" by a crashed node
+  // would make the next open report a missing WAL.
+  detail::mark_clean(db);
   if (const int err = sync_path(data_dir, true); err != 0) {
     return Status{ErrorCode::io_error, data_dir + ": fsync of the directory after the restore: " +
                                            std::strerror(err) + "; the restored file is in place"};
