@@ -204,6 +204,25 @@ TEST_CASE("open: a zero-byte mailbox.db is reported at WARNING, and a WAL beside
   }
 }
 
+// The database moved or deleted with its WAL left behind: SQLite would create an empty
+// database and discard the WAL (found in review).
+TEST_CASE("open: a WAL without its mailbox.db is refused and left untouched", "[mailbox][mailbox_fault]") {
+  Scratch s;
+  fs::create_directories(s.dir);
+  const std::string wal(8192, '\x42');
+  write_all(s.dir / "mailbox.db-wal", wal);
+  auto mb = Mailbox::open(options(s.dir));
+  REQUIRE_FALSE(mb.ok());
+  CHECK(mb.status().code() == edgert::ErrorCode::io_error);
+  CHECK_THAT(mb.status().message(), Contains("mailbox.db is missing but its 8192-byte WAL"));
+  CHECK_THAT(mb.status().message(), Contains("left untouched"));
+  CHECK_FALSE(fs::exists(s.dir / "mailbox.db"));
+  CHECK(read_all(s.dir / "mailbox.db-wal") == wal);
+  // Once the operator moved it away, the node starts.
+  fs::rename(s.dir / "mailbox.db-wal", s.dir / "kept.wal");
+  CHECK(Mailbox::open(options(s.dir)).ok());
+}
+
 TEST_CASE("open: a mailbox.db the process may not open is an error naming the cause", "[mailbox][mailbox_fault]") {
   if (::geteuid() != 0) {
     WARN("skipped: needs root to fork a child that drops to uid 65534");

@@ -16,6 +16,7 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -474,6 +475,9 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
   auto lock = detail::DataDirLock::acquire(impl->options.data_dir);
   if (!lock.ok()) return lock.status();
   impl->lock = std::move(lock).value();
+  // A reserve left by the last run is given back before anything else writes: on a
+  // disk that filled up, it is the room opening needs (it is re-created below).
+  ::unlink((fs::path(impl->options.data_dir) / "mailbox.reserve").c_str());
 
   auto db = detail::open_mailbox_db(impl->path, impl->options.busy_timeout_ms, impl->now());
   if (!db.ok()) return db.status();

@@ -166,6 +166,19 @@ Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& pat
   if (Status st = check_access(path); !st.ok()) return st;
 
   struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) {
+    // A WAL with no database beside it (the database moved or deleted, or a move aside
+    // that could not take the WAL along): SQLite would create an empty database and
+    // discard the WAL with whatever it holds. Refuse, and leave both for the operator.
+    std::error_code ec;
+    const auto wal_size = fs::file_size(path + "-wal", ec);
+    if (!ec && wal_size > 0) {
+      return Status{ErrorCode::io_error, path + " is missing but its " + std::to_string(wal_size) + "-byte WAL " +
+                                             path + "-wal is there (was the database moved or deleted?); opening "
+                                             "would discard the WAL: put the database back, or move the WAL "
+                                             "away, and restart; the files were left untouched"};
+    }
+  }
   if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0) {
     // Likely damage (a truncated file), or a crash between creating the file and
     // writing its first page; it holds no rows either way. It is initialised in place,
