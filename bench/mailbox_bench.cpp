@@ -203,18 +203,24 @@ double open_backlog_ms(const fs::path& dir) {
   if (!edgert::Mailbox::open(o).ok()) std::exit(1);
   sqlite3* db = nullptr;
   check(sqlite3_open((dir / "mailbox.db").c_str(), &db), db, "open");
-  check(sqlite3_exec(db,
-                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; "
-                     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) "
-                     "INSERT INTO outbox (message_id, recipient_node_id, payload_type, envelope_json, size, priority, "
-                     "attempts, next_attempt_ms, expires_ms, created_ms) "
-                     "SELECT 'msg:' || printf('%032d', i), 'fleet', 'detection', "
-                     "'{\"message_id\":\"msg:' || printf('%032d', i) || '\",\"payload\":\"' || hex(randomblob(127)) "
-                     "|| '\"}', 300, i % 3, 0, i, 9000000000000, i FROM n; "
-                     "UPDATE totals SET outbox_rows = outbox_rows + 1000000, outbox_bytes = outbox_bytes + 300000000; "
-                     "PRAGMA wal_checkpoint(TRUNCATE);",
-                     nullptr, nullptr, nullptr),
-        db, "backlog");
+  // Complete envelopes (the mailbox skips rows it cannot decode) queued over the last
+  // 1000 s of real time (times in 1970 would be rebased as an unset clock's).
+  const long long start_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch()).count() - 1000000;
+  const std::string t = std::to_string(start_ms);
+  const std::string sql =
+      "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; "
+      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) "
+      "INSERT INTO outbox (message_id, recipient_node_id, payload_type, envelope_json, size, priority, "
+      "attempts, next_attempt_ms, expires_ms, created_ms) "
+      "SELECT 'msg:' || printf('%032d', i), 'fleet', 'detection', "
+      "'{\"message_id\":\"msg:' || printf('%032d', i) || '\",\"sender_node_id\":\"bench\",' || "
+      "'\"recipient_node_id\":\"fleet\",\"payload_type\":\"detection\",\"timestamp\":' || (" + t +
+      " + i) || ',\"payload\":\"' || hex(randomblob(100)) || '\"}', 300, i % 3, 0, " + t + " + i, " + t +
+      " + 86400000000, " + t + " + i FROM n; "
+      "UPDATE totals SET outbox_rows = outbox_rows + 1000000, outbox_bytes = outbox_bytes + 300000000; "
+      "PRAGMA wal_checkpoint(TRUNCATE);";
+  check(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), db, "backlog");
   sqlite3_close(db);
   const auto t0 = Clock::now();
   auto mb = edgert::Mailbox::open(o);

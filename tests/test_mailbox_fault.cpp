@@ -2,6 +2,7 @@
 // cannot handle, callbacks that throw, and priority-respecting eviction.
 #include <edgert/mailbox.hpp>
 
+#include "mailbox_test_util.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -22,6 +23,7 @@ using edgert::Mailbox;
 using edgert::MailboxOptions;
 using edgert::StoreResult;
 namespace fs = std::filesystem;
+using edgert::testing::raw_exec;
 
 namespace {
 
@@ -60,19 +62,6 @@ MailboxOptions options(const Scratch& s, FakeClock& clock) {
 }
 
 std::string nested(std::size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); }
-
-// Writes rows the way an older build could have: straight into the file.
-void raw_exec(const fs::path& file, const std::string& sql) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
-  char* err = nullptr;
-  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
-  const std::string msg = err ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(db);
-  INFO(msg);
-  REQUIRE(rc == SQLITE_OK);
-}
 
 bool printable_ascii(const std::string& s) {
   for (unsigned char c : s) {

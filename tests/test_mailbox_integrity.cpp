@@ -5,6 +5,7 @@
 // before SQLite silently drops what they held.
 #include <edgert/mailbox.hpp>
 
+#include "mailbox_test_util.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -34,6 +35,10 @@ using edgert::Mailbox;
 using edgert::MailboxCounters;
 using edgert::MailboxOptions;
 namespace fs = std::filesystem;
+using edgert::testing::files_with_prefix;
+using edgert::testing::read_all;
+using edgert::testing::write_all;
+using edgert::testing::capture_stderr;
 
 namespace {
 
@@ -71,46 +76,6 @@ void make_live(const fs::path& dir, int n) {
   std::vector<edgert::PendingSend> sends;
   for (int i = 0; i < n; ++i) sends.push_back(mb.value()->send_async(env(i)));
   for (auto& s : sends) REQUIRE(s.get().ok());
-}
-
-std::string read_all(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-void write_all(const fs::path& p, const std::string& bytes) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-std::vector<std::string> files_with_prefix(const fs::path& dir, const std::string& prefix) {
-  std::vector<std::string> out;
-  for (auto& e : fs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind(prefix, 0) == 0) out.push_back(name);
-  }
-  return out;
-}
-
-// Runs `fn` with stderr (where the edgert logger writes) redirected to a file; returns
-// what was written.
-std::string capture_stderr(const fs::path& scratch, const std::function<void()>& fn) {
-  const fs::path out = scratch.parent_path() / (scratch.filename().string() + ".stderr");
-  std::fflush(stderr);
-  const int saved = ::dup(2);
-  const int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  REQUIRE(fd >= 0);
-  ::dup2(fd, 2);
-  ::close(fd);
-  fn();
-  std::fflush(stderr);
-  ::dup2(saved, 2);
-  ::close(saved);
-  std::string text = read_all(out);
-  fs::remove(out);
-  return text;
 }
 
 // One-row answer of `sql` on a fresh raw connection to `db` (independent of the mailbox).

@@ -2,6 +2,7 @@
 // data_dir" and "Restoring a backup").
 #include <edgert/mailbox.hpp>
 
+#include "mailbox_test_util.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -31,6 +32,9 @@ using edgert::ErrorCode;
 using edgert::Mailbox;
 using edgert::MailboxOptions;
 namespace fs = std::filesystem;
+using edgert::testing::files_with_prefix;
+using edgert::testing::read_all;
+using edgert::testing::write_all;
 
 namespace {
 
@@ -54,18 +58,6 @@ MailboxOptions options(const fs::path& dir) {
   return o;
 }
 
-std::string read_all(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-void write_all(const fs::path& p, const std::string& bytes) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
 // Outbox message ids of the database at `db` (read through SQLite, with any WAL beside it).
 std::set<std::string> outbox_ids(const fs::path& db) {
   std::set<std::string> ids;
@@ -83,15 +75,6 @@ std::set<std::string> outbox_ids(const fs::path& db) {
 std::map<std::string, std::string> snapshot(const fs::path& dir) {
   std::map<std::string, std::string> out;
   for (auto& e : fs::directory_iterator(dir)) out[e.path().filename().string()] = read_all(e.path());
-  return out;
-}
-
-std::vector<std::string> files_with_prefix(const fs::path& dir, const std::string& prefix) {
-  std::vector<std::string> out;
-  for (auto& e : fs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind(prefix, 0) == 0) out.push_back(name);
-  }
   return out;
 }
 

@@ -3,6 +3,7 @@
 // leaves the file untouched and makes open fail with a message naming cause and file.
 #include <edgert/mailbox.hpp>
 
+#include "mailbox_test_util.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -28,6 +29,10 @@ using edgert::ErrorCode;
 using edgert::Mailbox;
 using edgert::MailboxOptions;
 namespace fs = std::filesystem;
+using edgert::testing::files_with_prefix;
+using edgert::testing::read_all;
+using edgert::testing::write_all;
+using edgert::testing::capture_stderr;
 
 namespace {
 
@@ -56,47 +61,6 @@ void make_live(const fs::path& dir, int n) {
   auto mb = Mailbox::open(options(dir));
   REQUIRE(mb.ok());
   for (int i = 0; i < n; ++i) REQUIRE(mb.value()->send(env(i)).ok());
-}
-
-// Names in `dir` starting with `prefix`.
-std::vector<std::string> files_with_prefix(const fs::path& dir, const std::string& prefix) {
-  std::vector<std::string> out;
-  for (auto& e : fs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind(prefix, 0) == 0) out.push_back(name);
-  }
-  return out;
-}
-
-std::string read_all(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-void write_all(const fs::path& p, const std::string& bytes) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-// Runs `fn` with stderr (where the edgert logger writes) redirected to a file; returns
-// what was written.
-std::string capture_stderr(const fs::path& scratch, const std::function<void()>& fn) {
-  const fs::path out = scratch.parent_path() / (scratch.filename().string() + ".stderr");
-  std::fflush(stderr);
-  const int saved = ::dup(2);
-  const int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  REQUIRE(fd >= 0);
-  ::dup2(fd, 2);
-  ::close(fd);
-  fn();
-  std::fflush(stderr);
-  ::dup2(saved, 2);
-  ::close(saved);
-  std::string text = read_all(out);
-  fs::remove(out);
-  return text;
 }
 
 std::size_t pending_count(const fs::path& dir) {
@@ -320,20 +284,25 @@ TEST_CASE("open: a healthy mailbox on a full disk fails without quarantine", "[m
   } unmount{s.dir};
   make_live(s.dir, 5);
   REQUIRE_FALSE(fs::exists(s.dir / "mailbox.db-shm"));  // a clean close removed it
+  // Without the reserve the last run left (open gives it back first): a disk with no
+  // room at all.
+  fs::remove(s.dir / "mailbox.reserve");
   {
     std::ofstream fill(s.dir / "fill", std::ios::binary);
     const std::string block(4096, 'x');
     while (fill.write(block.data(), static_cast<std::streamsize>(block.size()))) {
     }
   }
-  auto mb = Mailbox::open(options(s.dir));
-  if (mb.ok()) {
-    WARN("open succeeded on the full disk (SQLite needed no new space); nothing to check");
-  } else {
-    CHECK(mb.status().code() == ErrorCode::io_error);
-    CHECK_THAT(mb.status().message(), Contains((s.dir / "mailbox.db").string()));
-    CHECK_THAT(mb.status().message(), Contains("free disk space"));
-  }
+  {
+    auto mb = Mailbox::open(options(s.dir));
+    if (mb.ok()) {
+      WARN("open succeeded on the full disk (SQLite needed no new space); nothing to check");
+    } else {
+      CHECK(mb.status().code() == ErrorCode::io_error);
+      CHECK_THAT(mb.status().message(), Contains((s.dir / "mailbox.db").string()));
+      CHECK_THAT(mb.status().message(), Contains("free disk space"));
+    }
+  }  // closed (and the data_dir lock released) before the files are looked at again
   CHECK(files_with_prefix(s.dir, "mailbox.db.corrupt-").empty());
   fs::remove(s.dir / "fill");
   CHECK(pending_count(s.dir) == 5);

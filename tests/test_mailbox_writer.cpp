@@ -4,6 +4,7 @@
 // holds the write lock, and answers every queued message.
 #include <edgert/mailbox.hpp>
 
+#include "mailbox_test_util.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -25,6 +26,8 @@ using edgert::Mailbox;
 using edgert::MailboxOptions;
 using edgert::PendingSend;
 namespace fs = std::filesystem;
+using edgert::testing::raw_exec;
+using edgert::testing::raw_count;
 
 namespace {
 
@@ -53,30 +56,6 @@ MailboxOptions options(const Scratch& s) {
   MailboxOptions o;
   o.data_dir = s.dir.string();
   return o;
-}
-
-void raw_exec(const fs::path& file, const std::string& sql) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
-  char* err = nullptr;
-  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
-  const std::string msg = err ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(db);
-  INFO(msg);
-  REQUIRE(rc == SQLITE_OK);
-}
-
-std::int64_t raw_count(const fs::path& file, const std::string& sql) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
-  sqlite3_stmt* st = nullptr;
-  REQUIRE(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
-  REQUIRE(sqlite3_step(st) == SQLITE_ROW);
-  const std::int64_t n = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  sqlite3_close(db);
-  return n;
 }
 
 // Another connection (standing in for another process) holds the write lock.
