@@ -12,7 +12,7 @@ struct MailboxSection {
   std::int64_t max_messages = 0;             // outbox quota in messages; 0: unlimited
   std::int64_t max_bytes = 0;                // outbox quota in stored bytes; 0: unlimited
   std::string quota_policy = "reject_new";   // reject_new | evict_oldest
-  std::int64_t max_payload_bytes = 1 << 20;  // [1, 1 GiB]; larger payloads are refused
+  std::int64_t max_payload_bytes = 1 << 20;  // [1, 1e9]; larger payloads are refused
   std::int64_t max_ttl_s = 365 * 24 * 3600;  // [1 s, 100 years]; longer TTLs act as this
   std::int64_t wal_limit_bytes = 64 << 20;   // [1 MiB, 1 TiB]; the WAL is reset past this
   std::int64_t max_json_depth = 64;          // [1, 1024]; payloads nesting deeper are refused
