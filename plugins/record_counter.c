@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
   const edgert_host_api* host;
@@ -28,16 +29,53 @@ static edgert_status create(const edgert_host_api* host, edgert_host_ctx* ctx, c
   return EDGERT_OK;
 }
 
+/* Writes `s` as the body of a JSON string (quotes not included) into out, which has room
+ * for 6 bytes per input byte: '"' and '\\' are escaped, control characters become \u00XX.
+ * Returns the number of bytes written. Other bytes (UTF-8 included) pass through. */
+static size_t json_escape(const char* s, char* out) {
+  static const char hex[] = "0123456789abcdef";
+  size_t n = 0;
+  for (; *s; ++s) {
+    const unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\') {
+      out[n++] = '\\';
+      out[n++] = (char)ch;
+    } else if (ch < 0x20) {
+      out[n++] = '\\', out[n++] = 'u', out[n++] = '0', out[n++] = '0';
+      out[n++] = hex[ch >> 4], out[n++] = hex[ch & 0xF];
+    } else {
+      out[n++] = (char)ch;
+    }
+  }
+  return n;
+}
+
 static edgert_status process(void* instance, const edgert_input* in) {
   counter* c = instance;
-  char out[256];
-  int n;
+  const char* stream = in->stream ? in->stream : "";
+  size_t cap, used;
+  char* out;
+  int tail;
+  edgert_status st;
   c->count++;
   if (in->frame != NULL) c->frames++;
   if (c->count % c->every != 0) return EDGERT_OK;
-  n = snprintf(out, sizeof out, "{\"stream\":\"%s\",\"count\":%ld,\"frames\":%ld}", in->stream ? in->stream : "",
-               c->count, c->frames);
-  return c->host->emit(c->ctx, "count", out, (size_t)n);
+  /* Sized for the worst case: every stream byte escaped to 6, plus the fixed text and two
+   * 20-digit numbers. The length passed to emit is what was written, never more. */
+  cap = 6 * strlen(stream) + 96;
+  out = malloc(cap);
+  if (out == NULL) return EDGERT_ERR_NO_MEMORY;
+  memcpy(out, "{\"stream\":\"", 11);
+  used = 11 + json_escape(stream, out + 11);
+  tail = snprintf(out + used, cap - used, "\",\"count\":%ld,\"frames\":%ld}", c->count, c->frames);
+  if (tail < 0 || (size_t)tail >= cap - used) {
+    free(out);
+    c->host->log(c->ctx, EDGERT_LOG_ERROR, "internal error: output buffer too small");
+    return EDGERT_ERR_INTERNAL;
+  }
+  st = c->host->emit(c->ctx, "count", out, used + (size_t)tail);
+  free(out);
+  return st;
 }
 
 static void destroy(void* instance) { free(instance); }
