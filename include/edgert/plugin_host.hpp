@@ -33,10 +33,24 @@ struct PluginInfo {
   PluginKind kind = PluginKind::business;
   std::string plugin_version;
   std::string description;
-  std::string config_schema;  // JSON object of keys and defaults, or ""
+  std::string config_schema;  // the typed schema's JSON text (see describe_config_schema), or ""
   std::uint32_t abi_version = 0;
   std::string path;           // the file it was loaded from
 };
+
+/// One key of a plugin's typed config_schema (docs/plugins.md, "Configuration schema").
+struct PluginConfigKey {
+  std::string key;           // dot path for nested keys, e.g. "roi.x"
+  std::string type;          // boolean, integer, number, string, array or object
+  std::string default_json;  // the default as JSON text; "" when the key has none
+  std::string range;         // "[0, 100]", ">= 0", "<= 9", "one of \"a\", \"b\"", or ""
+  std::string description;
+};
+
+/// The keys of a config_schema text (PluginInfo::config_schema), sorted by name, each
+/// object's nested keys right after it; "" gives no keys. Any thread; does not block.
+/// Error: invalid_argument naming the schema key at fault, as the loader refuses it.
+EDGERT_API Result<std::vector<PluginConfigKey>> describe_config_schema(std::string_view config_schema);
 
 struct PluginRefusal {
   std::string path;
@@ -78,7 +92,13 @@ class EDGERT_API PluginInstance {
   virtual Result<Captured> capture() = 0;
   /// Calls the plugin's stop (if any); idempotent.
   virtual Status stop() = 0;
-  /// `unsupported` if the plugin cannot apply it in place (re-create it instead).
+  /// Merges `config_json` (a JSON object) over the instance's current configuration,
+  /// validates the result as create_instance does, passes it whole to the plugin's
+  /// update_config and, once the plugin accepted it, publishes it atomically to
+  /// config_get (other threads see the old or the new configuration, never a mix).
+  /// Owning thread; blocks for the plugin's callback. Errors leave the configuration
+  /// unchanged: invalid_argument listing every bad key, `unsupported` if the plugin
+  /// cannot apply it in place (re-create it instead), internal if the plugin failed.
   virtual Status update_config(std::string_view config_json) = 0;
 
   virtual const PluginInfo& plugin() const noexcept = 0;
@@ -122,9 +142,12 @@ class EDGERT_API PluginLoader {
   std::vector<PluginInfo> plugins() const;
 
   /// Creates an instance of a loaded plugin. `config_json` (an object, may be "") is
-  /// checked against the plugin's config keys (unknown keys are an error naming the
-  /// plugin, the instance and the key), merged over the defaults and passed to create.
-  /// `sink` receives what the instance emits and may be null.
+  /// validated against the plugin's typed config_schema, deep-merged over its defaults
+  /// and passed to create (docs/plugins.md, "Configuration schema"). Any thread;
+  /// blocks for the plugin's create. Errors: not_found for an unknown signature;
+  /// invalid_argument listing every unknown key, wrong type and out-of-range value
+  /// (joined with "; ", each naming the plugin, instance and dot path); internal when
+  /// create fails. `sink` receives what the instance emits and may be null.
   Result<std::unique_ptr<PluginInstance>> create_instance(const std::string& signature,
                                                           const std::string& instance_name,
                                                           std::string_view config_json,
