@@ -82,7 +82,8 @@ static void destroy(void* instance) { free(instance); }
 
 static const edgert_plugin_descriptor descriptor = {
     sizeof(edgert_plugin_descriptor), EDGERT_ABI_VERSION, EDGERT_KIND_BUSINESS, "record_counter", "1.0.0",
-    "counts inputs per instance and emits the running count", "{\"every\": 1}",
+    "counts inputs per instance and emits the running count", "{\"every\": {\"type\": \"integer\", \"default\": 1, "
+    "\"description\": \"emit once every this many inputs (positive)\"}}",
     create, NULL, process, NULL, NULL, destroy, NULL};
 
 EDGERT_DECLARE_PLUGIN(descriptor);

@@ -64,7 +64,12 @@ static void destroy(void* instance) { free(instance); }
 
 static const edgert_plugin_descriptor descriptor = {
     sizeof(edgert_plugin_descriptor), EDGERT_ABI_VERSION, EDGERT_KIND_CAPTURE, "test_pattern", "1.0.0",
-    "synthetic GRAY8 frames with a moving bar", "{\"width\": 64, \"height\": 48, \"frames\": 0}",
+    "synthetic GRAY8 frames with a moving bar", "{\"width\": {\"type\": \"integer\", \"default\": 64, \"minimum\": 1, \"maximum\": 8192, "
+    "\"description\": \"frame width in pixels\"}, "
+    "\"height\": {\"type\": \"integer\", \"default\": 48, \"minimum\": 1, \"maximum\": 8192, "
+    "\"description\": \"frame height in pixels\"}, "
+    "\"frames\": {\"type\": \"integer\", \"default\": 0, \"minimum\": 0, "
+    "\"description\": \"frames before end of stream; 0: endless\"}}",
     create, NULL, NULL, capture, NULL, destroy, NULL};
 
 EDGERT_DECLARE_PLUGIN(descriptor);

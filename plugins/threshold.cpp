@@ -62,4 +62,5 @@ class Threshold : public edgert::sdk::Plugin {
 
 EDGERT_PLUGIN_CLASS(Threshold, EDGERT_KIND_BUSINESS, "threshold", "1.0.0",
                     "emits an event when a record field or a frame's mean exceeds a limit",
-                    R"({"limit": 10.0, "field": "value"})");
+                    R"({"limit": {"type": "number", "default": 10.0, "description": "emit when the value exceeds this"},
+                        "field": {"type": "string", "default": "value", "description": "record field holding the value"}})");

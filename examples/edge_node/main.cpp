@@ -102,9 +102,49 @@ edgert::PluginLoaderOptions loader_options(const edgert::Config& cfg) {
   return o;
 }
 
+// `plugins --schema SIGNATURE`: the plugin's config_schema as a table, one row per key
+// (dot paths for nested keys). Exit 2 with one line when no scanned file has it.
+int print_schema(const std::vector<edgert::PluginScan>& scans, const std::string& signature,
+                 const std::vector<std::string>& targets) {
+  const edgert::PluginScan* found = nullptr;
+  for (const auto& s : scans) {
+    if (s.accepted && s.info.signature == signature) found = &s;
+  }
+  if (found == nullptr) {
+    std::string where;
+    for (const auto& t : targets) where += (where.empty() ? "" : ", ") + t;
+    std::fprintf(stderr, "edgert-node: no plugin '%s' in %s\n", signature.c_str(), where.empty() ? "(no search path)" : where.c_str());
+    return 2;
+  }
+  auto rows = edgert::describe_config_schema(found->info.config_schema);
+  if (!rows) {
+    std::fprintf(stderr, "edgert-node: plugin '%s': %s\n", signature.c_str(), rows.status().message().c_str());
+    return 2;
+  }
+  if (rows->empty()) {
+    std::printf("plugin '%s' (%s) declares no config keys%s\n", signature.c_str(), found->path.c_str(),
+                found->info.config_schema.empty() ? " (no config_schema: any JSON object is passed through)" : "");
+    return 0;
+  }
+  auto line = [](const std::string& key, const std::string& type, const std::string& def, const std::string& range,
+                 const std::string& description) {
+    char buf[1024];
+    std::snprintf(buf, sizeof buf, "%-20s %-8s %-14s %-20s %s", key.c_str(), type.c_str(), def.c_str(), range.c_str(),
+                  description.c_str());
+    std::string text = buf;
+    text.erase(text.find_last_not_of(' ') + 1);
+    std::printf("%s\n", text.c_str());
+  };
+  line("KEY", "TYPE", "DEFAULT", "RANGE/ENUM", "DESCRIPTION");
+  for (const auto& r : rows.value()) line(r.key, r.type, r.default_json.empty() ? "-" : r.default_json, r.range, r.description);
+  std::fflush(stdout);
+  return 0;
+}
+
 // Lists plugins; every file is loaded in a child process so a broken one cannot
 // crash the lister. Exit 0 only if every file given (or found) was accepted.
-int list_plugins(std::vector<std::string> targets, const std::string& config_path) {
+// With `schema_of`, prints that plugin's config_schema instead (print_schema).
+int list_plugins(std::vector<std::string> targets, const std::string& config_path, const std::string& schema_of) {
   edgert::Config cfg;
   if (!config_path.empty()) {
     auto loaded = edgert::load_config(config_path);
@@ -122,6 +162,7 @@ int list_plugins(std::vector<std::string> targets, const std::string& config_pat
     }
   }
   const auto scans = edgert::scan_plugins_isolated(targets, options);
+  if (!schema_of.empty()) return print_schema(scans, schema_of, targets);
   int refused = 0;
   if (!scans.empty()) {
     std::printf("%-24s %-9s %-9s %-4s %s\n", "SIGNATURE", "KIND", "VERSION", "ABI", "FILE");
@@ -300,6 +341,9 @@ int main(int argc, char** argv) {
   auto* plugins = app.add_subcommand("plugins", "list plugins and explain the ones that are refused");
   plugins->add_option("targets", plugin_targets, "plugin files or directories (default: the search paths)");
   plugins->add_option("--config", plugins_config, "node configuration (plugins.paths, secured mode)");
+  std::string plugins_schema;
+  plugins->add_option("--schema", plugins_schema, "print this plugin's configuration keys as a table")
+      ->option_text("SIGNATURE");
 
   std::string try_signature, try_config;
   std::vector<std::string> try_records, try_paths;
@@ -332,6 +376,6 @@ int main(int argc, char** argv) {
   }
   if (tryc->parsed()) return try_plugin(try_signature, try_config, try_records, try_count, try_paths);
   if (run->parsed()) return run_node(config_path, duration, stats_json);
-  if (plugins->parsed()) return list_plugins(plugin_targets, plugins_config);
+  if (plugins->parsed()) return list_plugins(plugin_targets, plugins_config, plugins_schema);
   return 0;
 }

@@ -191,7 +191,17 @@ typedef struct edgert_plugin_descriptor {
   const char* signature;      /* unique name: [A-Za-z0-9_.-], 1-64 chars */
   const char* plugin_version; /* the plugin's own version, e.g. "1.2.0" */
   const char* description;    /* one line */
-  const char* config_schema;  /* JSON object of config keys and their defaults, or NULL */
+  /* Typed config keys (docs/plugins.md, "Configuration schema"), or NULL to take any
+   * JSON object unchecked. A JSON object mapping each key to
+   *   {"type": "boolean"|"integer"|"number"|"string"|"array"|"object", "default": v,
+   *    "minimum": n, "maximum": n, "enum": [...], "description": "one line",
+   *    "properties": {nested keys, for type object}};
+   * only "type" is required; an object without "properties" is free-form. "integer"
+   * accepts 1.0 (passed on as 1); "number" accepts integers. The host refuses a plugin
+   * whose schema or defaults are malformed, validates every instance config against
+   * it (unknown keys, types, ranges), deep-merges it over the defaults, and passes the
+   * merged object to create()/update_config() and to config_get. */
+  const char* config_schema;
 
   /* Required. Creates an instance from its configuration (UTF-8 JSON). `host` and
    * `ctx` stay valid until destroy(); keep them. */

@@ -5,6 +5,7 @@
 
 #include "core/frame_internal.hpp"
 #include "core/log.hpp"
+#include "plugins/config_schema.hpp"
 #include "plugins/elf_check.hpp"
 #include "plugins/sha256.hpp"
 
@@ -68,7 +69,8 @@ struct Library {
   edgert_plugin_descriptor desc{};  // the host's zero-filled copy
   edgert_host_api api{};
   PluginInfo info;
-  json defaults = json::object();
+  detail::ConfigSchema schema;     // parsed config_schema; `declared` false without one
+  json defaults = json::object();  // the schema's defaults, the base of every instance config
 };
 
 }  // namespace
@@ -79,7 +81,10 @@ struct edgert_host_ctx {
   std::string instance;
   std::string signature;
   std::shared_ptr<edgert::PluginSink> sink;
-  nlohmann::json config;
+  // The instance configuration. Replaced whole (never modified in place) by
+  // Instance::update_config while config_get may be reading it on a plugin thread:
+  // readers take their own reference, so they see the old or the new one, never a mix.
+  std::atomic<std::shared_ptr<const nlohmann::json>> config;
   std::mutex error_mu;
   std::string last_error;  // the last message logged at ERROR, for Status messages
 };
@@ -156,13 +161,15 @@ edgert_status host_config_get(edgert_host_ctx* ctx, const char* key, char* buf, 
                               std::size_t* needed) {
   try {
     if (!ctx || !key) return EDGERT_ERR_INVALID_ARGUMENT;
-    const json* node = &ctx->config;
+    const std::shared_ptr<const json> config = ctx->config.load();  // kept alive for this call
+    if (!config) return EDGERT_ERR_NOT_FOUND;
+    const json* node = config.get();
     std::string_view rest(key);
     while (!rest.empty()) {
       const auto dot = rest.find('.');
       const std::string part(rest.substr(0, dot));
       if (!node->is_object() || !node->contains(part)) return EDGERT_ERR_NOT_FOUND;
-      node = &(*node)[part];
+      node = &node->at(part);
       rest = dot == std::string_view::npos ? std::string_view() : rest.substr(dot + 1);
     }
     const std::string text = node->dump();
@@ -199,6 +206,17 @@ edgert_host_api make_host_api(std::uint32_t version) {
 }
 
 // ---- instances ----------------------------------------------------------------
+
+// Validates a merged instance configuration; every problem in one invalid_argument
+// Status, each prefixed with `who` and joined with "; ".
+Status check_config(const detail::ConfigSchema& schema, json& config, const std::string& who) {
+  std::vector<std::string> errors;
+  detail::validate_config(schema, config, errors);
+  if (errors.empty()) return {};
+  std::string msg;
+  for (const auto& e : errors) msg += (msg.empty() ? "" : "; ") + who + ": " + e;
+  return {ErrorCode::invalid_argument, msg};
+}
 
 class Instance final : public PluginInstance {
  public:
@@ -296,15 +314,19 @@ class Instance final : public PluginInstance {
 
   Status update_config(std::string_view config_json) override {
     if (!lib_->desc.update_config) return {ErrorCode::unsupported, who() + ": no update_config(); re-create it"};
-    json parsed = json::parse(config_json.empty() ? std::string_view("{}") : config_json, nullptr, false);
-    if (parsed.is_discarded() || !parsed.is_object()) {
-      return {ErrorCode::invalid_argument, who() + ": configuration is not a JSON object"};
-    }
-    const std::string text = parsed.dump();
+    std::string error;
+    auto patch = detail::parse_config_object(config_json, error);
+    if (!patch) return {ErrorCode::invalid_argument, who() + ": " + error};
+    // Over the current configuration, not the defaults: {"limit": 8} keeps every other key.
+    const auto current = ctx_->config.load();
+    auto merged = std::make_shared<json>(
+        detail::merge_config(lib_->schema, current ? *current : json::object(), *patch));
+    if (Status st = check_config(lib_->schema, *merged, who()); !st.ok()) return st;
+    const std::string text = merged->dump();
     const auto st = lib_->desc.update_config(handle_, text.data(), text.size());
     if (st == EDGERT_ERR_UNSUPPORTED) return {ErrorCode::unsupported, who() + ": cannot apply this change in place"};
     if (st != EDGERT_OK) return fail("update_config", st);
-    ctx_->config = std::move(parsed);
+    ctx_->config.store(std::shared_ptr<const json>(std::move(merged)));
     return {};
   }
 
@@ -483,11 +505,10 @@ Result<PluginInfo> PluginLoader::Impl::load(const std::string& path) {
   if (kind != PluginKind::capture && !desc.process) return missing("process");
 
   if (desc.config_schema) {
-    json schema = json::parse(desc.config_schema, nullptr, false);
-    if (schema.is_discarded() || !schema.is_object()) {
-      return refuse(path, "plugin '" + sig + "': config_schema is not a JSON object");
-    }
-    lib->defaults = std::move(schema);
+    auto parsed = detail::parse_config_schema(desc.config_schema);
+    if (!parsed.error.empty()) return refuse(path, "plugin '" + sig + "': " + parsed.error);
+    lib->schema = std::move(parsed.schema);
+    lib->defaults = detail::schema_defaults(lib->schema);
   }
   if (options.secured) {
     auto it = options.allow.find(sig);
@@ -538,27 +559,21 @@ Result<std::unique_ptr<PluginInstance>> PluginLoader::create_instance(const std:
   const std::string who = "plugin '" + signature + "' instance '" + instance_name + "'";
   if (!lib) return Status{ErrorCode::not_found, who + ": no plugin with this signature is loaded"};
 
-  json given = json::parse(config_json.empty() ? std::string_view("{}") : config_json, nullptr, false);
-  if (given.is_discarded() || !given.is_object()) {
-    return Status{ErrorCode::invalid_argument, who + ": configuration is not a JSON object"};
-  }
-  json merged = lib->defaults;
-  for (const auto& [key, value] : given.items()) {
-    if (!lib->defaults.empty() && !lib->defaults.contains(key)) {
-      std::string known;
-      for (const auto& [k, v] : lib->defaults.items()) known += (known.empty() ? "" : ", ") + k;
-      return Status{ErrorCode::invalid_argument, who + ": unknown config key '" + key + "' (known: " + known + ")"};
-    }
-    merged[key] = value;
-  }
+  std::string error;
+  auto given = detail::parse_config_object(config_json, error);
+  if (!given) return Status{ErrorCode::invalid_argument, who + ": " + error};
+  // Deep merge: {"roi": {"x": 5}} over {"roi": {"x": 0, "y": 0}} keeps roi.y.
+  auto merged = std::make_shared<json>(detail::merge_config(lib->schema, lib->defaults, *given));
+  if (Status st = check_config(lib->schema, *merged, who); !st.ok()) return st;
 
   auto ctx = std::make_unique<edgert_host_ctx>();
   ctx->instance = instance_name;
   ctx->signature = signature;
   ctx->sink = std::move(sink);
-  ctx->config = merged;
+  const std::string text = merged->dump();
+  ctx->config.store(std::shared_ptr<const json>(std::move(merged)));
   auto inst = std::make_unique<Instance>(lib, std::move(ctx));
-  if (Status st = inst->create(merged.dump()); !st.ok()) return st;
+  if (Status st = inst->create(text); !st.ok()) return st;
   return std::unique_ptr<PluginInstance>(std::move(inst));
 }
 

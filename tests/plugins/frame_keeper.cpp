@@ -50,4 +50,4 @@ class FrameKeeper : public edgert::sdk::Plugin {
 
 }  // namespace
 
-EDGERT_PLUGIN_CLASS(FrameKeeper, EDGERT_KIND_BUSINESS, "frame_keeper", "1.0.0", "keeps frames; for tests", nullptr);
+EDGERT_PLUGIN_CLASS(FrameKeeper, EDGERT_KIND_BUSINESS, "frame_keeper", "1.0.0", "keeps frames; for tests", "{}");
