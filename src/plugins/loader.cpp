@@ -81,10 +81,22 @@ struct edgert_host_ctx {
   std::string instance;
   std::string signature;
   std::shared_ptr<edgert::PluginSink> sink;
-  // The instance configuration. Replaced whole (never modified in place) by
-  // Instance::update_config while config_get may be reading it on a plugin thread:
-  // readers take their own reference, so they see the old or the new one, never a mix.
-  std::atomic<std::shared_ptr<const nlohmann::json>> config;
+  // The instance configuration, immutable once published. Instance::update_config
+  // swaps in a new one while config_get may be reading on a plugin thread: a reader
+  // copies the pointer under config_mu (held only for that copy) and reads its own
+  // reference, so it sees the old or the new configuration, never a mix. A mutex, not
+  // std::atomic<std::shared_ptr>: gcc 12's lock-bit implementation of that is reported
+  // as a data race by ThreadSanitizer.
+  std::shared_ptr<const nlohmann::json> load_config() {
+    std::lock_guard lk(config_mu);
+    return config;
+  }
+  void publish_config(std::shared_ptr<const nlohmann::json> next) {
+    std::lock_guard lk(config_mu);
+    config.swap(next);  // the old one is released after the lock, in `next`
+  }
+  std::mutex config_mu;
+  std::shared_ptr<const nlohmann::json> config;
   std::mutex error_mu;
   std::string last_error;  // the last message logged at ERROR, for Status messages
 };
@@ -161,7 +173,7 @@ edgert_status host_config_get(edgert_host_ctx* ctx, const char* key, char* buf, 
                               std::size_t* needed) {
   try {
     if (!ctx || !key) return EDGERT_ERR_INVALID_ARGUMENT;
-    const std::shared_ptr<const json> config = ctx->config.load();  // kept alive for this call
+    const std::shared_ptr<const json> config = ctx->load_config();  // kept alive for this call
     if (!config) return EDGERT_ERR_NOT_FOUND;
     const json* node = config.get();
     std::string_view rest(key);
@@ -318,7 +330,7 @@ class Instance final : public PluginInstance {
     auto patch = detail::parse_config_object(config_json, error);
     if (!patch) return {ErrorCode::invalid_argument, who() + ": " + error};
     // Over the current configuration, not the defaults: {"limit": 8} keeps every other key.
-    const auto current = ctx_->config.load();
+    const auto current = ctx_->load_config();
     auto merged = std::make_shared<json>(
         detail::merge_config(lib_->schema, current ? *current : json::object(), *patch));
     if (Status st = check_config(lib_->schema, *merged, who()); !st.ok()) return st;
@@ -326,7 +338,7 @@ class Instance final : public PluginInstance {
     const auto st = lib_->desc.update_config(handle_, text.data(), text.size());
     if (st == EDGERT_ERR_UNSUPPORTED) return {ErrorCode::unsupported, who() + ": cannot apply this change in place"};
     if (st != EDGERT_OK) return fail("update_config", st);
-    ctx_->config.store(std::shared_ptr<const json>(std::move(merged)));
+    ctx_->publish_config(std::move(merged));
     return {};
   }
 
@@ -571,7 +583,7 @@ Result<std::unique_ptr<PluginInstance>> PluginLoader::create_instance(const std:
   ctx->signature = signature;
   ctx->sink = std::move(sink);
   const std::string text = merged->dump();
-  ctx->config.store(std::shared_ptr<const json>(std::move(merged)));
+  ctx->publish_config(std::move(merged));
   auto inst = std::make_unique<Instance>(lib, std::move(ctx));
   if (Status st = inst->create(text); !st.ok()) return st;
   return std::unique_ptr<PluginInstance>(std::move(inst));
