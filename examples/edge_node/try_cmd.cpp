@@ -247,8 +247,8 @@ struct Child {
 
     edgert::PluginInfo info, source_info;
     std::string where;
+    for (const auto& f : files) where += (where.empty() ? "" : ", ") + f;  // loaded first
     for (const auto& d : loader->search_paths()) where += (where.empty() ? "" : ", ") + d;
-    for (const auto& f : files) where += (where.empty() ? "" : ", ") + f;
     if (!has_signature(*loader, o.signature, &info)) {
       return fail_usage("no plugin with signature '" + printable(o.signature) + "' in " + where);
     }
