@@ -49,6 +49,7 @@ struct Collector;  // shared by a harness and its instances (defined in the .cpp
 /// at a time (as PluginInstance). Destroying it stops the plugin and calls its destroy().
 class Instance {
  public:
+  /// Made by PluginHarness::create (Collector is the kit's own). Calling thread; never fails.
   Instance(std::unique_ptr<PluginInstance> inst, std::shared_ptr<Collector> collector);
   Instance(Instance&&) noexcept;
   Instance& operator=(Instance&&) noexcept;
