@@ -10,7 +10,7 @@ PACKAGES=(
   libsqlite3-dev libsqlitecpp-dev sqlite3
   libfmt-dev libspdlog-dev
   libyaml-cpp-dev
-  libopencv-core-dev libopencv-imgproc-dev libopencv-videoio-dev libopencv-objdetect-dev
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libopencv-videoio-dev libopencv-objdetect-dev
   catch2 nlohmann-json3-dev libcli11-dev
 )
 

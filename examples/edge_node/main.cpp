@@ -1,5 +1,7 @@
 // edgert-node: the example host, a thin CLI over edgert::Node. `run` loads a config,
 // runs the node and stops it in order on SIGINT/SIGTERM or after --duration.
+#include "try_cmd.hpp"
+
 #include <edgert/edgert.hpp>
 
 #include <CLI/CLI.hpp>
@@ -186,65 +188,6 @@ int list_plugins(std::vector<std::string> targets, const std::string& config_pat
   return refused == 0 ? 0 : 1;
 }
 
-// Prints what an instance emits, one line each: "<instance> <payload_type> <json>".
-struct PrintSink : edgert::PluginSink {
-  void on_emit(const std::string& instance, std::string_view type, std::string_view json) override {
-    std::printf("%s %.*s %.*s\n", instance.c_str(), static_cast<int>(type.size()), type.data(),
-                static_cast<int>(json.size()), json.data());
-    std::fflush(stdout);
-  }
-};
-
-// Loads one plugin from the search paths, creates an instance and drives it: records
-// go to process(); a capture plugin is asked for `count` items.
-int try_plugin(const std::string& signature, const std::string& config, const std::vector<std::string>& records,
-               int count, const std::vector<std::string>& paths) {
-  edgert::PluginLoaderOptions opts;
-  opts.search_paths = paths;
-  edgert::PluginLoader loader(opts);
-  (void)loader.load_all();  // refusals are logged with their reasons
-  auto inst = loader.create_instance(signature, signature + "-1", config, std::make_shared<PrintSink>());
-  if (!inst.ok()) {
-    std::fprintf(stderr, "edgert-node: %s\n", inst.status().message().c_str());
-    return 1;
-  }
-  auto& p = *inst.value();
-  if (auto st = p.start(); !st.ok()) {
-    std::fprintf(stderr, "edgert-node: %s\n", st.message().c_str());
-    return 1;
-  }
-  int failures = 0;
-  if (p.plugin().kind == edgert::PluginKind::capture) {
-    for (int i = 0; i < count; ++i) {
-      auto c = p.capture();
-      if (c.status().code() == edgert::ErrorCode::again) continue;
-      if (!c.ok()) {
-        if (c.status().code() != edgert::ErrorCode::end_of_stream) ++failures;
-        std::printf("%s\n", c.status().message().c_str());
-        break;
-      }
-      if (const auto& f = c.value().frame) {
-        std::printf("frame seq=%llu %dx%d stride=%d format=%d\n", static_cast<unsigned long long>(f.info().sequence),
-                    f.info().width, f.info().height, f.info().stride, static_cast<int>(f.info().format));
-      } else {
-        std::printf("record %s\n", c.value().record_json.c_str());
-      }
-    }
-  } else {
-    for (const auto& r : records) {
-      edgert::PluginInput in;
-      in.stream = "try";
-      in.record_json = r;
-      if (auto st = p.process(in); !st.ok()) {
-        ++failures;
-        std::fprintf(stderr, "edgert-node: %s\n", st.message().c_str());
-      }
-    }
-  }
-  (void)p.stop();
-  return failures == 0 ? 0 : 1;
-}
-
 // `edgert-node mailbox check|stats|backup FILE|restore FILE (--data-dir DIR | --config
 // node.yaml)` (docs/mailbox.md, "The mailbox command"). check, stats and backup use
 // read-only connections and are safe beside a running node; restore takes the data_dir
@@ -345,15 +288,7 @@ int main(int argc, char** argv) {
   plugins->add_option("--schema", plugins_schema, "print this plugin's configuration keys as a table")
       ->option_text("SIGNATURE");
 
-  std::string try_signature, try_config;
-  std::vector<std::string> try_records, try_paths;
-  int try_count = 5;
-  auto* tryc = app.add_subcommand("try", "create one plugin instance and feed it records (or capture from it)");
-  tryc->add_option("signature", try_signature, "the plugin's signature")->required();
-  tryc->add_option("--config", try_config, "instance configuration (a JSON object)");
-  tryc->add_option("--record", try_records, "a JSON record to process (repeatable)");
-  tryc->add_option("--count", try_count, "capture plugins: how many items to capture")->check(CLI::PositiveNumber);
-  tryc->add_option("--plugin-path", try_paths, "directories searched before EDGERT_PLUGIN_PATH");
+  edgert_node::TryCommand tryc(app);  // examples/edge_node/try_cmd.cpp
 
   std::string mb_action, mb_file, mb_dir, mb_config;
   auto* mailbox = app.add_subcommand("mailbox", "inspect, back up or restore a node's mailbox");
@@ -374,7 +309,7 @@ int main(int argc, char** argv) {
       return mailbox_failed(e.what());
     }
   }
-  if (tryc->parsed()) return try_plugin(try_signature, try_config, try_records, try_count, try_paths);
+  if (tryc.parsed()) return tryc.run();
   if (run->parsed()) return run_node(config_path, duration, stats_json);
   if (plugins->parsed()) return list_plugins(plugin_targets, plugins_config, plugins_schema);
   return 0;

@@ -1,5 +1,6 @@
 // Uses the installed headers and libedgert.so: a queue, a worker and a runtime.
 #include <edgert/edgert.hpp>
+#include <edgert/plugin_testing.hpp>
 
 #include <atomic>
 #include <cstdio>
@@ -55,7 +56,20 @@ int run_plugin(const char* path) {
   in.record_json = "{}";
   if (!inst.value()->process(in).ok()) return 8;
   std::printf("consumer: plugin said %s\n", sink->got.c_str());
-  return sink->got == "{\"hello\":\"world\"}" ? 0 : 9;
+  if (sink->got != "{\"hello\":\"world\"}") return 9;
+
+  // The same plugin through the installed testing kit (edgert::plugin_testing).
+  edgert::plugin_testing::PluginHarness h;
+  if (auto st = h.load(path); !st.ok()) {
+    std::printf("consumer: kit: %s\n", st.message().c_str());
+    return 11;
+  }
+  auto kit_inst = h.create("hello", "hello-kit");
+  if (!kit_inst.ok() || !kit_inst->process_record("{}").ok()) return 12;
+  const auto emitted = h.emitted();
+  if (emitted.size() != 1 || emitted[0].instance != "hello-kit" || emitted[0].json != sink->got) return 13;
+  std::printf("consumer: kit collected %s %s\n", emitted[0].payload_type.c_str(), emitted[0].json.c_str());
+  return 0;
 }
 
 int main(int argc, char** argv) {
