@@ -8,13 +8,15 @@ set -u
 node=$1 crash=$2 bundled=$3
 w=$(mktemp -d "${TMPDIR:-/tmp}/edgert-crashing-XXXXXX") || exit 1
 trap 'rm -rf "$w"' EXIT
+# A later folder holding another threshold.so: shadowed, one WARNING, not refused.
+mkdir -p "$w/extra" && cp "$bundled/threshold.so" "$w/extra/" || exit 1
 cat > "$w/node.yaml" <<YAML
 node:
   id: crash-test
   data_dir: $w/data
   heartbeat_hz: 0
 plugins:
-  paths: [$crash, $bundled]
+  paths: [$crash, $bundled, $w/extra]
 YAML
 env -u EDGERT_PLUGIN_PATH "$node" run "$w/node.yaml" --duration 1 > "$w/out.txt" 2>&1
 rc=$?
@@ -27,6 +29,10 @@ for p in record_counter test_pattern threshold; do
   if ! grep -q "plugin '$p' .* loaded from $bundled/$p\.so" "$w/out.txt"; then echo "FAIL: $p not loaded"; fail=1; fi
 done
 if ! grep -q "3 plugin(s) loaded, 1 refused" "$w/out.txt"; then echo "FAIL: wrong loaded/refused counts"; fail=1; fi
+if [ "$(grep -c "is shadowed by" "$w/out.txt")" -ne 1 ] ||
+   ! grep -q " warning \[[0-9]*\] plugin 'threshold' in $w/extra/threshold\.so is shadowed by $bundled/threshold\.so (earlier in the search path); not loaded" "$w/out.txt"; then
+  echo "FAIL: not exactly one shadow WARNING for $w/extra/threshold.so"; fail=1
+fi
 if [ "$rc" -ne 0 ]; then echo "FAIL: exit status $rc"; fail=1; fi
 
 # Without the scan helper the node says so once (WARNING) and loads in-process.
