@@ -75,10 +75,14 @@ std::size_t load_plugins(PluginLoader& loader, const PluginLoaderOptions& option
   }
   std::size_t refused = 0;
   for (const auto& scan : scan_plugins_isolated(dirs, options)) {
+    // A refusal's reason may come from the plugin's own process (it can write to the
+    // scan's answer pipe): printable() keeps it to one safe line. A shadow reason is
+    // built from printable() parts already (detail::shadowed_text).
     if (scan.shadowed) {
       detail::log().warn("{}", scan.reason);
     } else if (!scan.accepted) {
-      detail::log().error("plugin {} refused: {}", scan.path, scan.reason);
+      detail::log().error("plugin {} refused: {}", detail::printable(scan.path, detail::kMaxLoggedText),
+                          detail::printable(scan.reason, detail::kMaxLoggedText));
       ++refused;
     } else if (!loader.load(scan.path).ok()) {  // load() logged why
       ++refused;

@@ -426,7 +426,8 @@ std::vector<PluginRefusal> PluginLoader::load_all() {
       for (const auto& d : duplicates) {
         if (detail::same_folder(f, d.loaded_from)) {
           const std::string why = "duplicate signature '" + d.signature + "': already loaded from " + d.loaded_from;
-          detail::log().error("plugin {} refused: {}", f, why);
+          detail::log().error("plugin {} refused: {}", detail::printable(f, detail::kMaxLoggedText),
+                              detail::printable(why, detail::kMaxLoggedText));
           refused.push_back({f, f + ": " + why});
         } else {
           detail::log().warn("{}", detail::shadowed_text(d.signature, f, d.loaded_from));
@@ -442,8 +443,9 @@ Result<PluginInfo> PluginLoader::load(const std::string& path) {
   auto r = impl_->load(path);
   // Impl::load leaves duplicates to its callers (load_all may call them shadowed).
   for (const auto& d : impl_->take_duplicates(path)) {
-    detail::log().error("plugin {} refused: duplicate signature '{}': already loaded from {}", path, d.signature,
-                        d.loaded_from);
+    detail::log().error("plugin {} refused: duplicate signature '{}': already loaded from {}",
+                        detail::printable(path, detail::kMaxLoggedText), d.signature,
+                        detail::printable(d.loaded_from, detail::kMaxLoggedText));
   }
   return r;
 }

@@ -6,6 +6,9 @@
 
 #include <edgert/plugin_host.hpp>
 
+#include "core/printable.hpp"
+
+#include <cstddef>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -52,9 +55,14 @@ inline std::vector<std::string> default_plugin_dirs(const LibraryLocation& where
 /// default_plugin_dirs() for the running library and this build's tree. Any thread.
 std::vector<std::string> default_plugin_dirs();
 
-/// The WARNING (and the scan's reason) for a signature found again in a later folder.
+/// Longest path or reason put in a log line (printable() cuts the rest, noting its size).
+inline constexpr std::size_t kMaxLoggedText = 1024;
+
+/// The WARNING (and the scan's reason) for a signature found again in a later folder;
+/// the paths pass through printable() (a file name may hold control characters).
 inline std::string shadowed_text(const std::string& signature, const std::string& path, const std::string& by) {
-  return "plugin '" + signature + "' in " + path + " is shadowed by " + by + " (earlier in the search path); not loaded";
+  return "plugin '" + printable(signature) + "' in " + printable(path, kMaxLoggedText) + " is shadowed by " +
+         printable(by, kMaxLoggedText) + " (earlier in the search path); not loaded";
 }
 
 /// True when `a` and `b` are files in the same folder (compared canonically).
