@@ -288,13 +288,11 @@ TEST_CASE("secured mode loads only what plugins.allow lists with the right SHA-2
 TEST_CASE("the isolated scanner survives a plugin that crashes on load", "[plugins]") {
   const auto scans = edgert::scan_plugins_isolated({kCrash, kBundled + "/threshold.so", kBundled + "/threshold.so"},
                                                    only());
-  REQUIRE(scans.size() == 3);
+  REQUIRE(scans.size() == 2);  // the same file given twice is scanned once (duplicates: test_plugin_paths)
   CHECK_FALSE(scans[0].accepted);
-  CHECK_THAT(scans[0].reason, Contains("crashed while loading (signal 11"));
+  CHECK_THAT(scans[0].reason, Contains("crashed while loading (signal 11, SIGSEGV"));
   CHECK(scans[1].accepted);
   CHECK(scans[1].info.signature == "threshold");
-  CHECK_FALSE(scans[2].accepted);
-  CHECK_THAT(scans[2].reason, Contains("duplicate signature 'threshold'"));
 }
 
 TEST_CASE("search paths: config first, then EDGERT_PLUGIN_PATH, then the defaults", "[plugins]") {

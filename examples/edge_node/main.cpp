@@ -144,7 +144,8 @@ int print_schema(const std::vector<edgert::PluginScan>& scans, const std::string
 }
 
 // Lists plugins; every file is loaded in a child process so a broken one cannot
-// crash the lister. Exit 0 only if every file given (or found) was accepted.
+// crash the lister. Exit 0 only if every file given (or found) was accepted or
+// shadowed (its signature comes from an earlier folder).
 // With `schema_of`, prints that plugin's config_schema instead (print_schema).
 int list_plugins(std::vector<std::string> targets, const std::string& config_path, const std::string& schema_of) {
   edgert::Config cfg;
@@ -174,6 +175,8 @@ int list_plugins(std::vector<std::string> targets, const std::string& config_pat
       const std::string abi = std::to_string(s.info.abi_version >> 16) + "." + std::to_string(s.info.abi_version & 0xFFFF);
       std::printf("%-24s %-9s %-9s %-4s %s\n", s.info.signature.c_str(), edgert::to_string(s.info.kind),
                   s.info.plugin_version.c_str(), abi.c_str(), s.path.c_str());
+    } else if (s.shadowed) {  // an earlier folder provides it: not loaded, not an error
+      std::printf("SHADOWED %s: %s\n", s.path.c_str(), s.reason.c_str());
     } else {
       ++refused;
       std::printf("REFUSED %s: %s\n", s.path.c_str(), s.reason.c_str());

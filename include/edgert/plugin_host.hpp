@@ -110,7 +110,11 @@ class EDGERT_API PluginInstance {
 struct PluginLoaderOptions {
   std::vector<std::string> search_paths;  // searched first, in order
   bool use_environment = true;            // then EDGERT_PLUGIN_PATH (':'-separated)
-  bool use_default_paths = true;          // then build/plugins and <prefix>/lib/edgert/plugins
+  /// Then the folders found at run time relative to libedgert (no path is compiled
+  /// in): the build tree's build/plugins, only when this libedgert is the build tree's
+  /// own, then <dir of libedgert.so>/edgert/plugins (statically linked: <dir of the
+  /// executable>/../<libdir>/edgert/plugins). See docs/plugins.md, "Where plugins are found".
+  bool use_default_paths = true;
   /// Secured mode: only files whose signature is listed, with this SHA-256 (hex), load.
   bool secured = false;
   std::map<std::string, std::string> allow;
@@ -127,16 +131,24 @@ class EDGERT_API PluginLoader {
   PluginLoader(const PluginLoader&) = delete;
   PluginLoader& operator=(const PluginLoader&) = delete;
 
-  /// The directories searched, in order (existing or not).
+  /// The directories searched, in order (existing or not). Any thread; does not block
+  /// beyond locating libedgert (dladdr); never fails (an unlocatable library just
+  /// contributes no default folder).
   std::vector<std::string> search_paths() const;
 
-  /// Loads every *.so in the search paths (a signature already loaded from an earlier
-  /// path is refused). Returns the refusals; each was also logged at ERROR.
+  /// Loads every *.so in the search paths, folder by folder, each folder's files in
+  /// name order. A signature already loaded from an earlier folder is shadowed: not
+  /// loaded, one WARNING naming both files, not a refusal; from the same folder it is
+  /// a refusal. Returns the refusals; each was also logged at ERROR. Runs the
+  /// plugins' code in this process: a plugin that crashes while loading takes the
+  /// caller down (scan first with scan_plugins_isolated, as edgert::Node does).
   /// Calling thread; blocks on file I/O and the plugins' entry functions.
-  std::vector<PluginRefusal> load_all();
+  [[nodiscard]] std::vector<PluginRefusal> load_all();
 
-  /// Loads one file. Error `invalid_argument` with "<path>: <reason>" when refused.
-  Result<PluginInfo> load(const std::string& path);
+  /// Loads one file. Error `invalid_argument` with "<path>: <reason>" when refused
+  /// (a signature already loaded included), also logged at ERROR. Calling thread;
+  /// blocks on file I/O and the plugin's entry function.
+  [[nodiscard]] Result<PluginInfo> load(const std::string& path);
 
   /// Plugins loaded so far, in load order.
   std::vector<PluginInfo> plugins() const;
@@ -162,8 +174,11 @@ class EDGERT_API PluginLoader {
 struct PluginScan {
   std::string path;
   bool accepted = false;
-  PluginInfo info;     // when accepted
-  std::string reason;  // when refused
+  /// Not loaded because an earlier folder provides its signature (not a refusal):
+  /// `accepted` is false, `info` is filled and `reason` says which file wins.
+  bool shadowed = false;
+  PluginInfo info;     // when accepted or shadowed
+  std::string reason;  // when refused or shadowed
 };
 
 /// Scans each file, or each *.so in each directory, in a fresh process (the
@@ -171,8 +186,9 @@ struct PluginScan {
 /// hangs while loading is reported instead of taking the caller down (as GStreamer's
 /// registry scanner does); no lock held by another thread of the caller is inherited.
 /// A helper still running after `timeout_ms` is killed (SIGKILL) and refused as hung;
-/// every helper is reaped before this returns. Duplicate signatures are refused
-/// naming both files. Errors (no helper found, timeout_ms <= 0, spawn failure) are
+/// every helper is reaped before this returns. A file reached twice is scanned once.
+/// A signature found again in a later folder is `shadowed` (not a refusal), in the
+/// same folder refused naming both files. Errors (no helper found, timeout_ms <= 0, spawn failure) are
 /// refusals naming the cause. Any thread; blocks up to `timeout_ms` per file.
 EDGERT_API std::vector<PluginScan> scan_plugins_isolated(const std::vector<std::string>& files_or_dirs,
                                                          const PluginLoaderOptions& options,

@@ -9,11 +9,13 @@
 #include <edgert/queue_metrics.hpp>
 
 #include "core/log.hpp"
+#include "plugins/search_paths.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -53,6 +55,40 @@ PluginLoaderOptions loader_options(const Config& cfg) {
   o.secured = cfg.plugins.secured;
   o.allow = cfg.plugins.allow;
   return o;
+}
+
+// Loads the plugins on the search paths; returns how many files were refused (docs/plugins.md,
+// "Where plugins are found"). Each file is first loaded in a child (scan_plugins_isolated),
+// so one that crashes or hangs while loading is logged at ERROR and skipped instead of
+// killing the node; only files that scanned clean are loaded in-process. Without the scan
+// helper (an embedder that did not install it) everything is loaded in-process, after
+// one WARNING.
+std::size_t load_plugins(PluginLoader& loader, const PluginLoaderOptions& options) {
+  if (const auto problem = detail::scanner_helper_problem(options); !problem.empty()) {
+    detail::log().warn("plugins are loaded without a crash check: {}", problem);
+    return loader.load_all().size();
+  }
+  std::vector<std::string> dirs;
+  for (const auto& dir : loader.search_paths()) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(dir, ec)) dirs.push_back(dir);
+  }
+  std::size_t refused = 0;
+  for (const auto& scan : scan_plugins_isolated(dirs, options)) {
+    // A refusal's reason may come from the plugin's own process (it can write to the
+    // scan's answer pipe): printable() keeps it to one safe line. A shadow reason is
+    // built from printable() parts already (detail::shadowed_text).
+    if (scan.shadowed) {
+      detail::log().warn("{}", scan.reason);
+    } else if (!scan.accepted) {
+      detail::log().error("plugin {} refused: {}", detail::printable(scan.path, detail::kMaxLoggedText),
+                          detail::printable(scan.reason, detail::kMaxLoggedText));
+      ++refused;
+    } else if (!loader.load(scan.path).ok()) {  // load() logged why
+      ++refused;
+    }
+  }
+  return refused;
 }
 
 }  // namespace
@@ -105,18 +141,20 @@ std::string Node::Impl::heartbeat_document(const HeartbeatTick& tick) const {
 }
 
 void Node::Impl::register_components() {
-  // build: load every plugin on the search paths; a refused file is logged with its
-  // reason and the others still load. (The pipeline will create instances of them.)
+  // build: load every plugin on the search paths, each checked in a child first
+  // (load_plugins); a refused file is logged with its reason and the others still
+  // load. (The pipeline will create instances of them.)
   LifecycleHooks plugins;
   plugins.name = "plugins";
   plugins.start = [this] {
-    loader = std::make_unique<PluginLoader>(loader_options(config));
-    const auto refused = loader->load_all();
-    detail::log().info("{} plugin(s) loaded, {} refused", loader->plugins().size(), refused.size());
+    const auto loader_opts = loader_options(config);
+    loader = std::make_unique<PluginLoader>(loader_opts);
+    const std::size_t refused = load_plugins(*loader, loader_opts);
+    detail::log().info("{} plugin(s) loaded, {} refused", loader->plugins().size(), refused);
     plugin_metrics = metrics.register_collector(
         {{"edgert_plugins_loaded", {}, "plugin libraries loaded", MetricType::gauge},
-         {"edgert_plugins_refused", {}, "plugin files refused at load", MetricType::gauge}},
-        [n = loader->plugins().size(), r = refused.size()](std::span<double> out) {
+         {"edgert_plugins_refused", {}, "plugin files refused at load (crashed, hung or rejected)", MetricType::gauge}},
+        [n = loader->plugins().size(), r = refused](std::span<double> out) {
           out[0] = static_cast<double>(n);
           out[1] = static_cast<double>(r);
         });

@@ -7,6 +7,7 @@
 #include "core/log.hpp"
 #include "plugins/config_schema.hpp"
 #include "plugins/elf_check.hpp"
+#include "plugins/search_paths.hpp"
 #include "plugins/sha256.hpp"
 
 #include <boost/dll/shared_library.hpp>
@@ -19,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 #include <mutex>
 
 namespace fs = std::filesystem;
@@ -388,6 +390,25 @@ struct PluginLoader::Impl {
     return {ErrorCode::invalid_argument, path + ": " + reason};
   }
 
+  // A signature load() found already loaded. load() does not log these: load_all()
+  // reports one from another folder as shadowed (a WARNING), the rest as refusals.
+  struct Duplicate {
+    std::string path;         // the file refused
+    std::string signature;
+    std::string loaded_from;  // the file that provides it
+  };
+  std::vector<Duplicate> duplicates;  // guarded by mu
+
+  std::vector<Duplicate> take_duplicates(const std::string& path) {
+    std::lock_guard lk(mu);
+    std::vector<Duplicate> out;
+    auto keep = std::stable_partition(duplicates.begin(), duplicates.end(),
+                                      [&](const Duplicate& d) { return d.path != path; });
+    std::move(keep, duplicates.end(), std::back_inserter(out));
+    duplicates.erase(keep, duplicates.end());
+    return out;
+  }
+
   Result<PluginInfo> load(const std::string& path);
 };
 
@@ -410,8 +431,8 @@ std::vector<std::string> PluginLoader::search_paths() const {
     }
   }
   if (impl_->options.use_default_paths) {
-    out.emplace_back(EDGERT_BUILD_PLUGINDIR);
-    out.emplace_back(EDGERT_INSTALL_PLUGINDIR);
+    // Found at run time relative to libedgert (docs/plugins.md, "Where plugins are found").
+    for (auto& dir : detail::default_plugin_dirs()) out.push_back(std::move(dir));
   }
   return out;
 }
@@ -432,13 +453,36 @@ std::vector<PluginRefusal> PluginLoader::load_all() {
       const auto canonical = fs::weakly_canonical(f, ec).string();
       if (std::find(seen.begin(), seen.end(), canonical) != seen.end()) continue;
       seen.push_back(canonical);
-      if (auto r = load(f); !r.ok()) refused.push_back({f, r.status().message()});
+      auto r = impl_->load(f);
+      const auto duplicates = impl_->take_duplicates(f);
+      // A signature already loaded from an earlier folder is shadowed: one WARNING, not
+      // a refusal. From the same folder it is a refusal, logged and counted.
+      for (const auto& d : duplicates) {
+        if (detail::same_folder(f, d.loaded_from)) {
+          const std::string why = "duplicate signature '" + d.signature + "': already loaded from " + d.loaded_from;
+          detail::log().error("plugin {} refused: {}", detail::printable(f, detail::kMaxLoggedText),
+                              detail::printable(why, detail::kMaxLoggedText));
+          refused.push_back({f, f + ": " + why});
+        } else {
+          detail::log().warn("{}", detail::shadowed_text(d.signature, f, d.loaded_from));
+        }
+      }
+      if (!r.ok() && duplicates.empty()) refused.push_back({f, r.status().message()});
     }
   }
   return refused;
 }
 
-Result<PluginInfo> PluginLoader::load(const std::string& path) { return impl_->load(path); }
+Result<PluginInfo> PluginLoader::load(const std::string& path) {
+  auto r = impl_->load(path);
+  // Impl::load leaves duplicates to its callers (load_all may call them shadowed).
+  for (const auto& d : impl_->take_duplicates(path)) {
+    detail::log().error("plugin {} refused: duplicate signature '{}': already loaded from {}",
+                        detail::printable(path, detail::kMaxLoggedText), d.signature,
+                        detail::printable(d.loaded_from, detail::kMaxLoggedText));
+  }
+  return r;
+}
 
 Result<PluginInfo> PluginLoader::Impl::load(const std::string& path) {
   std::error_code ec;
@@ -541,7 +585,11 @@ Result<PluginInfo> PluginLoader::Impl::load(const std::string& path) {
   std::lock_guard lk(mu);
   for (const auto& other : libs) {
     if (other->info.signature == sig) {
-      return refuse(path, "duplicate signature '" + sig + "': already loaded from " + other->info.path);
+      // Issue 10 item 6 (search paths): not logged here; the caller (load or load_all)
+      // takes it from `duplicates` and reports it as a refusal or as shadowed.
+      duplicates.push_back({path, sig, other->info.path});
+      return Status{ErrorCode::invalid_argument,
+                    path + ": duplicate signature '" + sig + "': already loaded from " + other->info.path};
     }
   }
   libs.push_back(lib);

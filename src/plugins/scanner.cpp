@@ -17,10 +17,10 @@
 #include <edgert/plugin_host.hpp>
 
 #include "plugins/environment.hpp"
+#include "plugins/search_paths.hpp"
 
 #include <nlohmann/json.hpp>
 
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -57,7 +57,8 @@ struct Helper {
 
 // The helper named by the options or EDGERT_PLUGIN_SCANNER, else the one installed
 // next to this library (<libdir>/EDGERT_SCANNER_FROM_LIBDIR, or the build tree's
-// layout, <build>/lib/EDGERT_SCANNER_FROM_BUILD_LIBDIR).
+// layout, <build>/lib/EDGERT_SCANNER_FROM_BUILD_LIBDIR), <libdir> found at run time
+// by detail::locate_library().
 Helper find_helper(const PluginLoaderOptions& options) {
   std::vector<std::string> looked;
   auto pick = [&](const std::string& candidate) {
@@ -72,10 +73,8 @@ Helper find_helper(const PluginLoaderOptions& options) {
     return {{}, std::string("the plugin scanner helper ") + given + " (from " + from +
                     ") is not an executable file: " + std::strerror(errno)};
   }
-  Dl_info info{};
-  if (::dladdr(&kHelperName, &info) != 0 && info.dli_fname != nullptr) {
-    std::error_code ec;
-    const fs::path libdir = fs::absolute(fs::path(info.dli_fname), ec).parent_path();
+  if (const auto lib = detail::locate_library(); lib.error.empty()) {
+    const fs::path libdir = lib.libdir;
     for (const char* rel : {EDGERT_SCANNER_FROM_LIBDIR, EDGERT_SCANNER_FROM_BUILD_LIBDIR}) {
       const std::string candidate = (libdir / rel / kHelperName).lexically_normal().string();
       if (std::find(looked.begin(), looked.end(), candidate) != looked.end()) continue;
@@ -259,8 +258,12 @@ PluginScan scan_one(const std::string& path, const Helper& helper, const PluginL
   }
   if (pidfd >= 0) ::close(pidfd);
   if (status && WIFSIGNALED(*status)) {
-    scan.reason = "crashed while loading (signal " + std::to_string(WTERMSIG(*status)) + ": " +
-                  strsignal(WTERMSIG(*status)) + ")";
+    // "signal 11, SIGSEGV: Segmentation fault": the number, the name operators grep
+    // for, and the description.
+    const int sig = WTERMSIG(*status);
+    const char* abbrev = ::sigabbrev_np(sig);
+    scan.reason = "crashed while loading (signal " + std::to_string(sig) +
+                  (abbrev ? std::string(", SIG") + abbrev : std::string()) + ": " + strsignal(sig) + ")";
     return scan;
   }
   json j = json::parse(answer, nullptr, false);
@@ -300,9 +303,20 @@ PluginScan scan_one(const std::string& path, const Helper& helper, const PluginL
 
 }  // namespace
 
+std::string detail::scanner_helper_problem(const PluginLoaderOptions& options) { return find_helper(options).error; }
+
 std::vector<PluginScan> scan_plugins_isolated(const std::vector<std::string>& files_or_dirs,
                                               const PluginLoaderOptions& options, int timeout_ms) {
   std::vector<std::string> files;
+  std::vector<std::string> seen;  // canonical: a file reached twice (a folder listed twice) is scanned once
+  auto add = [&](const std::string& f) {
+    std::error_code ec;
+    auto canonical = fs::weakly_canonical(f, ec).string();
+    if (ec) canonical = f;
+    if (std::find(seen.begin(), seen.end(), canonical) != seen.end()) return;
+    seen.push_back(std::move(canonical));
+    files.push_back(f);
+  };
   for (const auto& p : files_or_dirs) {
     std::error_code ec;
     if (fs::is_directory(p, ec)) {
@@ -311,9 +325,9 @@ std::vector<PluginScan> scan_plugins_isolated(const std::vector<std::string>& fi
         if (e.path().extension() == ".so") in_dir.push_back(e.path().string());
       }
       std::sort(in_dir.begin(), in_dir.end());
-      files.insert(files.end(), in_dir.begin(), in_dir.end());
+      for (const auto& f : in_dir) add(f);
     } else {
-      files.push_back(p);
+      add(p);
     }
   }
   Helper helper = find_helper(options);
@@ -324,10 +338,17 @@ std::vector<PluginScan> scan_plugins_isolated(const std::vector<std::string>& fi
   for (const auto& f : files) {
     PluginScan s = scan_one(f, helper, options, timeout_ms);
     if (s.accepted) {
+      // As PluginLoader::load_all: the first file in order wins; a later one in another
+      // folder is shadowed (not a refusal), in the same folder it is refused.
       for (const auto& prev : out) {
         if (prev.accepted && prev.info.signature == s.info.signature) {
           s.accepted = false;
-          s.reason = "duplicate signature '" + s.info.signature + "': already provided by " + prev.path;
+          if (detail::same_folder(s.path, prev.path)) {
+            s.reason = "duplicate signature '" + s.info.signature + "': already provided by " + prev.path;
+          } else {
+            s.shadowed = true;
+            s.reason = detail::shadowed_text(s.info.signature, s.path, prev.path);
+          }
           break;
         }
       }

@@ -1,0 +1,57 @@
+#!/bin/sh
+# ctest node_run_crashing_plugin (docs/plugins.md, "Where plugins are found"): a plugin
+# folder holding a .so that crashes while loading must not stop `edgert-node run`: the
+# crash is logged naming the file and SIGSEGV, the bundled plugins load, exit 0. Without
+# the scan helper the node warns once and loads in-process.
+# usage: node_run_crashing_plugin.sh EDGERT_NODE CRASH_PLUGIN_DIR BUNDLED_PLUGIN_DIR
+set -u
+node=$1 crash=$2 bundled=$3
+w=$(mktemp -d "${TMPDIR:-/tmp}/edgert-crashing-XXXXXX") || exit 1
+trap 'rm -rf "$w"' EXIT
+# A later folder holding another threshold.so: shadowed, one WARNING, not refused.
+mkdir -p "$w/extra" && cp "$bundled/threshold.so" "$w/extra/" || exit 1
+cat > "$w/node.yaml" <<YAML
+node:
+  id: crash-test
+  data_dir: $w/data
+  heartbeat_hz: 0
+plugins:
+  paths: [$crash, $bundled, $w/extra]
+YAML
+env -u EDGERT_PLUGIN_PATH "$node" run "$w/node.yaml" --duration 1 > "$w/out.txt" 2>&1
+rc=$?
+cat "$w/out.txt"; echo "--- exit=$rc"
+fail=0
+if ! grep -q " error \[[0-9]*\] plugin $crash/bad_crash_on_load\.so refused: crashed while loading (signal 11, SIGSEGV" "$w/out.txt"; then
+  echo "FAIL: no ERROR naming bad_crash_on_load.so and SIGSEGV"; fail=1
+fi
+for p in record_counter test_pattern threshold; do
+  if ! grep -q "plugin '$p' .* loaded from $bundled/$p\.so" "$w/out.txt"; then echo "FAIL: $p not loaded"; fail=1; fi
+done
+if ! grep -q "3 plugin(s) loaded, 1 refused" "$w/out.txt"; then echo "FAIL: wrong loaded/refused counts"; fail=1; fi
+if [ "$(grep -c "is shadowed by" "$w/out.txt")" -ne 1 ] ||
+   ! grep -q " warning \[[0-9]*\] plugin 'threshold' in $w/extra/threshold\.so is shadowed by $bundled/threshold\.so (earlier in the search path); not loaded" "$w/out.txt"; then
+  echo "FAIL: not exactly one shadow WARNING for $w/extra/threshold.so"; fail=1
+fi
+if [ "$rc" -ne 0 ]; then echo "FAIL: exit status $rc"; fail=1; fi
+
+# Without the scan helper the node says so once (WARNING) and loads in-process.
+cat > "$w/plain.yaml" <<YAML
+node:
+  id: no-scanner
+  data_dir: $w/data2
+  heartbeat_hz: 0
+plugins:
+  paths: [$bundled]
+YAML
+env -u EDGERT_PLUGIN_PATH EDGERT_PLUGIN_SCANNER=/nonexistent/edgert-plugin-scan "$node" run "$w/plain.yaml" --duration 1 \
+  > "$w/plain.txt" 2>&1
+rc=$?
+cat "$w/plain.txt"; echo "--- exit=$rc"
+if [ "$(grep -c " warning \[[0-9]*\] plugins are loaded without a crash check: the plugin scanner helper /nonexistent/edgert-plugin-scan" "$w/plain.txt")" -ne 1 ]; then
+  echo "FAIL: not exactly one WARNING about the missing scan helper"; fail=1
+fi
+if ! grep -q "3 plugin(s) loaded, 0 refused" "$w/plain.txt"; then echo "FAIL: in-process fallback did not load"; fail=1; fi
+if [ "$rc" -ne 0 ]; then echo "FAIL: exit status $rc without the helper"; fail=1; fi
+[ "$fail" -eq 0 ] && echo "crashing plugin skipped OK"
+exit "$fail"
