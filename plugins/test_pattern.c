@@ -18,10 +18,10 @@ static long config_long(const edgert_host_api* host, edgert_host_ctx* ctx, const
   return host->config_get(ctx, key, buf, sizeof buf, NULL) == EDGERT_OK ? atol(buf) : fallback;
 }
 
-static edgert_status create(const edgert_host_api* host, edgert_host_ctx* ctx, const char* config,
-                            size_t len, void** instance) {
+static edgert_status create(const edgert_host_api* host, edgert_host_ctx* ctx, void* module_data,
+                            const char* config, size_t len, void** instance) {
   pattern* p = calloc(1, sizeof *p);
-  (void)config, (void)len;
+  (void)module_data, (void)config, (void)len;
   if (p == NULL) return EDGERT_ERR_NO_MEMORY;
   p->host = host, p->ctx = ctx;
   p->width = config_long(host, ctx, "width", 64);
@@ -65,6 +65,6 @@ static void destroy(void* instance) { free(instance); }
 static const edgert_plugin_descriptor descriptor = {
     sizeof(edgert_plugin_descriptor), EDGERT_ABI_VERSION, EDGERT_KIND_CAPTURE, "test_pattern", "1.0.0",
     "synthetic GRAY8 frames with a moving bar", "{\"width\": 64, \"height\": 48, \"frames\": 0}",
-    create, NULL, NULL, capture, NULL, destroy, NULL};
+    create, NULL, NULL, capture, NULL, destroy, NULL, NULL, NULL, NULL};
 
 EDGERT_DECLARE_PLUGIN(descriptor);

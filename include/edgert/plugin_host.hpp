@@ -13,6 +13,7 @@
 #include <edgert/frame.hpp>
 #include <edgert/status.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -98,6 +99,11 @@ struct PluginLoaderOptions {
   /// EDGERT_PLUGIN_SCANNER variable (if use_environment), else the helper installed
   /// with libedgert (<prefix>/libexec/edgert/, found relative to the library).
   std::string scanner_path;
+  /// Largest payload a plugin may emit(), in bytes; larger ones are refused with
+  /// EDGERT_ERR_INVALID_ARGUMENT and logged. The default is MailboxOptions'
+  /// max_payload_bytes default (1 MiB), so what a plugin emits can be stored; a node
+  /// passes its configured mailbox.max_payload_bytes.
+  std::size_t max_payload_bytes = std::size_t{1} << 20;
 };
 
 class EDGERT_API PluginLoader {
