@@ -214,10 +214,12 @@ TEST_CASE("host services refuse bad calls with a reason naming plugin, instance 
       {"emit_bad_type", "[host_errors/h1] emit('Bad Type\\x0a'): payload_type must be 1-64 characters of [a-z0-9_.-]"},
       {"emit_digit_type", "[host_errors/h1] emit('1event'): payload_type must be 1-64 characters of [a-z0-9_.-] "
                           "starting with a letter"},
-      {"emit_long_type", "payload_type must be 1-64 characters"},
+      {"emit_long_type", "[host_errors/h1] emit('a2345678901234567890123456789012345678901234567890123456789012345'): "
+                         "payload_type must be 1-64 characters of [a-z0-9_.-] starting with a letter (got 65 characters)"},
       {"emit_null_json", "[host_errors/h1] emit('event'): json is NULL with len 2"},
       {"emit_bad_json", "[host_errors/h1] emit('event'): payload is not valid JSON"},
-      {"emit_trailing", "[host_errors/h1] emit('event'): payload is not valid JSON"},
+      {"emit_trailing", "[host_errors/h1] emit('event'): payload is not valid JSON (a NUL byte at offset 2)"},
+      {"emit_bom", "[host_errors/h1] emit('event'): payload is not valid JSON (it starts with a UTF-8 byte order mark)"},
       {"emit_over_limit", "[host_errors/h1] emit('big'): payload of 1048577 bytes is over the limit of 1048576 bytes"},
       {"emit_50mb", "[host_errors/h1] emit('big'): payload of 52428800 bytes is over the limit of 1048576 bytes"},
       {"notify_null", "[host_errors/h1] notify: message is NULL"},

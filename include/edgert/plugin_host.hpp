@@ -121,7 +121,11 @@ class EDGERT_API PluginLoader {
   /// Calling thread; blocks on file I/O and the plugins' entry functions.
   std::vector<PluginRefusal> load_all();
 
-  /// Loads one file. Error `invalid_argument` with "<path>: <reason>" when refused.
+  /// Loads one file: every plugin of a pack (plugin_abi.h convention 9), after which
+  /// the library's module_init runs once. Returns the first plugin's info (plugins()
+  /// lists them all). Error `invalid_argument` with "<path>: <reason>" when refused; a
+  /// refused pack loads none of its plugins. Calling thread; blocks on file I/O, the
+  /// entry function and module_init.
   Result<PluginInfo> load(const std::string& path);
 
   /// Plugins loaded so far, in load order.
@@ -156,7 +160,9 @@ struct PluginScan {
 /// A helper still running after `timeout_ms` is killed (SIGKILL) and refused as hung;
 /// every helper is reaped before this returns. Duplicate signatures are refused
 /// naming both files. Errors (no helper found, timeout_ms <= 0, spawn failure) are
-/// refusals naming the cause. Any thread; blocks up to `timeout_ms` per file.
+/// refusals naming the cause. One entry per plugin: a pack gives one per descriptor,
+/// all with the same path; a refused file gives one. Any thread; blocks up to
+/// `timeout_ms` per file.
 EDGERT_API std::vector<PluginScan> scan_plugins_isolated(const std::vector<std::string>& files_or_dirs,
                                                          const PluginLoaderOptions& options,
                                                          int timeout_ms = 5000);

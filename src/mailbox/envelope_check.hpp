@@ -3,6 +3,8 @@
 // to print. Header-only; used by mailbox.cpp alone.
 #pragma once
 
+#include "core/printable.hpp"  // printable(), shared with the plugin host
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -17,28 +19,6 @@ namespace edgert::detail {
 /// readers allow (plus the envelope's own level): nlohmann's dump() recurses once per
 /// level, so this bounds the stack any stored row can need.
 inline constexpr std::size_t kMaxJsonDepthCap = 1024;
-
-/// `s` as printable ASCII for log and error text: bytes outside 0x20..0x7e and the
-/// backslash become \xNN, and past `max` bytes the rest is cut with its size noted
-/// (a hostile id can neither forge log lines nor flood them).
-inline std::string printable(std::string_view s, std::size_t max = 80) {
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  const std::size_t n = std::min(s.size(), max);
-  out.reserve(n + 16);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\') {
-      out += static_cast<char>(c);
-    } else {
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 0xF];
-    }
-  }
-  if (s.size() > max) out += "...(" + std::to_string(s.size()) + " bytes)";
-  return out;
-}
 
 /// Deepest nesting of arrays and objects in `text`, counting brackets outside strings;
 /// stops counting once past `limit` (returns limit + 1). Exact for valid JSON, linear,

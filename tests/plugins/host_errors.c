@@ -50,6 +50,7 @@ static edgert_status process(void* self, const edgert_input* in) {
   if (strstr(r, "\"emit_null_json\"")) return h->emit(i->ctx, "event", NULL, 2);
   if (strstr(r, "\"emit_bad_json\"")) return h->emit(i->ctx, "event", "{\"a\":", 5);
   if (strstr(r, "\"emit_trailing\"")) return h->emit(i->ctx, "event", "{}\0x", 4);
+  if (strstr(r, "\"emit_bom\"")) return h->emit(i->ctx, "event", "\xef\xbb\xbf{}", 5);
   if (strstr(r, "\"emit_at_limit\"")) return emit_sized(i, (size_t)1 << 20);
   if (strstr(r, "\"emit_over_limit\"")) return emit_sized(i, ((size_t)1 << 20) + 1);
   if (strstr(r, "\"emit_50mb\"")) return emit_sized(i, (size_t)50 << 20);
