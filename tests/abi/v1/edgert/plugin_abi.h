@@ -280,7 +280,8 @@ typedef struct edgert_plugin_descriptor {
   /* Optional, first descriptor only (NULL in the others of a pack). Called once per
    * loaded library, on the loading thread, before the first create(); sets
    * *module_data (shared, so thread-safe) and may keep `host` and `module_ctx` until
-   * module_deinit. An error refuses the library; log why through module_ctx first. */
+   * module_deinit. An error refuses the library (log why through module_ctx first);
+   * module_deinit is then not called, so free what was allocated before returning. */
   edgert_status (*module_init)(const edgert_host_api* host, edgert_host_ctx* module_ctx, void** module_data);
   /* Optional, first descriptor only. Called once with what module_init set, after the
    * library's last instance and frame are gone, before it is unloaded; any thread. */
@@ -315,7 +316,9 @@ static inline uint32_t edgert_negotiate_version(const edgert_host_offer* offer) 
 
 /* Defines the plugin's entry function returning `descriptor` (a static
  * edgert_plugin_descriptor whose abi_version is EDGERT_ABI_VERSION). Use it once, at
- * file scope, followed by a semicolon: EDGERT_DECLARE_PLUGIN(my_descriptor); */
+ * file scope, followed by a semicolon: EDGERT_DECLARE_PLUGIN(my_descriptor); for a
+ * pack, name the first descriptor (the one with module_init/module_deinit, if any)
+ * and link the others through `next`. */
 #define EDGERT_DECLARE_PLUGIN(descriptor)                                                    \
   EDGERT_EXTERN_C EDGERT_PLUGIN_EXPORT edgert_status edgert_plugin_entry(                    \
       const edgert_host_offer* offer, const edgert_plugin_descriptor** out);                 \
