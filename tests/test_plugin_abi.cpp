@@ -242,6 +242,8 @@ TEST_CASE("host services refuse bad calls with a reason naming plugin, instance 
                         [&](const std::string& l) { return l.find(c.reason) != std::string::npos; }) == 1);
   }
   CHECK(sink->size() == 1);  // nothing refused reached the sink
+  // Each case: one refused host call, counted, and the process() that returned its error.
+  CHECK(h.errors() == 2 * cases.size());
 
   // NULL ctx: no instance to name.
   const std::vector<std::pair<std::string, std::string>> null_ctx = {

@@ -84,7 +84,8 @@ class EDGERT_API PluginInstance {
 
   virtual const PluginInfo& plugin() const noexcept = 0;
   virtual const std::string& name() const noexcept = 0;
-  /// Calls that returned an error, over the instance's life.
+  /// Calls that returned an error, plus host-service calls (emit, notify, config_get)
+  /// the host refused (each logged), over the instance's life. Any thread.
   virtual std::uint64_t errors() const noexcept = 0;
 };
 

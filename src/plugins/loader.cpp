@@ -78,6 +78,7 @@ struct edgert_host_ctx {
   std::mutex error_mu;
   std::string last_error;  // the last message logged at ERROR, for Status messages
   bool module = false;     // the module's ctx (module_init): no instance, no sink
+  std::atomic<std::uint64_t> refused{0};  // host-service calls refused (each a dropped emit/notify/read)
   std::size_t max_payload_bytes = std::size_t{1} << 20;  // emit's limit (PluginLoaderOptions)
 };
 
@@ -158,6 +159,7 @@ void host_log(edgert_host_ctx* ctx, std::int32_t level, const char* message) {
 // the call, kept as the instance's last error (its next Status carries it).
 edgert_status refuse_call(edgert_host_ctx* ctx, const std::string& call, const std::string& why) {
   const std::string reason = call + ": " + why;
+  ctx->refused.fetch_add(1, std::memory_order_relaxed);
   detail::log().error("[{}/{}] {}", ctx->signature, detail::printable(ctx->instance), reason);
   std::lock_guard lk(ctx->error_mu);
   ctx->last_error = reason;
@@ -412,7 +414,7 @@ class Instance final : public PluginInstance {
 
   const PluginInfo& plugin() const noexcept override { return lib_->info; }
   const std::string& name() const noexcept override { return name_; }
-  std::uint64_t errors() const noexcept override { return errors_.load(); }
+  std::uint64_t errors() const noexcept override { return errors_.load() + ctx_->refused.load(); }
 
  private:
   std::string who() const { return "plugin '" + lib_->info.signature + "' instance '" + name_ + "'"; }
