@@ -12,11 +12,11 @@ typedef struct {
   long every, count, frames;
 } counter;
 
-static edgert_status create(const edgert_host_api* host, edgert_host_ctx* ctx, const char* config,
-                            size_t len, void** instance) {
+static edgert_status create(const edgert_host_api* host, edgert_host_ctx* ctx, void* module_data,
+                            const char* config, size_t len, void** instance) {
   char every[32];
   counter* c = calloc(1, sizeof *c);
-  (void)config, (void)len;
+  (void)module_data, (void)config, (void)len;
   if (c == NULL) return EDGERT_ERR_NO_MEMORY;
   c->host = host, c->ctx = ctx, c->every = 1;
   if (host->config_get(ctx, "every", every, sizeof every, NULL) == EDGERT_OK) c->every = atol(every);
@@ -84,6 +84,6 @@ static const edgert_plugin_descriptor descriptor = {
     sizeof(edgert_plugin_descriptor), EDGERT_ABI_VERSION, EDGERT_KIND_BUSINESS, "record_counter", "1.0.0",
     "counts inputs per instance and emits the running count", "{\"every\": {\"type\": \"integer\", \"default\": 1, "
     "\"description\": \"emit once every this many inputs (positive)\"}}",
-    create, NULL, process, NULL, NULL, destroy, NULL};
+    create, NULL, process, NULL, NULL, destroy, NULL, NULL, NULL, NULL};
 
 EDGERT_DECLARE_PLUGIN(descriptor);

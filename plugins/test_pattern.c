@@ -18,10 +18,10 @@ static long config_long(const edgert_host_api* host, edgert_host_ctx* ctx, const
   return host->config_get(ctx, key, buf, sizeof buf, NULL) == EDGERT_OK ? atol(buf) : fallback;
 }
 
-static edgert_status create(const edgert_host_api* host, edgert_host_ctx* ctx, const char* config,
-                            size_t len, void** instance) {
+static edgert_status create(const edgert_host_api* host, edgert_host_ctx* ctx, void* module_data,
+                            const char* config, size_t len, void** instance) {
   pattern* p = calloc(1, sizeof *p);
-  (void)config, (void)len;
+  (void)module_data, (void)config, (void)len;
   if (p == NULL) return EDGERT_ERR_NO_MEMORY;
   p->host = host, p->ctx = ctx;
   p->width = config_long(host, ctx, "width", 64);
@@ -70,6 +70,6 @@ static const edgert_plugin_descriptor descriptor = {
     "\"description\": \"frame height in pixels\"}, "
     "\"frames\": {\"type\": \"integer\", \"default\": 0, \"minimum\": 0, "
     "\"description\": \"frames before end of stream; 0: endless\"}}",
-    create, NULL, NULL, capture, NULL, destroy, NULL};
+    create, NULL, NULL, capture, NULL, destroy, NULL, NULL, NULL, NULL};
 
 EDGERT_DECLARE_PLUGIN(descriptor);

@@ -235,7 +235,7 @@ TEST_CASE("create failing and process throwing become errors, not crashes", "[pl
   REQUIRE(loader.load(kTest + "/frame_keeper.so").ok());
   auto failed = loader.create_instance("create_fails", "cam7", "", nullptr);
   REQUIRE_FALSE(failed.ok());
-  CHECK_THAT(failed.status().message(), Contains("plugin 'create_fails' instance 'cam7': create failed (status -1)") &&
+  CHECK_THAT(failed.status().message(), Contains("plugin 'create_fails' instance 'cam7': create failed (EDGERT_ERR_INVALID_ARGUMENT)") &&
                                             Contains("cannot open /dev/video7"));
 
   auto sink = std::make_shared<Recorder>();
@@ -243,7 +243,7 @@ TEST_CASE("create failing and process throwing become errors, not crashes", "[pl
   REQUIRE(keeper.ok());
   const auto st = keeper.value()->process(record(R"({"throw": true})"));
   REQUIRE_FALSE(st.ok());
-  CHECK_THAT(st.message(), Contains("process failed (status -4)") && Contains("asked to throw"));
+  CHECK_THAT(st.message(), Contains("process failed (EDGERT_ERR_INTERNAL)") && Contains("asked to throw"));
   CHECK(keeper.value()->errors() == 1);
   CHECK(keeper.value()->process(record("{}")).ok());  // still usable
 }

@@ -10,6 +10,13 @@
 //   EDGERT_PLUGIN_CLASS(Threshold, EDGERT_KIND_BUSINESS, "threshold", "1.0.0",
 //                       "emits an event above a threshold", R"({"limit": 10})");
 //
+// State shared by every instance of the library (a model loaded once) is a class
+// constructed from a Host once per loaded library and destroyed after the last
+// instance (the ABI's module_init/module_deinit); instances reach it through
+// host().module<Model>():
+//
+//   EDGERT_PLUGIN_CLASS_WITH_MODULE(Detector, Model, EDGERT_KIND_SERVING, ...);
+//
 // Every exception thrown from the constructor, start, process, capture, stop or
 // update_config is caught at the boundary, logged through the host at ERROR and
 // turned into EDGERT_ERR_INTERNAL: nothing C++ crosses into the host.
@@ -21,15 +28,20 @@
 #include <cstdint>
 #include <exception>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace edgert::sdk {
 
-/// The host's services for one instance. Cheap to copy; valid until the instance is destroyed.
+/// The host's services for one instance (or for the module, in a module class's
+/// constructor). Cheap to copy; valid until the instance (module) is destroyed. Every
+/// member may be called from any thread; none blocks beyond the host service it calls.
 class Host {
  public:
-  Host(const edgert_host_api* api, edgert_host_ctx* ctx) noexcept : api_(api), ctx_(ctx) {}
+  Host(const edgert_host_api* api, edgert_host_ctx* ctx, void* module_data = nullptr) noexcept
+      : api_(api), ctx_(ctx), module_data_(module_data) {}
 
   void log(int level, std::string_view message) const {
     const std::string text(message);
@@ -40,7 +52,8 @@ class Host {
   void warn(std::string_view m) const { log(EDGERT_LOG_WARN, m); }
   void error(std::string_view m) const { log(EDGERT_LOG_ERROR, m); }
 
-  /// Emits a UTF-8 JSON payload; false if the host refused it (invalid JSON).
+  /// Emits a UTF-8 JSON payload; false if the host refused it (it logged why: invalid
+  /// JSON, a malformed payload_type, over the payload limit).
   bool emit(std::string_view payload_type, std::string_view json) const {
     const std::string type(payload_type);
     return api_->emit(ctx_, type.c_str(), json.data(), json.size()) == EDGERT_OK;
@@ -72,10 +85,20 @@ class Host {
 
   const edgert_host_api* api() const noexcept { return api_; }
   edgert_host_ctx* ctx() const noexcept { return ctx_; }
+  /// What the library's module_init set (NULL without one), shared by all instances.
+  void* module_data() const noexcept { return module_data_; }
+  /// The module object of EDGERT_PLUGIN_CLASS_WITH_MODULE(Class, M, ...); throws
+  /// std::logic_error when the library has none. Shared: M's methods must be thread-safe.
+  template <class M>
+  M& module() const {
+    if (module_data_ == nullptr) throw std::logic_error("this plugin library has no module object");
+    return *static_cast<M*>(module_data_);
+  }
 
  private:
   const edgert_host_api* api_;
   edgert_host_ctx* ctx_;
+  void* module_data_;
 };
 
 /// A read-only view of an edgert_input that respects its struct_size.
@@ -155,9 +178,9 @@ struct Adapter {
   };
   static Box& box(void* instance) { return *static_cast<Box*>(instance); }
 
-  static edgert_status create(const edgert_host_api* api, edgert_host_ctx* ctx, const char* config, std::size_t len,
-                              void** instance) noexcept {
-    const Host host(api, ctx);
+  static edgert_status create(const edgert_host_api* api, edgert_host_ctx* ctx, void* module_data,
+                              const char* config, std::size_t len, void** instance) noexcept {
+    const Host host(api, ctx, module_data);
     return guarded(host, "create", [&] {
       *instance = new Box{host, P(host, std::string_view(config ? config : "", config ? len : 0))};
       return EDGERT_OK;
@@ -189,10 +212,30 @@ struct Adapter {
   }
 };
 
+// Module class M: built by module_init from a Host on the module's ctx, deleted by
+// module_deinit.
+template <class M>
+struct ModuleAdapter {
+  static edgert_status init(const edgert_host_api* api, edgert_host_ctx* ctx, void** module_data) noexcept {
+    const Host host(api, ctx);
+    return guarded(host, "module_init", [&] {
+      *module_data = new M(host);
+      return EDGERT_OK;
+    });
+  }
+  static void deinit(void* module_data) noexcept {
+    try {
+      delete static_cast<M*>(module_data);
+    } catch (...) {
+    }
+  }
+};
+
 }  // namespace detail
 
-/// The descriptor for plugin class P (see EDGERT_PLUGIN_CLASS).
-template <class P>
+/// The descriptor for plugin class P (see EDGERT_PLUGIN_CLASS), with module class M
+/// unless M is void (see EDGERT_PLUGIN_CLASS_WITH_MODULE).
+template <class P, class M = void>
 constexpr edgert_plugin_descriptor describe(std::int32_t kind, const char* signature, const char* version,
                                             const char* description, const char* config_schema) {
   using A = detail::Adapter<P>;
@@ -211,6 +254,10 @@ constexpr edgert_plugin_descriptor describe(std::int32_t kind, const char* signa
   d.stop = &A::stop;
   d.destroy = &A::destroy;
   d.update_config = &A::update_config;
+  if constexpr (!std::is_void_v<M>) {
+    d.module_init = &detail::ModuleAdapter<M>::init;
+    d.module_deinit = &detail::ModuleAdapter<M>::deinit;
+  }
   return d;
 }
 
@@ -221,4 +268,13 @@ constexpr edgert_plugin_descriptor describe(std::int32_t kind, const char* signa
 #define EDGERT_PLUGIN_CLASS(Class, kind, signature, version, description, config_schema)           \
   static const edgert_plugin_descriptor edgert_sdk_descriptor_ =                                    \
       ::edgert::sdk::describe<Class>(kind, signature, version, description, config_schema);         \
+  EDGERT_DECLARE_PLUGIN(edgert_sdk_descriptor_)
+
+/// EDGERT_PLUGIN_CLASS plus module state: `Module` (constructible from
+/// edgert::sdk::Host, thread-safe) is built once per loaded library before the first
+/// instance and destroyed after the last; instances reach it with
+/// host().module<Module>(). A throwing constructor refuses the library with its message.
+#define EDGERT_PLUGIN_CLASS_WITH_MODULE(Class, Module, kind, signature, version, description, config_schema) \
+  static const edgert_plugin_descriptor edgert_sdk_descriptor_ =                                           \
+      ::edgert::sdk::describe<Class, Module>(kind, signature, version, description, config_schema);        \
   EDGERT_DECLARE_PLUGIN(edgert_sdk_descriptor_)

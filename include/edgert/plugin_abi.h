@@ -7,9 +7,13 @@
  *     plugin is looked up, and a plugin never links against the host.
  *
  *  2. Versions. A version is (major << 16) | minor. The host offers a range
- *     [min_version, max_version]; the plugin answers with one version inside it that it
- *     speaks, or refuses with EDGERT_ERR_UNSUPPORTED. Majors must be equal; a plugin
- *     built against minor m can run on any host offering minor >= m of that major.
+ *     [min_version, max_version]; the plugin answers with the version it was built
+ *     against (EDGERT_ABI_VERSION) whenever min_version <= EDGERT_ABI_VERSION <=
+ *     max_version, and refuses with EDGERT_ERR_UNSUPPORTED otherwise. A host that
+ *     implements majors 1 and 2 offers [1.0, 2.x] and both generations of plugins
+ *     answer. The host checks that the answer lies in the range it offered and that it
+ *     implements the answer's major; within one major, a plugin built against minor m
+ *     runs on any host whose range reaches m.
  *
  *  3. Sized structs. Every struct that crosses the boundary starts with
  *     `uint32_t struct_size` set by whoever filled it. Fields are only ever appended.
@@ -27,22 +31,53 @@
  *     (edgert/plugin.hpp does).
  *
  *  5. Errors. Functions return edgert_status: EDGERT_OK (0) or a negative
- *     EDGERT_ERR_* code. Say why through host->log at EDGERT_LOG_ERROR before returning
- *     an error; the host adds the plugin and instance names.
+ *     EDGERT_ERR_* code; edgert_status_name() spells a code out. Say why through
+ *     host->log at EDGERT_LOG_ERROR before returning an error; the host adds the
+ *     plugin and instance names and puts the last such line in the error it reports.
+ *     Host services that refuse a call log the reason the same way (naming the plugin,
+ *     the instance and the service) and return EDGERT_ERR_INVALID_ARGUMENT.
+ *     If create() returns an error after setting *instance to non-NULL, the host calls
+ *     destroy(*instance) once; a plugin that cleaned up itself leaves *instance NULL.
  *
  *  6. Threads. The entry function and the descriptor's callbacks for one instance are
  *     never called concurrently: an instance lives on one worker thread at a time.
- *     Different instances may run on different threads at once, so plugin globals must
- *     be thread-safe. Host services may be called from any thread; frame release
- *     callbacks may run on any thread.
+ *     Different instances may run on different threads at once, so plugin globals and
+ *     module data must be thread-safe. Host services may be called from any thread;
+ *     frame release callbacks may run on any thread.
  *
  *  7. Text. Strings are UTF-8 and NUL-terminated unless a length is given alongside.
- *     Records, payloads and configuration are UTF-8 JSON.
+ *     Records, payloads and configuration are UTF-8 JSON. A payload is one JSON value
+ *     of at most the host's payload limit (1 MiB unless the node configures another;
+ *     the mailbox's max_payload_bytes); a payload_type is 1-64 characters of
+ *     [a-z0-9_.-] starting with a letter ("event", "detection.person").
+ *
+ *  8. Module state. A library may provide module_init/module_deinit in the descriptor
+ *     its entry returns. The host calls module_init once per loaded library, after the
+ *     descriptors are validated and before the first create(); the module_data it sets
+ *     is passed to every create() of every descriptor in the library (a serving plugin
+ *     loads its model once). module_deinit(module_data) runs once, after the last
+ *     instance and frame of the library are gone and before the library is unloaded.
+ *     A failing module_init (log why, then return an error) refuses the whole file.
+ *
+ *  9. Packs. One library may provide several plugins: the descriptor the entry returns
+ *     links further descriptors through `next` (NULL-terminated, at most
+ *     EDGERT_MAX_PACK_DESCRIPTORS in all). Each is validated like the first, signatures
+ *     must differ, and module_init/module_deinit must be NULL in all but the first.
  *
  * Changelog
- *   1.0  edgert 0.1: entry negotiation, descriptor, host services (log, emit, notify,
- *        time, config lookup, frame retain/release), capture/serving/business kinds.
- *        Reserved for later minors: workflow store and mailbox services.
+ *   1.0  (final, edgert 0.2): entry negotiation (answer whenever the offered range
+ *        contains the plugin's version), descriptor with module_init/module_deinit and
+ *        `next` (plugin packs), create() receiving module_data, host services (log,
+ *        emit, notify, time, config lookup, frame retain/release) that log why they
+ *        refuse a call, status names, EDGERT_ERR_WRONG_TYPE and the config helpers in
+ *        edgert/plugin_config.h, capture/serving/business kinds. Reserved for later
+ *        minors: workflow store and mailbox services.
+ *        Changed from the pre-release layout (edgert 0.1): negotiation required the
+ *        offered maximum's major to equal the plugin's; the descriptor ended at
+ *        update_config; create() had no module_data argument. A descriptor whose
+ *        struct_size ends at or before update_config is taken as pre-release: the host
+ *        zero-fills the module fields and calls its create() without module_data, so
+ *        such plugins keep working unchanged.
  */
 #ifndef EDGERT_PLUGIN_ABI_H
 #define EDGERT_PLUGIN_ABI_H
@@ -87,6 +122,25 @@ typedef int32_t edgert_status;
 #define EDGERT_ERR_AGAIN (-6)            /* capture: nothing available now, try later */
 #define EDGERT_ERR_END_OF_STREAM (-7)    /* capture: the source is exhausted */
 #define EDGERT_ERR_BUFFER_TOO_SMALL (-8) /* config_get: see its comment */
+#define EDGERT_ERR_WRONG_TYPE (-9)       /* plugin_config.h: the value has another type */
+
+/* The code's name ("EDGERT_ERR_BUFFER_TOO_SMALL"), or "EDGERT_ERR_(unknown)" for a
+ * code this header does not define. Any thread; never NULL. */
+static inline const char* edgert_status_name(edgert_status status) {
+  switch (status) {
+    case EDGERT_OK: return "EDGERT_OK";
+    case EDGERT_ERR_INVALID_ARGUMENT: return "EDGERT_ERR_INVALID_ARGUMENT";
+    case EDGERT_ERR_UNSUPPORTED: return "EDGERT_ERR_UNSUPPORTED";
+    case EDGERT_ERR_NO_MEMORY: return "EDGERT_ERR_NO_MEMORY";
+    case EDGERT_ERR_INTERNAL: return "EDGERT_ERR_INTERNAL";
+    case EDGERT_ERR_NOT_FOUND: return "EDGERT_ERR_NOT_FOUND";
+    case EDGERT_ERR_AGAIN: return "EDGERT_ERR_AGAIN";
+    case EDGERT_ERR_END_OF_STREAM: return "EDGERT_ERR_END_OF_STREAM";
+    case EDGERT_ERR_BUFFER_TOO_SMALL: return "EDGERT_ERR_BUFFER_TOO_SMALL";
+    case EDGERT_ERR_WRONG_TYPE: return "EDGERT_ERR_WRONG_TYPE";
+    default: return "EDGERT_ERR_(unknown)";
+  }
+}
 
 /* ---- enumerations (int32_t on the wire; C enums have no fixed size) -------- */
 #define EDGERT_KIND_CAPTURE 1  /* a DCT: opens a source, produces frames or records */
@@ -159,13 +213,20 @@ typedef struct edgert_host_api {
   uint32_t struct_size;
   uint32_t abi_version; /* the version negotiated with this plugin */
 
-  /* Any thread. `message` is copied. */
+  /* Any thread. `message` is copied. A NULL ctx logs as "plugin"; the module's ctx
+   * (see module_init) as "<signature>/(module)". */
   void (*log)(edgert_host_ctx* ctx, int32_t level, const char* message);
-  /* Any thread. Emits a payload (UTF-8 JSON, copied) of `payload_type` ("event",
-   * "detection", ...). Serving plugins emit their inference result here. Returns
-   * EDGERT_ERR_INVALID_ARGUMENT for invalid JSON. */
+  /* Any thread. Emits a payload (one UTF-8 JSON value of `len` bytes, copied) of
+   * `payload_type` (1-64 characters of [a-z0-9_.-] starting with a letter: "event",
+   * "detection.person"). Serving plugins emit their inference result here. Returns
+   * EDGERT_OK, or EDGERT_ERR_INVALID_ARGUMENT, logged at ERROR with the reason, for a
+   * NULL ctx or payload_type, a malformed payload_type, json NULL with len > 0, a
+   * payload over the host's limit (1 MiB by default) or one that is not exactly one
+   * JSON value; the module's ctx cannot emit. Nothing is emitted on error. */
   edgert_status (*emit)(edgert_host_ctx* ctx, const char* payload_type, const char* json, size_t len);
-  /* Any thread. Raises a notification (`level` is EDGERT_LOG_*), e.g. "camera offline". */
+  /* Any thread. Raises a notification (`level` is EDGERT_LOG_*), e.g. "camera offline".
+   * EDGERT_ERR_INVALID_ARGUMENT, logged with the reason, for a NULL ctx or message,
+   * an unknown level, or the module's ctx. */
   edgert_status (*notify)(edgert_host_ctx* ctx, int32_t level, const char* message);
   /* Any thread. Monotonic clock and wall clock, in ns. */
   int64_t (*monotonic_ns)(edgert_host_ctx* ctx);
@@ -173,7 +234,9 @@ typedef struct edgert_host_api {
   /* Any thread. Copies the instance configuration value at `key` (a dot path, e.g.
    * "roi.x"; "" for the whole object) into buf as JSON text with a terminating NUL.
    * Returns EDGERT_OK, EDGERT_ERR_NOT_FOUND, or EDGERT_ERR_BUFFER_TOO_SMALL with
-   * *needed set to the size required (including the NUL). `needed` may be NULL. */
+   * *needed set to the size required (including the NUL). `needed` may be NULL.
+   * EDGERT_ERR_INVALID_ARGUMENT, logged with the reason, for a NULL ctx or key.
+   * edgert/plugin_config.h reads typed values through this. */
   edgert_status (*config_get)(edgert_host_ctx* ctx, const char* key, char* buf, size_t buf_size,
                               size_t* needed);
   /* Any thread. Keeps `frame` (and its pixels) valid beyond the current call;
@@ -204,9 +267,12 @@ typedef struct edgert_plugin_descriptor {
   const char* config_schema;
 
   /* Required. Creates an instance from its configuration (UTF-8 JSON). `host` and
-   * `ctx` stay valid until destroy(); keep them. */
-  edgert_status (*create)(const edgert_host_api* host, edgert_host_ctx* ctx, const char* config_json,
-                          size_t config_len, void** instance);
+   * `ctx` stay valid until destroy(); keep them. `module_data` is what module_init set
+   * (NULL without one), shared by every instance of every plugin in the library. On
+   * error, set *instance only if destroy() must free it: the host then calls
+   * destroy(*instance) once. */
+  edgert_status (*create)(const edgert_host_api* host, edgert_host_ctx* ctx, void* module_data,
+                          const char* config_json, size_t config_len, void** instance);
   /* Optional. Called once before the first process()/capture(). */
   edgert_status (*start)(void* instance);
   /* Business and serving: required; capture: NULL. One input, borrowed for the call. */
@@ -221,7 +287,21 @@ typedef struct edgert_plugin_descriptor {
   /* Optional. Applies a new configuration without re-creating the instance; return
    * EDGERT_ERR_UNSUPPORTED to make the host re-create it instead. */
   edgert_status (*update_config)(void* instance, const char* config_json, size_t config_len);
+  /* Optional, first descriptor only (NULL in the others of a pack). Called once per
+   * loaded library, on the loading thread, before the first create(); sets
+   * *module_data (shared, so thread-safe) and may keep `host` and `module_ctx` until
+   * module_deinit. An error refuses the library (log why through module_ctx first);
+   * module_deinit is then not called, so free what was allocated before returning. */
+  edgert_status (*module_init)(const edgert_host_api* host, edgert_host_ctx* module_ctx, void** module_data);
+  /* Optional, first descriptor only. Called once with what module_init set, after the
+   * library's last instance and frame are gone, before it is unloaded; any thread. */
+  void (*module_deinit)(void* module_data);
+  /* Plugin packs: the next descriptor provided by this library, or NULL. */
+  const struct edgert_plugin_descriptor* next;
 } edgert_plugin_descriptor;
+
+/* The most descriptors one library may link through `next`. */
+#define EDGERT_MAX_PACK_DESCRIPTORS 64
 
 /* ---- negotiation ----------------------------------------------------------- */
 typedef struct edgert_host_offer {
@@ -233,14 +313,12 @@ typedef struct edgert_host_offer {
 typedef edgert_status (*edgert_plugin_entry_fn)(const edgert_host_offer* offer,
                                                  const edgert_plugin_descriptor** out);
 
-/* The version a plugin built against this header answers for `offer`, or 0 if none. */
+/* The version a plugin built against this header answers for `offer`:
+ * EDGERT_ABI_VERSION when min_version <= EDGERT_ABI_VERSION <= max_version (convention
+ * 2), else 0. Any thread. */
 static inline uint32_t edgert_negotiate_version(const edgert_host_offer* offer) {
-  uint32_t lo, hi;
   if (offer == NULL || offer->struct_size < sizeof(edgert_host_offer)) return 0;
-  lo = offer->min_version;
-  hi = offer->max_version;
-  if (EDGERT_VERSION_MAJOR_OF(hi) == EDGERT_ABI_VERSION_MAJOR && EDGERT_ABI_VERSION <= hi &&
-      EDGERT_ABI_VERSION >= lo) {
+  if (offer->min_version <= EDGERT_ABI_VERSION && EDGERT_ABI_VERSION <= offer->max_version) {
     return EDGERT_ABI_VERSION;
   }
   return 0;
@@ -248,7 +326,9 @@ static inline uint32_t edgert_negotiate_version(const edgert_host_offer* offer) 
 
 /* Defines the plugin's entry function returning `descriptor` (a static
  * edgert_plugin_descriptor whose abi_version is EDGERT_ABI_VERSION). Use it once, at
- * file scope, followed by a semicolon: EDGERT_DECLARE_PLUGIN(my_descriptor); */
+ * file scope, followed by a semicolon: EDGERT_DECLARE_PLUGIN(my_descriptor); for a
+ * pack, name the first descriptor (the one with module_init/module_deinit, if any)
+ * and link the others through `next`. */
 #define EDGERT_DECLARE_PLUGIN(descriptor)                                                    \
   EDGERT_EXTERN_C EDGERT_PLUGIN_EXPORT edgert_status edgert_plugin_entry(                    \
       const edgert_host_offer* offer, const edgert_plugin_descriptor** out);                 \

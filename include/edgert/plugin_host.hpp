@@ -13,6 +13,7 @@
 #include <edgert/frame.hpp>
 #include <edgert/status.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -103,7 +104,8 @@ class EDGERT_API PluginInstance {
 
   virtual const PluginInfo& plugin() const noexcept = 0;
   virtual const std::string& name() const noexcept = 0;
-  /// Calls that returned an error, over the instance's life.
+  /// Calls that returned an error, plus host-service calls (emit, notify, config_get)
+  /// the host refused (each logged), over the instance's life. Any thread.
   virtual std::uint64_t errors() const noexcept = 0;
 };
 
@@ -122,6 +124,11 @@ struct PluginLoaderOptions {
   /// EDGERT_PLUGIN_SCANNER variable (if use_environment), else the helper installed
   /// with libedgert (<prefix>/libexec/edgert/, found relative to the library).
   std::string scanner_path;
+  /// Largest payload a plugin may emit(), in bytes; larger ones are refused with
+  /// EDGERT_ERR_INVALID_ARGUMENT and logged. The default is MailboxOptions'
+  /// max_payload_bytes default (1 MiB), so what a plugin emits can be stored; a node
+  /// passes its configured mailbox.max_payload_bytes.
+  std::size_t max_payload_bytes = std::size_t{1} << 20;
 };
 
 class EDGERT_API PluginLoader {
@@ -145,9 +152,11 @@ class EDGERT_API PluginLoader {
   /// Calling thread; blocks on file I/O and the plugins' entry functions.
   [[nodiscard]] std::vector<PluginRefusal> load_all();
 
-  /// Loads one file. Error `invalid_argument` with "<path>: <reason>" when refused
-  /// (a signature already loaded included), also logged at ERROR. Calling thread;
-  /// blocks on file I/O and the plugin's entry function.
+  /// Loads one file: every plugin of a pack (plugin_abi.h convention 9), after which
+  /// the library's module_init runs once. Returns the first plugin's info (plugins()
+  /// lists them all). Error `invalid_argument` with "<path>: <reason>" when refused (a
+  /// signature already loaded included), also logged at ERROR; a refused pack loads none
+  /// of its plugins. Calling thread; blocks on file I/O, the entry function and module_init.
   [[nodiscard]] Result<PluginInfo> load(const std::string& path);
 
   /// Plugins loaded so far, in load order.
@@ -188,8 +197,10 @@ struct PluginScan {
 /// A helper still running after `timeout_ms` is killed (SIGKILL) and refused as hung;
 /// every helper is reaped before this returns. A file reached twice is scanned once.
 /// A signature found again in a later folder is `shadowed` (not a refusal), in the
-/// same folder refused naming both files. Errors (no helper found, timeout_ms <= 0, spawn failure) are
-/// refusals naming the cause. Any thread; blocks up to `timeout_ms` per file.
+/// same folder refused naming both files. Errors (no helper found, timeout_ms <= 0,
+/// spawn failure) are refusals naming the cause. One entry per plugin: a pack gives one
+/// per descriptor, all with the same path; a refused file gives one. Any thread; blocks
+/// up to `timeout_ms` per file.
 EDGERT_API std::vector<PluginScan> scan_plugins_isolated(const std::vector<std::string>& files_or_dirs,
                                                          const PluginLoaderOptions& options,
                                                          int timeout_ms = 5000);

@@ -3,7 +3,7 @@
 // to print. Header-only; used by mailbox.cpp alone.
 #pragma once
 
-#include "core/printable.hpp"
+#include "core/printable.hpp"  // printable(), shared with the plugin host
 
 #include <nlohmann/json.hpp>
 

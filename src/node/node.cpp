@@ -54,6 +54,7 @@ PluginLoaderOptions loader_options(const Config& cfg) {
   o.search_paths = cfg.plugins.paths;
   o.secured = cfg.plugins.secured;
   o.allow = cfg.plugins.allow;
+  o.max_payload_bytes = static_cast<std::size_t>(cfg.mailbox.max_payload_bytes);  // what emit may send is storable
   return o;
 }
 

@@ -6,6 +6,7 @@
 #include "core/frame_internal.hpp"
 #include "core/log.hpp"
 #include "plugins/config_schema.hpp"
+#include "core/printable.hpp"
 #include "plugins/elf_check.hpp"
 #include "plugins/search_paths.hpp"
 #include "plugins/sha256.hpp"
@@ -21,6 +22,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iterator>
+#include <limits>
 #include <mutex>
 
 namespace fs = std::filesystem;
@@ -34,6 +36,12 @@ constexpr std::uint32_t kHostMax = EDGERT_ABI_VERSION;
 // Fields up to and including destroy() are what every 1.0 plugin must provide.
 constexpr std::size_t kMinDescriptorSize =
     offsetof(edgert_plugin_descriptor, destroy) + sizeof(edgert_plugin_descriptor::destroy);
+// A descriptor without module_init was built against the pre-release 1.0 header, whose
+// create() had no module_data argument (plugin_abi.h changelog).
+constexpr std::size_t kModuleFieldsEnd =
+    offsetof(edgert_plugin_descriptor, module_init) + sizeof(edgert_plugin_descriptor::module_init);
+using PrereleaseCreate = edgert_status (*)(const edgert_host_api*, edgert_host_ctx*, const char*, std::size_t,
+                                           void**);
 
 std::string version_text(std::uint32_t v) {
   return std::to_string(EDGERT_VERSION_MAJOR_OF(v)) + "." + std::to_string(EDGERT_VERSION_MINOR_OF(v));
@@ -62,20 +70,6 @@ const char* to_string(PluginKind kind) noexcept {
 
 PluginInstance::~PluginInstance() = default;
 
-namespace {
-
-// A loaded .so: everything that came from it holds a shared_ptr to this, so the
-// code stays mapped until the last instance, frame and release callback is gone.
-struct Library {
-  boost::dll::shared_library so;
-  edgert_plugin_descriptor desc{};  // the host's zero-filled copy
-  edgert_host_api api{};
-  PluginInfo info;
-  detail::ConfigSchema schema;     // parsed config_schema; `declared` false without one
-  json defaults = json::object();  // the schema's defaults, the base of every instance config
-};
-
-}  // namespace
 }  // namespace edgert
 
 // The C ABI's opaque per-instance handle.
@@ -101,10 +95,56 @@ struct edgert_host_ctx {
   std::shared_ptr<const nlohmann::json> config;
   std::mutex error_mu;
   std::string last_error;  // the last message logged at ERROR, for Status messages
+  bool module = false;     // the module's ctx (module_init): no instance, no sink
+  std::atomic<std::uint64_t> refused{0};  // host-service calls refused (each a dropped emit/notify/read)
+  std::size_t max_payload_bytes = std::size_t{1} << 20;  // emit's limit (PluginLoaderOptions)
 };
 
 namespace edgert {
 namespace {
+
+// One loaded .so: its module state lives here. Every plugin of the library holds a
+// shared_ptr to it, so the code stays mapped until the last instance, frame and
+// release callback is gone; then module_deinit runs, and only after it (members are
+// destroyed after the destructor's body, `so` last) the library is unloaded.
+struct Module {
+  boost::dll::shared_library so;
+  edgert_host_api api{};
+  std::unique_ptr<edgert_host_ctx> ctx;  // "<first signature>/(module)"
+  void (*deinit)(void*) = nullptr;       // set only once module_init succeeded
+  void* data = nullptr;
+
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+  ~Module() {
+    if (deinit) deinit(data);
+  }
+};
+
+// One plugin (descriptor) of a loaded library.
+struct Library {
+  std::shared_ptr<Module> module;
+  edgert_plugin_descriptor desc{};  // the host's zero-filled copy
+  edgert_host_api api{};
+  PluginInfo info;
+  detail::ConfigSchema schema;     // parsed config_schema; `declared` false without one
+  json defaults = json::object();  // the schema's defaults, the base of every instance config
+  bool prerelease_create = false;  // create() without module_data
+  std::size_t max_payload_bytes = std::size_t{1} << 20;
+};
+
+}  // namespace
+}  // namespace edgert
+
+namespace edgert {
+namespace {
+
+// "EDGERT_ERR_BUFFER_TOO_SMALL"; "status 42" for a code the header does not name.
+std::string status_text(edgert_status st) {
+  const std::string name = edgert_status_name(st);
+  return name == edgert_status_name(std::numeric_limits<edgert_status>::min()) ? "status " + std::to_string(st) : name;
+}
 
 std::string take_last_error(edgert_host_ctx* ctx) {
   std::lock_guard lk(ctx->error_mu);
@@ -134,16 +174,64 @@ void host_log(edgert_host_ctx* ctx, std::int32_t level, const char* message) {
   }
 }
 
+// A host service refusing a call: logged at ERROR naming the plugin, the instance and
+// the call, kept as the instance's last error (its next Status carries it).
+edgert_status refuse_call(edgert_host_ctx* ctx, const std::string& call, const std::string& why) {
+  const std::string reason = call + ": " + why;
+  ctx->refused.fetch_add(1, std::memory_order_relaxed);
+  detail::log().error("[{}/{}] {}", ctx->signature, detail::printable(ctx->instance), reason);
+  std::lock_guard lk(ctx->error_mu);
+  ctx->last_error = reason;
+  return EDGERT_ERR_INVALID_ARGUMENT;
+}
+
+edgert_status null_ctx(const char* service) {
+  detail::log().error("plugin called {} with a NULL ctx", service);
+  return EDGERT_ERR_INVALID_ARGUMENT;
+}
+
+// payload_type: 1-64 characters of [a-z0-9_.-], starting with a letter (plugin_abi.h).
+bool valid_payload_type(std::string_view t) {
+  if (t.empty() || t.size() > 64 || t[0] < 'a' || t[0] > 'z') return false;
+  return std::all_of(t.begin(), t.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+  });
+}
+
 edgert_status host_emit(edgert_host_ctx* ctx, const char* payload_type, const char* data, std::size_t len) {
   try {
-    if (!ctx || !payload_type || (!data && len)) return EDGERT_ERR_INVALID_ARGUMENT;
-    const std::string_view text(data ? data : "", len);
-    if (!json::accept(text)) {
-      detail::log().error("[{}/{}] emit('{}'): payload is not valid JSON; dropped and counted as an error",
-                          ctx->signature, ctx->instance, payload_type);
-      return EDGERT_ERR_INVALID_ARGUMENT;
+    if (!ctx) return null_ctx("emit");
+    const std::string call =
+        payload_type ? "emit('" + detail::printable(payload_type) + "')" : std::string("emit(NULL)");
+    if (ctx->module) return refuse_call(ctx, call, "the module's ctx cannot emit; emit from an instance");
+    if (!payload_type) return refuse_call(ctx, call, "payload_type is NULL");
+    const std::string_view type(payload_type);
+    if (type.empty()) return refuse_call(ctx, call, "payload_type is empty");
+    if (!valid_payload_type(type)) {
+      return refuse_call(ctx, call,
+                         "payload_type must be 1-64 characters of [a-z0-9_.-] starting with a letter (got " +
+                             std::to_string(type.size()) + " characters)");
     }
-    if (ctx->sink) ctx->sink->on_emit(ctx->instance, payload_type, text);
+    if (!data && len) return refuse_call(ctx, call, "json is NULL with len " + std::to_string(len));
+    if (len > ctx->max_payload_bytes) {
+      return refuse_call(ctx, call,
+                         "payload of " + std::to_string(len) + " bytes is over the limit of " +
+                             std::to_string(ctx->max_payload_bytes) + " bytes (the mailbox's max_payload_bytes)");
+    }
+    const std::string_view text(data ? data : "", len);
+    // The JSON parser stops at a NUL and skips a byte order mark; the payload must be
+    // exactly one JSON value, or the mailbox could store what it cannot deliver.
+    if (const auto nul = text.find('\0'); nul != std::string_view::npos) {
+      return refuse_call(ctx, call, "payload is not valid JSON (a NUL byte at offset " + std::to_string(nul) + ")");
+    }
+    if (text.substr(0, 3) == "\xef\xbb\xbf") {
+      return refuse_call(ctx, call, "payload is not valid JSON (it starts with a UTF-8 byte order mark)");
+    }
+    if (!json::accept(text)) {
+      return refuse_call(ctx, call, "payload is not valid JSON (" + std::to_string(len) + " bytes: " +
+                                        detail::printable(text, 40) + ")");
+    }
+    if (ctx->sink) ctx->sink->on_emit(ctx->instance, type, text);
     return EDGERT_OK;
   } catch (...) {
     return EDGERT_ERR_INTERNAL;
@@ -152,7 +240,12 @@ edgert_status host_emit(edgert_host_ctx* ctx, const char* payload_type, const ch
 
 edgert_status host_notify(edgert_host_ctx* ctx, std::int32_t level, const char* message) {
   try {
-    if (!ctx || !message) return EDGERT_ERR_INVALID_ARGUMENT;
+    if (!ctx) return null_ctx("notify");
+    if (ctx->module) return refuse_call(ctx, "notify", "the module's ctx cannot notify; notify from an instance");
+    if (!message) return refuse_call(ctx, "notify", "message is NULL");
+    if (level < EDGERT_LOG_TRACE || level > EDGERT_LOG_ERROR) {
+      return refuse_call(ctx, "notify", "unknown level " + std::to_string(level) + " (EDGERT_LOG_TRACE..EDGERT_LOG_ERROR)");
+    }
     detail::log().warn("[{}/{}] notification: {}", ctx->signature, ctx->instance, message);
     if (ctx->sink) ctx->sink->on_notify(ctx->instance, level, message);
     return EDGERT_OK;
@@ -174,7 +267,8 @@ std::int64_t host_wall_ns(edgert_host_ctx*) {
 edgert_status host_config_get(edgert_host_ctx* ctx, const char* key, char* buf, std::size_t size,
                               std::size_t* needed) {
   try {
-    if (!ctx || !key) return EDGERT_ERR_INVALID_ARGUMENT;
+    if (!ctx) return null_ctx("config_get");
+    if (!key) return refuse_call(ctx, "config_get", "key is NULL");
     const std::shared_ptr<const json> config = ctx->load_config();  // kept alive for this call
     if (!config) return EDGERT_ERR_NOT_FOUND;
     const json* node = config.get();
@@ -243,9 +337,19 @@ class Instance final : public PluginInstance {
   }
 
   Status create(const std::string& config_text) {
-    const auto st = lib_->desc.create(&lib_->api, ctx_.get(), config_text.data(), config_text.size(), &handle_);
+    ctx_->max_payload_bytes = lib_->max_payload_bytes;
+    edgert_status st;
+    if (lib_->prerelease_create) {
+      // Through void(*)(): the documented way to convert between function pointer types.
+      const auto old = reinterpret_cast<PrereleaseCreate>(reinterpret_cast<void (*)()>(lib_->desc.create));
+      st = old(&lib_->api, ctx_.get(), config_text.data(), config_text.size(), &handle_);
+    } else {
+      st = lib_->desc.create(&lib_->api, ctx_.get(), lib_->module->data, config_text.data(), config_text.size(),
+                             &handle_);
+    }
     if (st != EDGERT_OK) {
-      handle_ = nullptr;
+      // The create-fails rule (plugin_abi.h convention 5): what it handed out is ours to destroy.
+      if (handle_) lib_->desc.destroy(std::exchange(handle_, nullptr));
       return fail("create", st);
     }
     if (handle_ == nullptr) return fail("create", EDGERT_ERR_INTERNAL, "create returned OK but no instance");
@@ -346,7 +450,7 @@ class Instance final : public PluginInstance {
 
   const PluginInfo& plugin() const noexcept override { return lib_->info; }
   const std::string& name() const noexcept override { return name_; }
-  std::uint64_t errors() const noexcept override { return errors_.load(); }
+  std::uint64_t errors() const noexcept override { return errors_.load() + ctx_->refused.load(); }
 
  private:
   std::string who() const { return "plugin '" + lib_->info.signature + "' instance '" + name_ + "'"; }
@@ -360,7 +464,7 @@ class Instance final : public PluginInstance {
   [[gnu::noinline, gnu::cold]] Status fail(const char* call, edgert_status st, std::string why = {}) {
     errors_.fetch_add(1);
     if (why.empty()) why = take_last_error(ctx_.get());
-    std::string msg = who() + ": " + call + " failed (status " + std::to_string(st) + ")";
+    std::string msg = who() + ": " + call + " failed (" + status_text(st) + ")";
     if (!why.empty()) msg += ": " + why;
     detail::log().error("{}", msg);
     return {ErrorCode::internal, msg};
@@ -499,18 +603,18 @@ Result<PluginInfo> PluginLoader::Impl::load(const std::string& path) {
     if (!listed) return refuse(path, "secured mode: SHA-256 " + *digest + " is not in plugins.allow");
   }
 
-  auto lib = std::make_shared<Library>();
+  auto module = std::make_shared<Module>();
   try {
-    lib->so.load(boost::dll::fs::path(path),
-                 boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+    module->so.load(boost::dll::fs::path(path),
+                    boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
   } catch (const std::exception& e) {
     return refuse(path, std::string("the dynamic loader refused it: ") + e.what());
   }
-  if (!lib->so.has(EDGERT_PLUGIN_ENTRY_SYMBOL)) {
+  if (!module->so.has(EDGERT_PLUGIN_ENTRY_SYMBOL)) {
     return refuse(path, "no " EDGERT_PLUGIN_ENTRY_SYMBOL " symbol (not an edgert plugin, or built without "
                         "EDGERT_DECLARE_PLUGIN)");
   }
-  auto entry = lib->so.get<edgert_status(const edgert_host_offer*, const edgert_plugin_descriptor**)>(
+  auto entry = module->so.get<edgert_status(const edgert_host_offer*, const edgert_plugin_descriptor**)>(
       EDGERT_PLUGIN_ENTRY_SYMBOL);
 
   const edgert_host_offer offer{sizeof(edgert_host_offer), kHostMin, kHostMax};
@@ -519,83 +623,155 @@ Result<PluginInfo> PluginLoader::Impl::load(const std::string& path) {
   const std::string range = "[" + version_text(kHostMin) + ", " + version_text(kHostMax) + "]";
   if (st != EDGERT_OK) {
     return refuse(path, "speaks no plugin ABI version in the host's range " + range + " (entry returned " +
-                            std::to_string(st) + ")");
+                            status_text(st) + ")");
   }
   if (d == nullptr) return refuse(path, "entry returned OK but no descriptor");
 
-  // Sized-struct rules: zero-fill a shorter descriptor, accept a longer one only if
-  // the fields this host does not know are all zero.
-  if (d->struct_size < kMinDescriptorSize) {
-    return refuse(path, "descriptor too small (struct_size " + std::to_string(d->struct_size) + ", need at least " +
-                            std::to_string(kMinDescriptorSize) + ")");
-  }
-  const std::size_t known = std::min<std::size_t>(d->struct_size, sizeof(edgert_plugin_descriptor));
-  std::memcpy(&lib->desc, d, known);
-  if (d->struct_size > sizeof(edgert_plugin_descriptor)) {
-    const auto* extra = reinterpret_cast<const unsigned char*>(d) + sizeof(edgert_plugin_descriptor);
-    if (!std::all_of(extra, extra + (d->struct_size - sizeof(edgert_plugin_descriptor)),
-                     [](unsigned char b) { return b == 0; })) {
-      return refuse(path, "descriptor uses fields from a newer ABI than this host knows (struct_size " +
-                              std::to_string(d->struct_size) + ")");
+  // Validates one descriptor into `lib`; an error Status when refused.
+  auto describe = [&](const edgert_plugin_descriptor* raw, bool first, Library& lib) -> Status {
+    // Sized-struct rules: zero-fill a shorter descriptor, accept a longer one only if
+    // the fields this host does not know are all zero.
+    if (raw->struct_size < kMinDescriptorSize) {
+      return refuse(path, "descriptor too small (struct_size " + std::to_string(raw->struct_size) +
+                              ", need at least " + std::to_string(kMinDescriptorSize) + ")");
     }
-  }
-  auto& desc = lib->desc;
-  if (EDGERT_VERSION_MAJOR_OF(desc.abi_version) != EDGERT_ABI_VERSION_MAJOR || desc.abi_version < kHostMin ||
-      desc.abi_version > kHostMax) {
-    return refuse(path, "answered ABI " + version_text(desc.abi_version) + ", outside the offered range " + range);
-  }
-  if (desc.kind < EDGERT_KIND_CAPTURE || desc.kind > EDGERT_KIND_BUSINESS) {
-    return refuse(path, "unknown plugin kind " + std::to_string(desc.kind));
-  }
-  if (!valid_signature(desc.signature)) {
-    return refuse(path, "invalid signature (1-64 characters of A-Z a-z 0-9 _ . -)");
-  }
-  const std::string sig = desc.signature;
-  const auto kind = static_cast<PluginKind>(desc.kind);
-  auto missing = [&](const char* what) {
-    return refuse(path, "plugin '" + sig + "': descriptor has a null " + what + " callback");
+    const std::size_t known = std::min<std::size_t>(raw->struct_size, sizeof(edgert_plugin_descriptor));
+    std::memcpy(&lib.desc, raw, known);
+    if (raw->struct_size > sizeof(edgert_plugin_descriptor)) {
+      const auto* extra = reinterpret_cast<const unsigned char*>(raw) + sizeof(edgert_plugin_descriptor);
+      if (!std::all_of(extra, extra + (raw->struct_size - sizeof(edgert_plugin_descriptor)),
+                       [](unsigned char b) { return b == 0; })) {
+        return refuse(path, "descriptor uses fields from a newer ABI than this host knows (struct_size " +
+                                std::to_string(raw->struct_size) + ")");
+      }
+    }
+    lib.prerelease_create = raw->struct_size < kModuleFieldsEnd;
+    auto& desc = lib.desc;
+    // The answer must lie in the offered range, with a major this host implements.
+    if (EDGERT_VERSION_MAJOR_OF(desc.abi_version) != EDGERT_ABI_VERSION_MAJOR || desc.abi_version < kHostMin ||
+        desc.abi_version > kHostMax) {
+      return refuse(path, "answered ABI " + version_text(desc.abi_version) + ", outside the offered range " + range);
+    }
+    if (desc.kind < EDGERT_KIND_CAPTURE || desc.kind > EDGERT_KIND_BUSINESS) {
+      return refuse(path, "unknown plugin kind " + std::to_string(desc.kind));
+    }
+    if (!valid_signature(desc.signature)) {
+      return refuse(path, "invalid signature (1-64 characters of A-Z a-z 0-9 _ . -)");
+    }
+    const std::string sig = desc.signature;
+    const auto kind = static_cast<PluginKind>(desc.kind);
+    auto missing = [&](const char* what) {
+      return refuse(path, "plugin '" + sig + "': descriptor has a null " + what + " callback");
+    };
+    if (!desc.create) return missing("create");
+    if (!desc.destroy) return missing("destroy");
+    if (kind == PluginKind::capture && !desc.capture) return missing("capture");
+    if (kind != PluginKind::capture && !desc.process) return missing("process");
+    if (!first && (desc.module_init || desc.module_deinit)) {
+      return refuse(path, "plugin '" + sig +
+                              "': module_init/module_deinit are only read from the first descriptor; set them "
+                              "NULL in the others of a pack");
+    }
+
+    if (desc.config_schema) {
+      auto parsed = detail::parse_config_schema(desc.config_schema);
+      if (!parsed.error.empty()) return refuse(path, "plugin '" + sig + "': " + parsed.error);
+      lib.schema = std::move(parsed.schema);
+      lib.defaults = detail::schema_defaults(lib.schema);
+    }
+    if (options.secured) {
+      auto it = options.allow.find(sig);
+      if (it == options.allow.end() || it->second != *digest) {
+        return refuse(path, "secured mode: plugins.allow has no entry for '" + sig + "' with this file's SHA-256");
+      }
+    }
+
+    lib.info.signature = sig;
+    lib.info.kind = kind;
+    lib.info.plugin_version = desc.plugin_version ? desc.plugin_version : "";
+    lib.info.description = desc.description ? desc.description : "";
+    lib.info.config_schema = desc.config_schema ? desc.config_schema : "";
+    lib.info.abi_version = desc.abi_version;
+    lib.info.path = path;
+    lib.api = make_host_api(desc.abi_version);
+    lib.max_payload_bytes = options.max_payload_bytes;
+    return {};
   };
-  if (!desc.create) return missing("create");
-  if (!desc.destroy) return missing("destroy");
-  if (kind == PluginKind::capture && !desc.capture) return missing("capture");
-  if (kind != PluginKind::capture && !desc.process) return missing("process");
 
-  if (desc.config_schema) {
-    auto parsed = detail::parse_config_schema(desc.config_schema);
-    if (!parsed.error.empty()) return refuse(path, "plugin '" + sig + "': " + parsed.error);
-    lib->schema = std::move(parsed.schema);
-    lib->defaults = detail::schema_defaults(lib->schema);
-  }
-  if (options.secured) {
-    auto it = options.allow.find(sig);
-    if (it == options.allow.end() || it->second != *digest) {
-      return refuse(path, "secured mode: plugins.allow has no entry for '" + sig + "' with this file's SHA-256");
+  // The descriptor list (one, or a pack linked through `next`): bounded, loop-safe.
+  std::vector<std::shared_ptr<Library>> found;
+  std::vector<const edgert_plugin_descriptor*> seen;
+  for (const edgert_plugin_descriptor* p = d; p != nullptr;) {
+    if (auto again = std::find(seen.begin(), seen.end(), p); again != seen.end()) {
+      return refuse(path, "descriptor list loops back (descriptor " + std::to_string(seen.size() + 1) +
+                              " is descriptor " + std::to_string(again - seen.begin() + 1) + " again)");
     }
+    if (seen.size() == EDGERT_MAX_PACK_DESCRIPTORS) {
+      return refuse(path, "more than " + std::to_string(EDGERT_MAX_PACK_DESCRIPTORS) +
+                              " descriptors linked through next (EDGERT_MAX_PACK_DESCRIPTORS)");
+    }
+    seen.push_back(p);
+    auto lib = std::make_shared<Library>();
+    lib->module = module;
+    if (Status s = describe(p, found.empty(), *lib); !s.ok()) return s;
+    for (const auto& other : found) {
+      if (other->info.signature == lib->info.signature) {
+        return refuse(path, "duplicate signature '" + lib->info.signature + "' inside the pack");
+      }
+    }
+    p = lib->desc.next;  // NULL when the descriptor is too short to have one
+    found.push_back(std::move(lib));
   }
 
-  lib->info.signature = sig;
-  lib->info.kind = kind;
-  lib->info.plugin_version = desc.plugin_version ? desc.plugin_version : "";
-  lib->info.description = desc.description ? desc.description : "";
-  lib->info.config_schema = desc.config_schema ? desc.config_schema : "";
-  lib->info.abi_version = desc.abi_version;
-  lib->info.path = path;
-  lib->api = make_host_api(desc.abi_version);
+  auto duplicate = [&]() -> std::optional<Status> {
+    for (const auto& lib : found) {
+      for (const auto& other : libs) {
+        if (other->info.signature == lib->info.signature) {
+          // Not logged here: the caller (load or load_all) takes it from `duplicates`
+          // and reports it as a refusal or as shadowed (docs/plugins.md).
+          duplicates.push_back({path, lib->info.signature, other->info.path});
+          return Status{ErrorCode::invalid_argument, path + ": duplicate signature '" + lib->info.signature +
+                                                         "': already loaded from " + other->info.path};
+        }
+      }
+    }
+    return std::nullopt;
+  };
+  {
+    std::lock_guard lk(mu);
+    if (auto s = duplicate()) return *s;
+  }
+
+  // Module state: once per library, before any create(), outside the lock (it may
+  // load a model). Its failure refuses the whole file.
+  const Library& head = *found.front();
+  module->api = head.api;
+  module->ctx = std::make_unique<edgert_host_ctx>();
+  module->ctx->signature = head.info.signature;
+  module->ctx->instance = "(module)";
+  module->ctx->module = true;
+  if (head.desc.module_init) {
+    void* data = nullptr;
+    const edgert_status init = head.desc.module_init(&module->api, module->ctx.get(), &data);
+    if (init != EDGERT_OK) {
+      const std::string why = take_last_error(module->ctx.get());
+      return refuse(path, "plugin '" + head.info.signature + "': module_init failed (" + status_text(init) + ")" +
+                              (why.empty() ? std::string() : ": " + why));
+    }
+    module->data = data;
+    module->deinit = head.desc.module_deinit;
+  } else if (head.desc.module_deinit) {
+    module->deinit = head.desc.module_deinit;  // deinit(NULL) without an init: the plugin asked for it
+  }
 
   std::lock_guard lk(mu);
-  for (const auto& other : libs) {
-    if (other->info.signature == sig) {
-      // Issue 10 item 6 (search paths): not logged here; the caller (load or load_all)
-      // takes it from `duplicates` and reports it as a refusal or as shadowed.
-      duplicates.push_back({path, sig, other->info.path});
-      return Status{ErrorCode::invalid_argument,
-                    path + ": duplicate signature '" + sig + "': already loaded from " + other->info.path};
-    }
+  if (auto s = duplicate()) return *s;  // loaded by another thread meanwhile (module_deinit runs)
+  for (const auto& lib : found) {
+    libs.push_back(lib);
+    detail::log().info("plugin '{}' {} ({}, ABI {}) loaded from {}", lib->info.signature, lib->info.plugin_version,
+                       to_string(lib->info.kind), version_text(lib->info.abi_version), path);
   }
-  libs.push_back(lib);
-  detail::log().info("plugin '{}' {} ({}, ABI {}) loaded from {}", sig, lib->info.plugin_version, to_string(kind),
-                     version_text(desc.abi_version), path);
-  return lib->info;
+  return head.info;
 }
 
 std::vector<PluginInfo> PluginLoader::plugins() const {

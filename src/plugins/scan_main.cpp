@@ -4,8 +4,9 @@
 //
 //   edgert-plugin-scan --answer-fd=N [--parent-pid=P] [--secured] [--allow=SIG=SHA256]... -- FILE
 //
-// Answer: {"accepted":true,"signature":..,"kind":..,"version":..,"description":..,
-// "schema":..,"abi":..} or {"accepted":false,"reason":".."}. Exit status 0 once the
+// Answer: {"accepted":true,"plugins":[{"signature":..,"kind":..,"version":..,
+// "description":..,"schema":..,"abi":..}, ...]} (one entry per plugin of a pack, in
+// descriptor order) or {"accepted":false,"reason":".."}. Exit status 0 once the
 // answer is written, 2 on a usage error (also answered when the descriptor is known).
 // The file's constructors may crash or hang; the caller bounds and reports that.
 #include <edgert/log.hpp>
@@ -109,10 +110,16 @@ int main(int argc, char** argv) {
     edgert::PluginLoader loader(opts);
     auto r = loader.load(path);
     if (r.ok()) {
-      const auto& i = r.value();
-      out = {{"accepted", true},          {"signature", i.signature},   {"kind", static_cast<int>(i.kind)},
-             {"version", i.plugin_version}, {"description", i.description}, {"schema", i.config_schema},
-             {"abi", i.abi_version}};
+      json plugins = json::array();
+      for (const auto& i : loader.plugins()) {  // this loader loaded this file only
+        plugins.push_back({{"signature", i.signature},
+                           {"kind", static_cast<int>(i.kind)},
+                           {"version", i.plugin_version},
+                           {"description", i.description},
+                           {"schema", i.config_schema},
+                           {"abi", i.abi_version}});
+      }
+      out = {{"accepted", true}, {"plugins", std::move(plugins)}};
     } else {
       std::string reason = r.status().message();
       if (reason.rfind(path + ": ", 0) == 0) reason = reason.substr(path.size() + 2);

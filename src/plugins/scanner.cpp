@@ -14,6 +14,7 @@
 // after that the helper gets SIGKILL and is reaped. A helper that closes the pipe but
 // does not exit is killed the same way; one that exits while a process it started
 // keeps the pipe open is not waited for beyond its exit.
+#include <edgert/plugin_abi.h>
 #include <edgert/plugin_host.hpp>
 
 #include "plugins/environment.hpp"
@@ -200,19 +201,20 @@ bool try_reap(pid_t pid, std::optional<int>& status) {
   }
 }
 
-PluginScan scan_one(const std::string& path, const Helper& helper, const PluginLoaderOptions& options,
-                    int timeout_ms) {
+// One entry per plugin the file provides (several for a pack), or one refusal.
+std::vector<PluginScan> scan_one(const std::string& path, const Helper& helper, const PluginLoaderOptions& options,
+                                 int timeout_ms) {
   PluginScan scan;
   scan.path = path;
   if (!helper.error.empty()) {
     scan.reason = helper.error;
-    return scan;
+    return {scan};
   }
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   Spawned child = spawn_helper(helper.path, path, options);
   if (child.pid < 0) {
     scan.reason = child.error;
-    return scan;
+    return {scan};
   }
   const int pidfd = open_pidfd(child.pid);
 
@@ -254,7 +256,7 @@ PluginScan scan_one(const std::string& path, const Helper& helper, const PluginL
     scan.reason = eof ? "closed its answer pipe but did not exit within " + std::to_string(timeout_ms) +
                             " ms; killed"
                       : "hung while loading (no answer within " + std::to_string(timeout_ms) + " ms; killed)";
-    return scan;
+    return {scan};
   }
   if (pidfd >= 0) ::close(pidfd);
   if (status && WIFSIGNALED(*status)) {
@@ -264,41 +266,51 @@ PluginScan scan_one(const std::string& path, const Helper& helper, const PluginL
     const char* abbrev = ::sigabbrev_np(sig);
     scan.reason = "crashed while loading (signal " + std::to_string(sig) +
                   (abbrev ? std::string(", SIG") + abbrev : std::string()) + ": " + strsignal(sig) + ")";
-    return scan;
+    return {scan};
   }
   json j = json::parse(answer, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
     scan.reason = status ? "the scanner exited (status " + std::to_string(WEXITSTATUS(*status)) + ") without an answer"
                          : std::string("the scanner exited without an answer (its status was taken by another "
                                        "waitpid or SIGCHLD is ignored)");
-    return scan;
+    return {scan};
   }
   // The plugin ran with the answer pipe open and could have written to it itself: a
   // reply of the wrong shape is a refusal, never an exception out of the scan.
+  std::vector<PluginScan> out;
   try {
-    scan.accepted = j.value("accepted", false);
-    if (!scan.accepted) {
+    if (!j.value("accepted", false)) {
       scan.reason = j.value("reason", std::string("refused"));
-      return scan;
+      return {scan};
     }
-    scan.info.signature = j.value("signature", std::string());
-    const int kind = j.value("kind", -1);
-    if (kind < static_cast<int>(PluginKind::capture) || kind > static_cast<int>(PluginKind::business)) {
-      throw std::out_of_range("kind " + std::to_string(kind));
+    const json& plugins = j.at("plugins");
+    if (!plugins.is_array() || plugins.empty() || plugins.size() > EDGERT_MAX_PACK_DESCRIPTORS) {
+      throw std::out_of_range("plugins: expected 1-" + std::to_string(EDGERT_MAX_PACK_DESCRIPTORS) + " entries");
     }
-    scan.info.kind = static_cast<PluginKind>(kind);
-    scan.info.plugin_version = j.value("version", std::string());
-    scan.info.description = j.value("description", std::string());
-    scan.info.config_schema = j.value("schema", std::string());
-    scan.info.abi_version = j.value("abi", 0u);
+    for (const auto& p : plugins) {
+      PluginScan one;
+      one.path = path;
+      one.accepted = true;
+      one.info.signature = p.value("signature", std::string());
+      const int kind = p.value("kind", -1);
+      if (kind < static_cast<int>(PluginKind::capture) || kind > static_cast<int>(PluginKind::business)) {
+        throw std::out_of_range("kind " + std::to_string(kind));
+      }
+      one.info.kind = static_cast<PluginKind>(kind);
+      one.info.plugin_version = p.value("version", std::string());
+      one.info.description = p.value("description", std::string());
+      one.info.config_schema = p.value("schema", std::string());
+      one.info.abi_version = p.value("abi", 0u);
+      one.info.path = path;
+      out.push_back(std::move(one));
+    }
   } catch (const std::exception& e) {
     scan = PluginScan{};
     scan.path = path;
     scan.reason = std::string("the scanner's answer is malformed (") + e.what() + ")";
-    return scan;
+    return {scan};
   }
-  scan.info.path = path;
-  return scan;
+  return out;
 }
 
 }  // namespace
@@ -336,24 +348,25 @@ std::vector<PluginScan> scan_plugins_isolated(const std::vector<std::string>& fi
   }
   std::vector<PluginScan> out;
   for (const auto& f : files) {
-    PluginScan s = scan_one(f, helper, options, timeout_ms);
-    if (s.accepted) {
-      // As PluginLoader::load_all: the first file in order wins; a later one in another
-      // folder is shadowed (not a refusal), in the same folder it is refused.
-      for (const auto& prev : out) {
-        if (prev.accepted && prev.info.signature == s.info.signature) {
-          s.accepted = false;
-          if (detail::same_folder(s.path, prev.path)) {
-            s.reason = "duplicate signature '" + s.info.signature + "': already provided by " + prev.path;
-          } else {
-            s.shadowed = true;
-            s.reason = detail::shadowed_text(s.info.signature, s.path, prev.path);
+    for (PluginScan& s : scan_one(f, helper, options, timeout_ms)) {
+      if (s.accepted) {
+        // As PluginLoader::load_all: the first file in order wins; a later one in another
+        // folder is shadowed (not a refusal), in the same folder it is refused.
+        for (const auto& prev : out) {
+          if (prev.accepted && prev.info.signature == s.info.signature) {
+            s.accepted = false;
+            if (detail::same_folder(s.path, prev.path)) {
+              s.reason = "duplicate signature '" + s.info.signature + "': already provided by " + prev.path;
+            } else {
+              s.shadowed = true;
+              s.reason = detail::shadowed_text(s.info.signature, s.path, prev.path);
+            }
+            break;
           }
-          break;
         }
       }
+      out.push_back(std::move(s));
     }
-    out.push_back(std::move(s));
   }
   return out;
 }

