@@ -1,5 +1,7 @@
 #include "plugins/config_schema.hpp"
 
+#include "core/printable.hpp"
+
 #include <edgert/plugin_host.hpp>
 
 #include <cmath>
@@ -27,7 +29,7 @@ std::optional<ConfigType> type_from(const std::string& s) {
 }
 
 // A JSON value for error text: its JSON form, sanitised and cut short.
-std::string shown(const json& v) { return printable_text(v.dump(), 40); }
+std::string shown(const json& v) { return printable(v.dump(), 40); }
 
 std::string number_text(double d) {
   if (std::isfinite(d) && std::trunc(d) == d && std::fabs(d) < 1e15) return std::to_string(static_cast<std::int64_t>(d));
@@ -98,14 +100,14 @@ std::string misfit(const SchemaKey& key, json& v) {
 
 std::string known_keys(const std::map<std::string, SchemaKey>& keys) {
   std::string out;
-  for (const auto& [name, k] : keys) out += (out.empty() ? "" : ", ") + printable_text(name);
+  for (const auto& [name, k] : keys) out += (out.empty() ? "" : ", ") + printable(name);
   return out.empty() ? "none" : out;
 }
 
 void validate_object(const std::map<std::string, SchemaKey>& keys, json& obj, const std::string& prefix,
                      std::vector<std::string>& errors) {
   for (auto& [name, value] : obj.items()) {
-    const std::string path = prefix + printable_text(name);
+    const std::string path = prefix + printable(name);
     const auto it = keys.find(name);
     if (it == keys.end()) {
       errors.push_back("unknown config key '" + path + "' (known: " + known_keys(keys) + ")");
@@ -147,7 +149,7 @@ struct Parser {
   bool parse_keys(const json& obj, const std::string& prefix, std::size_t depth,
                   std::map<std::string, SchemaKey>& out) {
     for (const auto& [name, spec] : obj.items()) {
-      const std::string path = prefix + printable_text(name);
+      const std::string path = prefix + printable(name);
       if (++keys_seen > kMaxSchemaKeys) {
         error = "config_schema has more than " + std::to_string(kMaxSchemaKeys) + " keys";
         return false;
@@ -166,7 +168,7 @@ struct Parser {
     for (const auto& [attr, v] : spec.items()) {
       if (attr != "type" && attr != "default" && attr != "minimum" && attr != "maximum" && attr != "enum" &&
           attr != "description" && attr != "properties") {
-        return fail(path, "unknown attribute \"" + printable_text(attr) + "\" (" + kAttributes + ")");
+        return fail(path, "unknown attribute \"" + printable(attr) + "\" (" + kAttributes + ")");
       }
     }
     const json& t = spec["type"];
@@ -244,10 +246,10 @@ void describe_keys(const std::map<std::string, SchemaKey>& keys, const std::stri
                    std::vector<PluginConfigKey>& rows) {
   for (const auto& [name, k] : keys) {
     PluginConfigKey row;
-    row.key = prefix + printable_text(name);
+    row.key = prefix + printable(name);
     row.type = to_string(k.type);
     // An object with properties shows its explicit default only: its nested rows show theirs.
-    if (k.default_value) row.default_json = printable_text(k.default_value->dump(), 60);
+    if (k.default_value) row.default_json = printable(k.default_value->dump(), 60);
     if (k.enumeration) {
       std::string list;
       for (const auto& e : *k.enumeration) list += (list.empty() ? "" : ", ") + shown(e);
@@ -259,7 +261,7 @@ void describe_keys(const std::map<std::string, SchemaKey>& keys, const std::stri
     } else if (k.maximum) {
       row.range = "<= " + number_text(*k.maximum);
     }
-    row.description = printable_text(k.description, 200);
+    row.description = printable(k.description, 200);
     const std::string nested_prefix = row.key + ".";
     rows.push_back(std::move(row));
     if (k.has_properties) describe_keys(k.properties, nested_prefix, rows);
@@ -278,25 +280,6 @@ const char* to_string(ConfigType t) noexcept {
     case ConfigType::object: return "object";
   }
   return "unknown";
-}
-
-std::string printable_text(std::string_view s, std::size_t max) {
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  const std::size_t n = std::min(s.size(), max);
-  out.reserve(n + 16);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\') {
-      out += static_cast<char>(c);
-    } else {
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 0xF];
-    }
-  }
-  if (s.size() > max) out += "...(" + std::to_string(s.size()) + " bytes)";
-  return out;
 }
 
 SchemaParse parse_config_schema(std::string_view text) {

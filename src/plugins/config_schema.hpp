@@ -75,8 +75,4 @@ void validate_config(const ConfigSchema& schema, nlohmann::json& config, std::ve
 /// Without a declared schema the merge is one level (every given key replaces).
 nlohmann::json merge_config(const ConfigSchema& schema, const nlohmann::json& base, const nlohmann::json& patch);
 
-/// `s` as printable ASCII for error text, cut after `max` bytes (the same rule as the
-/// mailbox's printable(): other bytes and '\\' become \xNN).
-std::string printable_text(std::string_view s, std::size_t max = 80);
-
 }  // namespace edgert::detail
