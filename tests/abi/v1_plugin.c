@@ -1,4 +1,4 @@
-/* FROZEN at ABI 1.0 final (edgert 0.2, 2026-11-27): the v1 test plugin, built against
+/* FROZEN at ABI 1.0 final (settled 2026-11-27): the v1 test plugin, built against
  * the frozen v1 header in tests/abi/v1/. Never edit this file or that header again:
  * the test proves that a plugin built against ABI 1.0 keeps loading and working as
  * include/edgert/plugin_abi.h grows. (Both were updated once, before 1.0 shipped,

@@ -65,19 +65,22 @@
  *     must differ, and module_init/module_deinit must be NULL in all but the first.
  *
  * Changelog
- *   1.0  (final, edgert 0.2): entry negotiation (answer whenever the offered range
- *        contains the plugin's version), descriptor with module_init/module_deinit and
- *        `next` (plugin packs), create() receiving module_data, host services (log,
- *        emit, notify, time, config lookup, frame retain/release) that log why they
- *        refuse a call, status names, EDGERT_ERR_WRONG_TYPE and the config helpers in
- *        edgert/plugin_config.h, capture/serving/business kinds. Reserved for later
- *        minors: workflow store and mailbox services.
- *        Changed from the pre-release layout (edgert 0.1): negotiation required the
- *        offered maximum's major to equal the plugin's; the descriptor ended at
- *        update_config; create() had no module_data argument. A descriptor whose
- *        struct_size ends at or before update_config is taken as pre-release: the host
- *        zero-fills the module fields and calls its create() without module_data, so
- *        such plugins keep working unchanged.
+ *   1.0  (final, settled 2026-11-27, edgert 0.1): entry negotiation (answer whenever
+ *        the offered range contains the plugin's version), descriptor with
+ *        module_init/module_deinit and `next` (plugin packs), create() receiving
+ *        module_data, a typed config_schema (a JSON Schema subset, validated and
+ *        deep-merged by the host), host services (log, emit, notify, time, config
+ *        lookup, frame retain/release) that log why they refuse a call, a payload_type
+ *        syntax and payload size limit, status names, EDGERT_ERR_WRONG_TYPE and the
+ *        config helpers in edgert/plugin_config.h, capture/serving/business kinds.
+ *        Reserved for later minors: workflow store and mailbox services.
+ *        Changed from the pre-release layout (before 2026-11-27): negotiation required
+ *        the offered maximum's major to equal the plugin's; the descriptor ended at
+ *        update_config; create() had no module_data argument; config_schema held plain
+ *        defaults ({"limit": 10}, now refused: each key needs a "type"). A descriptor
+ *        whose struct_size ends at or before update_config is taken as pre-release: the
+ *        host zero-fills the module fields and calls its create() without module_data, so
+ *        such plugins keep working unchanged if their schema is NULL or typed.
  */
 #ifndef EDGERT_PLUGIN_ABI_H
 #define EDGERT_PLUGIN_ABI_H
@@ -254,7 +257,17 @@ typedef struct edgert_plugin_descriptor {
   const char* signature;      /* unique name: [A-Za-z0-9_.-], 1-64 chars */
   const char* plugin_version; /* the plugin's own version, e.g. "1.2.0" */
   const char* description;    /* one line */
-  const char* config_schema;  /* JSON object of config keys and their defaults, or NULL */
+  /* Typed config keys (docs/plugins.md, "Configuration schema"), or NULL to take any
+   * JSON object unchecked. A JSON object mapping each key to
+   *   {"type": "boolean"|"integer"|"number"|"string"|"array"|"object", "default": v,
+   *    "minimum": n, "maximum": n, "enum": [...], "description": "one line",
+   *    "properties": {nested keys, for type object}};
+   * only "type" is required; an object without "properties" is free-form. "integer"
+   * accepts 1.0 (passed on as 1); "number" accepts integers. The host refuses a plugin
+   * whose schema or defaults are malformed, validates every instance config against
+   * it (unknown keys, types, ranges), deep-merges it over the defaults, and passes the
+   * merged object to create()/update_config() and to config_get. */
+  const char* config_schema;
 
   /* Required. Creates an instance from its configuration (UTF-8 JSON). `host` and
    * `ctx` stay valid until destroy(); keep them. `module_data` is what module_init set
