@@ -6,6 +6,7 @@
 #include <edgert/mailbox.hpp>
 #include <edgert/metrics.hpp>
 
+#include "log_capture.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -106,49 +107,16 @@ std::set<std::string> pending_ids(Mailbox& mb) {
   return ids;
 }
 
-// Collects what the "edgert" logger writes while it is alive.
-class CaptureSink : public spdlog::sinks::base_sink<std::mutex> {
- public:
-  std::vector<std::string> at(spdlog::level::level_enum level) {
-    std::lock_guard lk(mutex_);
-    std::vector<std::string> out;
-    for (const auto& [l, text] : lines_) {
-      if (l == level) out.push_back(text);
-    }
-    return out;
-  }
+using edgert::testing::LogCapture;
 
- protected:
-  void sink_it_(const spdlog::details::log_msg& m) override {
-    lines_.emplace_back(m.level, std::string(m.payload.data(), m.payload.size()));
+// WARNING lines that mention a clock jump.
+std::vector<std::string> jump_warnings(LogCapture& logs) {
+  std::vector<std::string> out;
+  for (auto& line : logs.warnings()) {
+    if (line.find("wall clock") != std::string::npos) out.push_back(line);
   }
-  void flush_() override {}
-
- private:
-  std::vector<std::pair<spdlog::level::level_enum, std::string>> lines_;
-};
-
-struct LogCapture {
-  std::shared_ptr<CaptureSink> sink = std::make_shared<CaptureSink>();
-  std::shared_ptr<spdlog::logger> logger;
-  LogCapture() {
-    logger = spdlog::get("edgert");
-    if (!logger) logger = spdlog::stderr_color_mt("edgert");
-    logger->sinks().push_back(sink);
-  }
-  ~LogCapture() {
-    auto& s = logger->sinks();
-    s.erase(std::remove(s.begin(), s.end(), sink), s.end());
-  }
-  // WARNING lines that mention a clock jump.
-  std::vector<std::string> jump_warnings() {
-    std::vector<std::string> out;
-    for (auto& line : sink->at(spdlog::level::warn)) {
-      if (line.find("wall clock") != std::string::npos) out.push_back(line);
-    }
-    return out;
-  }
-};
+  return out;
+}
 
 }  // namespace
 
@@ -264,7 +232,7 @@ TEST_CASE("a backlog queued at 1970 survives NTP setting the clock 56 years forw
   CHECK(st.counters.expired == 0);
   CHECK(st.counters.clock_jumps == 1);
   CHECK(st.oldest_pending_age_ms == 10 * kSecond);
-  const auto warnings = logs.jump_warnings();
+  const auto warnings = jump_warnings(logs);
   REQUIRE(warnings.size() == 1);
   CHECK_THAT(warnings[0], Contains("rebased 3000 pending messages"));
   // Expiry still happens, after the remaining elapsed time.
@@ -293,7 +261,7 @@ TEST_CASE("after a clock set back one year, failed messages are due within their
   c.advance(5 * kSecond);
   CHECK(pending_ids(*mb) == failed);
   CHECK(mb->stats().value().counters.clock_jumps == 1);
-  const auto warnings = logs.jump_warnings();
+  const auto warnings = jump_warnings(logs);
   REQUIRE(warnings.size() == 1);
   CHECK(warnings[0] == "mailbox " + mb->path() +
                            ": wall clock jumped -365d 0h 0m 0s (-31536000000 ms); rebased 50 pending messages so "
@@ -320,7 +288,7 @@ TEST_CASE("a jump of one year either way is logged once and counted once; drift 
   c.jump(30 * kSecond);  // within the 60 s tolerance: NTP-sized corrections are not jumps
   CHECK(pending_ids(*mb) == queued);
   CHECK(mb->stats().value().counters.clock_jumps == 0);
-  CHECK(logs.jump_warnings().empty());
+  CHECK(jump_warnings(logs).empty());
   c.jump(jump);
   // Every entry point sees the jumped clock; only the first rebases.
   CHECK(mb->send(env()).ok());
@@ -338,7 +306,7 @@ TEST_CASE("a jump of one year either way is logged once and counted once; drift 
     REQUIRE(m != nullptr);
     CHECK(m->value == 1);
   }
-  const auto warnings = logs.jump_warnings();
+  const auto warnings = jump_warnings(logs);
   REQUIRE(warnings.size() == 1);
   CHECK(warnings[0] == "mailbox " + mb->path() + ": wall clock jumped " + size +
                            "; rebased 3 pending messages so their retry times and expiries keep their remaining "
@@ -396,7 +364,7 @@ TEST_CASE("restarts: a clock set back or unset while stopped is rebased once; re
       auto mb = open(options(s, d));
       d.jump(-kYear);
       CHECK(mb->stats().value().counters.clock_jumps == 1);
-      CHECK(inner.jump_warnings().size() == 1);
+      CHECK(jump_warnings(inner).size() == 1);
       closed_at -= kYear;
       reopen_at = closed_at;  // no second rebase: the first one is remembered
       rebased = false;
@@ -407,7 +375,7 @@ TEST_CASE("restarts: a clock set back or unset while stopped is rebased once; re
   c.wall = reopen_at;
   LogCapture logs;
   auto mb = open(options(s, c));
-  const auto warnings = logs.jump_warnings();
+  const auto warnings = jump_warnings(logs);
   const auto st = mb->stats().value();
   if (!rebased) {
     CHECK(warnings.empty());

@@ -5,6 +5,8 @@
 #include <edgert/plugin_abi.h>
 #include <edgert/plugin_host.hpp>
 
+#include "log_capture.hpp"
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/sinks/base_sink.h>
@@ -75,46 +77,7 @@ struct Recorder : edgert::PluginSink {
   }
 };
 
-// Collects what the "edgert" logger writes while it is alive.
-class CaptureSink : public spdlog::sinks::base_sink<std::mutex> {
- public:
-  std::vector<std::string> at(spdlog::level::level_enum level) {
-    std::lock_guard lk(mutex_);
-    std::vector<std::string> out;
-    for (const auto& [l, text] : lines_) {
-      if (l == level) out.push_back(text);
-    }
-    return out;
-  }
-  void clear() {
-    std::lock_guard lk(mutex_);
-    lines_.clear();
-  }
-
- protected:
-  void sink_it_(const spdlog::details::log_msg& m) override {
-    lines_.emplace_back(m.level, std::string(m.payload.data(), m.payload.size()));
-  }
-  void flush_() override {}
-
- private:
-  std::vector<std::pair<spdlog::level::level_enum, std::string>> lines_;
-};
-
-struct LogCapture {
-  std::shared_ptr<CaptureSink> sink = std::make_shared<CaptureSink>();
-  std::shared_ptr<spdlog::logger> logger;
-  LogCapture() {
-    logger = spdlog::get("edgert");
-    if (!logger) logger = spdlog::stderr_color_mt("edgert");
-    logger->sinks().push_back(sink);
-  }
-  ~LogCapture() {
-    auto& s = logger->sinks();
-    s.erase(std::remove(s.begin(), s.end(), sink), s.end());
-  }
-  std::vector<std::string> errors() { return sink->at(spdlog::level::err); }
-};
+using edgert::testing::LogCapture;
 
 edgert::PluginInput record(const std::string& json) {
   edgert::PluginInput in;

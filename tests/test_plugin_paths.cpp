@@ -2,6 +2,7 @@
 // order, the folder found relative to libedgert, the build-tree rule and shadowing.
 #include <edgert/plugin_host.hpp>
 
+#include "log_capture.hpp"
 #include "plugins/search_paths.hpp"
 #include "scratch_dir.hpp"
 
@@ -37,43 +38,7 @@ PluginLoaderOptions only(std::vector<std::string> paths) {
   return o;
 }
 
-// Collects what the "edgert" logger writes while it is alive.
-class CaptureSink : public spdlog::sinks::base_sink<std::mutex> {
- public:
-  std::vector<std::string> at(spdlog::level::level_enum level) {
-    std::lock_guard lk(mutex_);
-    std::vector<std::string> out;
-    for (const auto& [l, text] : lines_) {
-      if (l == level) out.push_back(text);
-    }
-    return out;
-  }
-
- protected:
-  void sink_it_(const spdlog::details::log_msg& m) override {
-    lines_.emplace_back(m.level, std::string(m.payload.data(), m.payload.size()));
-  }
-  void flush_() override {}
-
- private:
-  std::vector<std::pair<spdlog::level::level_enum, std::string>> lines_;
-};
-
-struct LogCapture {
-  std::shared_ptr<CaptureSink> sink = std::make_shared<CaptureSink>();
-  std::shared_ptr<spdlog::logger> logger;
-  LogCapture() {
-    logger = spdlog::get("edgert");
-    if (!logger) logger = spdlog::stderr_color_mt("edgert");
-    logger->sinks().push_back(sink);
-  }
-  ~LogCapture() {
-    auto& s = logger->sinks();
-    s.erase(std::remove(s.begin(), s.end(), sink), s.end());
-  }
-  LogCapture(const LogCapture&) = delete;
-  LogCapture& operator=(const LogCapture&) = delete;
-};
+using edgert::testing::LogCapture;
 
 std::string canonical(const std::string& p) { return fs::weakly_canonical(p).string(); }
 
