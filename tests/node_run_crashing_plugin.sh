@@ -3,20 +3,22 @@
 # folder holding a .so that crashes while loading must not stop `edgert-node run`: the
 # crash is logged naming the file and SIGSEGV, the bundled plugins load, exit 0. Without
 # the scan helper the node warns once and loads in-process.
-# usage: node_run_crashing_plugin.sh EDGERT_NODE CRASH_PLUGIN_DIR BUNDLED_PLUGIN_DIR
+# A pack (two plugins in one .so) is loaded once, both plugins, nothing refused.
+# usage: node_run_crashing_plugin.sh EDGERT_NODE CRASH_PLUGIN_DIR BUNDLED_PLUGIN_DIR PACK_SO
 set -u
-node=$1 crash=$2 bundled=$3
+node=$1 crash=$2 bundled=$3 pack=$4
 w=$(mktemp -d "${TMPDIR:-/tmp}/edgert-crashing-XXXXXX") || exit 1
 trap 'rm -rf "$w"' EXIT
 # A later folder holding another threshold.so: shadowed, one WARNING, not refused.
 mkdir -p "$w/extra" && cp "$bundled/threshold.so" "$w/extra/" || exit 1
+mkdir -p "$w/pack" && cp "$pack" "$w/pack/" || exit 1
 cat > "$w/node.yaml" <<YAML
 node:
   id: crash-test
   data_dir: $w/data
   heartbeat_hz: 0
 plugins:
-  paths: [$crash, $bundled, $w/extra]
+  paths: [$crash, $bundled, $w/extra, $w/pack]
 YAML
 env -u EDGERT_PLUGIN_PATH "$node" run "$w/node.yaml" --duration 1 > "$w/out.txt" 2>&1
 rc=$?
@@ -28,7 +30,11 @@ fi
 for p in record_counter test_pattern threshold; do
   if ! grep -q "plugin '$p' .* loaded from $bundled/$p\.so" "$w/out.txt"; then echo "FAIL: $p not loaded"; fail=1; fi
 done
-if ! grep -q "3 plugin(s) loaded, 1 refused" "$w/out.txt"; then echo "FAIL: wrong loaded/refused counts"; fail=1; fi
+for p in pack_a pack_b; do
+  if ! grep -q "plugin '$p' .* loaded from $w/pack/" "$w/out.txt"; then echo "FAIL: $p (pack) not loaded"; fail=1; fi
+done
+if grep -q "pack.*refused" "$w/out.txt"; then echo "FAIL: the pack was refused (loaded twice?)"; fail=1; fi
+if ! grep -q "5 plugin(s) loaded, 1 refused" "$w/out.txt"; then echo "FAIL: wrong loaded/refused counts"; fail=1; fi
 if [ "$(grep -c "is shadowed by" "$w/out.txt")" -ne 1 ] ||
    ! grep -q " warning \[[0-9]*\] plugin 'threshold' in $w/extra/threshold\.so is shadowed by $bundled/threshold\.so (earlier in the search path); not loaded" "$w/out.txt"; then
   echo "FAIL: not exactly one shadow WARNING for $w/extra/threshold.so"; fail=1

@@ -268,6 +268,28 @@ TEST_CASE("a pre-release descriptor (ending at update_config) loads, zero-filled
   REQUIRE(inst.value()->process(record("{}")).ok());
   REQUIRE(sink->size() == 1);
   CHECK(sink->last() == nlohmann::json{{"limit", 5}});  // create() got the config in the old argument slot
+
+  // Its plain-defaults schema ({"limit": 3}) is read with types taken from the defaults.
+  CHECK(nlohmann::json::parse(info->config_schema) == nlohmann::json::parse(R"({"limit": {"type": "number", "default": 3}})"));
+  auto defaults = loader.create_instance("prerelease", "old2", "", sink);
+  REQUIRE(defaults.ok());
+  REQUIRE(defaults.value()->process(record("{}")).ok());
+  CHECK(sink->last() == nlohmann::json{{"limit", 3}});
+  auto wrong = loader.create_instance("prerelease", "old3", R"({"limit": "x"})", sink);
+  REQUIRE_FALSE(wrong.ok());
+  CHECK_THAT(wrong.status().message(), Contains("config key 'limit': expected number, got string"));
+}
+
+TEST_CASE("loading a file already loaded (a pack, another spelling of its path) is not a duplicate",
+          "[plugins][abi]") {
+  LogCapture logs;
+  PluginLoader loader(only());
+  REQUIRE(loader.load(kAbi + "/pack_ok.so").ok());
+  auto again = loader.load(kAbi + "/./pack_ok.so");
+  REQUIRE(again.ok());
+  CHECK(again->signature == "pack_a");
+  CHECK(loader.plugins().size() == 2);
+  CHECK(logs.errors().empty());
 }
 
 // ---- 2. module state and packs ------------------------------------------------------------------

@@ -298,6 +298,7 @@ TEST_CASE("update_config: merges over the current config, refuses bad keys, keep
   CHECK(view["given"]["limit"] == 5);  // the current value, not the default 10
   CHECK(view["given"]["roi"] == json::parse(R"({"x": 1, "y": 2, "size": {"w": 640, "h": 480}})"));
   CHECK(view["all"] == view["given"]);  // the plugin got the whole merged config, config_get the same
+  CHECK(view["in_update"] == view["given"]);  // config_get inside update_config() already saw it
   const json before = view["all"];
 
   auto typo = inst.update_config(R"({"limt": 3})");

@@ -8,7 +8,8 @@
 //     void process(const edgert::sdk::Input& in) override { host().emit("event", "{...}"); }
 //   };
 //   EDGERT_PLUGIN_CLASS(Threshold, EDGERT_KIND_BUSINESS, "threshold", "1.0.0",
-//                       "emits an event above a threshold", R"({"limit": 10})");
+//                       "emits an event above a threshold",
+//                       R"({"limit": {"type": "number", "default": 10}})");
 //
 // State shared by every instance of the library (a model loaded once) is a class
 // constructed from a Host once per loaded library and destroyed after the last

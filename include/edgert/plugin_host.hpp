@@ -156,7 +156,9 @@ class EDGERT_API PluginLoader {
   /// the library's module_init runs once. Returns the first plugin's info (plugins()
   /// lists them all). Error `invalid_argument` with "<path>: <reason>" when refused (a
   /// signature already loaded included), also logged at ERROR; a refused pack loads none
-  /// of its plugins. Calling thread; blocks on file I/O, the entry function and module_init.
+  /// of its plugins. A file already loaded (however its path is spelled) is not loaded
+  /// again: its first plugin's info is returned. Calling thread; blocks on file I/O, the
+  /// entry function and module_init.
   [[nodiscard]] Result<PluginInfo> load(const std::string& path);
 
   /// Plugins loaded so far, in load order.

@@ -75,6 +75,7 @@ std::size_t load_plugins(PluginLoader& loader, const PluginLoaderOptions& option
     if (std::filesystem::is_directory(dir, ec)) dirs.push_back(dir);
   }
   std::size_t refused = 0;
+  std::string loaded_path;  // a pack scans as one entry per plugin, all with its path: load it once
   for (const auto& scan : scan_plugins_isolated(dirs, options)) {
     // A refusal's reason may come from the plugin's own process (it can write to the
     // scan's answer pipe): printable() keeps it to one safe line. A shadow reason is
@@ -85,7 +86,9 @@ std::size_t load_plugins(PluginLoader& loader, const PluginLoaderOptions& option
       detail::log().error("plugin {} refused: {}", detail::printable(scan.path, detail::kMaxLoggedText),
                           detail::printable(scan.reason, detail::kMaxLoggedText));
       ++refused;
-    } else if (!loader.load(scan.path).ok()) {  // load() logged why
+    } else if (scan.path == loaded_path) {
+      continue;
+    } else if (loaded_path = scan.path; !loader.load(scan.path).ok()) {  // load() logged why
       ++refused;
     }
   }

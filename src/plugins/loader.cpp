@@ -130,6 +130,7 @@ struct Library {
   PluginInfo info;
   detail::ConfigSchema schema;     // parsed config_schema; `declared` false without one
   json defaults = json::object();  // the schema's defaults, the base of every instance config
+  std::string canonical_path;      // the file, for load() of the same file again
   bool prerelease_create = false;  // create() without module_data
   std::size_t max_payload_bytes = std::size_t{1} << 20;
 };
@@ -139,6 +140,27 @@ struct Library {
 
 namespace edgert {
 namespace {
+
+// A pre-release plugin's config_schema held plain defaults ({"limit": 10}); each such
+// key becomes {"type": <the default's type>, "default": <it>} so the plugin keeps
+// loading unrebuilt. Typed keys and text that is not an object pass through unchanged
+// (parse_config_schema then names what is wrong).
+std::string prerelease_schema(const std::string& text) {
+  json schema = json::parse(text, nullptr, false);
+  if (schema.is_discarded() || !schema.is_object()) return text;
+  for (auto& [key, value] : schema.items()) {
+    if (value.is_object() && value.contains("type")) continue;
+    const char* type = value.is_boolean() ? "boolean"
+                       : value.is_number() ? "number"
+                       : value.is_string() ? "string"
+                       : value.is_array()  ? "array"
+                       : value.is_object() ? "object"
+                                           : nullptr;
+    if (type == nullptr) continue;  // null: left for parse_config_schema to refuse, naming the key
+    value = json{{"type", type}, {"default", value}};
+  }
+  return schema.dump();
+}
 
 // "EDGERT_ERR_BUFFER_TOO_SMALL"; "status 42" for a code the header does not name.
 std::string status_text(edgert_status st) {
@@ -441,10 +463,14 @@ class Instance final : public PluginInstance {
         detail::merge_config(lib_->schema, current ? *current : json::object(), *patch));
     if (Status st = check_config(lib_->schema, *merged, who()); !st.ok()) return st;
     const std::string text = merged->dump();
+    // Published before the call, so config_get (and plugin_config.h) inside the plugin's
+    // update_config() reads the new values, as it does inside create(); put back if the
+    // plugin does not take it. Another thread's config_get sees old or new, never a mix.
+    ctx_->publish_config(std::move(merged));
     const auto st = lib_->desc.update_config(handle_, text.data(), text.size());
+    if (st != EDGERT_OK) ctx_->publish_config(current);
     if (st == EDGERT_ERR_UNSUPPORTED) return {ErrorCode::unsupported, who() + ": cannot apply this change in place"};
     if (st != EDGERT_OK) return fail("update_config", st);
-    ctx_->publish_config(std::move(merged));
     return {};
   }
 
@@ -591,6 +617,16 @@ Result<PluginInfo> PluginLoader::load(const std::string& path) {
 Result<PluginInfo> PluginLoader::Impl::load(const std::string& path) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) return refuse(path, "no such file");
+  // The same file again (another spelling of its path, or load() then load_all()): it is
+  // loaded already, which is not a duplicate of itself.
+  std::string canonical = fs::weakly_canonical(path, ec).string();
+  if (ec || canonical.empty()) canonical = path;
+  {
+    std::lock_guard lk(mu);
+    for (const auto& l : libs) {
+      if (l->canonical_path == canonical) return l->info;  // libs keeps a file's plugins in order: its first
+    }
+  }
   if (fs::file_size(path, ec) == 0) return refuse(path, "empty file");
   if (auto why = detail::check_elf_shared_object(path); !why.empty()) return refuse(path, why);
 
@@ -673,8 +709,10 @@ Result<PluginInfo> PluginLoader::Impl::load(const std::string& path) {
                               "NULL in the others of a pack");
     }
 
+    std::string schema_text = desc.config_schema ? desc.config_schema : "";
+    if (desc.config_schema && lib.prerelease_create) schema_text = prerelease_schema(schema_text);
     if (desc.config_schema) {
-      auto parsed = detail::parse_config_schema(desc.config_schema);
+      auto parsed = detail::parse_config_schema(schema_text);
       if (!parsed.error.empty()) return refuse(path, "plugin '" + sig + "': " + parsed.error);
       lib.schema = std::move(parsed.schema);
       lib.defaults = detail::schema_defaults(lib.schema);
@@ -690,7 +728,7 @@ Result<PluginInfo> PluginLoader::Impl::load(const std::string& path) {
     lib.info.kind = kind;
     lib.info.plugin_version = desc.plugin_version ? desc.plugin_version : "";
     lib.info.description = desc.description ? desc.description : "";
-    lib.info.config_schema = desc.config_schema ? desc.config_schema : "";
+    lib.info.config_schema = schema_text;
     lib.info.abi_version = desc.abi_version;
     lib.info.path = path;
     lib.api = make_host_api(desc.abi_version);
@@ -713,6 +751,7 @@ Result<PluginInfo> PluginLoader::Impl::load(const std::string& path) {
     seen.push_back(p);
     auto lib = std::make_shared<Library>();
     lib->module = module;
+    lib->canonical_path = canonical;
     if (Status s = describe(p, found.empty(), *lib); !s.ok()) return s;
     for (const auto& other : found) {
       if (other->info.signature == lib->info.signature) {

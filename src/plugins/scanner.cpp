@@ -348,7 +348,9 @@ std::vector<PluginScan> scan_plugins_isolated(const std::vector<std::string>& fi
   }
   std::vector<PluginScan> out;
   for (const auto& f : files) {
-    for (PluginScan& s : scan_one(f, helper, options, timeout_ms)) {
+    std::vector<PluginScan> batch = scan_one(f, helper, options, timeout_ms);
+    const PluginScan* clash = nullptr;  // the first plugin of this file that clashed
+    for (PluginScan& s : batch) {
       if (s.accepted) {
         // As PluginLoader::load_all: the first file in order wins; a later one in another
         // folder is shadowed (not a refusal), in the same folder it is refused.
@@ -361,12 +363,24 @@ std::vector<PluginScan> scan_plugins_isolated(const std::vector<std::string>& fi
               s.shadowed = true;
               s.reason = detail::shadowed_text(s.info.signature, s.path, prev.path);
             }
+            if (!clash) clash = &s;
             break;
           }
         }
       }
-      out.push_back(std::move(s));
     }
+    // A pack loads whole or not at all (PluginLoader::load): one clash keeps every
+    // plugin of the file out, reported the same way (shadowed or refused).
+    if (clash) {
+      for (PluginScan& s : batch) {
+        if (!s.accepted) continue;
+        s.accepted = false;
+        s.shadowed = clash->shadowed;
+        s.reason = "not loaded: plugin '" + clash->info.signature + "' of the same pack is " +
+                   (clash->shadowed ? "shadowed" : "a duplicate") + " (a pack loads whole or not at all)";
+      }
+    }
+    for (PluginScan& s : batch) out.push_back(std::move(s));
   }
   return out;
 }

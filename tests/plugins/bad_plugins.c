@@ -131,7 +131,7 @@ static edgert_status init_must_not_run(const edgert_host_api* h, edgert_host_ctx
   return EDGERT_ERR_INTERNAL;
 }
 static const edgert_plugin_descriptor d = {PRERELEASE_SIZE, EDGERT_ABI_VERSION, EDGERT_KIND_BUSINESS,
-                                           PRERELEASE_SIGNATURE, "0.9.0", "", "{\"limit\": {\"type\": \"integer\", \"default\": 3}}",
+                                           PRERELEASE_SIGNATURE, "0.9.0", "", "{\"limit\": 3}",
                                            (edgert_status(*)(const edgert_host_api*, edgert_host_ctx*, void*,
                                                              const char*, size_t, void**))(void (*)(void))
                                                create_prerelease,

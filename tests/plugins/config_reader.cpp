@@ -39,13 +39,18 @@ class ConfigReader : public edgert::sdk::Plugin {
       return;
     }
     const auto all = host().config("");
-    host().emit("config", json{{"given", json::parse(given_)}, {"all", all ? json::parse(*all) : json()}}.dump());
+    host().emit("config", json{{"given", json::parse(given_)},
+                               {"all", all ? json::parse(*all) : json()},
+                               {"in_update", json::parse(in_update_)}}
+                              .dump());
   }
 
   bool update_config(std::string_view config) override {
     const json c = json::parse(config);
     if (c.value("limit", 0.0) == 99) throw std::runtime_error("refuses limit 99");
     given_ = std::string(config);
+    const auto now = host().config("");  // the host publishes before calling: the new values
+    in_update_ = now ? *now : std::string("null");
     updates_.fetch_add(1);
     return true;
   }
@@ -96,6 +101,7 @@ class ConfigReader : public edgert::sdk::Plugin {
   }
 
   std::string given_;
+  std::string in_update_ = "null";  // config_get("") as seen inside update_config()
   std::atomic<bool> running_{false};
   std::thread reader_;
   std::atomic<std::uint64_t> updates_{0};
