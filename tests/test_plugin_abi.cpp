@@ -184,6 +184,8 @@ TEST_CASE("host services refuse bad calls with a reason naming plugin, instance 
       {"emit_trailing", "[host_errors/h1] emit('event'): payload is not valid JSON (a NUL byte at offset 2)"},
       {"emit_bom", "[host_errors/h1] emit('event'): payload is not valid JSON (it starts with a UTF-8 byte order mark)"},
       {"emit_over_limit", "[host_errors/h1] emit('big'): payload of 1048577 bytes is over the limit of 1048576 bytes"},
+      {"emit_too_deep", "[host_errors/h1] emit('event'): payload nests arrays/objects deeper than the limit of 64 "
+                        "(the mailbox's max_json_depth)"},
       {"emit_50mb", "[host_errors/h1] emit('big'): payload of 52428800 bytes is over the limit of 1048576 bytes"},
       {"notify_null", "[host_errors/h1] notify: message is NULL"},
       {"notify_bad_level", "[host_errors/h1] notify: unknown level 99"},
@@ -223,6 +225,10 @@ TEST_CASE("host services refuse bad calls with a reason naming plugin, instance 
   CHECK(PluginLoaderOptions{}.max_payload_bytes == edgert::MailboxOptions{}.max_payload_bytes);
   CHECK(h.process(record(R"("emit_at_limit")")).ok());
   CHECK(sink->size() == 2);
+  // And the mailbox's nesting limit: 64 levels pass, as they do in Mailbox::send.
+  CHECK(PluginLoaderOptions{}.max_json_depth == edgert::MailboxOptions{}.max_json_depth);
+  CHECK(h.process(record(R"("emit_deep_ok")")).ok());
+  CHECK(sink->size() == 3);
 }
 
 TEST_CASE("the payload limit comes from PluginLoaderOptions::max_payload_bytes", "[plugins][abi]") {

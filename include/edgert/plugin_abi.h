@@ -48,7 +48,8 @@
  *  7. Text. Strings are UTF-8 and NUL-terminated unless a length is given alongside.
  *     Records, payloads and configuration are UTF-8 JSON. A payload is one JSON value
  *     of at most the host's payload limit (1 MiB unless the node configures another;
- *     the mailbox's max_payload_bytes); a payload_type is 1-64 characters of
+ *     the mailbox's max_payload_bytes), nesting arrays/objects at most 64 deep (the
+ *     mailbox's max_json_depth); a payload_type is 1-64 characters of
  *     [a-z0-9_.-] starting with a letter ("event", "detection.person").
  *
  *  8. Module state. A library may provide module_init/module_deinit in the descriptor
@@ -224,8 +225,9 @@ typedef struct edgert_host_api {
    * "detection.person"). Serving plugins emit their inference result here. Returns
    * EDGERT_OK, or EDGERT_ERR_INVALID_ARGUMENT, logged at ERROR with the reason, for a
    * NULL ctx or payload_type, a malformed payload_type, json NULL with len > 0, a
-   * payload over the host's limit (1 MiB by default) or one that is not exactly one
-   * JSON value; the module's ctx cannot emit. Nothing is emitted on error. */
+   * payload over the host's limits (1 MiB, 64 levels of nesting by default) or one
+   * that is not exactly one JSON value; the module's ctx cannot emit. Nothing is
+   * emitted on error. */
   edgert_status (*emit)(edgert_host_ctx* ctx, const char* payload_type, const char* json, size_t len);
   /* Any thread. Raises a notification (`level` is EDGERT_LOG_*), e.g. "camera offline".
    * EDGERT_ERR_INVALID_ARGUMENT, logged with the reason, for a NULL ctx or message,

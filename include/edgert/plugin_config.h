@@ -241,6 +241,7 @@ static inline edgert_status edgert_config_string(const edgert_host_api* host, ed
   size_t needed = 0;
   char* text;
   long n;
+  int attempts;
   edgert_status st;
   if (host == NULL || key == NULL || (buf == NULL && size > 0)) return EDGERT_ERR_INVALID_ARGUMENT;
   st = host->config_get(ctx, key, NULL, 0, &needed);
@@ -248,7 +249,21 @@ static inline edgert_status edgert_config_string(const edgert_host_api* host, ed
   if (needed < 3) return EDGERT_ERR_WRONG_TYPE; /* shortest string: "" and the NUL */
   text = (char*)malloc(needed);
   if (text == NULL) return EDGERT_ERR_NO_MEMORY;
-  st = host->config_get(ctx, key, text, needed, NULL);
+  /* An update_config on another thread may publish a longer value between the two
+   * reads: grow and read again (a few times at most; each read is one snapshot). */
+  for (attempts = 0; attempts < 4; ++attempts) {
+    size_t again = 0;
+    char* bigger;
+    st = host->config_get(ctx, key, text, needed, &again);
+    if (st != EDGERT_ERR_BUFFER_TOO_SMALL || again <= needed) break;
+    bigger = (char*)realloc(text, again);
+    if (bigger == NULL) {
+      st = EDGERT_ERR_NO_MEMORY;
+      break;
+    }
+    text = bigger;
+    needed = again;
+  }
   if (st == EDGERT_OK && text[0] != '"') st = EDGERT_ERR_WRONG_TYPE;
   if (st == EDGERT_OK) {
     n = edgert_config_unescape_(text);

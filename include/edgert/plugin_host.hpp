@@ -129,6 +129,10 @@ struct PluginLoaderOptions {
   /// max_payload_bytes default (1 MiB), so what a plugin emits can be stored; a node
   /// passes its configured mailbox.max_payload_bytes.
   std::size_t max_payload_bytes = std::size_t{1} << 20;
+  /// emit() refuses payloads nesting arrays/objects deeper than this: the
+  /// MailboxOptions::max_json_depth default (64), so what a plugin emits can be stored;
+  /// a node passes its configured mailbox.max_json_depth.
+  std::size_t max_json_depth = 64;
 };
 
 class EDGERT_API PluginLoader {

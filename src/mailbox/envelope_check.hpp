@@ -3,7 +3,8 @@
 // to print. Header-only; used by mailbox.cpp alone.
 #pragma once
 
-#include "core/printable.hpp"  // printable(), shared with the plugin host
+#include "core/json_depth.hpp"  // json_depth(), shared with the plugin host
+#include "core/printable.hpp"   // printable(), shared with the plugin host
 
 #include <nlohmann/json.hpp>
 
@@ -22,37 +23,7 @@ inline constexpr std::size_t kMaxJsonDepthCap = 1024;
 
 // printable(): core/printable.hpp (shared with the plugins area).
 
-/// Deepest nesting of arrays and objects in `text`, counting brackets outside strings;
-/// stops counting once past `limit` (returns limit + 1). Exact for valid JSON, linear,
-/// and never recursive, so it is safe on any input.
-inline std::size_t json_depth(std::string_view text, std::size_t limit) {
-  std::size_t depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (const char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      ++depth;
-      if (depth > deepest) {
-        deepest = depth;
-        if (deepest > limit) return limit + 1;
-      }
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
-  }
-  return deepest;
-}
+// json_depth(): core/json_depth.hpp (shared with the plugin host's emit).
 
 /// Why `text` is not exactly one JSON value nested at most `max_depth` deep; "" if it
 /// is. Refuses what nlohmann's parser lets through: a NUL byte (it reads one as the

@@ -55,6 +55,7 @@ PluginLoaderOptions loader_options(const Config& cfg) {
   o.secured = cfg.plugins.secured;
   o.allow = cfg.plugins.allow;
   o.max_payload_bytes = static_cast<std::size_t>(cfg.mailbox.max_payload_bytes);  // what emit may send is storable
+  o.max_json_depth = static_cast<std::size_t>(cfg.mailbox.max_json_depth);
   return o;
 }
 

@@ -4,6 +4,7 @@
 #include "plugins/environment.hpp"
 
 #include "core/frame_internal.hpp"
+#include "core/json_depth.hpp"
 #include "core/log.hpp"
 #include "plugins/config_schema.hpp"
 #include "core/printable.hpp"
@@ -98,6 +99,7 @@ struct edgert_host_ctx {
   bool module = false;     // the module's ctx (module_init): no instance, no sink
   std::atomic<std::uint64_t> refused{0};  // host-service calls refused (each a dropped emit/notify/read)
   std::size_t max_payload_bytes = std::size_t{1} << 20;  // emit's limit (PluginLoaderOptions)
+  std::size_t max_json_depth = 64;                       // emit's nesting limit (PluginLoaderOptions)
 };
 
 namespace edgert {
@@ -133,6 +135,7 @@ struct Library {
   std::string canonical_path;      // the file, for load() of the same file again
   bool prerelease_create = false;  // create() without module_data
   std::size_t max_payload_bytes = std::size_t{1} << 20;
+  std::size_t max_json_depth = 64;
 };
 
 }  // namespace
@@ -249,6 +252,11 @@ edgert_status host_emit(edgert_host_ctx* ctx, const char* payload_type, const ch
     if (text.substr(0, 3) == "\xef\xbb\xbf") {
       return refuse_call(ctx, call, "payload is not valid JSON (it starts with a UTF-8 byte order mark)");
     }
+    if (detail::json_depth(text, ctx->max_json_depth) > ctx->max_json_depth) {
+      return refuse_call(ctx, call,
+                         "payload nests arrays/objects deeper than the limit of " +
+                             std::to_string(ctx->max_json_depth) + " (the mailbox's max_json_depth)");
+    }
     if (!json::accept(text)) {
       return refuse_call(ctx, call, "payload is not valid JSON (" + std::to_string(len) + " bytes: " +
                                         detail::printable(text, 40) + ")");
@@ -268,7 +276,8 @@ edgert_status host_notify(edgert_host_ctx* ctx, std::int32_t level, const char* 
     if (level < EDGERT_LOG_TRACE || level > EDGERT_LOG_ERROR) {
       return refuse_call(ctx, "notify", "unknown level " + std::to_string(level) + " (EDGERT_LOG_TRACE..EDGERT_LOG_ERROR)");
     }
-    detail::log().warn("[{}/{}] notification: {}", ctx->signature, ctx->instance, message);
+    detail::log().warn("[{}/{}] notification: {}", ctx->signature, detail::printable(ctx->instance),
+                       detail::printable(message, detail::kMaxLoggedText));
     if (ctx->sink) ctx->sink->on_notify(ctx->instance, level, message);
     return EDGERT_OK;
   } catch (...) {
@@ -360,6 +369,7 @@ class Instance final : public PluginInstance {
 
   Status create(const std::string& config_text) {
     ctx_->max_payload_bytes = lib_->max_payload_bytes;
+    ctx_->max_json_depth = lib_->max_json_depth;
     edgert_status st;
     if (lib_->prerelease_create) {
       // Through void(*)(): the documented way to convert between function pointer types.
@@ -516,7 +526,8 @@ struct PluginLoader::Impl {
   std::vector<std::shared_ptr<Library>> libs;
 
   Status refuse(const std::string& path, const std::string& reason) {
-    detail::log().error("plugin {} refused: {}", path, reason);
+    detail::log().error("plugin {} refused: {}", detail::printable(path, detail::kMaxLoggedText),
+                        detail::printable(reason, detail::kMaxLoggedText));
     return {ErrorCode::invalid_argument, path + ": " + reason};
   }
 
@@ -733,6 +744,7 @@ Result<PluginInfo> PluginLoader::Impl::load(const std::string& path) {
     lib.info.path = path;
     lib.api = make_host_api(desc.abi_version);
     lib.max_payload_bytes = options.max_payload_bytes;
+    lib.max_json_depth = options.max_json_depth;
     return {};
   };
 

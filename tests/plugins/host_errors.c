@@ -34,6 +34,14 @@ static edgert_status emit_sized(const instance* i, size_t size) {
   return st;
 }
 
+/* Emits `depth` nested arrays: [[[...]]]. */
+static edgert_status emit_nested(const instance* i, size_t depth) {
+  char text[2 * 128];
+  size_t k;
+  for (k = 0; k < depth; ++k) text[k] = '[', text[depth + k] = ']';
+  return i->host->emit(i->ctx, "event", text, 2 * depth);
+}
+
 static edgert_status process(void* self, const edgert_input* in) {
   const instance* i = self;
   const edgert_host_api* h = i->host;
@@ -51,6 +59,8 @@ static edgert_status process(void* self, const edgert_input* in) {
   if (strstr(r, "\"emit_bad_json\"")) return h->emit(i->ctx, "event", "{\"a\":", 5);
   if (strstr(r, "\"emit_trailing\"")) return h->emit(i->ctx, "event", "{}\0x", 4);
   if (strstr(r, "\"emit_bom\"")) return h->emit(i->ctx, "event", "\xef\xbb\xbf{}", 5);
+  if (strstr(r, "\"emit_deep_ok\"")) return emit_nested(i, 64);
+  if (strstr(r, "\"emit_too_deep\"")) return emit_nested(i, 65);
   if (strstr(r, "\"emit_at_limit\"")) return emit_sized(i, (size_t)1 << 20);
   if (strstr(r, "\"emit_over_limit\"")) return emit_sized(i, ((size_t)1 << 20) + 1);
   if (strstr(r, "\"emit_50mb\"")) return emit_sized(i, (size_t)50 << 20);
