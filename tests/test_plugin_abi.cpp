@@ -6,6 +6,7 @@
 #include <edgert/plugin_host.hpp>
 
 #include "log_capture.hpp"
+#include "plugin_recorder.hpp"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -60,22 +61,7 @@ struct Dl {
   }
 };
 
-struct Recorder : edgert::PluginSink {
-  std::mutex mu;
-  std::vector<std::pair<std::string, nlohmann::json>> emitted;
-  void on_emit(const std::string&, std::string_view type, std::string_view json) override {
-    std::lock_guard lk(mu);
-    emitted.emplace_back(std::string(type), nlohmann::json::parse(json));
-  }
-  std::size_t size() {
-    std::lock_guard lk(mu);
-    return emitted.size();
-  }
-  nlohmann::json last() {
-    std::lock_guard lk(mu);
-    return emitted.empty() ? nlohmann::json() : emitted.back().second;
-  }
-};
+using edgert::testing::Recorder;
 
 using edgert::testing::LogCapture;
 

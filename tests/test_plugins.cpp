@@ -2,6 +2,7 @@
 #include <edgert/plugin_abi.h>
 #include <edgert/plugin_host.hpp>
 
+#include "plugin_recorder.hpp"
 #include "plugins/sha256.hpp"
 
 #include <catch2/catch.hpp>
@@ -35,18 +36,7 @@ PluginLoaderOptions only(std::vector<std::string> paths = {}) {
   return o;
 }
 
-struct Recorder : edgert::PluginSink {
-  std::mutex mu;
-  std::vector<std::pair<std::string, nlohmann::json>> emitted;
-  void on_emit(const std::string&, std::string_view type, std::string_view json) override {
-    std::lock_guard lk(mu);
-    emitted.emplace_back(std::string(type), nlohmann::json::parse(json));
-  }
-  nlohmann::json last() {
-    std::lock_guard lk(mu);
-    return emitted.empty() ? nlohmann::json() : emitted.back().second;
-  }
-};
+using edgert::testing::Recorder;
 
 struct TempDir {
   fs::path path = fs::temp_directory_path() / ("edgert-plugins-" + std::to_string(::getpid()));
