@@ -11,7 +11,7 @@ set(owner_core base_worker drophead_queue export fence frame log status system_r
 set(owner_config config_object)
 set(owner_plugins plugin_host plugins_config plugin_testing)
 set(owner_mailbox mailbox mailbox_config)
-set(owner_pipeline stream_config)
+set(owner_pipeline stream_config pipeline)
 set(owner_node node edgert config node_config)
 
 string(REPLACE "," ";" AREAS "${AREAS}")

@@ -1,5 +1,6 @@
 // edgert-node: the example host, a thin CLI over edgert::Node. `run` loads a config,
 // runs the node and stops it in order on SIGINT/SIGTERM or after --duration.
+#include "progress.hpp"
 #include "try_cmd.hpp"
 
 #include <edgert/edgert.hpp>
@@ -44,7 +45,16 @@ bool write_file_atomically(const std::string& path, const std::string& text) {
   return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
-int run_node(const std::string& config_path, double duration_s, const std::string& stats_json) {
+struct RunOptions {
+  double duration_s = 0;
+  std::string stats_json;
+  bool exit_when_done = false;
+  bool progress = false;
+};
+
+int run_node(const std::string& config_path, const RunOptions& run) {
+  const double duration_s = run.duration_s;
+  const std::string& stats_json = run.stats_json;
   // Signals are blocked before anything starts a thread (plugin constructors
   // included), so every thread inherits the mask and only sigtimedwait below sees them.
   const sigset_t sigs = blocked_signals();
@@ -59,8 +69,9 @@ int run_node(const std::string& config_path, double duration_s, const std::strin
     std::fprintf(stderr, "edgert-node: %s\n", st.message().c_str());
     return 2;
   }
+  const edgert::Config config = cfg.value();
   edgert::NodeOptions options;
-  options.on_heartbeat = [](const edgert::NodeHeartbeat& hb) {
+  if (!run.progress) options.on_heartbeat = [](const edgert::NodeHeartbeat& hb) {
     std::printf("heartbeat node=%s seq=%llu uptime_ms=%lld\n", hb.node_id.c_str(),
                 static_cast<unsigned long long>(hb.tick.seq),
                 static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(hb.tick.uptime).count()));
@@ -77,16 +88,34 @@ int run_node(const std::string& config_path, double duration_s, const std::strin
     return 1;
   }
 
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(duration_s);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto deadline = t0 + std::chrono::duration<double>(duration_s);
+  edgert_node::ProgressPrinter progress(stdout, 5.0);
   int sig = 0;
+  bool done = false;
   while (duration_s <= 0 || std::chrono::steady_clock::now() < deadline) {
     timespec tick{0, 100 * 1000 * 1000};
     sig = sigtimedwait(&sigs, nullptr, &tick);
     if (sig > 0) break;
+    if (run.progress) {
+      progress.update(node->stats_json(),
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    if (run.exit_when_done && node->pipeline_done()) {
+      done = true;
+      break;
+    }
   }
   std::fprintf(stderr, "edgert-node: %s, stopping\n",
-               sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "duration reached");
+               sig == SIGINT    ? "SIGINT"
+               : sig == SIGTERM ? "SIGTERM"
+               : done           ? "every stream ended and every queue drained"
+                                : "duration reached");
   node->stop();
+  if (run.progress) {
+    std::fputs(edgert_node::final_summary(node->stats_json(), config, config_path).c_str(), stdout);
+    std::fflush(stdout);
+  }
   if (!stats_json.empty()) {
     if (!write_file_atomically(stats_json, node->stats_json() + "\n")) {
       std::fprintf(stderr, "edgert-node: cannot write --stats-json %s: %s\n", stats_json.c_str(), std::strerror(errno));
@@ -258,8 +287,10 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("edgert-node ") + edgert::version_string());
   app.require_subcommand(1);
 
-  std::string config_path, stats_json;
-  double duration = 0;
+  std::string config_path;
+  RunOptions run_opts;
+  double& duration = run_opts.duration_s;
+  std::string& stats_json = run_opts.stats_json;
   auto* run = app.add_subcommand("run", "run a node from a YAML configuration");
   run->add_option("config", config_path, "configuration file (YAML)")->required();
   run->add_option("--duration", duration, "stop after this many seconds (default: until SIGINT/SIGTERM)")
@@ -280,7 +311,12 @@ int main(int argc, char** argv) {
             return {};
           },
           "SECONDS"));
-  run->add_option("--stats-json", stats_json, "write the metrics snapshot (JSON) to this file at exit");
+  run->add_option("--stats-json", stats_json,
+                  "write the metrics snapshot with the streams/instances/mailbox figures (JSON) to this file at exit");
+  run->add_flag("--exit-when-done", run_opts.exit_when_done,
+                "exit 0 once every finite stream has ended and every queue has drained");
+  run->add_flag("--progress", run_opts.progress,
+                "show live figures (redrawn in place on a terminal, every 5 s otherwise) and a summary at exit");
 
   std::vector<std::string> plugin_targets;
   std::string plugins_config;
@@ -313,7 +349,7 @@ int main(int argc, char** argv) {
     }
   }
   if (tryc.parsed()) return tryc.run();
-  if (run->parsed()) return run_node(config_path, duration, stats_json);
+  if (run->parsed()) return run_node(config_path, run_opts);
   if (plugins->parsed()) return list_plugins(plugin_targets, plugins_config, plugins_schema);
   return 0;
 }

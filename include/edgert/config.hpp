@@ -34,6 +34,7 @@ struct Config {
   RuntimeSection runtime;
   PluginsSection plugins;
   MailboxSection mailbox;
+  PipelineSection pipeline;
   std::vector<StreamConfig> streams;
   std::string source;  // the file it came from, or the name given to parse_config
 };

@@ -3,7 +3,10 @@
 // A Node turns a Config into components and registers them with its SystemRuntime
 // in the stages docs/runtime.md describes:
 //   build    the plugin loader (every .so on the search paths, refusals logged)
+//            then the pipeline's business instances (docs/pipeline.md)
 //   storage  the mailbox (<node.data_dir>/mailbox.db)
+//   outputs  the pipeline's outputs (outbox, JSONL file, result sinks)
+//   processing / acquisition / triggers  instance workers, capture workers, triggers
 //   heartbeat the publisher, next to the runtime's heartbeat: at node.heartbeat_hz, a
 //            document with the node id and the metrics snapshot for on_heartbeat
 // The pipeline, comms, registry and HTTP endpoint register here as they arrive.
@@ -24,6 +27,7 @@
 
 #include <edgert/config.hpp>
 #include <edgert/export.hpp>
+#include <edgert/pipeline.hpp>
 #include <edgert/status.hpp>
 #include <edgert/system_runtime.hpp>
 
@@ -93,6 +97,16 @@ class EDGERT_API Node {
   Mailbox* mailbox() noexcept;
   /// Any thread. Null before start() and after stop().
   PluginLoader* plugins() noexcept;
+
+  /// Before start(); any thread. `sink` receives every pipeline result (docs/pipeline.md,
+  /// "Outputs") on the thread that produced it; see ResultSink.
+  void add_result_sink(ResultSink sink);
+  /// Any thread; never blocks. Fires one trigger of a triggered stream. Errors:
+  /// not_found (no such stream), invalid_argument (it has no trigger), closed.
+  [[nodiscard]] Status trigger(const std::string& stream);
+  /// Any thread; never blocks for long. True once every stream has ended and every
+  /// instance queue has drained (`run --exit-when-done`); never for endless streams.
+  bool pipeline_done() const;
 
   /// Any thread; never blocks. The configuration the node was created from.
   const Config& config() const noexcept;

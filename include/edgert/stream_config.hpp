@@ -29,15 +29,19 @@ struct CaptureConfig {
   Reconnect reconnectable = Reconnect::yes;
   double fps = 0;                          // 0: as fast as the source delivers; else [0.001, 1000]
   std::int64_t max_retries = 3;            // [0, 1000000] consecutive reopen attempts
-  std::int64_t sleep_on_error_ms = 1000;   // [1, 3600000] between reopen attempts
+  std::int64_t sleep_on_error_ms = 1000;   // [1, 3600000] between reopen attempts (jittered, doubling)
+  std::int64_t stall_timeout_ms = 5000;    // [100, 3600000] no item for this long: "source stalled"
   ConfigObject config;                     // every other key (e.g. url)
   std::string where;                       // "file:line" of the `capture` mapping
 };
 
-/// A stream driven by a timer instead of a capture source.
+/// What makes a stream capture: each trigger captures one item (from `capture`, or,
+/// without one, a record {"trigger", "fired_at_ms", "count"}). Triggers wait in a
+/// bounded queue; when it is full the oldest is dropped with an ERROR result.
 struct TriggerConfig {
-  std::string type;                        // required, e.g. "interval"
-  std::int64_t period_ms = 1000;           // [1, 86400000]
+  std::string type;                        // required: "interval" or "manual" (Node::trigger only)
+  std::int64_t period_ms = 1000;           // [1, 86400000] between interval triggers
+  std::int64_t queue_size = 2;             // [1, 1000] triggers waiting to be served
   ConfigObject config;                     // every other key
   std::string where;
 };
@@ -48,6 +52,11 @@ struct InstanceConfig {
   bool allow_empty_inputs = false;         // true: called even when no input arrived
   std::int64_t max_inputs_queue_size = 16; // [1, 1000000] inputs queued before the oldest drops
   bool disabled = false;                   // true: configured but not started
+  double error_backoff_s = 10;             // [0, 3600] pause after n failed runs in a row: n x this
+  double max_backoff_s = 300;              // [0, 86400] cap of that pause
+  std::int64_t reset_after_good = 5;       // [1, 1000000] good runs that clear the failure count
+  std::int64_t quarantine_after = 20;      // [1, 1000000] failed runs in a row that stop the instance
+  double stuck_after_s = 10;               // [0.1, 86400] in one call this long: "stuck", not fed
   ConfigObject config;                     // every other key: the plugin instance's settings
   std::string where;
 };
@@ -60,10 +69,20 @@ struct StreamPluginConfig {
 
 struct StreamConfig {
   std::string name;                        // required; unique among streams
-  std::optional<CaptureConfig> capture;    // exactly one of capture and trigger
-  std::optional<TriggerConfig> trigger;
+  std::optional<CaptureConfig> capture;    // at least one of capture and trigger
+  std::optional<TriggerConfig> trigger;    // with capture: capture one item per trigger
   std::vector<StreamPluginConfig> plugins;
   std::string where;                       // "file:line" of the list item
+};
+
+/// The `pipeline:` section: where results go besides the mailbox (docs/configuration.md).
+struct PipelineSection {
+  bool outbox = true;                      // results are stored in the mailbox outbox
+  std::string results_jsonl;               // "" or a file every result is appended to, one JSON per line
+  std::int64_t result_ttl_s = 86400;       // [1, 31536000] outbox TTL of results
+  double drop_results_per_s = 5;           // [0, 10000] ERROR results per second per instance for
+                                           // dropped inputs; more are summarised (docs/pipeline.md)
+  std::int64_t monitor_period_ms = 250;    // [10, 60000] how often stalls and stuck calls are checked
 };
 
 }  // namespace edgert

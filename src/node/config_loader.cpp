@@ -36,6 +36,7 @@ const Table<Config>& root_table() {
         .section("runtime", &Config::runtime, config::runtime_table())
         .section("plugins", &Config::plugins, config::plugins_table())
         .section("mailbox", &Config::mailbox, config::mailbox_table())
+        .section("pipeline", &Config::pipeline, config::pipeline_table())
         .items("streams", &Config::streams, config::stream_table())
         .check([](const Config& cfg, const YAML::Node&, const std::string&, Context& ctx) {
           config::check_streams(cfg.streams, ctx);

@@ -9,12 +9,14 @@
 #include <edgert/queue_metrics.hpp>
 
 #include "core/log.hpp"
+#include "pipeline/pipeline.hpp"
 #include "plugins/search_paths.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <mutex>
 #include <optional>
@@ -110,6 +112,8 @@ struct Node::Impl {
   std::unique_ptr<PluginLoader> loader;
   std::unique_ptr<Mailbox> mailbox;
   std::atomic<PluginLoader*> loader_view{nullptr};
+  // The main job; its hooks are registered around the loader's and the mailbox's.
+  std::unique_ptr<pipeline::Pipeline> pipeline;
   std::atomic<Mailbox*> mailbox_view{nullptr};
   MetricsRegistration mailbox_metrics;
   MetricsRegistration plugin_metrics;
@@ -172,6 +176,16 @@ void Node::Impl::register_components() {
   };
   (void)runtime->add_participant(Stage::build, std::move(plugins));
 
+  // The pipeline (docs/pipeline.md): instances created once, here, off the frame path;
+  // released before the loader goes (same stage, stopped in reverse).
+  LifecycleHooks build;
+  build.name = "pipeline";
+  build.start = [this] {
+    if (Status st = pipeline->create(*loader, metrics); !st.ok()) throw std::runtime_error(st.message());
+  };
+  build.stop = [this] { pipeline->destroy(); };
+  (void)runtime->add_participant(Stage::build, std::move(build));
+
   // storage: the mailbox, first up and last down: comms reads it, outputs write it.
   LifecycleHooks mailbox_hooks;
   mailbox_hooks.name = "mailbox";
@@ -193,6 +207,37 @@ void Node::Impl::register_components() {
     mailbox.reset();
   };
   (void)runtime->add_participant(Stage::storage, std::move(mailbox_hooks));
+
+  LifecycleHooks outputs;
+  outputs.name = "pipeline-outputs";
+  outputs.start = [this] {
+    if (Status st = pipeline->open(mailbox.get()); !st.ok()) throw std::runtime_error(st.message());
+  };
+  outputs.stop = [this] { pipeline->close(); };
+  (void)runtime->add_participant(Stage::outputs, std::move(outputs));
+
+  LifecycleHooks processing;
+  processing.name = "pipeline-instances";
+  processing.start = [this] {
+    if (Status st = pipeline->start_instances(); !st.ok()) throw std::runtime_error(st.message());
+  };
+  processing.stop = [this] { pipeline->stop_instances(); };
+  processing.drain = [this] { return pipeline->drain(); };
+  (void)runtime->add_participant(Stage::processing, std::move(processing));
+
+  LifecycleHooks acquisition;
+  acquisition.name = "pipeline-streams";
+  acquisition.start = [this] {
+    if (Status st = pipeline->start_streams(); !st.ok()) throw std::runtime_error(st.message());
+  };
+  acquisition.stop = [this] { pipeline->stop_streams(); };
+  (void)runtime->add_participant(Stage::acquisition, std::move(acquisition));
+
+  LifecycleHooks triggers;
+  triggers.name = "pipeline-triggers";
+  triggers.start = [this] { pipeline->start_triggers(*runtime); };
+  triggers.stop = [this] { pipeline->stop_triggers(); };
+  (void)runtime->add_participant(Stage::triggers, std::move(triggers));
 
   // The heartbeat publisher belongs with the runtime's heartbeat, which runs from
   // after the outputs start until before they stop: registered in `processing`, it
@@ -251,6 +296,7 @@ Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
   } catch (const std::exception& e) {
     return Status{ErrorCode::internal, std::string("cannot create the runtime: ") + e.what()};
   }
+  impl->pipeline = std::make_unique<pipeline::Pipeline>(impl->config);
   impl->register_components();
   return std::unique_ptr<Node>(new Node(std::move(impl)));
 }
@@ -265,13 +311,50 @@ void Node::stop() { impl_->runtime->stop(); }
 
 bool Node::running() const noexcept { return impl_->runtime->running(); }
 
+namespace {
+
+// The metrics document plus the figures a reader wants without knowing the metric names:
+// "streams", "instances", "outputs" (the pipeline's) and "mailbox" (docs/pipeline.md).
+std::string stats_document(const Snapshot& snap, const std::string& pipeline_json) {
+  auto value_of = [&snap](std::string_view name) -> double {
+    const auto* s = snap.find(name, {{"mailbox", "main"}});
+    return s ? s->value : 0;
+  };
+  auto count = [&](std::string_view name) {
+    const double v = value_of(name);
+    return std::isfinite(v) && v > 0 ? static_cast<std::uint64_t>(v) : std::uint64_t{0};
+  };
+  nlohmann::json extra = nlohmann::json::parse(pipeline_json, nullptr, false);
+  if (!extra.is_object()) extra = nlohmann::json::object();
+  extra["mailbox"] = {{"enqueued", count("edgert_mailbox_sent_total")},
+                      {"delivered", count("edgert_mailbox_delivered_total")},
+                      {"pending", count("edgert_mailbox_outbox_rows")}};
+  std::string doc = to_json(snap);
+  std::string tail = extra.dump();  // {"streams":...}: spliced into the metrics object
+  const auto close = doc.rfind('}');
+  if (close == std::string::npos || tail.size() < 2) return doc;
+  std::string head = doc.substr(0, close);
+  while (!head.empty() && (head.back() == '\n' || head.back() == ' ')) head.pop_back();
+  const bool empty = !head.empty() && head.back() == '{';
+  return head + (empty ? "" : ",\n") + tail.substr(1, tail.size() - 2) + "\n}";
+}
+
+}  // namespace
+
 std::string Node::stats_json() const {
+  const auto pipeline_json = impl_->pipeline->summary_json();
   if (!impl_->runtime->running()) {
     std::lock_guard lk(impl_->final_mu);
-    if (impl_->final_snapshot) return to_json(*impl_->final_snapshot);
+    if (impl_->final_snapshot) return stats_document(*impl_->final_snapshot, pipeline_json);
   }
-  return to_json(impl_->metrics.snapshot());
+  return stats_document(impl_->metrics.snapshot(), pipeline_json);
 }
+
+void Node::add_result_sink(ResultSink sink) { impl_->pipeline->add_sink(std::move(sink)); }
+
+Status Node::trigger(const std::string& stream) { return impl_->pipeline->trigger(stream); }
+
+bool Node::pipeline_done() const { return impl_->pipeline->done(); }
 
 MetricsRegistry& Node::metrics() noexcept { return impl_->metrics; }
 

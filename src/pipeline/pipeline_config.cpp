@@ -3,11 +3,21 @@
 // plugin's free-form ConfigObject, checked later against the plugin's own schema.
 #include "pipeline/pipeline_config.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <map>
 
 namespace edgert::config {
 
 namespace {
+
+// The member `key` of a JSON object text as canonical JSON ("" when absent or not an object).
+std::string json_member_text(const std::string& object_json, const char* key) {
+  const auto j = nlohmann::json::parse(object_json, nullptr, false);
+  if (!j.is_object()) return "";
+  const auto it = j.find(key);
+  return it == j.end() ? "" : it->dump();
+}
 
 const Table<CaptureConfig>& capture_table() {
   static const Table<CaptureConfig> t = [] {
@@ -20,6 +30,7 @@ const Table<CaptureConfig>& capture_table() {
         .key("fps", &CaptureConfig::fps, zero_or_between(0.001, 1000, "as fast as the source"))
         .key("max_retries", &CaptureConfig::max_retries, between(0, 1000000))
         .key("sleep_on_error_ms", &CaptureConfig::sleep_on_error_ms, between(1, 3600000))
+        .key("stall_timeout_ms", &CaptureConfig::stall_timeout_ms, between(100, 3600000))
         .rest_into(&CaptureConfig::config)
         .where_into(&CaptureConfig::where);
     return s;
@@ -33,6 +44,7 @@ const Table<TriggerConfig>& trigger_table() {
     s.key("type", &TriggerConfig::type, non_empty())
         .required()
         .key("period_ms", &TriggerConfig::period_ms, between(1, 86400000))
+        .key("queue_size", &TriggerConfig::queue_size, between(1, 1000))
         .rest_into(&TriggerConfig::config)
         .where_into(&TriggerConfig::where);
     return s;
@@ -49,6 +61,11 @@ const Table<InstanceConfig>& instance_table() {
         .key("allow_empty_inputs", &InstanceConfig::allow_empty_inputs)
         .key("max_inputs_queue_size", &InstanceConfig::max_inputs_queue_size, between(1, 1000000))
         .key("disabled", &InstanceConfig::disabled)
+        .key("error_backoff_s", &InstanceConfig::error_backoff_s, number_between(0, 3600))
+        .key("max_backoff_s", &InstanceConfig::max_backoff_s, number_between(0, 86400))
+        .key("reset_after_good", &InstanceConfig::reset_after_good, between(1, 1000000))
+        .key("quarantine_after", &InstanceConfig::quarantine_after, between(1, 1000000))
+        .key("stuck_after_s", &InstanceConfig::stuck_after_s, number_between(0.1, 86400))
         .rest_into(&InstanceConfig::config)
         .where_into(&InstanceConfig::where);
     return s;
@@ -86,9 +103,7 @@ const Table<StreamConfig>& stream_table() {
         .items("plugins", &StreamConfig::plugins, plugin_table())
         .where_into(&StreamConfig::where)
         .check([](const StreamConfig& st, const YAML::Node& map, const std::string& path, Context& ctx) {
-          if (map["capture"] && map["trigger"]) {
-            ctx.add(map["trigger"], join_path(path, "trigger"), "a stream has either capture or trigger, not both");
-          } else if (!map["capture"] && !map["trigger"]) {
+          if (!map["capture"] && !map["trigger"]) {
             ctx.add(map, path, "needs a capture or a trigger");
           }
           // Instance ids name workers and results, so they are unique per stream.
@@ -111,7 +126,34 @@ const Table<StreamConfig>& stream_table() {
   return t;
 }
 
+const Table<PipelineSection>& pipeline_table() {
+  static const Table<PipelineSection> t = [] {
+    Table<PipelineSection> s;
+    s.key("outbox", &PipelineSection::outbox)
+        .key("results_jsonl", &PipelineSection::results_jsonl)
+        .key("result_ttl_s", &PipelineSection::result_ttl_s, between(1, 31536000))
+        .key("drop_results_per_s", &PipelineSection::drop_results_per_s, number_between(0, 10000))
+        .key("monitor_period_ms", &PipelineSection::monitor_period_ms, between(10, 60000));
+    return s;
+  }();
+  return t;
+}
+
 void check_streams(const std::vector<StreamConfig>& streams, Context& ctx) {
+  // Two streams reading one camera would fight over the device (and double every
+  // result): the same capture type and url twice is refused.
+  std::map<std::string, std::string> sources;
+  for (std::size_t i = 0; i < streams.size(); ++i) {
+    const auto& cap = streams[i].capture;
+    if (!cap) continue;
+    const auto url = json_member_text(cap->config.json, "url");
+    if (url.empty()) continue;
+    const std::string key = cap->type + "\n" + url;
+    if (auto [it, fresh] = sources.emplace(key, streams[i].where); !fresh) {
+      ctx.add(cap->where, "streams[" + std::to_string(i) + "].capture.url",
+              "source " + url + " already captured by the stream at " + it->second);
+    }
+  }
   std::map<std::string, std::string> names;
   for (std::size_t i = 0; i < streams.size(); ++i) {
     if (streams[i].name.empty()) continue;

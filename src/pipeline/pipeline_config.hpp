@@ -11,6 +11,7 @@
 namespace edgert::config {
 
 const Table<StreamConfig>& stream_table();
+const Table<PipelineSection>& pipeline_table();
 /// Checks across streams (unique names).
 void check_streams(const std::vector<StreamConfig>& streams, Context& ctx);
 

@@ -1,0 +1,78 @@
+// One business plugin instance of a stream: its plugin instance, its bounded input
+// queue and its worker (docs/pipeline.md, "Instances"). The capture worker offers
+// inputs; the instance's worker runs process() with its pacing, back-off and
+// quarantine; the pipeline's monitor flags calls that got stuck.
+//
+// Accounting: received, processed, dropped, queued and in_flight change together under
+// one mutex, so received == processed + dropped + queued + in_flight holds in every
+// snapshot, not only at rest.
+#pragma once
+
+#include "pipeline/drop_reporter.hpp"
+#include "pipeline/input.hpp"
+#include "pipeline/outputs.hpp"
+
+#include <edgert/base_worker.hpp>
+#include <edgert/drophead_queue.hpp>
+#include <edgert/metrics.hpp>
+#include <edgert/plugin_host.hpp>
+#include <edgert/stream_config.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <stop_token>
+#include <string>
+
+namespace edgert::pipeline {
+
+enum class InstanceState : std::uint8_t { idle, running, backing_off, stuck, quarantined, stopped, disabled };
+const char* to_string(InstanceState s) noexcept;
+
+struct InstanceFigures {
+  std::uint64_t received = 0, processed = 0, dropped = 0, errors = 0, queued = 0, in_flight = 0;
+  double latency_p50_ms = 0, latency_p99_ms = 0;
+  double last_progress_age_s = -1;  // -1: never ran
+  InstanceState state = InstanceState::idle;
+};
+
+class InstanceRunner {
+ public:
+  /// `where` locates the instance in the configuration for error messages.
+  InstanceRunner(const StreamConfig& stream, const StreamPluginConfig& plugin, const InstanceConfig& config,
+                 std::shared_ptr<Outputs> outputs, double drop_results_per_s);
+  ~InstanceRunner();
+
+  /// Start thread. Creates and starts the plugin instance. Error: the loader's
+  /// message prefixed with the configuration location and the instance's name.
+  [[nodiscard]] Status create(PluginLoader& loader);
+  /// Start thread. Starts the worker. Error: io_error when no thread can be made.
+  [[nodiscard]] Status start();
+  /// Stop thread; bounded by the worker's join timeout. Inputs still queued stay for drain().
+  void stop();
+  /// Stop thread, after stop(): turns queued inputs into ERROR results; returns how many.
+  std::size_t drain();
+
+  /// Capture thread. Live feed: never blocks; the oldest queued input is dropped when
+  /// full. Lossless: waits for room until `stop` is requested, or the instance stops
+  /// accepting (stuck, quarantined); then the input is dropped. Returns the ns waited.
+  std::int64_t offer(const Input& input, bool live_feed, const std::stop_token& stop);
+
+  /// Monitor thread. Flags a call running longer than stuck_after_s; flushes summaries.
+  void check(std::int64_t now_mono_ns);
+  /// Any thread. True when nothing is queued or in a call (or it is quarantined/disabled).
+  bool idle() const;
+  /// Any thread.
+  InstanceFigures figures() const;
+  const std::string& key() const noexcept;  // "<stream>/<signature>/<instance_id>"
+  const ResultOrigin& origin() const noexcept;
+
+  struct State;  // shared with the worker thread (src/pipeline/instance_runner.cpp)
+
+ private:
+  std::shared_ptr<State> s_;
+  std::unique_ptr<BaseWorker> worker_;
+};
+
+}  // namespace edgert::pipeline

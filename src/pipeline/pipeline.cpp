@@ -1,0 +1,251 @@
+#include "pipeline/pipeline.hpp"
+
+#include "core/log.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+
+namespace edgert::pipeline {
+
+using json = nlohmann::json;
+
+Pipeline::Pipeline(const Config& config)
+    : config_(config), outputs_(std::make_shared<Outputs>(config.node.id, config.pipeline)) {}
+
+Pipeline::~Pipeline() {
+  stop_triggers();
+  stop_streams();
+  stop_instances();
+  close();
+  destroy();
+}
+
+void Pipeline::add_sink(ResultSink sink) { outputs_->add_sink(std::move(sink)); }
+
+Status Pipeline::create(PluginLoader& loader, MetricsRegistry& metrics) {
+  loader_ = &loader;
+  const double rate = config_.pipeline.drop_results_per_s;
+  for (const auto& stream : config_.streams) {
+    std::vector<std::shared_ptr<InstanceRunner>> consumers;
+    for (const auto& plugin : stream.plugins) {
+      for (const auto& inst : plugin.instances) {
+        auto runner = std::make_shared<InstanceRunner>(stream, plugin, inst, outputs_, rate);
+        if (Status st = runner->create(loader); !st.ok()) {
+          instances_.clear();
+          streams_.clear();
+          return st;
+        }
+        consumers.push_back(runner);
+        instances_.push_back(std::move(runner));
+      }
+    }
+    streams_.push_back(std::make_unique<StreamRunner>(stream, std::move(consumers), outputs_, rate));
+  }
+
+  // Metrics (docs/metrics.md, "Pipeline"): read from the runners' own figures at snapshot time.
+  for (const auto& s : streams_) {
+    const Labels l{{"stream", s->name()}};
+    registrations_.push_back(metrics.register_collector(
+        {{"edgert_stream_captured_total", l, "items captured", MetricType::counter},
+         {"edgert_stream_errors_total", l, "failed opens and captures", MetricType::counter},
+         {"edgert_stream_reconnects_total", l, "source reopenings", MetricType::counter},
+         {"edgert_stream_fps", l, "items per second over the last second", MetricType::gauge},
+         {"edgert_stream_capture_wait_seconds_total", l, "time spent waiting for room in lossless queues",
+          MetricType::counter},
+         {"edgert_stream_triggers_dropped_total", l, "triggers dropped from a full trigger queue",
+          MetricType::counter},
+         {"edgert_stream_state", l,
+          "0 idle, 1 opening, 2 running, 3 stalled, 4 consumers_blocked, 5 reconnecting, 6 ended, 7 failed",
+          MetricType::gauge}},
+        [r = s.get()](std::span<double> out) {
+          const auto f = r->figures();
+          out[0] = static_cast<double>(f.captured);
+          out[1] = static_cast<double>(f.errors);
+          out[2] = static_cast<double>(f.reconnects);
+          out[3] = f.fps;
+          out[4] = f.capture_wait_s;
+          out[5] = static_cast<double>(f.triggers_dropped);
+          out[6] = static_cast<double>(f.state);
+        }));
+  }
+  for (const auto& i : instances_) {
+    const auto& o = i->origin();
+    const Labels l{{"stream", o.stream}, {"signature", o.signature}, {"instance", o.instance_id}};
+    registrations_.push_back(metrics.register_collector(
+        {{"edgert_instance_received_total", l, "inputs offered to the instance", MetricType::counter},
+         {"edgert_instance_processed_total", l, "process() calls that returned", MetricType::counter},
+         {"edgert_instance_dropped_total", l, "inputs dropped (each an ERROR result or part of a summary)",
+          MetricType::counter},
+         {"edgert_instance_errors_total", l, "process() calls that failed", MetricType::counter},
+         {"edgert_instance_queue_depth", l, "inputs queued or in a call", MetricType::gauge},
+         {"edgert_instance_latency_p50_seconds", l, "capture to end of process(), median", MetricType::gauge},
+         {"edgert_instance_latency_p99_seconds", l, "capture to end of process(), 99th percentile",
+          MetricType::gauge},
+         {"edgert_instance_last_progress_age_seconds", l, "since the last call returned (-1: never)",
+          MetricType::gauge},
+         {"edgert_instance_state", l,
+          "0 idle, 1 running, 2 backing_off, 3 stuck, 4 quarantined, 5 stopped, 6 disabled", MetricType::gauge}},
+        [r = i.get()](std::span<double> out) {
+          const auto f = r->figures();
+          out[0] = static_cast<double>(f.received);
+          out[1] = static_cast<double>(f.processed);
+          out[2] = static_cast<double>(f.dropped);
+          out[3] = static_cast<double>(f.errors);
+          out[4] = static_cast<double>(f.queued + f.in_flight);
+          out[5] = f.latency_p50_ms / 1e3;
+          out[6] = f.latency_p99_ms / 1e3;
+          out[7] = f.last_progress_age_s;
+          out[8] = static_cast<double>(f.state);
+        }));
+  }
+  const auto& c = outputs_->counters();
+  registrations_.push_back(metrics.register_collector(
+      {{"edgert_pipeline_results_total", {}, "results published (ERROR results included)", MetricType::counter},
+       {"edgert_pipeline_error_results_total", {}, "ERROR results published", MetricType::counter},
+       {"edgert_pipeline_stored_total", {}, "results committed to the outbox", MetricType::counter},
+       {"edgert_pipeline_store_errors_total", {}, "results the outbox refused (logged)", MetricType::counter},
+       {"edgert_pipeline_sink_errors_total", {}, "in-process result sinks that threw", MetricType::counter},
+       {"edgert_pipeline_file_errors_total", {}, "results_jsonl lines not written", MetricType::counter}},
+      [&c](std::span<double> out) {
+        out[0] = static_cast<double>(c.results.load());
+        out[1] = static_cast<double>(c.error_results.load());
+        out[2] = static_cast<double>(c.stored.load());
+        out[3] = static_cast<double>(c.store_errors.load());
+        out[4] = static_cast<double>(c.sink_errors.load());
+        out[5] = static_cast<double>(c.file_errors.load());
+      }));
+  return {};
+}
+
+Status Pipeline::open(Mailbox* mailbox) { return outputs_->open(mailbox); }
+
+Status Pipeline::start_instances() {
+  for (const auto& i : instances_) {
+    if (Status st = i->start(); !st.ok()) return st;
+  }
+  return {};
+}
+
+void Pipeline::stop_instances() {
+  for (const auto& i : instances_) i->stop();
+}
+
+Status Pipeline::start_streams() {
+  if (!loader_) return {};
+  for (const auto& s : streams_) {
+    if (Status st = s->start(*loader_); !st.ok()) return st;
+  }
+  return {};
+}
+
+void Pipeline::stop_streams() {
+  for (const auto& s : streams_) s->stop();
+}
+
+void Pipeline::start_triggers(SystemRuntime& runtime) {
+  for (const auto& s : streams_) {
+    if (const auto period = s->trigger_period_ms(); period > 0) {
+      periodic_.push_back(runtime.spawn_periodic("trigger-" + s->name(), std::chrono::milliseconds(period),
+                                                 [r = s.get()] { (void)r->trigger(); }));
+    }
+  }
+  periodic_.push_back(runtime.spawn_periodic(
+      "pipeline-monitor", std::chrono::milliseconds(config_.pipeline.monitor_period_ms), [this] { monitor(); }));
+}
+
+void Pipeline::stop_triggers() {
+  for (auto& p : periodic_) p.cancel();
+  periodic_.clear();
+}
+
+void Pipeline::monitor() {
+  const auto now = mono_ns_now();
+  for (const auto& s : streams_) s->check(now);
+  for (const auto& i : instances_) i->check(now);
+}
+
+std::size_t Pipeline::drain() {
+  std::size_t n = 0;
+  for (const auto& i : instances_) n += i->drain();
+  return n;
+}
+
+void Pipeline::close() {
+  outputs_->close();  // first: every outbox write settled, so `stored` is final
+  if (instances_.empty() && streams_.empty()) return;
+  auto last = live_summary_json();
+  std::lock_guard lk(final_mu_);
+  final_summary_ = std::move(last);
+}
+
+void Pipeline::destroy() {
+  for (auto& r : registrations_) r.reset();
+  registrations_.clear();
+  streams_.clear();
+  instances_.clear();
+  loader_ = nullptr;
+}
+
+Status Pipeline::trigger(const std::string& stream) {
+  for (const auto& s : streams_) {
+    if (s->name() == stream) return s->trigger();
+  }
+  return {ErrorCode::not_found, "no stream named '" + stream + "'"};
+}
+
+bool Pipeline::done() const {
+  if (streams_.empty()) return false;
+  for (const auto& s : streams_) {
+    if (!s->ended()) return false;
+  }
+  for (const auto& i : instances_) {
+    if (!i->idle()) return false;
+  }
+  return true;
+}
+
+std::string Pipeline::summary_json() const {
+  {
+    std::lock_guard lk(final_mu_);
+    if (!final_summary_.empty()) return final_summary_;
+  }
+  return live_summary_json();
+}
+
+std::string Pipeline::live_summary_json() const {
+  auto round3 = [](double v) { return std::isfinite(v) ? std::round(v * 1000.0) / 1000.0 : 0.0; };
+  json doc;
+  doc["streams"] = json::object();
+  for (const auto& s : streams_) {
+    const auto f = s->figures();
+    doc["streams"][s->name()] = {{"captured", f.captured},
+                                 {"errors", f.errors},
+                                 {"reconnects", f.reconnects},
+                                 {"fps", round3(f.fps)},
+                                 {"capture_wait_s", round3(f.capture_wait_s)},
+                                 {"triggers", f.triggers},
+                                 {"triggers_dropped", f.triggers_dropped},
+                                 {"state", to_string(f.state)}};
+  }
+  doc["instances"] = json::object();
+  for (const auto& i : instances_) {
+    const auto f = i->figures();
+    doc["instances"][i->key()] = {{"received", f.received},
+                                  {"processed", f.processed},
+                                  {"dropped", f.dropped},
+                                  {"errors", f.errors},
+                                  {"queued", f.queued + f.in_flight},
+                                  {"latency_p50_ms", round3(f.latency_p50_ms)},
+                                  {"latency_p99_ms", round3(f.latency_p99_ms)},
+                                  {"last_progress_age_s", round3(f.last_progress_age_s)},
+                                  {"state", to_string(f.state)}};
+  }
+  const auto& c = outputs_->counters();
+  doc["outputs"] = {{"results", c.results.load()},       {"error_results", c.error_results.load()},
+                    {"stored", c.stored.load()},         {"store_errors", c.store_errors.load()},
+                    {"sink_errors", c.sink_errors.load()}, {"file_errors", c.file_errors.load()}};
+  return doc.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace edgert::pipeline

@@ -1,0 +1,78 @@
+// The main job (docs/pipeline.md): every configured stream, its capture worker and its
+// business instances, and where their results go. Built and driven by edgert::Node,
+// which registers these calls with its SystemRuntime stages:
+//   build (after plugins)  create()   business instances created and started
+//   outputs                open()     JSONL file opened, the outbox attached
+//   processing             start_instances() / stop_instances()
+//   acquisition            start_streams() / stop_streams()
+//   triggers               start_triggers() / stop_triggers()
+//   drain                  drain()    queued inputs -> ERROR results
+//   outputs (stop)         close()
+#pragma once
+
+#include "pipeline/instance_runner.hpp"
+#include "pipeline/outputs.hpp"
+#include "pipeline/stream_runner.hpp"
+
+#include <edgert/config.hpp>
+#include <edgert/metrics.hpp>
+#include <edgert/pipeline.hpp>
+#include <edgert/system_runtime.hpp>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace edgert::pipeline {
+
+class Pipeline {
+ public:
+  explicit Pipeline(const Config& config);
+  ~Pipeline();
+
+  /// Before open(). See Outputs::add_sink.
+  void add_sink(ResultSink sink);
+  /// Start thread. Creates every enabled instance (plugins are loaded once, here, off
+  /// the frame path) and registers the metrics. Error: the first instance that cannot
+  /// be created, named with its configuration location; nothing is left created.
+  [[nodiscard]] Status create(PluginLoader& loader, MetricsRegistry& metrics);
+  [[nodiscard]] Status open(Mailbox* mailbox);
+  [[nodiscard]] Status start_instances();
+  void stop_instances();
+  [[nodiscard]] Status start_streams();
+  void stop_streams();
+  /// Interval triggers run on the runtime's loop; the monitor too.
+  void start_triggers(SystemRuntime& runtime);
+  void stop_triggers();
+  std::size_t drain();
+  void close();
+  /// Releases the instances and metrics registrations (before the loader goes).
+  void destroy();
+
+  /// Any thread. Fires one trigger of `stream`. Errors: not_found (no such stream),
+  /// invalid_argument (it has no trigger), closed (stopped).
+  [[nodiscard]] Status trigger(const std::string& stream);
+  /// Any thread. True when every stream has ended and every queue is empty: false
+  /// while any stream is endless (live, triggered) or there are no streams.
+  bool done() const;
+  /// Any thread. {"streams": {...}, "instances": {...}, "outputs": {...}} as
+  /// docs/pipeline.md describes; after close(), the figures as they were then.
+  std::string summary_json() const;
+
+ private:
+  std::string live_summary_json() const;
+  void monitor();
+
+  const Config& config_;
+  std::shared_ptr<Outputs> outputs_;
+  std::vector<std::shared_ptr<InstanceRunner>> instances_;
+  std::vector<std::unique_ptr<StreamRunner>> streams_;
+  PluginLoader* loader_ = nullptr;
+  std::vector<MetricsRegistration> registrations_;
+  std::vector<PeriodicHandle> periodic_;
+  mutable std::mutex final_mu_;
+  std::string final_summary_;
+};
+
+}  // namespace edgert::pipeline
