@@ -55,6 +55,9 @@ class EDGERT_API Frame {
 
   /// Frames created and not yet released, process-wide: a leak check for tests.
   static std::uint64_t live_frames() noexcept;
+  /// Pixel bytes copied by copy_of() so far, process-wide: edgert itself never copies
+  /// a frame on its way from capture to plugins (tests and pipeline_bench check this).
+  static std::uint64_t copied_bytes() noexcept;
 
   struct Data;  // opaque; defined in src/core/frame_internal.hpp
 

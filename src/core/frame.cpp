@@ -7,6 +7,7 @@
 namespace edgert {
 namespace {
 std::atomic<std::uint64_t> g_live{0};
+std::atomic<std::uint64_t> g_copied_bytes{0};
 }
 
 int bytes_per_pixel(PixelFormat format) noexcept {
@@ -92,6 +93,9 @@ Frame Frame::wrap(FrameInfo info, const std::uint8_t* data, std::function<void()
 }
 
 Frame Frame::copy_of(FrameInfo info, const std::uint8_t* data) {
+  g_copied_bytes.fetch_add(static_cast<std::uint64_t>(info.height > 0 ? info.height : 0) *
+                               static_cast<std::uint64_t>(info.stride > 0 ? info.stride : 0),
+                           std::memory_order_relaxed);
   check_geometry(info, data);
   std::vector<std::uint8_t> buf(data, data + static_cast<std::size_t>(info.stride) * static_cast<std::size_t>(info.height));
   const std::uint8_t* p = buf.data();
@@ -104,5 +108,7 @@ const std::uint8_t* Frame::data() const noexcept { return d_ ? d_->pixels : null
 const FrameInfo& Frame::info() const noexcept { return d_->info; }
 std::uint32_t Frame::use_count() const noexcept { return d_ ? d_->refs.load(std::memory_order_relaxed) : 0; }
 std::uint64_t Frame::live_frames() noexcept { return g_live.load(std::memory_order_relaxed); }
+
+std::uint64_t Frame::copied_bytes() noexcept { return g_copied_bytes.load(std::memory_order_relaxed); }
 
 }  // namespace edgert
