@@ -130,7 +130,7 @@ const Table<PipelineSection>& pipeline_table() {
   static const Table<PipelineSection> t = [] {
     Table<PipelineSection> s;
     s.key("outbox", &PipelineSection::outbox)
-        .key("results_jsonl", &PipelineSection::results_jsonl)
+        .path_key("results_jsonl", &PipelineSection::results_jsonl)
         .key("result_ttl_s", &PipelineSection::result_ttl_s, between(1, 31536000))
         .key("drop_results_per_s", &PipelineSection::drop_results_per_s, number_between(0, 10000))
         .key("monitor_period_ms", &PipelineSection::monitor_period_ms, between(10, 60000));
