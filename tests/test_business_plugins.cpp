@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -281,6 +282,31 @@ TEST_CASE("motion_detector: GRAY8, RGB8 and BGRA8 frames with padded rows find t
       CHECK(r.at("height") == 60);
     }
   }
+}
+
+TEST_CASE("motion_detector: downscale 1 on GRAY8 keeps its own copy of the previous frame, not the borrowed pixels") {
+  PluginHarness h;
+  load(h, "motion_detector");
+  auto inst = h.create("motion_detector", "m1", R"({"downscale": 1, "blur": false, "min_area": 100})");
+  REQUIRE(inst.ok());
+  // The first frame's buffer is overwritten with the second scene once process returns,
+  // as a host reusing its buffers would: a plugin that kept the borrowed pointer would
+  // compare the second frame with itself and see no motion.
+  const Frame still = scene(97, 61, PixelFormat::gray8, 1, {}, 3);
+  const Frame moved = scene(97, 61, PixelFormat::gray8, 2, {{31, 17, 13}}, 3);
+  const std::size_t bytes = static_cast<std::size_t>(still.info().stride) * still.info().height;
+  std::vector<std::uint8_t> reused(still.data(), still.data() + bytes);
+  REQUIRE(inst->process_frame(Frame::wrap(still.info(), reused.data(), {})).ok());
+  std::copy(moved.data(), moved.data() + bytes, reused.begin());
+  REQUIRE(inst->process_frame(moved).ok());
+  const auto out = payloads(h, "motion");
+  REQUIRE(out.size() == 1);
+  const auto r = out[0].at("regions").at(0);
+  CHECK(r.at("x") == 31);
+  CHECK(r.at("y") == 17);
+  CHECK(r.at("width") == 13);
+  CHECK(r.at("height") == 13);
+  CHECK(r.at("area") == 169);
 }
 
 TEST_CASE("motion_detector: roi limits detection and reports original-frame coordinates") {
