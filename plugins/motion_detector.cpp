@@ -81,7 +81,7 @@ class MotionDetector : public edgert::sdk::Plugin {
 
   bool update_config(std::string_view config) override {
     s_ = parse_settings(config);
-    prev_.release();  // the next frame primes a fresh reference; the motion state carries on
+    reconfigured_ = true;  // the next frame ends any motion ("reconfigured") and is the new reference
     return true;
   }
 
@@ -122,14 +122,21 @@ class MotionDetector : public edgert::sdk::Plugin {
     make_small_gray(full(roi), code);
 
     const Geometry geo{f->width, f->height, roi};
-    if (prev_.empty() || !(geo == geo_)) {
+    if (prev_.empty() || !(geo == geo_) || reconfigured_) {
       if (!prev_.empty()) {
-        host().info("stream '" + printable(in.stream()) + "': frame size or roi changed from " + geo_.text() +
-                    " to " + geo.text() + " at frame " + std::to_string(f->sequence) + "; motion state reset");
-        if (active_) emit(2, in, *f, {}, 0, "reset");
+        if (reconfigured_) {
+          host().info("stream '" + printable(in.stream()) + "': configuration updated at frame " +
+                      std::to_string(f->sequence) + "; motion state reset");
+        } else {
+          host().info("stream '" + printable(in.stream()) + "': frame size or roi changed from " + geo_.text() +
+                      " to " + geo.text() + " at frame " + std::to_string(f->sequence) + "; motion state reset");
+        }
+        if (active_) emit(2, in, *f, {}, 0, reconfigured_ ? "reconfigured" : "reset");
         active_ = false;
         quiet_ = 0;
+        emitted_.clear();
       }
+      reconfigured_ = false;
       geo_ = geo;
       std::swap(prev_, cur_);
       return EDGERT_OK;
@@ -298,6 +305,7 @@ class MotionDetector : public edgert::sdk::Plugin {
   cv::Mat prev_, cur_, gray_, diff_, changed_, joined_;
   std::vector<std::vector<cv::Point>> contours_;
   bool active_ = false;
+  bool reconfigured_ = false;  // update_config ran: reset at the next frame
   int quiet_ = 0;                 // frames without motion since the last one with motion
   std::vector<Region> emitted_;  // the regions of the last start/change payload
 };

@@ -81,10 +81,18 @@ class TelemetryUrgency : public edgert::sdk::Plugin {
     }
     std::int64_t timestamp_ms = host().wall_ns() / 1000000;  // the record's own time when it has one
     if (const auto t = rec.find("timestamp_ms"); t != rec.end()) {
-      if (!t->is_number() || !std::isfinite(t->get<double>())) {
+      if (!t->is_number()) {
         throw Refusal(who + ": field 'timestamp_ms' must be a number (got " + std::string(t->type_name()) + ")");
       }
-      timestamp_ms = t->is_number_integer() ? t->get<std::int64_t>() : std::llround(t->get<double>());
+      // ms since the epoch: 0 up to 2^53 (exact in a double; year 285,000).
+      const double ms = t->get<double>();
+      if (!(ms >= 0 && ms <= 9007199254740992.0)) {
+        throw Refusal(who + ": field 'timestamp_ms' must be milliseconds since the epoch, 0..2^53 (got " +
+                      number_text(ms) + ")");
+      }
+      timestamp_ms = t->is_number_unsigned() ? static_cast<std::int64_t>(t->get<std::uint64_t>())
+                     : t->is_number_integer() ? t->get<std::int64_t>()
+                                              : std::llround(ms);
     }
 
     const int level = days < critical_ ? 3 : days < high_ ? 2 : days < medium_ ? 1 : 0;

@@ -244,6 +244,34 @@ TEST_CASE("motion_detector: a frame size change mid-stream resets the state (sto
   CHECK(h.last_error().empty());
 }
 
+TEST_CASE("motion_detector: update_config ends motion at the next frame (stop, reason reconfigured) and applies the new keys") {
+  PluginHarness h;
+  load(h, "motion_detector");
+  auto inst = h.create("motion_detector", "m1", R"({"blur": false})");
+  REQUIRE(inst.ok());
+  REQUIRE(inst->process_frame(scene(320, 240, PixelFormat::gray8, 1, {})).ok());
+  REQUIRE(inst->process_frame(scene(320, 240, PixelFormat::gray8, 2, {{100, 80, 60}})).ok());
+  REQUIRE(h.emitted().size() == 1);
+  // downscale 2 changes the reduced image's size: comparing it with the old one would fail.
+  REQUIRE(inst->update_config(R"({"downscale": 2, "roi": {"x": 200}})").ok());
+  REQUIRE(inst->process_frame(scene(320, 240, PixelFormat::gray8, 3, {{100, 80, 60}})).ok());
+  auto out = payloads(h, "motion");
+  REQUIRE(out.size() == 2);
+  CHECK(out[1].at("event") == "stop");
+  CHECK(out[1].at("reason") == "reconfigured");
+  CHECK(out[1].at("sequence") == 3);
+  // The square at x 100 is now outside the roi; one at x 240 is seen at the new scale.
+  REQUIRE(inst->process_frame(scene(320, 240, PixelFormat::gray8, 4, {{20, 80, 60}})).ok());
+  CHECK(h.emitted().size() == 2);
+  REQUIRE(inst->process_frame(scene(320, 240, PixelFormat::gray8, 5, {{20, 80, 60}, {240, 100, 50}})).ok());
+  out = payloads(h, "motion");
+  REQUIRE(out.size() == 3);
+  CHECK(out[2].at("event") == "start");
+  CHECK(out[2].at("regions").at(0).at("x") == 240);
+  CHECK(out[2].at("regions").at(0).at("width") == 50);
+  CHECK(h.last_error().empty());
+}
+
 TEST_CASE("motion_detector: a record input is refused with EDGERT_ERR_INVALID_ARGUMENT and a logged reason") {
   PluginHarness h;
   load(h, "motion_detector");
@@ -481,6 +509,9 @@ TEST_CASE("telemetry_urgency: each malformed record is refused naming the field,
       {R"({"vin": "V1", "predicted_days_to_failure": 1e999})", "not valid JSON"},
       {R"({"vin": "V1", "predicted_days_to_failure": 3, "component": 7})", "field 'component' must be a string (got number)"},
       {R"({"vin": "V1", "predicted_days_to_failure": 3, "timestamp_ms": "now"})", "field 'timestamp_ms' must be a number (got string)"},
+      {R"({"vin": "V1", "predicted_days_to_failure": 3, "timestamp_ms": -5})", "field 'timestamp_ms' must be milliseconds since the epoch, 0..2^53 (got -5.0)"},
+      {R"({"vin": "V1", "predicted_days_to_failure": 3, "timestamp_ms": 18446744073709551615})", "field 'timestamp_ms' must be milliseconds since the epoch, 0..2^53"},
+      {R"({"vin": "V1", "predicted_days_to_failure": 3, "timestamp_ms": 1e300})", "field 'timestamp_ms' must be milliseconds since the epoch, 0..2^53 (got 1e+300)"},
       {R"({"vin": "V\n1\"", "predicted_days_to_failure": -1})", "vin 'V\\x0a1\"': field 'predicted_days_to_failure'"},
   };
   for (const auto& [rec, why] : cases) {
