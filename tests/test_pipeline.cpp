@@ -410,7 +410,7 @@ TEST_CASE("an instance whose config the plugin refuses stops the node from start
   REQUIRE(node.ok());
   const auto st = node.value()->start();
   REQUIRE(!st.ok());
-  CHECK_THAT(st.message(), Catch::Contains("test.yaml:") && Catch::Contains("cam0/pl_probe/p") &&
+  CHECK_THAT(st.message(), Catch::Contains("test.yaml:") && Catch::Contains("instance 'cam0/pl_probe/p'") &&
                                Catch::Contains("sleep_ms"));
 }
 

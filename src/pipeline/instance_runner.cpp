@@ -241,8 +241,7 @@ Status InstanceRunner::create(PluginLoader& loader) {
   auto sink = std::make_shared<State::Sink>(s_.get());
   auto made = loader.create_instance(s_->origin.signature, s_->key, s_->cfg.config.json, sink);
   if (!made.ok()) {
-    return {made.status().code(), s_->cfg.where + ": " + s_->cfg.config.path + " (" + s_->key + "): " +
-                                      made.status().message()};
+    return {made.status().code(), s_->cfg.where + ": " + s_->cfg.config.path + ": " + made.status().message()};
   }
   s_->instance = std::move(made).value();
   if (Status st = s_->instance->start(); !st.ok()) {
