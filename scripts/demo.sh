@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 
 ./scripts/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target edgert-node record_counter test_pattern threshold
+cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target edgert-node record_counter test_pattern threshold \
+  video synthetic_camera synthetic_telemetry
 
 if [[ $# -eq 0 ]]; then
   set -- run examples/edge_node/node.yaml --duration 5
