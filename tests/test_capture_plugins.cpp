@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/videoio.hpp>
 
 #include <arpa/inet.h>
@@ -115,8 +116,10 @@ int count_fds() {
 // answers (reading and discarding until the peer closes) or accepts and resets.
 class FaultServer {
  public:
-  enum class Mode { silent, reset };
-  explicit FaultServer(Mode mode) : mode_(mode) {
+  enum class Mode { silent, reset, stall };
+  // stall: answers the first request with an MJPEG multipart stream (`body`: the
+  // headers and a few frames), then sends nothing more and keeps the connection open.
+  explicit FaultServer(Mode mode, std::string body = "") : mode_(mode), body_(std::move(body)) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     REQUIRE(fd_ >= 0);
     sockaddr_in a{};
@@ -158,6 +161,15 @@ class FaultServer {
             ::setsockopt(c, SOL_SOCKET, SO_LINGER, &l, sizeof l);
             ::close(c);
           } else {
+            if (mode_ == Mode::stall) {
+              char req[4096];
+              [[maybe_unused]] auto r = ::read(c, req, sizeof req);  // the request; its content does not matter
+              for (std::size_t off = 0; off < body_.size();) {
+                const auto w = ::send(c, body_.data() + off, body_.size() - off, MSG_NOSIGNAL);
+                if (w <= 0) break;
+                off += static_cast<std::size_t>(w);
+              }
+            }
             clients_.push_back(c);
           }
         }
@@ -173,6 +185,7 @@ class FaultServer {
     }
   }
   Mode mode_;
+  std::string body_;
   int fd_ = -1, port_ = 0;
   int wake_[2] = {-1, -1};
   std::vector<int> clients_;  // server thread only, then the destructor after join
@@ -435,6 +448,52 @@ TEST_CASE("video: dead http URLs (no answer, refused, reset) fail within open_ti
   }
   CHECK(silent.accepted() >= 1);  // the client really got through to the silent server
   CHECK(reset.accepted() >= 1);
+}
+
+TEST_CASE("video: a stream that stops sending mid-way fails within read_timeout_ms, never hangs") {
+  std::string body = "HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=edgert\r\n\r\n";
+  for (int i = 0; i < 5; ++i) {
+    cv::Mat m(kH, kW, CV_8UC3, left_colour(i));
+    std::vector<std::uint8_t> jpeg;
+    REQUIRE(cv::imencode(".jpg", m, jpeg));
+    body += "--edgert\r\nContent-Type: image/jpeg\r\nContent-Length: " + std::to_string(jpeg.size()) + "\r\n\r\n";
+    body.append(jpeg.begin(), jpeg.end());
+    body += "\r\n";
+  }
+  FaultServer stall(FaultServer::Mode::stall, body);
+  PluginHarness h;
+  load(h, "video");
+  const std::string url = http_url(stall.port());
+  const auto t0 = Clock::now();
+  auto inst = h.create("video", "net", json{{"url", url}, {"open_timeout_ms", 2000}, {"read_timeout_ms", 2000}}.dump());
+  int frames = 0;
+  double longest_call = 0;
+  std::string error;
+  if (!inst.ok()) {
+    error = inst.status().message();  // FFmpeg may still be probing when the data stops
+  } else {
+    for (int guard = 0; guard < 100; ++guard) {
+      const auto c0 = Clock::now();
+      auto c = inst->capture();
+      longest_call = std::max(longest_call, seconds_since(c0));
+      if (c.ok()) {
+        ++frames;
+        continue;
+      }
+      if (c.status().code() == ErrorCode::again) continue;
+      error = c.status().message();
+      break;
+    }
+  }
+  const double took = seconds_since(t0);
+  INFO(error << " after " << took << " s, " << frames << " frames");
+  CHECK(error.find("video '" + url + "'") != std::string::npos);
+  CHECK(frames <= 5);
+  CHECK(took < 20);          // open_timeout_ms + read_timeout_ms + a generous margin
+  CHECK(longest_call < 15);  // no single capture() call near OpenCV's 30 s default
+  CHECK(stall.accepted() >= 1);
+  std::printf("video stalled http stream: %d frames, then an error after %.3f s in all (longest capture() %.3f s): %s\n",
+              frames, took, longest_call, error.c_str());
 }
 
 TEST_CASE("video: a password in the url never reaches the log") {
