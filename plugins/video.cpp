@@ -130,7 +130,7 @@ class Video : public edgert::sdk::Plugin {
     }
     try {
       if (device_) {
-        cap_.open(std::stoi(url_), cv::CAP_ANY);
+        cap_.open(std::stoi(url_), cv::CAP_V4L2);  // /dev/videoN; CAP_ANY would probe GStreamer, libdc1394, ...
       } else {
         const std::vector<int> params = {cv::CAP_PROP_OPEN_TIMEOUT_MSEC, open_timeout_ms_,
                                          cv::CAP_PROP_READ_TIMEOUT_MSEC, read_timeout_ms_};

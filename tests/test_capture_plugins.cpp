@@ -271,6 +271,34 @@ TEST_CASE("video: loop restarts the file at its end instead of ending") {
   CHECK(seen == std::vector<int>{0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1, 2});
 }
 
+TEST_CASE("video: stop then start (the host's reconnect) reopens the source from its start") {
+  ScratchDir s("capture-video");
+  fs::create_directories(s.dir);
+  const fs::path clip = s.dir / "clip.avi";
+  write_video(clip, 6, 30);
+  PluginHarness h;
+  load(h, "video");
+  auto inst = h.create("video", "v1", video_config(clip));
+  INFO(h.last_error());
+  REQUIRE(inst.ok());
+  std::vector<int> seen;
+  for (int n = 0; n < 3; ++n) {
+    auto c = inst->capture();
+    REQUIRE(c.ok());
+    seen.push_back(frame_index(c.value().frame, 6));
+  }
+  REQUIRE(inst->raw().stop().ok());
+  const auto restarted = inst->raw().start();
+  INFO(restarted.message());
+  REQUIRE(restarted.ok());
+  for (int n = 0; n < 2; ++n) {
+    auto c = inst->capture();
+    REQUIRE(c.ok());
+    seen.push_back(frame_index(c.value().frame, 6));
+  }
+  CHECK(seen == std::vector<int>{0, 1, 2, 0, 1});
+}
+
 TEST_CASE("video: target_fps 5 on a 30 fps file keeps every 6th frame by video time") {
   ScratchDir s("capture-video");
   fs::create_directories(s.dir);
@@ -348,6 +376,9 @@ TEST_CASE("video: bad sources fail start() with an error naming the url and the 
     }
   }
   expect_error((s.dir / "random.avi").string(), "not a video OpenCV can decode");
+
+  // A device index with no camera behind it (this machine has no /dev/video7).
+  if (!fs::exists("/dev/video7")) expect_error("7", "no camera at this device index");
 
   auto empty = h.create("video", "nourl");
   REQUIRE_FALSE(empty.ok());
