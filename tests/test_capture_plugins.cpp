@@ -377,6 +377,14 @@ TEST_CASE("video: bad sources fail start() with an error naming the url and the 
   }
   expect_error((s.dir / "random.avi").string(), "not a video OpenCV can decode");
 
+  {  // control bytes in the url are escaped in the log line, never written raw
+    auto inst = h.create("video", "bad", json{{"url", (s.dir / "two\nlines.avi").string()}}.dump());
+    REQUIRE_FALSE(inst.ok());
+    const std::string msg = inst.status().message();
+    INFO(msg);
+    CHECK(msg.find("two\\x0alines.avi': cannot open the file") != std::string::npos);
+    CHECK(msg.find('\n') == std::string::npos);
+  }
   // A device index with no camera behind it (this machine has no /dev/video7).
   if (!fs::exists("/dev/video7")) expect_error("7", "no camera at this device index");
 
