@@ -345,7 +345,7 @@ TEST_CASE("errors inside the streams lists name file:line and the full key path"
   CHECK_THAT(msg, Contains(f + ":17: streams[0].plugins[1].signature: must not be empty"));
   CHECK_THAT(msg, Contains(f + ":18: streams[0].plugins[1].instances: must list at least one instance"));
   CHECK_THAT(msg, Contains(f + ":20: streams[1].trigger.period_ms: expected within [1, 86400000], got 0"));
-  CHECK_THAT(msg, Contains(f + ":20: streams[1].trigger: a stream has either capture or trigger, not both"));
+  CHECK_THAT(msg, !Contains("streams[1].trigger: a stream has"));  // capture + trigger: one capture per trigger
   CHECK_THAT(msg, Contains(f + ":23: streams[1].plugins[0].signature: required, not given"));
   CHECK_THAT(msg, Contains(f + ":25: streams[1].plugins[0].instances[1].instance_id: required, not given"));
   CHECK_THAT(msg, Contains(f + ":19: streams[1].name: 'cam0' already used by the stream at " + f + ":3"));

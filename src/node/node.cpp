@@ -296,7 +296,8 @@ Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
   } catch (const std::exception& e) {
     return Status{ErrorCode::internal, std::string("cannot create the runtime: ") + e.what()};
   }
-  impl->pipeline = std::make_unique<pipeline::Pipeline>(impl->config);
+  impl->pipeline = std::make_unique<pipeline::Pipeline>(impl->config.node.id, impl->config.pipeline,
+                                                       impl->config.streams);
   impl->register_components();
   return std::unique_ptr<Node>(new Node(std::move(impl)));
 }

@@ -3,9 +3,9 @@
 // in-process sinks. Shared by the workers that produce results; kept alive by them.
 #pragma once
 
-#include <edgert/config.hpp>
 #include <edgert/pipeline.hpp>
 #include <edgert/status.hpp>
+#include <edgert/stream_config.hpp>
 
 #include <atomic>
 #include <cstdint>

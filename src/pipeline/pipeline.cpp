@@ -10,8 +10,8 @@ namespace edgert::pipeline {
 
 using json = nlohmann::json;
 
-Pipeline::Pipeline(const Config& config)
-    : config_(config), outputs_(std::make_shared<Outputs>(config.node.id, config.pipeline)) {}
+Pipeline::Pipeline(std::string node_id, const PipelineSection& section, const std::vector<StreamConfig>& streams)
+    : section_(section), stream_configs_(streams), outputs_(std::make_shared<Outputs>(std::move(node_id), section)) {}
 
 Pipeline::~Pipeline() {
   stop_triggers();
@@ -25,8 +25,8 @@ void Pipeline::add_sink(ResultSink sink) { outputs_->add_sink(std::move(sink)); 
 
 Status Pipeline::create(PluginLoader& loader, MetricsRegistry& metrics) {
   loader_ = &loader;
-  const double rate = config_.pipeline.drop_results_per_s;
-  for (const auto& stream : config_.streams) {
+  const double rate = section_.drop_results_per_s;
+  for (const auto& stream : stream_configs_) {
     std::vector<std::shared_ptr<InstanceRunner>> consumers;
     for (const auto& plugin : stream.plugins) {
       for (const auto& inst : plugin.instances) {
@@ -151,7 +151,7 @@ void Pipeline::start_triggers(SystemRuntime& runtime) {
     }
   }
   periodic_.push_back(runtime.spawn_periodic(
-      "pipeline-monitor", std::chrono::milliseconds(config_.pipeline.monitor_period_ms), [this] { monitor(); }));
+      "pipeline-monitor", std::chrono::milliseconds(section_.monitor_period_ms), [this] { monitor(); }));
 }
 
 void Pipeline::stop_triggers() {
@@ -224,6 +224,7 @@ std::string Pipeline::live_summary_json() const {
                                  {"reconnects", f.reconnects},
                                  {"fps", round3(f.fps)},
                                  {"capture_wait_s", round3(f.capture_wait_s)},
+                                 {"longest_call_ms", round3(f.longest_call_ms)},
                                  {"triggers", f.triggers},
                                  {"triggers_dropped", f.triggers_dropped},
                                  {"state", to_string(f.state)}};

@@ -14,9 +14,9 @@
 #include "pipeline/outputs.hpp"
 #include "pipeline/stream_runner.hpp"
 
-#include <edgert/config.hpp>
 #include <edgert/metrics.hpp>
 #include <edgert/pipeline.hpp>
+#include <edgert/stream_config.hpp>
 #include <edgert/system_runtime.hpp>
 
 #include <memory>
@@ -28,7 +28,8 @@ namespace edgert::pipeline {
 
 class Pipeline {
  public:
-  explicit Pipeline(const Config& config);
+  /// `streams` and `section` must outlive the pipeline (the node's Config does).
+  Pipeline(std::string node_id, const PipelineSection& section, const std::vector<StreamConfig>& streams);
   ~Pipeline();
 
   /// Before open(). See Outputs::add_sink.
@@ -64,7 +65,8 @@ class Pipeline {
   std::string live_summary_json() const;
   void monitor();
 
-  const Config& config_;
+  const PipelineSection& section_;
+  const std::vector<StreamConfig>& stream_configs_;
   std::shared_ptr<Outputs> outputs_;
   std::vector<std::shared_ptr<InstanceRunner>> instances_;
   std::vector<std::unique_ptr<StreamRunner>> streams_;

@@ -103,6 +103,11 @@ const Table<StreamConfig>& stream_table() {
         .items("plugins", &StreamConfig::plugins, plugin_table())
         .where_into(&StreamConfig::where)
         .check([](const StreamConfig& st, const YAML::Node& map, const std::string& path, Context& ctx) {
+          if (st.trigger && !st.trigger->type.empty() && st.trigger->type != "interval" &&
+              st.trigger->type != "manual") {
+            ctx.add(map["trigger"]["type"], join_path(path, "trigger.type"),
+                    "unknown trigger type '" + st.trigger->type + "' (interval, manual)");
+          }
           if (!map["capture"] && !map["trigger"]) {
             ctx.add(map, path, "needs a capture or a trigger");
           }

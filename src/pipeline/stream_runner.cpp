@@ -111,7 +111,15 @@ struct StreamRunner::State {
   std::atomic<std::int64_t> offer_started_ns{0};  // 0: not waiting for room
   std::atomic<bool> reported_stall{false};
   std::atomic<bool> reported_blocked{false};
+  std::atomic<std::int64_t> longest_call_ns{0};  // longest open or capture() call
   std::uint64_t sequence = 0;  // capture thread only
+
+  void note_call(std::int64_t started) {
+    const auto took = mono_ns_now() - started;
+    auto cur = longest_call_ns.load();
+    while (took > cur && !longest_call_ns.compare_exchange_weak(cur, took)) {
+    }
+  }
 
   // Monitor thread only.
   std::int64_t fps_window_ns = 0;
@@ -165,7 +173,9 @@ StreamRunner::State::Outcome StreamRunner::State::run_source(const std::stop_tok
         fan_out(std::move(in), stop);
         break;
       }
+      const auto call_started = mono_ns_now();
       auto got = source->capture();
+      note_call(call_started);
       if (got.ok()) {
         auto c = std::move(got).value();
         Input in;
@@ -217,7 +227,9 @@ void StreamRunner::State::run(std::stop_token stop, PluginLoader* loader) {
     } else {
       state.store(StreamState::opening);
       auto sink = std::make_shared<CaptureSink>(outputs, origin);
+      const auto open_started = mono_ns_now();
       auto made = loader->create_instance(cfg.capture->type, cfg.name, cfg.capture->config.json, sink);
+      note_call(open_started);
       std::unique_ptr<PluginInstance> source;
       if (!made.ok()) {
         errors.fetch_add(1);
@@ -232,7 +244,10 @@ void StreamRunner::State::run(std::stop_token stop, PluginLoader* loader) {
         }
       } else {
         source = std::move(made).value();
-        if (Status st = source->start(); !st.ok()) {
+        const auto start_started = mono_ns_now();
+        Status st = source->start();
+        note_call(start_started);
+        if (!st.ok()) {
           errors.fetch_add(1);
           detail::log().error("{}: cannot open: {}", who(), st.message());
           outcome = Outcome::failed;
@@ -363,6 +378,7 @@ StreamFigures StreamRunner::figures() const {
   f.fps = s_->fps.load();
   f.capture_wait_s = static_cast<double>(s_->wait_ns.load()) / 1e9;
   f.state = s_->state.load();
+  f.longest_call_ms = static_cast<double>(s_->longest_call_ns.load()) / 1e6;
   return f;
 }
 

@@ -32,6 +32,7 @@ struct StreamFigures {
   std::uint64_t captured = 0, errors = 0, reconnects = 0, triggers = 0, triggers_dropped = 0;
   double fps = 0;             // items per second over the last monitor window of about a second
   double capture_wait_s = 0;  // time spent waiting for room in lossless queues
+  double longest_call_ms = 0; // the longest create/start/capture() call of the source
   StreamState state = StreamState::idle;
 };
 
