@@ -113,7 +113,7 @@ int run_node(const std::string& config_path, const RunOptions& run) {
                                 : "duration reached");
   node->stop();
   if (run.progress) {
-    std::fputs(edgert_node::final_summary(node->stats_json(), config, config_path).c_str(), stdout);
+    std::fputs(edgert_node::final_summary(node->stats_json(), config).c_str(), stdout);
     std::fflush(stdout);
   }
   if (!stats_json.empty()) {

@@ -92,7 +92,7 @@ void ProgressPrinter::update(const std::string& stats_json, double uptime_s) {
   std::fflush(out_);
 }
 
-std::string final_summary(const std::string& stats_json, const edgert::Config& config, const std::string& config_path) {
+std::string final_summary(const std::string& stats_json, const edgert::Config& config) {
   const auto doc = json::parse(stats_json, nullptr, false);
   std::ostringstream o;
   o << "\nSummary\n" << progress_lines(stats_json, 0).substr(progress_lines(stats_json, 0).find('\n') + 1);
@@ -108,7 +108,7 @@ std::string final_summary(const std::string& stats_json, const edgert::Config& c
   const auto db = std::filesystem::absolute(std::filesystem::path(config.node.data_dir) / "mailbox.db", ec);
   o << "\nWhere the results are:\n"
     << "  outbox (SQLite, kept until delivered): " << db.string() << "\n"
-    << "    edgert-node mailbox stats --config " << config_path << "\n";
+    << "    edgert-node mailbox stats --data-dir " << db.parent_path().string() << "\n";
   if (!config.pipeline.results_jsonl.empty()) {
     o << "  every result, one JSON per line: " << config.pipeline.results_jsonl << "\n"
       << "    tail -n 3 " << config.pipeline.results_jsonl << "\n";

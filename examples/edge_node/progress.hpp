@@ -29,6 +29,6 @@ class ProgressPrinter {
 };
 
 /// What the run did and where its results are (printed once the node has stopped).
-std::string final_summary(const std::string& stats_json, const edgert::Config& config, const std::string& config_path);
+std::string final_summary(const std::string& stats_json, const edgert::Config& config);
 
 }  // namespace edgert_node

@@ -56,7 +56,7 @@ Status Pipeline::create(PluginLoader& loader, MetricsRegistry& metrics) {
          {"edgert_stream_triggers_dropped_total", l, "triggers dropped from a full trigger queue",
           MetricType::counter},
          {"edgert_stream_state", l,
-          "0 idle, 1 opening, 2 running, 3 stalled, 4 consumers_blocked, 5 reconnecting, 6 ended, 7 failed",
+          "0 idle, 1 opening, 2 running, 3 stalled, 4 consumers_blocked, 5 reconnecting, 6 ended, 7 failed, 8 stopped",
           MetricType::gauge}},
         [r = s.get()](std::span<double> out) {
           const auto f = r->figures();

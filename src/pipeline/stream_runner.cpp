@@ -23,6 +23,7 @@ const char* to_string(StreamState s) noexcept {
     case StreamState::reconnecting: return "reconnecting";
     case StreamState::ended: return "ended";
     case StreamState::failed: return "failed";
+    case StreamState::stopped: return "stopped";
   }
   return "unknown";
 }
@@ -293,7 +294,12 @@ void StreamRunner::State::run(std::stop_token stop, PluginLoader* loader) {
     detail::log().warn("{}: reopening in {} ms (attempt {})", who(), static_cast<long long>(jittered), failures + 1);
     if (wait_for_stop(stop, milliseconds(static_cast<std::int64_t>(jittered)))) break;
   }
-  if (state.load() != StreamState::failed && state.load() != StreamState::ended) state.store(StreamState::ended);
+  // Stopped by the node before it ended by itself: `stopped`, and not `finished` (it
+  // is not a stream that is done).
+  if (state.load() != StreamState::failed && state.load() != StreamState::ended) {
+    state.store(StreamState::stopped);
+    return;
+  }
   finished.store(true);
 }
 

@@ -25,7 +25,9 @@
 
 namespace edgert::pipeline {
 
-enum class StreamState : std::uint8_t { idle, opening, running, stalled, consumers_blocked, reconnecting, ended, failed };
+enum class StreamState : std::uint8_t {
+  idle, opening, running, stalled, consumers_blocked, reconnecting, ended, failed, stopped
+};
 const char* to_string(StreamState s) noexcept;
 
 struct StreamFigures {
