@@ -425,3 +425,26 @@ streams:
   REQUIRE(!cfg.ok());
   CHECK_THAT(cfg.status().message(), Catch::Contains("streams[1].capture.url") && Catch::Contains("already captured"));
 }
+
+TEST_CASE("allow_empty_inputs runs an instance on a timer without input; a disabled instance is never created",
+          "[pipeline]") {
+  Scratch s;
+  Running run(config_yaml(s.dir, R"(
+  - name: idle
+    trigger: {type: manual}
+    plugins:
+      - signature: pl_probe
+        instances:
+          - {instance_id: timer, allow_empty_inputs: true, process_delay: 0.05}
+          - {instance_id: off, disabled: true}
+)"));
+  REQUIRE(run.wait_until([&](const json&) { return run.results.count("timer", "probe") >= 5; }));
+  run.node->stop();
+  for (const auto& r : run.results.where([](const auto& r) { return r.instance_id == "timer"; })) {
+    CHECK(json::parse(r.payload)["kind"] == "empty");
+  }
+  const auto stats = run.stats();
+  CHECK(stats["instances"]["idle/pl_probe/timer"]["received"] == 0);  // empty runs are not inputs
+  CHECK(stats["instances"]["idle/pl_probe/off"]["state"] == "disabled");
+  CHECK(run.results.count("off", "probe") == 0);
+}
