@@ -77,11 +77,11 @@ extern "C" __attribute__((visibility("default"))) void edgert_bench_sink_release
 
 EDGERT_PLUGIN_CLASS(BenchSink, EDGERT_KIND_BUSINESS, "bench_sink", "1.0.0",
                     "pipeline_bench's trivial consumer: optional sleep, frame age, block",
-                    R"({"sleep_ms": {"type": "integer", "default": 0, "minimum": 0, "maximum": 60000,
+                    R"schema({"sleep_ms": {"type": "integer", "default": 0, "minimum": 0, "maximum": 60000,
                                      "description": "sleep this long in every process() call"},
                         "emit_age": {"type": "boolean", "default": false,
                                      "description": "emit the input's age at entry for every frame"},
                         "mark_every": {"type": "integer", "default": 0, "minimum": 0,
                                        "description": "emit the age for sequence 1 and every multiple of this"},
                         "block": {"type": "boolean", "default": false,
-                                  "description": "block in process() until edgert_bench_sink_release()"}})");
+                                  "description": "block in process() until edgert_bench_sink_release()"}})schema");

@@ -52,7 +52,7 @@
 
 namespace {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // the parts print in the order they ran
 using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 
@@ -466,7 +466,7 @@ std::pair<double, double> bare_decode(const Video& v, bool grab_retrieve) {
 
 // `video` -> 2 bench_sink through a Node until done; returns {wall s, cpu s, captured}.
 struct FileRun {
-  double wall_s, cpu_s;
+  double wall_s, cpu_s, start_s;
   std::int64_t captured, processed_min;
 };
 FileRun node_decode(const Video& v, double target_fps) {
@@ -483,28 +483,38 @@ FileRun node_decode(const Video& v, double target_fps) {
   run.stop();
   std::int64_t pmin = INT64_MAX;
   for (const auto& [name, f] : st.at("instances").items()) pmin = std::min(pmin, f.at("processed").get<std::int64_t>());
-  return {wall, cpu, st.at("streams").at("file").at("captured").get<std::int64_t>(), pmin};
+  return {wall, cpu, run.start_s(), st.at("streams").at("file").at("captured").get<std::int64_t>(), pmin};
 }
 
 json file_vs_bare_decode(const Options& o, const Video& v) {
-  std::vector<double> bare, node;
+  std::vector<double> bare, node, start;
   std::int64_t captured = 0, pmin = 0;
   for (int r = 0; r < o.file_rounds; ++r) {
     bare.push_back(bare_decode(v, false).first);
     const FileRun f = node_decode(v, 0);
     node.push_back(f.wall_s);
+    start.push_back(f.start_s);
     captured = f.captured, pmin = f.processed_min;
   }
   if (captured != v.frames || pmin != v.frames) {
     fail("file_vs_bare_decode: captured " + std::to_string(captured) + ", processed " + std::to_string(pmin) + " of " +
          std::to_string(v.frames));
   }
+  // runtime_s runs from Node::start() (plugin scan and load, mailbox open) to
+  // pipeline_done(); bare_s from opening the cv::VideoCapture to its last read().
   const double ratio = median(bare) / median(node);
-  return {{"codec", v.codec},       {"frames", v.frames},
-          {"rounds", o.file_rounds}, {"bare_s", round3(median(bare))},
-          {"runtime_s", round3(median(node))}, {"bare_fps", round3(v.frames / median(bare))},
-          {"runtime_fps", round3(v.frames / median(node))}, {"ratio", round3(ratio)},
-          {"goal", ">= 0.9"},       {"goal_met", ratio >= 0.9}};
+  return {{"codec", v.codec},
+          {"frames", v.frames},
+          {"rounds", o.file_rounds},
+          {"bare_s", round3(median(bare))},
+          {"runtime_s", round3(median(node))},
+          {"node_start_s", round3(median(start))},
+          {"bare_fps", round3(v.frames / median(bare))},
+          {"runtime_fps", round3(v.frames / median(node))},
+          {"ratio", round3(ratio)},
+          {"ratio_after_start", round3(median(bare) / (median(node) - median(start)))},
+          {"goal", ">= 0.9"},
+          {"goal_met", ratio >= 0.9}};
 }
 
 json decimation(const Options& o, const Video& v) {
