@@ -67,7 +67,7 @@ struct Options {
   std::int64_t fanout_frames = 20000;   // fanout frames per run
   int fanout_rounds = 3;
   int video_frames = 600;               // file_vs_bare_decode / decimation
-  int file_rounds = 3;
+  int file_rounds = 5;
   double stall_s = 30;                  // stalled_rss
   double stale_s = 10;                  // staleness
   std::set<std::string> only;           // empty: every part
