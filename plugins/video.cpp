@@ -130,7 +130,7 @@ class Video : public edgert::sdk::Plugin {
     }
     try {
       if (device_) {
-        cap_.open(std::stoi(url_), cv::CAP_ANY);
+        cap_.open(std::stoi(url_), cv::CAP_V4L2);  // /dev/videoN; CAP_ANY would probe GStreamer, libdc1394, ...
       } else {
         const std::vector<int> params = {cv::CAP_PROP_OPEN_TIMEOUT_MSEC, open_timeout_ms_,
                                          cv::CAP_PROP_READ_TIMEOUT_MSEC, read_timeout_ms_};
@@ -156,6 +156,7 @@ class Video : public edgert::sdk::Plugin {
     read_in_pass_ = 0;
     next_due_s_ = 0;
     anchored_ = false;
+    ended_ = false;
     return "";
   }
 
@@ -166,6 +167,7 @@ class Video : public edgert::sdk::Plugin {
   }
 
   edgert_status next(edgert_capture& out) {
+    if (ended_) return EDGERT_ERR_END_OF_STREAM;  // stays ended until start() reopens it
     const std::int64_t started = host().monotonic_ns();
     // Skipping frames (target_fps) is bounded by one output interval, and never more
     // than read_timeout_ms: then EDGERT_ERR_AGAIN and the host calls again.
@@ -206,11 +208,15 @@ class Video : public edgert::sdk::Plugin {
       host().error("video '" + shown_ + "': no frame could be decoded (a corrupt or truncated file)");
       return EDGERT_ERR_INTERNAL;
     }
-    if (announced_ > 0 && read_in_pass_ < announced_) {
+    if (announced_ > 0 && read_in_pass_ < announced_ && !warned_short_) {
+      warned_short_ = true;  // once per instance, not once per loop pass
       host().warn("video '" + shown_ + "': ended after " + std::to_string(read_in_pass_) + " of the " +
                   std::to_string(announced_) + " frames the container announces (a truncated file?)");
     }
-    if (!loop_) return EDGERT_ERR_END_OF_STREAM;
+    if (!loop_) {
+      ended_ = true;
+      return EDGERT_ERR_END_OF_STREAM;
+    }
     host().debug("video '" + shown_ + "': looping after " + std::to_string(read_in_pass_) + " frames");
     const std::string err = open();
     if (err.empty()) return EDGERT_OK;
@@ -278,7 +284,7 @@ class Video : public edgert::sdk::Plugin {
   double source_fps_ = 0;
   std::int64_t announced_ = 0, index_ = 0, read_in_pass_ = 0;
   double next_due_s_ = 0;
-  bool anchored_ = false;
+  bool anchored_ = false, ended_ = false, warned_short_ = false;
   double anchor_video_s_ = 0;
   std::int64_t anchor_ns_ = 0;
 };

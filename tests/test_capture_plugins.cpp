@@ -271,6 +271,34 @@ TEST_CASE("video: loop restarts the file at its end instead of ending") {
   CHECK(seen == std::vector<int>{0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1, 2});
 }
 
+TEST_CASE("video: stop then start (the host's reconnect) reopens the source from its start") {
+  ScratchDir s("capture-video");
+  fs::create_directories(s.dir);
+  const fs::path clip = s.dir / "clip.avi";
+  write_video(clip, 6, 30);
+  PluginHarness h;
+  load(h, "video");
+  auto inst = h.create("video", "v1", video_config(clip));
+  INFO(h.last_error());
+  REQUIRE(inst.ok());
+  std::vector<int> seen;
+  for (int n = 0; n < 3; ++n) {
+    auto c = inst->capture();
+    REQUIRE(c.ok());
+    seen.push_back(frame_index(c.value().frame, 6));
+  }
+  REQUIRE(inst->raw().stop().ok());
+  const auto restarted = inst->raw().start();
+  INFO(restarted.message());
+  REQUIRE(restarted.ok());
+  for (int n = 0; n < 2; ++n) {
+    auto c = inst->capture();
+    REQUIRE(c.ok());
+    seen.push_back(frame_index(c.value().frame, 6));
+  }
+  CHECK(seen == std::vector<int>{0, 1, 2, 0, 1});
+}
+
 TEST_CASE("video: target_fps 5 on a 30 fps file keeps every 6th frame by video time") {
   ScratchDir s("capture-video");
   fs::create_directories(s.dir);
@@ -349,6 +377,17 @@ TEST_CASE("video: bad sources fail start() with an error naming the url and the 
   }
   expect_error((s.dir / "random.avi").string(), "not a video OpenCV can decode");
 
+  {  // control bytes in the url are escaped in the log line, never written raw
+    auto inst = h.create("video", "bad", json{{"url", (s.dir / "two\nlines.avi").string()}}.dump());
+    REQUIRE_FALSE(inst.ok());
+    const std::string msg = inst.status().message();
+    INFO(msg);
+    CHECK(msg.find("two\\x0alines.avi': cannot open the file") != std::string::npos);
+    CHECK(msg.find('\n') == std::string::npos);
+  }
+  // A device index with no camera behind it (this machine has no /dev/video7).
+  if (!fs::exists("/dev/video7")) expect_error("7", "no camera at this device index");
+
   auto empty = h.create("video", "nourl");
   REQUIRE_FALSE(empty.ok());
   CHECK(empty.status().message().find("url is empty") != std::string::npos);
@@ -420,6 +459,9 @@ TEST_CASE("video: a truncated file ends or errors cleanly, never past what it ho
   CHECK(frames < kFrames);
   CHECK(frames > 0);
   CHECK((last.code() == ErrorCode::end_of_stream || last.message().find(clip.string()) != std::string::npos));
+  if (last.code() == ErrorCode::end_of_stream) {
+    CHECK(inst->capture().status().code() == ErrorCode::end_of_stream);  // stays ended
+  }
   std::printf("video truncated: %d of %d frames, then %s\n", frames, kFrames, last.message().c_str());
 }
 
