@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 namespace edgert::pipeline {
 
@@ -329,10 +330,22 @@ void InstanceRunner::check(std::int64_t now) {
   if (started != 0 && now - started > seconds_to_ns(s.cfg.stuck_after_s) && !s.reported_stuck.exchange(true)) {
     s.accepting.store(false);
     s.state.store(InstanceState::stuck);
-    const auto msg = "in one process() call for more than " + std::to_string(s.cfg.stuck_after_s) +
-                     " s: reported stuck, not fed until it returns";
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%g", s.cfg.stuck_after_s);
+    const std::string msg = std::string("in one process() call for more than ") + secs +
+                            " s: reported stuck, not fed until it returns; its queued inputs are dropped";
     detail::log().error("instance {}: {}", detail::printable(s.key), msg);
     s.outputs->notify(s.origin, "error", msg);
+    // What waits in its queue would only grow stale (and hold frames: ~6 MB each at
+    // 1080p) while the call does not return: drop it, reported like every drop.
+    s.queue->drain([&s](Input&& in) {
+      {
+        std::lock_guard lk(s.acct);
+        --s.queued;
+        ++s.dropped;
+      }
+      s.drops.dropped(in, "instance stuck");
+    });
   }
   s.drops.flush(false);
 }

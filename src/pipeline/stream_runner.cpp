@@ -79,12 +79,19 @@ struct StreamRunner::State {
     if (!j.is_object() || !j.contains("url")) return "";
     return j["url"].is_string() ? j["url"].get<std::string>() : j["url"].dump();
   }
+  // Built with += steps: one long operator+ chain trips gcc 12's false -Wrestrict at -O3.
   std::string who() const {
-    std::string w = "stream '" + detail::printable(cfg.name) + "'";
+    std::string w = "stream '";
+    w += detail::printable(cfg.name);
+    w += "'";
     if (cfg.capture) {
-      w += " (" + detail::printable(cfg.capture->type);
-      if (!url.empty()) w += " " + detail::printable(url, 200);
-      w += ")";
+      w += " (";
+      w += detail::printable(cfg.capture->type);
+      if (!url.empty()) {
+        w += ' ';
+        w += detail::printable(url, 200);
+      }
+      w += ')';
     }
     return w;
   }
