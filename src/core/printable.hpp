@@ -31,4 +31,19 @@ inline std::string printable(std::string_view s, std::size_t max = 80) {
   return out;
 }
 
+/// `url` with the password of its user-info masked ("rtsp://user:***@host/live"), for
+/// log and error text: camera urls often carry credentials. Other text is unchanged.
+inline std::string redact_url(std::string_view url) {
+  std::string shown(url);
+  const auto scheme = shown.find("://");
+  if (scheme == std::string::npos) return shown;
+  const auto host_start = scheme + 3;
+  const auto path = shown.find('/', host_start);
+  const auto at = shown.rfind('@', path == std::string::npos ? std::string::npos : path);
+  if (at == std::string::npos || at <= host_start) return shown;
+  const auto colon = shown.find(':', host_start);
+  if (colon != std::string::npos && colon < at) shown.replace(colon + 1, at - colon - 1, "***");
+  return shown;
+}
+
 }  // namespace edgert::detail

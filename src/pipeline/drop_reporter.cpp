@@ -4,10 +4,11 @@
 
 namespace edgert::pipeline {
 
-DropReporter::DropReporter(std::shared_ptr<Outputs> outputs, ResultOrigin origin, double per_second)
+DropReporter::DropReporter(std::shared_ptr<Outputs> outputs, ResultOrigin origin, double per_second, bool deferred)
     : outputs_(std::move(outputs)),
       origin_(std::move(origin)),
       per_second_(per_second),
+      deferred_(deferred),
       tokens_(std::max(1.0, per_second)),
       refilled_ns_(mono_ns_now()) {}
 
@@ -18,7 +19,7 @@ void DropReporter::dropped(const Input& input, const std::string& reason) {
     const auto now = mono_ns_now();
     tokens_ = std::min(std::max(1.0, per_second_), tokens_ + per_second_ * static_cast<double>(now - refilled_ns_) / 1e9);
     refilled_ns_ = now;
-    if (per_second_ > 0 && tokens_ >= 1.0) {
+    if (!deferred_ && per_second_ > 0 && tokens_ >= 1.0) {
       tokens_ -= 1.0;
       own_result = true;
     } else {
@@ -52,10 +53,10 @@ void DropReporter::flush(bool force) {
     ResultOrigin o = origin_;
     o.sequence = p.last_seq;
     o.captured_wall_ns = p.first_captured_ns;
-    outputs_->publish_error(o, reason,
-                            std::to_string(p.count) + " more inputs dropped (sequences " + std::to_string(p.first_seq) +
-                                "-" + std::to_string(p.last_seq) + "), summarised",
-                            p.count);
+    std::string detail = std::to_string(p.count) + (p.count == 1 ? " input" : " inputs") + " dropped";
+    if (p.first_seq != 0) detail += " (sequences " + std::to_string(p.first_seq) + "-" + std::to_string(p.last_seq) + ")";
+    detail += ", reported together";
+    outputs_->publish_error(o, reason, detail, p.count);
   }
 }
 

@@ -18,8 +18,11 @@ namespace edgert::pipeline {
 
 class DropReporter {
  public:
-  DropReporter(std::shared_ptr<Outputs> outputs, ResultOrigin origin, double per_second);
-  /// Any thread; never throws. One input dropped for `reason`.
+  /// `deferred`: dropped() never publishes (it may run where blocking is not allowed:
+  /// Node::trigger(), the runtime's loop); every drop waits for flush() as a summary.
+  DropReporter(std::shared_ptr<Outputs> outputs, ResultOrigin origin, double per_second, bool deferred = false);
+  /// Any thread; never throws. One input dropped for `reason`. Publishes an ERROR
+  /// result (which may block on the outputs) unless deferred or over the rate.
   void dropped(const Input& input, const std::string& reason);
   /// Any thread. Publishes the summaries due (all of them when `force`).
   void flush(bool force);
@@ -34,6 +37,7 @@ class DropReporter {
   std::shared_ptr<Outputs> outputs_;
   const ResultOrigin origin_;
   const double per_second_;
+  const bool deferred_;
   std::mutex mu_;
   double tokens_;
   std::int64_t refilled_ns_;

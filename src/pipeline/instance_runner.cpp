@@ -264,6 +264,9 @@ void InstanceRunner::stop() {
   if (Status st = worker_->stop(); !st.ok() && st.code() != ErrorCode::again) {
     detail::log().warn("instance {}: {} (its objects stay alive until the call returns)", detail::printable(key()),
                        st.message());
+    // Let go of the stuck thread now (the destructor detaches it after one more join
+    // timeout) rather than waiting for it again when the pipeline is destroyed.
+    worker_.reset();
   }
 }
 

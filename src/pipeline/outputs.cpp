@@ -125,6 +125,16 @@ void Outputs::notify(const ResultOrigin& origin, std::string_view level, std::st
 }
 
 void Outputs::emit(PipelineResult r, bool to_outbox) {
+  std::shared_lock sinks_lock(sinks_mu_);
+  if (sinks_closed_) {
+    if (counters_.late.fetch_add(1, std::memory_order_relaxed) == 0) {
+      detail::log().warn("pipeline: {} result from {}/{}/{} after the outputs closed (a plugin call that outlived "
+                         "the node's stop); not delivered",
+                         r.payload_type, detail::printable(r.stream), detail::printable(r.signature),
+                         detail::printable(r.instance_id));
+    }
+    return;
+  }
   counters_.results.fetch_add(1, std::memory_order_relaxed);
   for (const auto& sink : sinks_) {
     try {
@@ -182,6 +192,11 @@ void Outputs::reap(bool wait) {
 }
 
 void Outputs::close() {
+  {
+    std::unique_lock sinks_lock(sinks_mu_);  // waits for sink calls in progress
+    sinks_closed_ = true;
+    sinks_.clear();
+  }
   std::lock_guard lk(mu_);
   if (closed_ && !file_ && in_flight_.empty()) return;
   closed_ = true;

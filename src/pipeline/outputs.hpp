@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <deque>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +40,7 @@ struct OutputCounters {
   std::atomic<std::uint64_t> store_errors{0};   // refused by the mailbox (logged)
   std::atomic<std::uint64_t> sink_errors{0};    // in-process sinks that threw
   std::atomic<std::uint64_t> file_errors{0};    // JSONL lines that could not be written
+  std::atomic<std::uint64_t> late{0};           // emitted after close(): not delivered anywhere
 };
 
 /// Wall clock now, ms since the epoch.
@@ -66,8 +68,11 @@ class Outputs {
                      std::uint64_t dropped);
   /// Any thread. A notification (payload_type "notification") about an instance or stream.
   void notify(const ResultOrigin& origin, std::string_view level, std::string_view message);
-  /// Stop thread; waits for every outbox write in flight (bounded by the mailbox's
-  /// close_timeout), flushes and closes the file. Idempotent.
+  /// Stop thread; waits for sink calls in progress and every outbox write in flight
+  /// (bounded by the mailbox's close_timeout), flushes and closes the file. Afterwards
+  /// no sink is called again (a plugin call that outlives the node may still emit:
+  /// counted in `late`, logged once, going nowhere). A sink must not call Node::stop().
+  /// Idempotent.
   void close();
 
   const OutputCounters& counters() const noexcept { return counters_; }
@@ -78,7 +83,9 @@ class Outputs {
 
   const std::string node_id_;
   const PipelineSection config_;
+  std::shared_mutex sinks_mu_;  // shared while sinks run; close() takes it exclusively
   std::vector<ResultSink> sinks_;
+  bool sinks_closed_ = false;
   OutputCounters counters_;
 
   std::mutex mu_;  // guards everything below

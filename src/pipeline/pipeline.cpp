@@ -2,9 +2,13 @@
 
 #include "core/log.hpp"
 
+#include <edgert/base_worker.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <system_error>
+#include <thread>
 
 namespace edgert::pipeline {
 
@@ -24,6 +28,7 @@ Pipeline::~Pipeline() {
 void Pipeline::add_sink(ResultSink sink) { outputs_->add_sink(std::move(sink)); }
 
 Status Pipeline::create(PluginLoader& loader, MetricsRegistry& metrics) {
+  std::unique_lock lk(runners_mu_);
   loader_ = &loader;
   const double rate = section_.drop_results_per_s;
   for (const auto& stream : stream_configs_) {
@@ -128,7 +133,17 @@ Status Pipeline::start_instances() {
 }
 
 void Pipeline::stop_instances() {
-  for (const auto& i : instances_) i->stop();
+  // In parallel: a stuck call costs its worker's join timeout once, not once per
+  // stuck instance one after the other.
+  std::vector<std::thread> stoppers;
+  for (const auto& i : instances_) {
+    try {
+      stoppers.emplace_back([r = i] { r->stop(); });
+    } catch (const std::system_error&) {
+      i->stop();  // no thread to spare: stop it here
+    }
+  }
+  for (auto& t : stoppers) t.join();
 }
 
 Status Pipeline::start_streams() {
@@ -150,16 +165,24 @@ void Pipeline::start_triggers(SystemRuntime& runtime) {
                                                  [r = s.get()] { (void)r->trigger(); }));
     }
   }
-  periodic_.push_back(runtime.spawn_periodic(
-      "pipeline-monitor", std::chrono::milliseconds(section_.monitor_period_ms), [this] { monitor(); }));
+  const auto period = std::chrono::milliseconds(section_.monitor_period_ms);
+  monitor_ = std::make_unique<BaseWorker>(WorkerOptions("pipeline-mon"), [this, period](std::stop_token stop) {
+    while (!wait_for_stop(stop, period)) monitor();
+  });
+  if (Status st = monitor_->start(); !st.ok()) detail::log().error("pipeline monitor: {}", st.message());
 }
 
 void Pipeline::stop_triggers() {
   for (auto& p : periodic_) p.cancel();
   periodic_.clear();
+  if (monitor_) {
+    (void)monitor_->stop();
+    monitor_.reset();
+  }
 }
 
 void Pipeline::monitor() {
+  std::shared_lock lk(runners_mu_);
   const auto now = mono_ns_now();
   for (const auto& s : streams_) s->check(now);
   for (const auto& i : instances_) i->check(now);
@@ -180,7 +203,8 @@ void Pipeline::close() {
 }
 
 void Pipeline::destroy() {
-  for (auto& r : registrations_) r.reset();
+  for (auto& r : registrations_) r.reset();  // before the lock: a snapshot may be collecting
+  std::unique_lock lk(runners_mu_);
   registrations_.clear();
   streams_.clear();
   instances_.clear();
@@ -188,6 +212,7 @@ void Pipeline::destroy() {
 }
 
 Status Pipeline::trigger(const std::string& stream) {
+  std::shared_lock lk(runners_mu_);
   for (const auto& s : streams_) {
     if (s->name() == stream) return s->trigger();
   }
@@ -195,6 +220,7 @@ Status Pipeline::trigger(const std::string& stream) {
 }
 
 bool Pipeline::done() const {
+  std::shared_lock lk(runners_mu_);
   if (streams_.empty()) return false;
   for (const auto& s : streams_) {
     if (!s->ended()) return false;
@@ -214,6 +240,7 @@ std::string Pipeline::summary_json() const {
 }
 
 std::string Pipeline::live_summary_json() const {
+  std::shared_lock lk(runners_mu_);
   auto round3 = [](double v) { return std::isfinite(v) ? std::round(v * 1000.0) / 1000.0 : 0.0; };
   json doc;
   doc["streams"] = json::object();

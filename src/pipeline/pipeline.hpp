@@ -17,10 +17,12 @@
 #include <edgert/metrics.hpp>
 #include <edgert/pipeline.hpp>
 #include <edgert/stream_config.hpp>
+#include <edgert/base_worker.hpp>
 #include <edgert/system_runtime.hpp>
 
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -43,7 +45,9 @@ class Pipeline {
   void stop_instances();
   [[nodiscard]] Status start_streams();
   void stop_streams();
-  /// Interval triggers run on the runtime's loop; the monitor too.
+  /// Interval triggers run on the runtime's loop (they only queue a trigger, never
+  /// block); the monitor (stalls, stuck calls, drop summaries) on its own thread, since
+  /// it publishes results.
   void start_triggers(SystemRuntime& runtime);
   void stop_triggers();
   std::size_t drain();
@@ -68,8 +72,12 @@ class Pipeline {
   const PipelineSection& section_;
   const std::vector<StreamConfig>& stream_configs_;
   std::shared_ptr<Outputs> outputs_;
+  // Written by create() and destroy() (start/stop thread); read under a shared lock by
+  // the calls any thread may make (trigger, done, summary_json) and by the monitor.
+  mutable std::shared_mutex runners_mu_;
   std::vector<std::shared_ptr<InstanceRunner>> instances_;
   std::vector<std::unique_ptr<StreamRunner>> streams_;
+  std::unique_ptr<BaseWorker> monitor_;
   PluginLoader* loader_ = nullptr;
   std::vector<MetricsRegistration> registrations_;
   std::vector<PeriodicHandle> periodic_;

@@ -3,8 +3,11 @@
 // plugin's free-form ConfigObject, checked later against the plugin's own schema.
 #include "pipeline/pipeline_config.hpp"
 
+#include "core/printable.hpp"
+
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <map>
 
 namespace edgert::config {
@@ -151,12 +154,18 @@ void check_streams(const std::vector<StreamConfig>& streams, Context& ctx) {
   for (std::size_t i = 0; i < streams.size(); ++i) {
     const auto& cap = streams[i].capture;
     if (!cap) continue;
-    const auto url = json_member_text(cap->config.json, "url");
+    auto url = json_member_text(cap->config.json, "url");
     if (url.empty()) continue;
-    const std::string key = cap->type + "\n" + url;
+    // A device index ("0", "00", 0) names /dev/video<N> however it is spelled.
+    const auto j = nlohmann::json::parse(url, nullptr, false);
+    std::string text = j.is_string() ? j.get<std::string>() : url;
+    if (!text.empty() && text.size() <= 3 && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      text = "device " + std::to_string(std::stoi(text));
+    }
+    const std::string key = cap->type + "\n" + text;
     if (auto [it, fresh] = sources.emplace(key, streams[i].where); !fresh) {
       ctx.add(cap->where, "streams[" + std::to_string(i) + "].capture.url",
-              "source " + url + " already captured by the stream at " + it->second);
+              "source " + detail::redact_url(text) + " already captured by the stream at " + it->second);
     }
   }
   std::map<std::string, std::string> names;

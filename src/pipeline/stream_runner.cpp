@@ -61,7 +61,7 @@ struct StreamRunner::State {
         consumers(std::move(cons)),
         outputs(std::move(out)),
         origin{cfg.name, "", "", 0, 0},
-        trigger_drops(outputs, origin, rate),
+        trigger_drops(outputs, origin, rate, /*deferred=*/true),
         url(cfg.capture ? url_of(cfg.capture->config.json) : "") {
     if (cfg.trigger) {
       triggers = std::make_unique<DropHeadQueue<Trigger>>(
@@ -89,7 +89,7 @@ struct StreamRunner::State {
       w += detail::printable(cfg.capture->type);
       if (!url.empty()) {
         w += ' ';
-        w += detail::printable(url, 200);
+        w += detail::printable(detail::redact_url(url), 200);
       }
       w += ')';
     }
@@ -159,6 +159,7 @@ StreamRunner::State::Outcome StreamRunner::State::run_source(const std::stop_tok
   while (!stop.stop_requested()) {
     std::optional<Trigger> trig;
     if (triggers) {
+      trigger_drops.flush(false);  // dropped triggers are reported from here, never from trigger()
       trig = triggers->pop_for(milliseconds(200));
       if (!trig) continue;
     }
@@ -301,6 +302,12 @@ void StreamRunner::State::run(std::stop_token stop, PluginLoader* loader) {
     detail::log().warn("{}: reopening in {} ms (attempt {})", who(), static_cast<long long>(jittered), failures + 1);
     if (wait_for_stop(stop, milliseconds(static_cast<std::int64_t>(jittered)))) break;
   }
+  // No capture will serve another trigger: refuse new ones (Node::trigger answers
+  // `closed`) instead of letting them overflow into ERROR results for ever.
+  if (triggers) {
+    triggers->close();
+    trigger_drops.flush(true);
+  }
   // Stopped by the node before it ended by itself: `stopped`, and not `finished` (it
   // is not a stream that is done).
   if (state.load() != StreamState::failed && state.load() != StreamState::ended) {
@@ -361,7 +368,9 @@ void StreamRunner::check(std::int64_t now) {
   }
   s.trigger_drops.flush(false);
   if (!s.cfg.capture || s.finished.load()) return;
-  const auto stall_ns = s.cfg.capture->stall_timeout_ms * 1000000;
+  // A source paced by `fps` waits between items by design: the pause counts as progress.
+  const auto stall_ns = s.cfg.capture->stall_timeout_ms * 1000000 +
+                        (s.cfg.capture->fps > 0 ? static_cast<std::int64_t>(1e9 / s.cfg.capture->fps) : 0);
   const auto offer = s.offer_started_ns.load();
   if (offer != 0 && now - offer > stall_ns && !s.reported_blocked.exchange(true)) {
     s.state.store(StreamState::consumers_blocked);
