@@ -56,47 +56,6 @@ struct ProbeHandle {
 
 }  // namespace
 
-// Outputs::close() keeps sinks_; a process() call that outlives the node (stuck, its
-// worker detached) emits through InstanceRunner::State::Sink -> Outputs::publish ->
-// every host sink, after Node's destructor returned: the host's callback (and whatever
-// it captured) may be gone by then.
-TEST_CASE("review: no host result sink is called after the node is destroyed", "[pipeline][review]") {
-  Scratch s;
-  ProbeHandle probe;
-  REQUIRE(probe.h != nullptr);
-  struct Tally {
-    std::atomic<bool> node_gone{false};
-    std::atomic<int> after{0};
-    std::atomic<int> before{0};
-  };
-  auto tally = std::make_shared<Tally>();
-  {
-    auto node = make_node(config_yaml(s.dir, R"(
-  - name: cam0
-    capture: {type: pl_source, fps: 50, live_feed: true}
-    plugins:
-      - signature: pl_probe
-        instances:
-          - {instance_id: stuck, block: true, stuck_after_s: 60}
-)"));
-    node->add_result_sink([tally](const edgert::PipelineResult&) {
-      (tally->node_gone.load() ? tally->after : tally->before).fetch_add(1);
-    });
-    REQUIRE(node->start().ok());
-    // The probe is inside its first process() call once one input was received.
-    const auto end = std::chrono::steady_clock::now() + 30s;
-    while (json::parse(node->stats_json())["instances"]["cam0/pl_probe/stuck"]["queued"] == 0 &&
-           std::chrono::steady_clock::now() < end) {
-      std::this_thread::sleep_for(20ms);
-    }
-    node->stop();
-  }
-  tally->node_gone.store(true);
-  probe.release();  // the stuck call returns and emits its "probe" result
-  std::this_thread::sleep_for(1500ms);
-  CHECK(tally->after.load() == 0);
-}
-
 // Pipeline::streams_ / instances_ are read by Node::trigger() and Node::pipeline_done()
 // ("any thread") without a lock while Pipeline::destroy() (node stop) clears them.
 TEST_CASE("review: trigger() and pipeline_done() from a host thread race with stop()", "[pipeline][review]") {
@@ -316,4 +275,77 @@ TEST_CASE("review: stopping a node with several stuck instances takes one join t
   std::this_thread::sleep_for(1s);
   INFO("stop + destroy took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
   CHECK(took < 8s);
+}
+
+// InstanceRunner::idle() counts a call in flight, also one reported stuck (its queue was
+// drained and it is no longer fed): with one stuck instance pipeline_done() never turns
+// true, so `edgert-node run --exit-when-done` on a finite file never exits.
+TEST_CASE("review: exit-when-done fires when a finite stream ended and an instance is stuck",
+          "[pipeline][review]") {
+  Scratch s;
+  ProbeHandle probe;
+  REQUIRE(probe.h != nullptr);
+  auto node = make_node(config_yaml(s.dir, R"(
+  - name: cam0
+    capture: {type: pl_source, frames: 20, live_feed: true, reconnectable: no}
+    plugins:
+      - signature: pl_probe
+        instances:
+          - {instance_id: ok}
+          - {instance_id: stuck, block: true, stuck_after_s: 0.5}
+)", "pipeline: {monitor_period_ms: 50}\n"));
+  REQUIRE(node->start().ok());
+  const auto end = std::chrono::steady_clock::now() + 20s;
+  while (!node->pipeline_done() && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(50ms);
+  const auto stats = json::parse(node->stats_json());
+  const bool done = node->pipeline_done();
+  probe.release();
+  node->stop();
+  INFO(stats["instances"].dump());
+  CHECK(stats["streams"]["cam0"]["state"] == "ended");
+  CHECK(stats["instances"]["cam0/pl_probe/stuck"]["state"] == "stuck");
+  CHECK(done);
+}
+
+// Last: it leaves a detached worker that logs once its call returns; no later test
+// may be changing the logger's sinks (LogCapture) by then.
+// Outputs::close() keeps sinks_; a process() call that outlives the node (stuck, its
+// worker detached) emits through InstanceRunner::State::Sink -> Outputs::publish ->
+// every host sink, after Node's destructor returned: the host's callback (and whatever
+// it captured) may be gone by then.
+TEST_CASE("review: no host result sink is called after the node is destroyed", "[pipeline][review]") {
+  Scratch s;
+  ProbeHandle probe;
+  REQUIRE(probe.h != nullptr);
+  struct Tally {
+    std::atomic<bool> node_gone{false};
+    std::atomic<int> after{0};
+    std::atomic<int> before{0};
+  };
+  auto tally = std::make_shared<Tally>();
+  {
+    auto node = make_node(config_yaml(s.dir, R"(
+  - name: cam0
+    capture: {type: pl_source, fps: 50, live_feed: true}
+    plugins:
+      - signature: pl_probe
+        instances:
+          - {instance_id: stuck, block: true, stuck_after_s: 60}
+)"));
+    node->add_result_sink([tally](const edgert::PipelineResult&) {
+      (tally->node_gone.load() ? tally->after : tally->before).fetch_add(1);
+    });
+    REQUIRE(node->start().ok());
+    // The probe is inside its first process() call once one input was received.
+    const auto end = std::chrono::steady_clock::now() + 30s;
+    while (json::parse(node->stats_json())["instances"]["cam0/pl_probe/stuck"]["queued"] == 0 &&
+           std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(20ms);
+    }
+    node->stop();
+  }
+  tally->node_gone.store(true);
+  probe.release();  // the stuck call returns and emits its "probe" result
+  std::this_thread::sleep_for(1500ms);
+  CHECK(tally->after.load() == 0);
 }

@@ -355,7 +355,9 @@ void InstanceRunner::check(std::int64_t now) {
 
 bool InstanceRunner::idle() const {
   const auto st = s_->state.load();
-  if (st == InstanceState::disabled || st == InstanceState::quarantined) return true;
+  // A stuck instance is not fed and its queue was dropped: waiting for it to "drain"
+  // would keep --exit-when-done waiting for a call that may never return.
+  if (st == InstanceState::disabled || st == InstanceState::quarantined || st == InstanceState::stuck) return true;
   std::lock_guard lk(s_->acct);
   return s_->queued == 0 && s_->in_flight == 0;
 }

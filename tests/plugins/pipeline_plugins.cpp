@@ -128,9 +128,11 @@ EDGERT_PLUGIN_CLASS(Source, EDGERT_KIND_CAPTURE, "pl_source", "1.0.0", "pipeline
 
 #else
 
+// pl_probe_release() frees the blocked calls of every instance created before it; later
+// instances block again (each test gets its own stuck instances).
 std::mutex g_mu;
 std::condition_variable g_cv;
-bool g_released = false;
+std::uint64_t g_generation = 0;
 
 class Probe : public edgert::sdk::Plugin {
  public:
@@ -141,12 +143,14 @@ class Probe : public edgert::sdk::Plugin {
     fail_ = c.value("fail", std::string("none"));
     fail_count_ = c.value("fail_count", 0);
     emit_ = c.value("emit", true);
+    std::lock_guard lk(g_mu);
+    generation_ = g_generation;
   }
   void process(const edgert::sdk::Input& in) override {
     ++calls_;
     if (block_) {
       std::unique_lock lk(g_mu);
-      g_cv.wait(lk, [] { return g_released; });
+      g_cv.wait(lk, [this] { return g_generation != generation_; });
     }
     if (sleep_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms_));
     if (fail_ != "none" && (fail_count_ == 0 || calls_ <= fail_count_)) {
@@ -172,6 +176,7 @@ class Probe : public edgert::sdk::Plugin {
   bool block_, emit_;
   std::string fail_;
   std::int64_t calls_ = 0;
+  std::uint64_t generation_ = 0;
 };
 
 }  // namespace
@@ -179,7 +184,7 @@ class Probe : public edgert::sdk::Plugin {
 // Lets a test end a `block: true` call: dlopen(RTLD_NOLOAD) + dlsym.
 extern "C" __attribute__((visibility("default"))) void pl_probe_release() {
   std::lock_guard lk(g_mu);
-  g_released = true;
+  ++g_generation;
   g_cv.notify_all();
 }
 
