@@ -116,13 +116,36 @@ int run_node(const std::string& config_path, const RunOptions& run) {
     std::fputs(edgert_node::final_summary(node->stats_json(), config).c_str(), stdout);
     std::fflush(stdout);
   }
+  // --exit-when-done tells a script whether the job went through: 1 when a stream
+  // failed (gave up, or could not open) or an instance ended quarantined or stuck.
+  int failed = 0;
+  if (done) {
+    const auto stats = nlohmann::json::parse(node->stats_json(), nullptr, false);
+    if (stats.is_object()) {
+      const auto streams = stats.value("streams", nlohmann::json::object());
+      const auto instances = stats.value("instances", nlohmann::json::object());
+      for (const auto& [name, f] : streams.items()) {
+        if (f.value("state", "") == "failed") {
+          std::fprintf(stderr, "edgert-node: stream '%s' failed (see the log)\n", name.c_str());
+          ++failed;
+        }
+      }
+      for (const auto& [name, f] : instances.items()) {
+        const auto state = f.value("state", "");
+        if (state == "quarantined" || state == "stuck") {
+          std::fprintf(stderr, "edgert-node: instance %s ended %s\n", name.c_str(), state.c_str());
+          ++failed;
+        }
+      }
+    }
+  }
   if (!stats_json.empty()) {
     if (!write_file_atomically(stats_json, node->stats_json() + "\n")) {
       std::fprintf(stderr, "edgert-node: cannot write --stats-json %s: %s\n", stats_json.c_str(), std::strerror(errno));
       return 1;
     }
   }
-  return 0;
+  return failed > 0 ? 1 : 0;
 }
 
 edgert::PluginLoaderOptions loader_options(const edgert::Config& cfg) {

@@ -333,6 +333,17 @@ void InstanceRunner::check(std::int64_t now) {
   if (started != 0 && now - started > seconds_to_ns(s.cfg.stuck_after_s) && !s.reported_stuck.exchange(true)) {
     s.accepting.store(false);
     s.state.store(InstanceState::stuck);
+    // The call may have returned meanwhile; its worker then saw reported_stuck either
+    // set (and undid it) or not yet set: in the second case undo it here, or the
+    // instance would stay unfed for good. (Flag first, re-check after: see call().)
+    if (s.call_started_ns.load() != started) {
+      if (s.reported_stuck.exchange(false)) {
+        s.accepting.store(true);
+        if (s.state.load() == InstanceState::stuck) s.state.store(InstanceState::running);
+      }
+      s.drops.flush(false);
+      return;
+    }
     char secs[32];
     std::snprintf(secs, sizeof secs, "%g", s.cfg.stuck_after_s);
     const std::string msg = std::string("in one process() call for more than ") + secs +

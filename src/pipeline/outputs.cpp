@@ -127,12 +127,9 @@ void Outputs::notify(const ResultOrigin& origin, std::string_view level, std::st
 void Outputs::emit(PipelineResult r, bool to_outbox) {
   std::shared_lock sinks_lock(sinks_mu_);
   if (sinks_closed_) {
-    if (counters_.late.fetch_add(1, std::memory_order_relaxed) == 0) {
-      detail::log().warn("pipeline: {} result from {}/{}/{} after the outputs closed (a plugin call that outlived "
-                         "the node's stop); not delivered",
-                         r.payload_type, detail::printable(r.stream), detail::printable(r.signature),
-                         detail::printable(r.instance_id));
-    }
+    // Only counted: this runs on a thread that outlived the node (a stuck call that
+    // returned), possibly while the process exits and the logger is torn down.
+    counters_.late.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   counters_.results.fetch_add(1, std::memory_order_relaxed);

@@ -71,7 +71,7 @@ class Outputs {
   /// Stop thread; waits for sink calls in progress and every outbox write in flight
   /// (bounded by the mailbox's close_timeout), flushes and closes the file. Afterwards
   /// no sink is called again (a plugin call that outlives the node may still emit:
-  /// counted in `late`, logged once, going nowhere). A sink must not call Node::stop().
+  /// counted in `late`, going nowhere; not logged, the process may be exiting). A sink must not call Node::stop().
   /// Idempotent.
   void close();
 

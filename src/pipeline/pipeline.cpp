@@ -272,7 +272,8 @@ std::string Pipeline::live_summary_json() const {
   const auto& c = outputs_->counters();
   doc["outputs"] = {{"results", c.results.load()},       {"error_results", c.error_results.load()},
                     {"stored", c.stored.load()},         {"store_errors", c.store_errors.load()},
-                    {"sink_errors", c.sink_errors.load()}, {"file_errors", c.file_errors.load()}};
+                    {"sink_errors", c.sink_errors.load()}, {"file_errors", c.file_errors.load()},
+                    {"late", c.late.load()}};
   return doc.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
