@@ -8,6 +8,7 @@
 #include <edgert/mailbox.hpp>
 #include <edgert/node.hpp>
 
+#include "pipeline_test_util.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -29,9 +30,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-pipeline") { fs::create_directories(dir); }
+struct Scratch : edgert::testing::PipelineScratch {
+  Scratch() : PipelineScratch("edgert-pipeline") {}
 };
+using edgert::testing::pipeline_yaml;
+
 
 // Every result, kept by the sink (its own tally, independent of the pipeline's counters).
 struct Results {
@@ -55,21 +58,12 @@ struct Results {
   }
 };
 
-std::string config_yaml(const fs::path& dir, const std::string& streams, const std::string& extra = "") {
-  return "node: {id: pipe-test, data_dir: " + (dir / "data").string() + ", heartbeat_hz: 0}\n" +
-         "plugins: {paths: [" + std::string(EDGERT_PIPELINE_PLUGIN_DIR) + "]}\n" + extra + "streams:\n" + streams;
-}
-
 struct Running {
   std::unique_ptr<edgert::Node> node;
   Results results;
 
   explicit Running(const std::string& yaml) {
-    auto cfg = edgert::parse_config(yaml, "test.yaml", {});
-    if (!cfg.ok()) FAIL(cfg.status().message());
-    auto made = edgert::Node::create(std::move(cfg).value());
-    REQUIRE(made.ok());
-    node = std::move(made).value();
+    node = edgert::testing::make_pipeline_node(yaml);
     node->add_result_sink([this](const edgert::PipelineResult& r) { results.add(r); });
     const auto st = node->start();
     if (!st.ok()) FAIL(st.message());
@@ -109,7 +103,7 @@ TEST_CASE("three instances get every frame by reference and the accounting ident
           "[pipeline]") {
   Scratch s;
   const auto copied_before = edgert::Frame::copied_bytes();
-  Running run(config_yaml(s.dir, R"(
+  Running run(pipeline_yaml(s.dir, R"(
   - name: cam0
     capture: {type: pl_source, frames: 300, width: 640, height: 480, emit_ptr: true, live_feed: false, reconnectable: no}
     plugins:
@@ -162,7 +156,7 @@ TEST_CASE("three instances get every frame by reference and the accounting ident
 TEST_CASE("a slow instance under live_feed drops the oldest inputs, each counted and reported with the seed's fields",
           "[pipeline]") {
   Scratch s;
-  Running run(config_yaml(s.dir, R"(
+  Running run(pipeline_yaml(s.dir, R"(
   - name: cam0
     capture: {type: pl_source, frames: 200, fps: 200, live_feed: true, reconnectable: no}
     plugins:
@@ -196,7 +190,7 @@ TEST_CASE("a slow instance under live_feed drops the oldest inputs, each counted
 
 TEST_CASE("drop results are rate limited into summaries that carry the count", "[pipeline]") {
   Scratch s;
-  Running run(config_yaml(s.dir, R"(
+  Running run(pipeline_yaml(s.dir, R"(
   - name: cam0
     capture: {type: pl_source, frames: 400, live_feed: true, reconnectable: no}
     plugins:
@@ -218,7 +212,7 @@ TEST_CASE("drop results are rate limited into summaries that carry the count", "
 
 TEST_CASE("an instance blocked forever is reported stuck and not fed; the others keep the full rate", "[pipeline]") {
   Scratch s;
-  Running run(config_yaml(s.dir, R"(
+  Running run(pipeline_yaml(s.dir, R"(
   - name: cam0
     capture: {type: pl_source, frames: 300, fps: 100, live_feed: true, reconnectable: no}
     plugins:
@@ -253,7 +247,7 @@ TEST_CASE("an instance blocked forever is reported stuck and not fed; the others
 TEST_CASE("an erroring and a throwing instance back off and are quarantined; the others are undisturbed",
           "[pipeline]") {
   Scratch s;
-  Running run(config_yaml(s.dir, R"(
+  Running run(pipeline_yaml(s.dir, R"(
   - name: cam0
     capture: {type: pl_source, frames: 100, fps: 200, live_feed: false, reconnectable: no}
     plugins:
@@ -290,7 +284,7 @@ TEST_CASE("an erroring and a throwing instance back off and are quarantined; the
 
 TEST_CASE("stopping a lossless run turns every queued input into a terminal result", "[pipeline]") {
   Scratch s;
-  Running run(config_yaml(s.dir, R"(
+  Running run(pipeline_yaml(s.dir, R"(
   - name: cam0
     capture: {type: pl_source, live_feed: false, reconnectable: no}
     plugins:
@@ -318,7 +312,7 @@ TEST_CASE("stopping a lossless run turns every queued input into a terminal resu
 TEST_CASE("a source that cannot open is retried with back-off, then given up, naming the stream; others run",
           "[pipeline]") {
   Scratch s;
-  Running run(config_yaml(s.dir, R"(
+  Running run(pipeline_yaml(s.dir, R"(
   - name: broken
     capture: {type: pl_source, url: "rtsp://127.0.0.1:9/none", fail_open: true, max_retries: 2, sleep_on_error_ms: 10}
     plugins:
@@ -344,7 +338,7 @@ TEST_CASE("a source that cannot open is retried with back-off, then given up, na
 
 TEST_CASE("a source that goes silent is flagged stalled", "[pipeline]") {
   Scratch s;
-  Running run(config_yaml(s.dir, R"(
+  Running run(pipeline_yaml(s.dir, R"(
   - name: quiet
     capture: {type: pl_source, stall_after: 3, stall_timeout_ms: 300}
     plugins:
@@ -360,7 +354,7 @@ TEST_CASE("a source that goes silent is flagged stalled", "[pipeline]") {
 
 TEST_CASE("triggers faster than capture drop the oldest trigger with an ERROR result", "[pipeline]") {
   Scratch s;
-  Running run(config_yaml(s.dir, R"(
+  Running run(pipeline_yaml(s.dir, R"(
   - name: snap
     capture: {type: pl_source, fps: 10}
     trigger: {type: manual, queue_size: 2}
@@ -398,7 +392,7 @@ TEST_CASE("triggers faster than capture drop the oldest trigger with an ERROR re
 
 TEST_CASE("an instance whose config the plugin refuses stops the node from starting, naming the place", "[pipeline]") {
   Scratch s;
-  auto cfg = edgert::parse_config(config_yaml(s.dir, R"(
+  auto cfg = edgert::parse_config(pipeline_yaml(s.dir, R"(
   - name: cam0
     capture: {type: pl_source}
     plugins:
@@ -429,7 +423,7 @@ streams:
 TEST_CASE("allow_empty_inputs runs an instance on a timer without input; a disabled instance is never created",
           "[pipeline]") {
   Scratch s;
-  Running run(config_yaml(s.dir, R"(
+  Running run(pipeline_yaml(s.dir, R"(
   - name: idle
     trigger: {type: manual}
     plugins:

@@ -4,6 +4,7 @@
 #include <edgert/node.hpp>
 
 #include "log_capture.hpp"
+#include "pipeline_test_util.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -24,22 +25,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-review") { fs::create_directories(dir); }
+struct Scratch : edgert::testing::PipelineScratch {
+  Scratch() : PipelineScratch("edgert-review") {}
 };
+using edgert::testing::pipeline_yaml;
 
-std::string config_yaml(const fs::path& dir, const std::string& streams, const std::string& extra = "") {
-  return "node: {id: review, data_dir: " + (dir / "data").string() + ", heartbeat_hz: 0}\n" +
-         "plugins: {paths: [" + std::string(EDGERT_PIPELINE_PLUGIN_DIR) + "]}\n" + extra + "streams:\n" + streams;
-}
-
-std::unique_ptr<edgert::Node> make_node(const std::string& yaml) {
-  auto cfg = edgert::parse_config(yaml, "review.yaml", {});
-  if (!cfg.ok()) FAIL(cfg.status().message());
-  auto made = edgert::Node::create(std::move(cfg).value());
-  REQUIRE(made.ok());
-  return std::move(made).value();
-}
 
 // Keeps the .so mapped (so its globals survive the node) and releases blocked probes.
 struct ProbeHandle {
@@ -60,7 +50,7 @@ struct ProbeHandle {
 // ("any thread") without a lock while Pipeline::destroy() (node stop) clears them.
 TEST_CASE("review: trigger() and pipeline_done() from a host thread race with stop()", "[pipeline][review]") {
   Scratch s;
-  auto node = make_node(config_yaml(s.dir, R"(
+  auto node = edgert::testing::make_pipeline_node(pipeline_yaml(s.dir, R"(
   - name: snap
     trigger: {type: manual, queue_size: 4}
     plugins:
@@ -91,7 +81,7 @@ TEST_CASE("review: a password in a capture url never reaches the log", "[pipelin
   Scratch s;
   edgert::testing::LogCapture logs;
   {
-    auto node = make_node(config_yaml(s.dir, R"(
+    auto node = edgert::testing::make_pipeline_node(pipeline_yaml(s.dir, R"(
   - name: cam0
     capture: {type: pl_source, url: "rtsp://admin:s3cretpw@127.0.0.1:9/live", fail_open: true, reconnectable: no}
     plugins:
@@ -147,7 +137,7 @@ streams:
 TEST_CASE("review: a source paced by a low fps is not reported stalled while it keeps its rate",
           "[pipeline][review]") {
   Scratch s;
-  auto node = make_node(config_yaml(s.dir, R"(
+  auto node = edgert::testing::make_pipeline_node(pipeline_yaml(s.dir, R"(
   - name: slow
     capture: {type: pl_source, fps: 0.5, stall_timeout_ms: 1000, live_feed: true}
     plugins:
@@ -181,7 +171,7 @@ TEST_CASE("review: a source paced by a low fps is not reported stalled while it 
 // whose spawn_periodic callbacks "must not block".
 TEST_CASE("review: trigger() does not block on the result sinks when it drops a trigger", "[pipeline][review]") {
   Scratch s;
-  auto node = make_node(config_yaml(s.dir, R"(
+  auto node = edgert::testing::make_pipeline_node(pipeline_yaml(s.dir, R"(
   - name: snap
     capture: {type: pl_source, fps: 1}
     trigger: {type: manual, queue_size: 1}
@@ -211,7 +201,7 @@ TEST_CASE("review: trigger() does not block on the result sinks when it drops a 
 TEST_CASE("review: a triggered stream that failed does not keep producing trigger-overflow ERROR results",
           "[pipeline][review]") {
   Scratch s;
-  auto node = make_node(config_yaml(s.dir, R"(
+  auto node = edgert::testing::make_pipeline_node(pipeline_yaml(s.dir, R"(
   - name: snap
     capture: {type: pl_source, fail_open: true, reconnectable: no}
     trigger: {type: interval, period_ms: 20, queue_size: 2}
@@ -249,7 +239,7 @@ TEST_CASE("review: stopping a node with several stuck instances takes one join t
   Scratch s;
   ProbeHandle probe;
   REQUIRE(probe.h != nullptr);
-  auto node = make_node(config_yaml(s.dir, R"(
+  auto node = edgert::testing::make_pipeline_node(pipeline_yaml(s.dir, R"(
   - name: cam0
     capture: {type: pl_source, fps: 50, live_feed: true}
     plugins:
@@ -285,7 +275,7 @@ TEST_CASE("review: exit-when-done fires when a finite stream ended and an instan
   Scratch s;
   ProbeHandle probe;
   REQUIRE(probe.h != nullptr);
-  auto node = make_node(config_yaml(s.dir, R"(
+  auto node = edgert::testing::make_pipeline_node(pipeline_yaml(s.dir, R"(
   - name: cam0
     capture: {type: pl_source, frames: 20, live_feed: true, reconnectable: no}
     plugins:
@@ -324,7 +314,7 @@ TEST_CASE("review: no host result sink is called after the node is destroyed", "
   };
   auto tally = std::make_shared<Tally>();
   {
-    auto node = make_node(config_yaml(s.dir, R"(
+    auto node = edgert::testing::make_pipeline_node(pipeline_yaml(s.dir, R"(
   - name: cam0
     capture: {type: pl_source, fps: 50, live_feed: true}
     plugins:

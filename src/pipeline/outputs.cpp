@@ -75,7 +75,7 @@ void Outputs::publish(const ResultOrigin& origin, std::string_view payload_type,
   payload["captured_at"] = r.captured_at_ms;
   payload["detected_at"] = r.detected_at_ms;
   r.payload = payload.dump(-1, ' ', false, json::error_handler_t::replace);
-  emit(std::move(r), true);
+  emit(std::move(r));
 }
 
 void Outputs::publish_error(const ResultOrigin& origin, std::string_view reason, std::string_view detail,
@@ -103,7 +103,7 @@ void Outputs::publish_error(const ResultOrigin& origin, std::string_view reason,
                {"detected_at", r.detected_at_ms}};
   r.payload = payload.dump(-1, ' ', false, json::error_handler_t::replace);
   counters_.error_results.fetch_add(1, std::memory_order_relaxed);
-  emit(std::move(r), true);
+  emit(std::move(r));
 }
 
 void Outputs::notify(const ResultOrigin& origin, std::string_view level, std::string_view message) {
@@ -121,10 +121,10 @@ void Outputs::notify(const ResultOrigin& origin, std::string_view level, std::st
                {"detected_at", r.detected_at_ms}};
   r.payload = payload.dump(-1, ' ', false, json::error_handler_t::replace);
   r.priority = 1;  // ahead of ordinary results when the outbox drains after an outage
-  emit(std::move(r), true);
+  emit(std::move(r));
 }
 
-void Outputs::emit(PipelineResult r, bool to_outbox) {
+void Outputs::emit(PipelineResult r) {
   std::shared_lock sinks_lock(sinks_mu_);
   if (sinks_closed_) {
     // Only counted: this runs on a thread that outlived the node (a stuck call that
@@ -158,8 +158,7 @@ void Outputs::emit(PipelineResult r, bool to_outbox) {
       std::clearerr(file_);
     }
   }
-  if (!to_outbox || !mailbox_) return;
-  if (closed_) return;
+  if (!mailbox_ || closed_) return;
   Envelope env;
   env.sender_node_id = node_id_;
   env.payload_type = r.payload_type;

@@ -78,7 +78,7 @@ class Outputs {
   const OutputCounters& counters() const noexcept { return counters_; }
 
  private:
-  void emit(PipelineResult result, bool to_outbox);
+  void emit(PipelineResult result);
   void reap(bool wait);
 
   const std::string node_id_;

@@ -155,7 +155,6 @@ StreamRunner::State::Outcome StreamRunner::State::run_source(const std::stop_tok
   using namespace std::chrono;
   const double fps_limit = cfg.capture ? cfg.capture->fps : 0;
   std::int64_t next_due = 0;
-  bool produced = false;
   while (!stop.stop_requested()) {
     std::optional<Trigger> trig;
     if (triggers) {
@@ -201,7 +200,6 @@ StreamRunner::State::Outcome StreamRunner::State::run_source(const std::stop_tok
           in.record = std::make_shared<const std::string>(std::move(c.record_json));
           in.captured_wall_ns = wall_ns_now();
         }
-        produced = true;
         fan_out(std::move(in), stop);
         break;
       }
@@ -216,7 +214,6 @@ StreamRunner::State::Outcome StreamRunner::State::run_source(const std::stop_tok
       }
       errors.fetch_add(1);
       detail::log().error("{}: capture failed: {}", who(), got.status().message());
-      (void)produced;
       return Outcome::failed;
     }
   }
