@@ -7,6 +7,7 @@ PACKAGES=(
   build-essential cmake pkg-config file
   libboost-dev libboost-filesystem-dev libboost-system-dev
   libmosquitto-dev mosquitto mosquitto-clients
+  libssl-dev openssl
   libsqlite3-dev libsqlitecpp-dev sqlite3
   libfmt-dev libspdlog-dev
   libyaml-cpp-dev

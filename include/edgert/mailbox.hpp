@@ -75,6 +75,16 @@ struct InboxMessage {
 
 enum class StoreResult { stored, duplicate };
 
+/// A received message the node refused (docs/mailbox.md, "Dead letters").
+struct DeadLetter {
+  std::string message_id;      // "" when it could not be read
+  std::string sender_node_id;  // "" when unknown
+  std::string source;          // where it came from (an MQTT topic)
+  std::string reason;          // "malformed JSON at byte 17", "wrong recipient 'b'", ...
+  std::string raw;             // the first max_dead_letter_raw_bytes of what arrived, as received
+  std::int64_t received_ms = 0;  // 0 on dead_letter(): now
+};
+
 enum class QuotaPolicy { reject_new, evict_oldest };
 
 struct MailboxCounters {
@@ -100,12 +110,18 @@ struct MailboxCounters {
   std::uint64_t integrity_repairs = 0;
   std::uint64_t integrity_failures = 0;
   std::uint64_t clock_jumps = 0;          // wall-clock jumps the schedule was rebased for (WARNING)
+  std::uint64_t leased = 0;               // rows handed out by lease()
+  std::uint64_t lease_expired = 0;        // leases that ran out before mark_*() or release()
+  std::uint64_t dead_lettered = 0;        // dead_letter() rows stored
+  std::uint64_t dead_letters_pruned = 0;  // oldest dead letters removed to stay within max_dead_letters
 };
 
 struct MailboxStats {
   std::uint64_t outbox_rows = 0, outbox_bytes = 0;
   std::uint64_t inbox_rows = 0, inbox_bytes = 0, inbox_unacked = 0;
   std::int64_t oldest_pending_age_ms = 0;  // 0 when the outbox is empty
+  std::uint64_t leased_now = 0;            // outbox rows under a lease at this moment
+  std::uint64_t dead_letter_rows = 0;
   MailboxCounters counters;                // since this process opened the mailbox
 };
 
@@ -121,6 +137,10 @@ struct MailboxOptions {
   /// Longest message_id, sender_node_id, recipient_node_id, payload_type and
   /// idempotency_key, in bytes; longer ones are refused.
   std::size_t max_id_bytes = 256;
+  /// Dead letters kept; beyond this the oldest are removed (counted: dead_letters_pruned),
+  /// so a hostile peer cannot fill the disk with them. 0: none are kept (still counted).
+  std::uint64_t max_dead_letters = 10000;
+  std::size_t max_dead_letter_raw_bytes = 4096;  // longer raw input is cut to this
   std::uint64_t max_messages = 0;           // outbox quota; 0: unlimited
   std::uint64_t max_bytes = 0;              // outbox quota on stored envelope bytes; 0: unlimited
   QuotaPolicy quota_policy = QuotaPolicy::reject_new;
@@ -239,8 +259,28 @@ class EDGERT_API Mailbox {
   /// input checks) is skipped, logged at ERROR once and counted (unreadable); it stays
   /// in the file and mark_delivered() removes it.
   Result<std::vector<OutboxMessage>> pending(std::size_t limit);
-  /// Removes a delivered message. not_found if it is not in the outbox.
+  /// Like pending(), and the rows returned are leased to the caller: pending() and
+  /// lease() do not return them again until mark_delivered(), mark_failed() or
+  /// release() names them, or `lease_for` passes (counted: lease_expired). Leases live
+  /// in this process's memory only: after a crash or close() every row is due again,
+  /// so a message whose acknowledgement never came is delivered again (at-least-once).
+  Result<std::vector<OutboxMessage>> lease(std::size_t limit, std::chrono::milliseconds lease_for);
+  /// Ends leases without counting an attempt (the rows are due again at once). Unknown
+  /// ids are ignored. Never fails.
+  void release(const std::vector<std::string>& message_ids);
+  /// Wakes `listener` after each commit that stored outbox rows, on the committing
+  /// thread; it must not block or call the mailbox. One listener; an empty function
+  /// removes it. Any thread; waits out a call in progress.
+  void set_commit_listener(std::function<void()> listener);
+
+  /// Removes a delivered message and ends its lease. not_found if it is not in the outbox.
   Status mark_delivered(const std::string& message_id);
+  /// Removes many delivered messages in one transaction and ends their leases; returns
+  /// how many were in the outbox (ids not there are skipped, not errors).
+  Result<std::size_t> mark_delivered(const std::vector<std::string>& message_ids);
+  /// mark_failed() for many, in one transaction; ends their leases; returns how many
+  /// were in the outbox.
+  Result<std::size_t> mark_failed(const std::vector<std::string>& message_ids);
   /// Counts a failed attempt and schedules the next; returns its time (ms since epoch,
   /// saturating: a huge backoff gives a far-future time, never a wrapped one).
   Result<std::int64_t> mark_failed(const std::string& message_id);
@@ -255,6 +295,13 @@ class EDGERT_API Mailbox {
   Result<std::vector<InboxMessage>> unacked(const std::string& payload_type = "", std::size_t limit = 1000);
   /// Marks a received message handled. not_found if unknown.
   Status ack(const std::string& message_id);
+
+  /// Stores a refused inbound message with the reason (raw cut to
+  /// max_dead_letter_raw_bytes; any bytes, not only UTF-8, are kept). Removes the
+  /// oldest beyond max_dead_letters. Errors: io_error, closed.
+  Status dead_letter(DeadLetter letter);
+  /// The newest `limit` dead letters, newest first.
+  Result<std::vector<DeadLetter>> dead_letters(std::size_t limit = 100);
 
   Result<MailboxStats> stats();
   const std::string& path() const noexcept;
