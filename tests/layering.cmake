@@ -12,7 +12,7 @@ set(owner_config config_object)
 set(owner_plugins plugin_host plugins_config plugin_testing)
 set(owner_mailbox mailbox mailbox_config)
 set(owner_pipeline stream_config pipeline)
-set(owner_comms transport mqtt_transport comms_config)
+set(owner_comms transport mqtt_transport comms_config commands)
 set(owner_node node edgert config node_config)
 
 string(REPLACE "," ";" AREAS "${AREAS}")

@@ -93,6 +93,7 @@ int run_node(const std::string& config_path, const RunOptions& run) {
   edgert_node::ProgressPrinter progress(stdout, 5.0);
   int sig = 0;
   bool done = false;
+  std::string shutdown;  // the node asked to be stopped (node.work_offline: false)
   while (duration_s <= 0 || std::chrono::steady_clock::now() < deadline) {
     timespec tick{0, 100 * 1000 * 1000};
     sig = sigtimedwait(&sigs, nullptr, &tick);
@@ -105,11 +106,13 @@ int run_node(const std::string& config_path, const RunOptions& run) {
       done = true;
       break;
     }
+    if (shutdown = node->shutdown_reason(); !shutdown.empty()) break;
   }
   std::fprintf(stderr, "edgert-node: %s, stopping\n",
                sig == SIGINT    ? "SIGINT"
                : sig == SIGTERM ? "SIGTERM"
                : done           ? "every stream ended and every queue drained"
+               : !shutdown.empty() ? shutdown.c_str()
                                 : "duration reached");
   node->stop();
   if (run.progress) {
@@ -145,7 +148,7 @@ int run_node(const std::string& config_path, const RunOptions& run) {
       return 1;
     }
   }
-  return failed > 0 ? 1 : 0;
+  return failed > 0 || !shutdown.empty() ? 1 : 0;
 }
 
 edgert::PluginLoaderOptions loader_options(const edgert::Config& cfg) {

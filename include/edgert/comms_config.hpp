@@ -1,11 +1,10 @@
 // The `comms:` configuration section: how a node reaches its MQTT broker, and what it
-// obeys (docs/configuration.md, docs/operations.md). Without `comms.mqtt` the node runs
-// offline: results stay in the mailbox outbox.
+// obeys (docs/configuration.md, docs/operations.md). Without `comms.mqtt.host` the node
+// runs offline: results stay in the mailbox outbox.
 #pragma once
 
 #include <cstdint>
 #include <map>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,7 +12,7 @@ namespace edgert {
 
 /// `comms.mqtt`: the broker connection (edgert/mqtt_transport.hpp).
 struct MqttSection {
-  std::string host;                        // required
+  std::string host;                        // "" : no broker (the node runs offline)
   std::int64_t port = 1883;                // [1, 65535]
   std::string client_id;                   // "" : node.id
   std::int64_t keepalive_s = 30;           // [5, 65535]
@@ -45,7 +44,7 @@ struct SecuritySection {
 };
 
 struct CommsSection {
-  std::optional<MqttSection> mqtt;     // absent: offline, as with no broker at all
+  MqttSection mqtt;
   std::string root = "edgert";         // topics are {root}/{node_id}/{channel}
   std::int64_t inflight_window = 100;  // [1, 65535] outbox messages published and not yet acknowledged
   std::int64_t ack_timeout_ms = 30000; // [100, 3600000] no PUBACK by then: the attempt failed (mark_failed)

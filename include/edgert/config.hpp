@@ -14,6 +14,7 @@
 // source folder (src/<area>/<area>_config.cpp).
 #pragma once
 
+#include <edgert/comms_config.hpp>
 #include <edgert/config_object.hpp>
 #include <edgert/export.hpp>
 #include <edgert/mailbox_config.hpp>
@@ -35,6 +36,7 @@ struct Config {
   PluginsSection plugins;
   MailboxSection mailbox;
   PipelineSection pipeline;
+  CommsSection comms;
   std::vector<StreamConfig> streams;
   std::string source;  // the file it came from, or the name given to parse_config
 };

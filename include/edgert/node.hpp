@@ -25,6 +25,7 @@
 // code on it); stop(), stats_json() and the accessors from any thread.
 #pragma once
 
+#include <edgert/commands.hpp>
 #include <edgert/config.hpp>
 #include <edgert/export.hpp>
 #include <edgert/pipeline.hpp>
@@ -107,6 +108,17 @@ class EDGERT_API Node {
   /// Any thread; never blocks for long. True once every stream has ended and every
   /// instance queue has drained (`run --exit-when-done`); never for endless streams.
   bool pipeline_done() const;
+
+  /// Before start(); any thread. Adds (or replaces a built-in: PING, STATUS, TRIGGER)
+  /// a command the node obeys when it arrives over comms (edgert/commands.hpp).
+  void add_command(std::string name, CommandHandler handler);
+  /// Any thread; never blocks. "" while the node runs as configured; otherwise why it
+  /// asks its host to stop it (node.work_offline false and the broker out of reach:
+  /// docs/operations.md). `edgert-node run` stops on it and exits 1.
+  std::string shutdown_reason() const;
+  /// Any thread; never blocks for long. The "comms" section of stats_json() and of the
+  /// published heartbeat, as JSON ({"enabled": false} without a broker).
+  std::string comms_json() const;
 
   /// Any thread; never blocks. The configuration the node was created from.
   const Config& config() const noexcept;

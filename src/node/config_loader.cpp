@@ -2,6 +2,7 @@
 // then environment overrides. Every error is collected; see docs/configuration.md.
 #include <edgert/config.hpp>
 
+#include "comms/comms_config.hpp"
 #include "mailbox/mailbox_config.hpp"
 #include "node/node_config.hpp"
 #include "pipeline/pipeline_config.hpp"
@@ -37,6 +38,7 @@ const Table<Config>& root_table() {
         .section("plugins", &Config::plugins, config::plugins_table())
         .section("mailbox", &Config::mailbox, config::mailbox_table())
         .section("pipeline", &Config::pipeline, config::pipeline_table())
+        .section("comms", &Config::comms, config::comms_table())
         .items("streams", &Config::streams, config::stream_table())
         .check([](const Config& cfg, const YAML::Node&, const std::string&, Context& ctx) {
           config::check_streams(cfg.streams, ctx);

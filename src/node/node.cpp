@@ -8,7 +8,9 @@
 #include <edgert/plugin_host.hpp>
 #include <edgert/queue_metrics.hpp>
 
+#include "comms/comms.hpp"
 #include "core/log.hpp"
+#include "node/node_comms.hpp"
 #include "pipeline/pipeline.hpp"
 #include "plugins/search_paths.hpp"
 
@@ -131,6 +133,16 @@ struct Node::Impl {
   mutable std::mutex final_mu;
   std::optional<Snapshot> final_snapshot;
 
+  // Comms (docs/operations.md): created in create(), started in the comms stage.
+  std::unique_ptr<comms::Comms> comms;
+  std::map<std::string, CommandHandler> host_commands;  // add_command(), before start()
+  std::mutex sampler_mu;
+  node::ProcessSampler sampler{config.node.data_dir};
+  const std::chrono::steady_clock::time_point created_at = std::chrono::steady_clock::now();
+  mutable std::mutex shutdown_mu;
+  std::string shutdown_reason;
+  std::string comms_heartbeat(const std::string& status);
+
   void register_components();
   std::string heartbeat_document(const HeartbeatTick& tick) const;
 };
@@ -147,6 +159,22 @@ std::string Node::Impl::heartbeat_document(const HeartbeatTick& tick) const {
   doc += to_json(metrics.snapshot());
   doc += '}';
   return doc;
+}
+
+std::string Node::Impl::comms_heartbeat(const std::string& status) {
+  node::HeartbeatInputs in;
+  in.node_id = config.node.id;
+  in.status = status;
+  in.uptime_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - created_at).count();
+  {
+    std::lock_guard lk(sampler_mu);
+    in.process = sampler.sample();
+  }
+  in.pipeline = nlohmann::json::parse(pipeline->summary_json(), nullptr, false);
+  if (Mailbox* m = mailbox_view.load()) in.outbox = m->stats();
+  in.comms = comms->stats();
+  return node::heartbeat_json(in);
 }
 
 void Node::Impl::register_components() {
@@ -207,6 +235,16 @@ void Node::Impl::register_components() {
     mailbox.reset();
   };
   (void)runtime->add_participant(Stage::storage, std::move(mailbox_hooks));
+
+  // comms: after the mailbox it reads, before the outputs that fill it; stopped after
+  // them, so results emitted up to the end are still offered to the broker.
+  LifecycleHooks comms_hooks;
+  comms_hooks.name = "comms";
+  comms_hooks.start = [this] {
+    if (Status st = comms->start(*mailbox); !st.ok()) throw std::runtime_error(st.message());
+  };
+  comms_hooks.stop = [this] { comms->stop(); };
+  (void)runtime->add_participant(Stage::comms, std::move(comms_hooks));
 
   LifecycleHooks outputs;
   outputs.name = "pipeline-outputs";
@@ -298,6 +336,25 @@ Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
   }
   impl->pipeline = std::make_unique<pipeline::Pipeline>(impl->config.node.id, impl->config.pipeline,
                                                        impl->config.streams);
+  {
+    comms::CommsOptions co;
+    co.node_id = raw->config.node.id;
+    co.config = raw->config.comms;
+    co.work_offline = raw->config.node.work_offline;
+    co.heartbeat_period = std::chrono::milliseconds(static_cast<std::int64_t>(raw->config.node.heartbeat_s * 1000));
+    co.max_json_depth = static_cast<std::size_t>(raw->config.mailbox.max_json_depth);
+    co.max_id_bytes = static_cast<std::size_t>(raw->config.mailbox.max_id_bytes);
+    co.heartbeat_document = [raw](const std::string& status) { return raw->comms_heartbeat(status); };
+    co.request_shutdown = [raw](const std::string& reason) {
+      detail::log().error("{}; asking the host to stop the node", reason);
+      std::lock_guard lk(raw->shutdown_mu);
+      if (raw->shutdown_reason.empty()) raw->shutdown_reason = reason;
+    };
+    co.commands = node::builtin_commands([raw] { return raw->comms_heartbeat("RUNNING"); },
+                                         [raw](const std::string& stream) { return raw->pipeline->trigger(stream); },
+                                         raw->config.node.id);
+    impl->comms = std::make_unique<comms::Comms>(std::move(co));
+  }
   impl->register_components();
   return std::unique_ptr<Node>(new Node(std::move(impl)));
 }
@@ -316,7 +373,7 @@ namespace {
 
 // The metrics document plus the figures a reader wants without knowing the metric names:
 // "streams", "instances", "outputs" (the pipeline's) and "mailbox" (docs/pipeline.md).
-std::string stats_document(const Snapshot& snap, const std::string& pipeline_json) {
+std::string stats_document(const Snapshot& snap, const std::string& pipeline_json, nlohmann::json comms) {
   auto value_of = [&snap](std::string_view name) -> double {
     const auto* s = snap.find(name, {{"mailbox", "main"}});
     return s ? s->value : 0;
@@ -330,6 +387,7 @@ std::string stats_document(const Snapshot& snap, const std::string& pipeline_jso
   extra["mailbox"] = {{"enqueued", count("edgert_mailbox_sent_total")},
                       {"delivered", count("edgert_mailbox_delivered_total")},
                       {"pending", count("edgert_mailbox_outbox_rows")}};
+  extra["comms"] = std::move(comms);
   std::string doc = to_json(snap);
   std::string tail = extra.dump();  // {"streams":...}: spliced into the metrics object
   const auto close = doc.rfind('}');
@@ -346,10 +404,21 @@ std::string Node::stats_json() const {
   const auto pipeline_json = impl_->pipeline->summary_json();
   if (!impl_->runtime->running()) {
     std::lock_guard lk(impl_->final_mu);
-    if (impl_->final_snapshot) return stats_document(*impl_->final_snapshot, pipeline_json);
+    if (impl_->final_snapshot) return stats_document(*impl_->final_snapshot, pipeline_json, impl_->comms->stats());
   }
-  return stats_document(impl_->metrics.snapshot(), pipeline_json);
+  return stats_document(impl_->metrics.snapshot(), pipeline_json, impl_->comms->stats());
 }
+
+void Node::add_command(std::string name, CommandHandler handler) {
+  impl_->comms->add_command(std::move(name), std::move(handler));
+}
+
+std::string Node::shutdown_reason() const {
+  std::lock_guard lk(impl_->shutdown_mu);
+  return impl_->shutdown_reason;
+}
+
+std::string Node::comms_json() const { return impl_->comms->stats().dump(); }
 
 void Node::add_result_sink(ResultSink sink) { impl_->pipeline->add_sink(std::move(sink)); }
 

@@ -24,7 +24,9 @@ const Table<NodeSection>& node_table() {
         .key<std::string>("log_level", &NodeSection::log_level, log_level_name)
         // 1/heartbeat_hz is the tick period: beyond 100 Hz it floods the loop, below
         // 0.001 Hz (one per 16 min) it overflows nothing but is indistinguishable from off.
-        .key("heartbeat_hz", &NodeSection::heartbeat_hz, zero_or_between(0.001, 100, "off"));
+        .key("heartbeat_hz", &NodeSection::heartbeat_hz, zero_or_between(0.001, 100, "off"))
+        .key("heartbeat_s", &NodeSection::heartbeat_s, zero_or_between(1, 86400, "off"))
+        .key("work_offline", &NodeSection::work_offline);
     return s;
   }();
   return t;

@@ -1,0 +1,497 @@
+#include "comms/comms.hpp"
+
+#include "comms/inbound.hpp"
+#include "comms/signing.hpp"
+#include "core/log.hpp"
+#include "core/printable.hpp"
+#include "core/thread_name.hpp"
+
+#include <edgert/mqtt_transport.hpp>
+
+#include <algorithm>
+
+namespace edgert::comms {
+
+using detail::printable;
+namespace {
+
+std::int64_t system_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+MqttOptions mqtt_options(const CommsOptions& o) {
+  const MqttSection& m = o.config.mqtt;
+  MqttOptions t;
+  t.host = m.host;
+  t.port = static_cast<int>(m.port);
+  t.client_id = m.client_id.empty() ? o.node_id : m.client_id;
+  t.keepalive_s = static_cast<int>(m.keepalive_s);
+  t.username = m.username;
+  t.password = m.password;
+  t.ca_file = m.ca_file;
+  t.ca_path = m.ca_path;
+  t.cert_file = m.cert_file;
+  t.key_file = m.key_file;
+  t.tls_insecure = m.tls_insecure;
+  t.protocol = static_cast<int>(m.protocol);
+  t.clean_start = false;
+  t.session_expiry_s = static_cast<std::uint32_t>(m.session_expiry_s);
+  t.will_topic = o.config.root + "/" + o.node_id + "/status";
+  t.will_payload = "offline";
+  t.will_qos = 1;
+  t.will_retain = true;
+  t.reconnect_min = std::chrono::milliseconds(m.reconnect_min_ms);
+  t.reconnect_max = std::chrono::milliseconds(m.reconnect_max_ms);
+  t.reconnect_jitter = m.reconnect_jitter;
+  t.first_connect_jitter = std::chrono::milliseconds(m.first_connect_jitter_ms);
+  t.connect_timeout = std::chrono::milliseconds(m.connect_timeout_ms);
+  t.max_inflight = static_cast<int>(std::max<std::int64_t>(o.config.inflight_window, 20));
+  return t;
+}
+
+std::string seconds_text(std::int64_t ms) { return std::to_string(ms / 1000) + " s"; }
+
+}  // namespace
+
+Comms::Comms(CommsOptions options) : options_(std::move(options)) {}
+
+Comms::~Comms() { stop(); }
+
+bool Comms::enabled() const noexcept {
+  return static_cast<bool>(options_.make_transport) || !options_.config.mqtt.host.empty();
+}
+
+std::int64_t Comms::now_ms() const { return options_.clock_ms ? options_.clock_ms() : system_ms(); }
+
+std::string Comms::topic(const std::string& channel) const {
+  return options_.config.root + "/" + options_.node_id + "/" + channel;
+}
+
+Status Comms::start(Mailbox& mailbox) {
+  if (!enabled()) return {};
+  mailbox_ = &mailbox;
+  auto made = options_.make_transport ? options_.make_transport() : make_mqtt_transport(mqtt_options(options_));
+  if (!made.ok()) return Status{made.status().code(), "comms: " + made.status().message()};
+  transport_ = std::move(made).value();
+  ForwarderOptions fo;
+  fo.node_id = options_.node_id;
+  fo.root = options_.config.root;
+  fo.window = static_cast<std::size_t>(options_.config.inflight_window);
+  fo.ack_timeout = std::chrono::milliseconds(options_.config.ack_timeout_ms);
+  forwarder_ = std::make_unique<Forwarder>(fo, mailbox, *transport_);
+  built_.store(true, std::memory_order_release);
+  for (const char* channel : {"commands", "inbox"}) {
+    if (Status st = transport_->subscribe(topic(channel), 1); !st.ok()) return Status{st.code(), "comms: " + st.message()};
+  }
+  forwarder_->start();
+  mailbox.set_commit_listener([f = forwarder_.get()] { f->wake(); });
+  {
+    std::lock_guard lk(mu_);
+    offline_since_ms_ = now_ms();
+  }
+  dispatcher_ = std::thread([this] {
+    detail::set_current_thread_name("edgert-commands");
+    dispatch_loop();
+  });
+  monitor_ = std::thread([this] {
+    detail::set_current_thread_name("edgert-comms");
+    monitor_loop();
+  });
+  TransportEvents ev;
+  ev.on_state = [this](LinkState s, const std::string& why) { on_state(s, why); };
+  ev.on_published = [this](int mid, bool ok, const std::string& why) { forwarder_->on_published(mid, ok, why); };
+  ev.on_message = [this](const InboundMessage& m) { on_message(m); };
+  started_ = true;
+  if (Status st = transport_->start(std::move(ev)); !st.ok()) {
+    stop();
+    return Status{st.code(), "comms: " + st.message()};
+  }
+  const auto& m = options_.config.mqtt;
+  detail::log().info("comms: connecting to {}:{} as {} (topics {}/{}/...)", printable(m.host), m.port,
+                     printable(options_.node_id), options_.config.root, printable(options_.node_id));
+  return {};
+}
+
+void Comms::stop() {
+  if (!started_.exchange(false)) return;
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+    cv_.notify_all();
+  }
+  if (monitor_.joinable()) monitor_.join();
+  // The goodbye: the last heartbeat and the retained `offline`, both at QoS 1 so the
+  // transport's linger below waits for them to be written.
+  if (transport_ && transport_->state() == LinkState::connected) {
+    if (options_.heartbeat_period.count() > 0) (void)publish_heartbeat("SHUTDOWN", 1);
+    PublishOptions po;
+    po.retain = true;
+    (void)transport_->publish(topic("status"), "offline", po);
+  }
+  if (mailbox_) mailbox_->set_commit_listener({});
+  if (forwarder_) forwarder_->stop(std::chrono::milliseconds(2000));
+  if (transport_) transport_->stop(std::chrono::milliseconds(2000));
+  if (dispatcher_.joinable()) dispatcher_.join();
+  const auto c = forwarder_ ? forwarder_->counters() : ForwarderCounters{};
+  detail::log().info("comms: stopped; {} message(s) published, {} delivered this run", c.published, c.delivered);
+}
+
+void Comms::on_state(LinkState s, const std::string& reason) {
+  if (forwarder_) forwarder_->on_state(s);
+  std::lock_guard lk(mu_);
+  if (s == LinkState::connected && state_ != LinkState::connected && state_ != LinkState::unresponsive) {
+    announce_ = true;
+  }
+  state_ = s;
+  state_reason_ = reason;
+  cv_.notify_all();
+}
+
+void Comms::dead_letter(const InboundMessage& m, std::size_t reason, const std::string& why, const std::string& id,
+                        const std::string& sender) {
+  std::uint64_t n = 0;
+  {
+    std::lock_guard lk(mu_);
+    n = ++counters_.dead_letters[reason];
+  }
+  // One WARNING per reason for the first ten, then every 1000th: a hostile peer must
+  // not be able to flood the log.
+  if (n <= 10 || n % 1000 == 0) {
+    detail::log().warn("comms: dead-lettered a message on {} (message_id {}, sender {}): {} [{} #{}]",
+                       printable(m.topic), printable(id.empty() ? "?" : id), printable(sender.empty() ? "?" : sender),
+                       printable(why, 200), kDeadLetterReasons[reason], n);
+  }
+  DeadLetter d;
+  d.message_id = id;
+  d.sender_node_id = sender;
+  d.source = m.topic;
+  d.reason = std::string(kDeadLetterReasons[reason]) + ": " + why;
+  d.raw = m.payload;
+  if (Status st = mailbox_->dead_letter(std::move(d)); !st.ok()) {
+    detail::log().error("comms: storing a dead letter failed: {}", st.message());
+  }
+}
+
+void Comms::on_message(const InboundMessage& m) {
+  {
+    std::lock_guard lk(mu_);
+    ++counters_.received;
+  }
+  const std::string commands_topic = topic("commands"), inbox_topic = topic("inbox");
+  const bool is_command = m.topic == commands_topic;
+  if (!is_command && m.topic != inbox_topic) {
+    return dead_letter(m, reason_index("unknown_topic"), "not a topic this node reads", "", "");
+  }
+  InboundLimits limits;
+  limits.max_bytes = static_cast<std::size_t>(options_.config.max_inbound_bytes);
+  limits.max_depth = options_.max_json_depth;
+  limits.max_id_bytes = options_.max_id_bytes;
+  auto parsed = parse_inbound(m.payload, limits);
+  if (auto* p = std::get_if<InboundProblem>(&parsed)) return dead_letter(m, p->reason, p->why, p->message_id, p->sender);
+  auto& in = std::get<InboundEnvelope>(parsed);
+  const Envelope& e = in.envelope;
+  if (e.recipient_node_id != options_.node_id) {
+    return dead_letter(m, reason_index("wrong_recipient"),
+                       "addressed to '" + e.recipient_node_id + "', this node is '" + options_.node_id + "'",
+                       e.message_id, e.sender_node_id);
+  }
+  if ((in.expires_ms > 0 && in.expires_ms <= now_ms()) || m.expiry_left_s == 0) {
+    return dead_letter(m, reason_index("expired"), "expired at " + std::to_string(in.expires_ms) + " ms",
+                       e.message_id, e.sender_node_id);
+  }
+  if (is_command) {
+    const auto& sec = options_.config.security;
+    if (in.hmac.empty()) {
+      if (sec.require_signed) {
+        return dead_letter(m, reason_index("unsigned"), "unsigned command (comms.security.require_signed)",
+                           e.message_id, e.sender_node_id);
+      }
+    } else {
+      auto key = sec.keys.find(in.key_id);
+      if (key == sec.keys.end()) {
+        return dead_letter(m, reason_index("bad_signature"), "signed with unknown key '" + in.key_id + "'",
+                           e.message_id, e.sender_node_id);
+      }
+      if (!digest_equal(hmac_sha256_hex(key->second, canonical_text(e, in.payload)), in.hmac)) {
+        return dead_letter(m, reason_index("bad_signature"), "signature does not match (key '" + in.key_id + "')",
+                           e.message_id, e.sender_node_id);
+      }
+    }
+    if (!sec.allowed_senders.empty() &&
+        std::find(sec.allowed_senders.begin(), sec.allowed_senders.end(), e.sender_node_id) ==
+            sec.allowed_senders.end()) {
+      return dead_letter(m, reason_index("unknown_sender"),
+                         "sender '" + e.sender_node_id + "' is not in comms.security.allowed_senders", e.message_id,
+                         e.sender_node_id);
+    }
+    if (e.payload_type != "command" || !in.payload.is_object() || !in.payload.contains("command") ||
+        !in.payload["command"].is_string()) {
+      return dead_letter(m, reason_index("malformed"),
+                         "a command needs payload_type \"command\" and payload {\"command\": \"NAME\", \"args\": {...}}",
+                         e.message_id, e.sender_node_id);
+    }
+  }
+  // Stored before anything acts on it: a replayed message_id is not run twice, and a
+  // command stored before a crash runs after the restart.
+  auto stored = mailbox_->store(e);
+  if (!stored.ok()) {
+    return dead_letter(m, reason_index("store_failed"), stored.status().message(), e.message_id, e.sender_node_id);
+  }
+  std::lock_guard lk(mu_);
+  if (stored.value() == StoreResult::duplicate) {
+    ++counters_.duplicates;
+    return;
+  }
+  ++counters_.stored;
+  if (is_command) {
+    commands_waiting_ = true;
+    cv_.notify_all();
+  }
+}
+
+void Comms::run_command(const InboxMessage& msg) {
+  CommandRequest req;
+  req.message_id = msg.envelope.message_id;
+  req.sender_node_id = msg.envelope.sender_node_id;
+  nlohmann::json reply{{"in_reply_to", req.message_id}};
+  const auto payload = nlohmann::json::parse(msg.envelope.payload, nullptr, false);
+  Result<std::string> result = Status{ErrorCode::invalid_argument, "malformed command payload"};
+  if (payload.is_object() && payload.contains("command") && payload["command"].is_string()) {
+    req.name = payload["command"].get<std::string>();
+    req.args_json = payload.contains("args") ? payload["args"].dump() : "{}";
+    auto h = options_.commands.find(req.name);
+    if (h == options_.commands.end()) {
+      result = Status{ErrorCode::not_found, "unknown command '" + req.name + "'"};
+    } else {
+      try {
+        result = h->second(req);
+      } catch (const std::exception& ex) {
+        result = Status{ErrorCode::internal, std::string("the handler threw: ") + ex.what()};
+      } catch (...) {
+        result = Status{ErrorCode::internal, "the handler threw"};
+      }
+    }
+  }
+  reply["command"] = req.name;
+  if (result.ok()) {
+    reply["ok"] = true;
+    auto value = result.value().empty() ? nlohmann::json() : nlohmann::json::parse(result.value(), nullptr, false);
+    reply["result"] = value.is_discarded() ? nlohmann::json(result.value()) : std::move(value);
+  } else {
+    reply["ok"] = false;
+    reply["error"] = result.status().message();
+    detail::log().warn("comms: command {} ({} from {}) failed: {}", printable(req.name), printable(req.message_id),
+                       printable(req.sender_node_id), result.status().message());
+  }
+  {
+    std::lock_guard lk(mu_);
+    ++(result.ok() ? counters_.commands_run : counters_.commands_failed);
+  }
+  Envelope r;
+  r.sender_node_id = options_.node_id;
+  r.recipient_node_id = req.sender_node_id;
+  r.payload_type = "command.reply";
+  r.payload = reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  SendOptions so;
+  so.ttl = std::chrono::seconds(3600);
+  so.priority = 2;
+  so.idempotency_key = "reply:" + req.message_id;  // a command run again after a crash replies once
+  if (auto sent = mailbox_->send(std::move(r), so); !sent.ok()) {
+    std::lock_guard lk(mu_);
+    ++counters_.replies_failed;
+    detail::log().error("comms: the reply to command {} was not stored: {}", printable(req.message_id),
+                        sent.status().message());
+  }
+}
+
+void Comms::dispatch_loop() {
+  std::unique_lock lk(mu_);
+  while (!stopping_) {
+    if (!commands_waiting_) {
+      cv_.wait_for(lk, std::chrono::seconds(5), [this] { return commands_waiting_ || stopping_; });
+      continue;
+    }
+    commands_waiting_ = false;
+    lk.unlock();
+    auto batch = mailbox_->unacked("command", 64);
+    if (batch.ok()) {
+      for (const auto& msg : batch.value()) {
+        run_command(msg);
+        if (Status st = mailbox_->ack(msg.envelope.message_id); !st.ok()) {
+          detail::log().error("comms: acknowledging command {} failed: {}", printable(msg.envelope.message_id),
+                              st.message());
+        }
+      }
+    } else if (batch.status().code() != ErrorCode::closed) {
+      detail::log().error("comms: reading stored commands failed: {}", batch.status().message());
+    }
+    lk.lock();
+    if (batch.ok() && batch.value().size() == 64) commands_waiting_ = true;  // more may wait
+  }
+}
+
+bool Comms::publish_heartbeat(const std::string& status, int qos) {
+  if (!options_.heartbeat_document) return false;
+  std::string doc;
+  try {
+    doc = options_.heartbeat_document(status);
+  } catch (const std::exception& e) {
+    detail::log().error("comms: building the heartbeat failed: {}", e.what());
+    return false;
+  }
+  PublishOptions po;
+  po.qos = qos;
+  po.expiry = std::chrono::seconds(std::max<std::int64_t>(1, options_.heartbeat_period.count() * 3 / 1000));
+  const bool ok = transport_->publish(topic("heartbeat"), doc, po).ok();
+  std::lock_guard lk(mu_);
+  ++(ok ? counters_.heartbeats_published : counters_.heartbeats_skipped);
+  return ok;
+}
+
+void Comms::monitor_loop() {
+  using namespace std::chrono;
+  const auto period = options_.heartbeat_period;
+  auto next_heartbeat = steady_clock::now() + (period.count() > 0 ? period : hours(24 * 365));
+  const std::int64_t log_every = options_.config.offline_log_s * 1000;
+  std::int64_t next_offline_log = 0;
+  bool was_connected = false;
+  bool offline_logged = false;
+  std::unique_lock lk(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lk, milliseconds(250), [this] { return stopping_ || announce_; });
+    if (stopping_) break;
+    const bool connected = state_ == LinkState::connected;
+    const bool announce = std::exchange(announce_, false);
+    const std::string reason = state_reason_;
+    lk.unlock();
+    const std::int64_t now = now_ms();
+    if (announce) {
+      PublishOptions po;
+      po.retain = true;
+      (void)transport_->publish(topic("status"), "online", po);
+      const auto stats = mailbox_->stats();
+      std::lock_guard g(mu_);
+      if (offline_since_ms_ != 0) {
+        detail::log().info("comms: connected to {}:{} after {} offline; {} message(s) in the outbox to send",
+                           printable(options_.config.mqtt.host), options_.config.mqtt.port,
+                           seconds_text(now - offline_since_ms_), stats.ok() ? stats.value().outbox_rows : 0);
+      }
+      offline_since_ms_ = 0;
+      attempts_at_connect_ = transport_->stats().connect_attempts;
+    }
+    if (!connected) {
+      std::int64_t since = 0;
+      bool begin = false;
+      {
+        std::lock_guard g(mu_);
+        if (was_connected || offline_since_ms_ == 0) offline_since_ms_ = now;
+        since = offline_since_ms_;
+        // Reported once the outage is real: the first attempt failed, or 3 s passed.
+        if (!offline_logged && (!reason.empty() || now - since >= 3000)) {
+          offline_logged = true;
+          ++counters_.offline_periods;
+          begin = true;
+        }
+      }
+      if (begin || (offline_logged && now >= next_offline_log)) {
+        const auto stats = mailbox_->stats();
+        detail::log().warn(
+            "comms: {} {}:{} ({}){}; working offline: {} message(s) wait in the outbox, oldest {}",
+            begin ? "cannot reach the broker at" : "still offline from", printable(options_.config.mqtt.host),
+            options_.config.mqtt.port, reason.empty() ? "connecting" : printable(reason, 200),
+            begin ? "" : " for " + seconds_text(now - since), stats.ok() ? stats.value().outbox_rows : 0,
+            stats.ok() ? seconds_text(stats.value().oldest_pending_age_ms) : "?");
+        next_offline_log = now + log_every;
+      }
+      if (!options_.work_offline) {
+        const auto ts = transport_->stats();
+        std::uint64_t base = 0;
+        {
+          std::lock_guard g(mu_);
+          base = attempts_at_connect_;
+        }
+        // The attempt under way may still succeed: the ones before it failed.
+        const std::uint64_t failed = ts.connect_attempts > base + 1 ? ts.connect_attempts - base - 1 : 0;
+        bool fire = false;
+        {
+          std::lock_guard g(mu_);
+          fire = failed >= static_cast<std::uint64_t>(options_.config.mqtt.max_retry_iters) && !shutdown_requested_;
+          if (fire) shutdown_requested_ = true;
+        }
+        if (fire && options_.request_shutdown) {
+          options_.request_shutdown("comms: " + std::to_string(failed) + " connection attempts to " +
+                                    options_.config.mqtt.host + ":" + std::to_string(options_.config.mqtt.port) +
+                                    " failed (last: " + (ts.last_error.empty() ? reason : ts.last_error) +
+                                    ") and node.work_offline is false");
+        }
+      }
+    }
+    if (connected) offline_logged = false;
+    was_connected = connected;
+    if (period.count() > 0 && steady_clock::now() >= next_heartbeat) {
+      next_heartbeat = steady_clock::now() + period;
+      if (connected) {
+        (void)publish_heartbeat("RUNNING", 0);
+      } else {
+        std::lock_guard g(mu_);
+        ++counters_.heartbeats_skipped;
+      }
+    }
+    lk.lock();
+  }
+}
+
+CommsCounters Comms::counters() const {
+  std::lock_guard lk(mu_);
+  return counters_;
+}
+
+nlohmann::json Comms::stats() const {
+  nlohmann::json j;
+  j["enabled"] = enabled();
+  if (!enabled()) {
+    j["state"] = "offline (no comms.mqtt.host)";
+    return j;
+  }
+  const auto c = counters();
+  const bool built = built_.load(std::memory_order_acquire);
+  const auto t = built ? transport_->stats() : TransportStats{};
+  const auto f = built ? forwarder_->counters() : ForwarderCounters{};
+  j["broker"] = options_.config.mqtt.host + ":" + std::to_string(options_.config.mqtt.port);
+  j["state"] = to_string(t.state);
+  j["connected"] = t.state == LinkState::connected;
+  {
+    std::lock_guard lk(mu_);
+    j["offline_since_ms"] = offline_since_ms_;
+  }
+  j["last_ack_ms"] = t.last_ack_ms;
+  j["connected_since_ms"] = t.connected_since_ms;
+  j["last_error"] = t.last_error;
+  j["protocol"] = t.protocol;
+  j["connects"] = t.connects;
+  j["reconnects"] = t.connects > 0 ? t.connects - 1 : 0;
+  j["connect_attempts"] = t.connect_attempts;
+  j["in_flight"] = built ? forwarder_->in_flight() : 0;
+  j["published"] = f.published;
+  j["delivered"] = f.delivered;
+  j["refused"] = f.refused;
+  j["ack_timeouts"] = f.ack_timeouts;
+  j["lost_in_flight"] = f.lost_in_flight;
+  j["publish_errors"] = f.publish_errors;
+  j["received"] = c.received;
+  j["stored"] = c.stored;
+  j["duplicates"] = c.duplicates;
+  nlohmann::json dl = nlohmann::json::object();
+  for (std::size_t i = 0; i < kDeadLetterReasonCount; ++i) dl[kDeadLetterReasons[i]] = c.dead_letters[i];
+  j["dead_letters"] = std::move(dl);
+  j["commands_run"] = c.commands_run;
+  j["commands_failed"] = c.commands_failed;
+  j["replies_failed"] = c.replies_failed;
+  j["heartbeats_published"] = c.heartbeats_published;
+  j["heartbeats_skipped"] = c.heartbeats_skipped;
+  j["offline_periods"] = c.offline_periods;
+  return j;
+}
+
+}  // namespace edgert::comms

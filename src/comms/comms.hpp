@@ -1,0 +1,125 @@
+// Comms: a node's link to the fleet (docs/operations.md). Owns the transport, the
+// forwarder (outbox -> broker), inbound handling (broker -> inbox -> command
+// handlers), presence (retained status, last will) and the published heartbeat.
+//
+// Threads: the transport's network thread (callbacks: inbound checks and storage,
+// PUBACKs), "edgert-forward" (the forwarder), "edgert-commands" (handlers, replies)
+// and "edgert-comms" (heartbeat, status announcements, offline reports, the
+// work_offline check). start()/stop() from the runtime's start/stop thread.
+#pragma once
+
+#include "comms/forwarder.hpp"
+
+#include <edgert/commands.hpp>
+#include <edgert/comms_config.hpp>
+#include <edgert/mailbox.hpp>
+#include <edgert/transport.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace edgert::comms {
+
+struct CommsOptions {
+  std::string node_id;
+  CommsSection config;
+  bool work_offline = true;
+  std::chrono::milliseconds heartbeat_period{10000};  // 0: no published heartbeat
+  std::size_t max_json_depth = 64;                    // inbound limits (the mailbox's)
+  std::size_t max_id_bytes = 256;
+  /// The heartbeat document for `status` ("RUNNING", "SHUTDOWN"): also STATUS's reply.
+  std::function<std::string(const std::string& status)> heartbeat_document;
+  /// Called once (from the comms thread) when work_offline is false and the broker
+  /// stayed out of reach for max_retry_iters attempts.
+  std::function<void(const std::string& reason)> request_shutdown;
+  std::map<std::string, CommandHandler> commands;
+  /// Makes the transport; empty: MqttTransport from config.mqtt.
+  std::function<Result<std::unique_ptr<Transport>>()> make_transport;
+  /// Wall clock in ms; injectable for tests of expiry.
+  std::function<std::int64_t()> clock_ms;
+};
+
+/// Why inbound messages were dead-lettered, one counter each.
+inline constexpr const char* kDeadLetterReasons[] = {
+    "oversized", "malformed", "missing_field", "wrong_recipient", "expired",
+    "unsigned",  "bad_signature", "unknown_sender", "unknown_topic", "store_failed"};
+inline constexpr std::size_t kDeadLetterReasonCount = std::size(kDeadLetterReasons);
+
+struct CommsCounters {
+  std::uint64_t received = 0;        // inbound messages handed over by the transport
+  std::uint64_t stored = 0;          // stored in the inbox
+  std::uint64_t duplicates = 0;      // message_id already in the inbox: not run again
+  std::uint64_t dead_letters[kDeadLetterReasonCount] = {};
+  std::uint64_t commands_run = 0;    // handlers that returned a result
+  std::uint64_t commands_failed = 0; // handlers that returned an error or threw, unknown commands
+  std::uint64_t replies_failed = 0;  // replies the outbox refused
+  std::uint64_t heartbeats_published = 0;
+  std::uint64_t heartbeats_skipped = 0;  // not connected at the time
+  std::uint64_t offline_periods = 0;
+};
+
+class Comms {
+ public:
+  explicit Comms(CommsOptions options);
+  ~Comms();
+  Comms(const Comms&) = delete;
+  Comms& operator=(const Comms&) = delete;
+
+  /// Before start(): adds or replaces a command handler.
+  void add_command(std::string name, CommandHandler handler) { options_.commands[std::move(name)] = std::move(handler); }
+  /// Whether a broker is configured (comms.mqtt.host set, or a transport factory given).
+  bool enabled() const noexcept;
+  /// Starts everything; the transport connects in the background. Errors: what the
+  /// transport factory or start() refused (a TLS file missing, say).
+  [[nodiscard]] Status start(Mailbox& mailbox);
+  /// Publishes the SHUTDOWN heartbeat and the retained `offline` status (if
+  /// connected), returns rows in flight to the outbox, disconnects. Idempotent.
+  void stop();
+
+  /// Any thread: the "comms" section of heartbeats and stats.
+  nlohmann::json stats() const;
+  CommsCounters counters() const;
+  std::string topic(const std::string& channel) const;
+
+ private:
+  void on_message(const InboundMessage& m);
+  void on_state(LinkState state, const std::string& reason);
+  void dead_letter(const InboundMessage& m, std::size_t reason, const std::string& why, const std::string& id,
+                   const std::string& sender);
+  void dispatch_loop();
+  void monitor_loop();
+  void run_command(const InboxMessage& msg);
+  std::int64_t now_ms() const;
+  bool publish_heartbeat(const std::string& status, int qos);
+
+  CommsOptions options_;
+  Mailbox* mailbox_ = nullptr;
+  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<Forwarder> forwarder_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  CommsCounters counters_;
+  bool stopping_ = false;
+  bool commands_waiting_ = true;  // run once at start: commands stored before a crash
+  bool announce_ = false;         // publish the retained `online` status
+  LinkState state_ = LinkState::stopped;
+  std::string state_reason_;
+  std::int64_t offline_since_ms_ = 0;  // 0: connected (or never tried)
+  std::uint64_t attempts_at_connect_ = 0;
+  bool shutdown_requested_ = false;
+  std::thread dispatcher_, monitor_;
+  std::atomic<bool> started_{false};
+  std::atomic<bool> built_{false};  // transport_ and forwarder_ exist (kept until destruction)
+};
+
+}  // namespace edgert::comms

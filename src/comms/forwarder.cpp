@@ -1,0 +1,244 @@
+#include "comms/forwarder.hpp"
+
+#include "core/log.hpp"
+#include "core/printable.hpp"
+#include "core/thread_name.hpp"
+
+#include <algorithm>
+
+namespace edgert::comms {
+
+using detail::printable;
+namespace {
+
+std::int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+Forwarder::Forwarder(ForwarderOptions options, Mailbox& mailbox, Transport& transport)
+    : options_(std::move(options)), mailbox_(mailbox), transport_(transport) {}
+
+Forwarder::~Forwarder() { stop(std::chrono::milliseconds(0)); }
+
+void Forwarder::start() {
+  connected_ = transport_.state() == LinkState::connected;
+  thread_ = std::thread([this] {
+    detail::set_current_thread_name("edgert-forward");
+    run();
+  });
+}
+
+void Forwarder::stop(std::chrono::milliseconds linger) {
+  if (!thread_.joinable()) return;
+  {
+    std::unique_lock lk(mu_);
+    draining_ = true;
+    woken_ = true;
+    cv_.notify_all();
+    // PUBACKs still due: wait for them (the thread keeps marking what arrives).
+    cv_.wait_for(lk, linger, [this] { return flights_.empty() && acked_.empty(); });
+    stopping_ = true;
+    cv_.notify_all();
+  }
+  thread_.join();
+}
+
+std::string Forwarder::topic_for(const Envelope& e) const {
+  if (!e.recipient_node_id.empty() && e.recipient_node_id != options_.node_id) {
+    return options_.root + "/" + e.recipient_node_id + "/inbox";
+  }
+  return options_.root + "/" + options_.node_id + (e.payload_type == "notification" ? "/notifications" : "/payloads");
+}
+
+void Forwarder::on_published(int mid, bool ok, const std::string& reason) {
+  std::lock_guard lk(mu_);
+  auto it = flights_.find(mid);
+  if (it == flights_.end()) {
+    // The mid is not registered yet (publish() returned after the PUBACK came), or it
+    // belongs to a row already given up on: keep it briefly for the first case.
+    if (ok) {
+      early_acks_.insert(mid);
+    } else {
+      early_refusals_[mid] = reason;
+    }
+    return;
+  }
+  if (ok) {
+    acked_.push_back(std::move(it->second.message_id));
+  } else {
+    ++counters_.refused;
+    detail::log().warn("comms: the broker refused message {}: {}; retried after back-off",
+                       printable(it->second.message_id), printable(reason));
+    failed_.push_back(std::move(it->second.message_id));
+  }
+  flights_.erase(it);
+  woken_ = true;
+  cv_.notify_all();
+}
+
+void Forwarder::on_state(LinkState state) {
+  std::lock_guard lk(mu_);
+  const bool now_connected = state == LinkState::connected;
+  if (connected_ && state != LinkState::connected && state != LinkState::unresponsive) lost_ = true;
+  // unresponsive: the session may come back; keep what is in flight, publish nothing new.
+  connected_ = now_connected;
+  woken_ = true;
+  cv_.notify_all();
+}
+
+void Forwarder::wake() {
+  std::lock_guard lk(mu_);
+  woken_ = true;
+  cv_.notify_all();
+}
+
+ForwarderCounters Forwarder::counters() const {
+  std::lock_guard lk(mu_);
+  return counters_;
+}
+
+std::size_t Forwarder::in_flight() const {
+  std::lock_guard lk(mu_);
+  return flights_.size();
+}
+
+void Forwarder::run() {
+  // A row is leased a little longer than its PUBACK may take, so the lease never
+  // runs out while this thread still waits for it.
+  const auto lease_for = options_.ack_timeout + std::chrono::seconds(10);
+  std::unique_lock lk(mu_);
+  while (!stopping_) {
+    std::vector<std::string> acked = std::move(acked_), failed = std::move(failed_);
+    acked_.clear();
+    failed_.clear();
+    const auto now = std::chrono::steady_clock::now();
+    if (lost_) {
+      lost_ = false;
+      counters_.lost_in_flight += flights_.size();
+      if (!flights_.empty()) {
+        detail::log().info("comms: connection lost with {} message(s) awaiting PUBACK; they will be sent again",
+                           flights_.size());
+      }
+      for (auto& [mid, f] : flights_) failed.push_back(std::move(f.message_id));
+      flights_.clear();
+      early_acks_.clear();
+      early_refusals_.clear();
+    }
+    for (auto it = flights_.begin(); it != flights_.end();) {
+      if (now - it->second.sent >= options_.ack_timeout) {
+        ++counters_.ack_timeouts;
+        failed.push_back(std::move(it->second.message_id));
+        it = flights_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    const std::size_t room =
+        connected_ && !draining_ && flights_.size() < options_.window ? options_.window - flights_.size() : 0;
+    const bool newest = newest_next_;
+    newest_next_ = !newest_next_;
+    lk.unlock();
+
+    if (!acked.empty()) {
+      auto r = mailbox_.mark_delivered(acked);
+      lk.lock();
+      if (r.ok()) {
+        counters_.delivered += r.value();
+      } else {
+        ++counters_.mailbox_errors;
+        detail::log().error("comms: marking {} delivered message(s) failed: {} (they may be sent again)", acked.size(),
+                            r.status().message());
+      }
+      lk.unlock();
+    }
+    if (!failed.empty()) {
+      if (auto r = mailbox_.mark_failed(failed); !r.ok()) {
+        lk.lock();
+        ++counters_.mailbox_errors;
+        lk.unlock();
+        detail::log().error("comms: marking {} message(s) failed: {}", failed.size(), r.status().message());
+        mailbox_.release(failed);
+      }
+    }
+
+    std::size_t sent = 0;
+    if (room > 0) {
+      (void)newest;
+      auto rows = mailbox_.lease(room, lease_for);
+      if (!rows.ok()) {
+        lk.lock();
+        ++counters_.mailbox_errors;
+        lk.unlock();
+        if (rows.status().code() != ErrorCode::closed) {
+          detail::log().error("comms: reading the outbox failed: {}", rows.status().message());
+        }
+      } else {
+        std::vector<std::string> unsent;
+        const std::int64_t wall = wall_ms();
+        for (auto& m : rows.value()) {
+          if (!unsent.empty()) {
+            unsent.push_back(m.envelope.message_id);
+            continue;
+          }
+          PublishOptions po;
+          po.qos = 1;
+          po.expiry = std::chrono::seconds(std::max<std::int64_t>(1, (m.expires_ms - wall + 999) / 1000));
+          auto mid = transport_.publish(topic_for(m.envelope), m.envelope_json, po);
+          lk.lock();
+          if (mid.ok()) {
+            ++counters_.published;
+            ++sent;
+            const int id = mid.value();
+            if (early_acks_.erase(id) != 0) {
+              acked_.push_back(std::move(m.envelope.message_id));
+              woken_ = true;
+            } else if (auto r = early_refusals_.find(id); r != early_refusals_.end()) {
+              ++counters_.refused;
+              failed_.push_back(std::move(m.envelope.message_id));
+              early_refusals_.erase(r);
+              woken_ = true;
+            } else {
+              flights_[id] = Flight{std::move(m.envelope.message_id), std::chrono::steady_clock::now()};
+            }
+          } else if (mid.status().code() == ErrorCode::again || mid.status().code() == ErrorCode::closed) {
+            unsent.push_back(m.envelope.message_id);  // not connected: nothing was queued
+          } else {
+            ++counters_.publish_errors;
+            failed_.push_back(m.envelope.message_id);
+            detail::log().error("comms: publishing message {} failed: {}", printable(m.envelope.message_id),
+                                mid.status().message());
+          }
+          lk.unlock();
+        }
+        if (!unsent.empty()) mailbox_.release(unsent);
+      }
+    }
+
+    lk.lock();
+    early_acks_.clear();  // any PUBACK for a mid registered above has been matched by now
+    early_refusals_.clear();
+    if (stopping_) break;
+    cv_.notify_all();  // stop() waits for flights_ to empty
+    // More room and rows may remain: go round at once after a full batch.
+    if (sent > 0 && sent == room) continue;
+    cv_.wait_for(lk, std::chrono::seconds(1), [this] { return woken_ || stopping_; });
+    woken_ = false;
+  }
+  // Stopping: whatever is still in flight goes back to the outbox, due at once.
+  std::vector<std::string> acked = std::move(acked_), rest;
+  for (auto& [mid, f] : flights_) rest.push_back(std::move(f.message_id));
+  flights_.clear();
+  lk.unlock();
+  if (!acked.empty()) {
+    if (auto r = mailbox_.mark_delivered(acked); r.ok()) {
+      std::lock_guard g(mu_);
+      counters_.delivered += r.value();
+    }
+  }
+  if (!rest.empty()) mailbox_.release(rest);
+}
+
+}  // namespace edgert::comms
