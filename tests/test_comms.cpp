@@ -1,0 +1,418 @@
+// Comms end to end against a real mosquitto on loopback (tests/mqtt_broker.hpp):
+// delivery only after PUBACK, presence, node-to-node mail, inbound checks and dead
+// letters, commands (stored before they run, run once), signing, offline operation.
+#include "comms_test_util.hpp"
+
+#include <csignal>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using edgert::testing::comms_of;
+using edgert::testing::comms_yaml;
+using edgert::testing::envelope;
+using edgert::testing::make_node;
+using edgert::testing::MosquittoBroker;
+using edgert::testing::TestClient;
+using edgert::testing::wait_until;
+using json = nlohmann::json;
+
+namespace {
+
+struct Scratch : edgert::testing::ScratchDir {
+  Scratch() : ScratchDir("comms") { std::filesystem::create_directories(dir); }
+};
+
+std::set<std::string> ids_on(const TestClient& c, const std::string& topic) {
+  std::set<std::string> ids;
+  for (const auto& m : c.messages()) {
+    if (m.topic != topic) continue;
+    auto j = json::parse(m.payload, nullptr, false);
+    if (j.is_object() && j.contains("message_id")) ids.insert(j["message_id"].get<std::string>());
+  }
+  return ids;
+}
+
+std::size_t count_on(const TestClient& c, const std::string& topic) {
+  std::size_t n = 0;
+  for (const auto& m : c.messages()) n += m.topic == topic;
+  return n;
+}
+
+std::vector<std::string> payloads_on(const TestClient& c, const std::string& topic) {
+  std::vector<std::string> out;
+  for (const auto& m : c.messages()) {
+    if (m.topic == topic) out.push_back(m.payload);
+  }
+  return out;
+}
+
+std::string send(edgert::Node& n, const std::string& recipient, const std::string& type, const json& payload) {
+  edgert::Envelope e;
+  e.sender_node_id = n.config().node.id;
+  e.recipient_node_id = recipient;
+  e.payload_type = type;
+  e.payload = payload.dump();
+  auto id = n.mailbox()->send(std::move(e));
+  REQUIRE(id.ok());
+  return id.value();
+}
+
+std::uint64_t outbox_rows(edgert::Node& n) {
+  auto s = n.mailbox()->stats();
+  REQUIRE(s.ok());
+  return s.value().outbox_rows;
+}
+
+// Replies to commands reach {root}/backend/inbox; in_reply_to -> reply.
+std::map<std::string, json> replies(const TestClient& c) {
+  std::map<std::string, json> out;
+  for (const auto& p : payloads_on(c, "edgert/backend/inbox")) {
+    auto e = json::parse(p, nullptr, false);
+    if (!e.is_object() || e.value("payload_type", "") != "command.reply") continue;
+    const auto& r = e["payload"];
+    out[r["in_reply_to"].get<std::string>()] = r;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("results reach the broker, node-to-node mail arrives in the other node's inbox, presence is retained",
+          "[comms]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  TestClient watcher(broker.port(), "watcher");
+  watcher.subscribe("edgert/#");
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port()));
+  auto b = make_node(comms_yaml(s.dir, "node-b", broker.port()));
+  REQUIRE(a->start().ok());
+  REQUIRE(b->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true && comms_of(*b)["connected"] == true; }));
+
+  std::set<std::string> sent_payloads;
+  for (int i = 0; i < 200; ++i) sent_payloads.insert(send(*a, "", "detection", json{{"i", i}}));
+  const std::string mail = send(*a, "node-b", "chat", json{{"text", "hello b"}});
+  const std::string note = send(*a, "", "notification", json{{"text", "disk ok"}});
+
+  REQUIRE(wait_until([&] { return ids_on(watcher, "edgert/node-a/payloads").size() == 200; }));
+  CHECK(ids_on(watcher, "edgert/node-a/payloads") == sent_payloads);
+  REQUIRE(wait_until([&] { return ids_on(watcher, "edgert/node-a/notifications").count(note) == 1; }));
+  REQUIRE(wait_until([&] { return outbox_rows(*a) == 0; }));
+  CHECK(comms_of(*a)["delivered"] == 202);
+
+  // node-b stored the mail in its inbox, unacknowledged, for its host to read.
+  REQUIRE(wait_until([&] {
+    auto un = b->mailbox()->unacked("chat");
+    return un.ok() && un.value().size() == 1;
+  }));
+  auto un = b->mailbox()->unacked("chat");
+  CHECK(un.value()[0].envelope.message_id == mail);
+  CHECK(un.value()[0].envelope.sender_node_id == "node-a");
+  CHECK(json::parse(un.value()[0].envelope.payload)["text"] == "hello b");
+
+  // Presence: a late subscriber gets the retained `online`; heartbeats flow.
+  TestClient late(broker.port(), "late");
+  late.subscribe("edgert/node-a/status");
+  REQUIRE(late.wait_for([](const auto& ms) { return !ms.empty() && ms.back().payload == "online"; }, 10s));
+  REQUIRE(wait_until([&] { return count_on(watcher, "edgert/node-a/heartbeat") >= 2; }, 20s));
+  auto hb = json::parse(payloads_on(watcher, "edgert/node-a/heartbeat").back());
+  CHECK(hb["node_id"] == "node-a");
+  CHECK(hb["status"] == "RUNNING");
+  CHECK(hb["comms"]["connected"] == true);
+  CHECK(hb["outbox"].contains("messages"));
+  CHECK(hb["outbox"].contains("oldest_age_ms"));
+  CHECK(hb["process"]["rss_bytes"].get<std::uint64_t>() > 0);
+  CHECK(hb["disk"]["free_bytes"].get<std::uint64_t>() > 0);
+  CHECK(hb.contains("edgert_version"));
+
+  // A clean stop: the SHUTDOWN heartbeat, then the retained `offline`.
+  a->stop();
+  REQUIRE(wait_until([&] {
+    auto ps = payloads_on(watcher, "edgert/node-a/status");
+    return !ps.empty() && ps.back() == "offline";
+  }, 10s));
+  auto last = json::parse(payloads_on(watcher, "edgert/node-a/heartbeat").back());
+  CHECK(last["status"] == "SHUTDOWN");
+  b->stop();
+}
+
+TEST_CASE("a broker that stops answering leaves the rows in the outbox; they drain once it answers", "[comms]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  TestClient watcher(broker.port(), "watcher");
+  watcher.subscribe("edgert/node-a/payloads");
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port()));
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+
+  broker.pause();
+  std::set<std::string> sent;
+  for (int i = 0; i < 50; ++i) sent.insert(send(*a, "", "detection", json{{"i", i}}));
+  std::this_thread::sleep_for(3s);
+  CHECK(outbox_rows(*a) == 50);
+  CHECK(comms_of(*a)["delivered"] == 0);
+  broker.resume();
+  REQUIRE(wait_until([&] { return outbox_rows(*a) == 0; }));
+  REQUIRE(wait_until([&] { return ids_on(watcher, "edgert/node-a/payloads") == sent; }));
+  a->stop();
+}
+
+TEST_CASE("with no broker at start the pipeline keeps working and the outbox grows; the backlog drains when it appears",
+          "[comms]") {
+  Scratch s;
+  MosquittoBroker broker;  // not started yet
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port(), "", R"(streams:
+  - name: cam
+    capture: {type: pl_source, fps: 50, frames: 200}
+    plugins:
+      - signature: pl_probe
+        instances: [{instance_id: p}]
+)"));
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return outbox_rows(*a) >= 100; }));
+  CHECK(comms_of(*a)["connected"] == false);
+  CHECK(a->running());
+  broker.start();
+  TestClient watcher(broker.port(), "watcher");
+  watcher.subscribe("edgert/node-a/payloads");
+  REQUIRE(wait_until([&] { return a->pipeline_done() && outbox_rows(*a) == 0; }));
+  REQUIRE(wait_until([&] { return ids_on(watcher, "edgert/node-a/payloads").size() >= 200; }));
+  a->stop();
+}
+
+TEST_CASE("commands sent while the node is offline run exactly once after it reconnects; expired ones are counted",
+          "[comms]") {
+  Scratch s;
+  edgert::testing::BrokerOptions bo;
+  bo.persistence = true;
+  bo.extra_config = "max_queued_messages 100000\n";  // mosquitto's default, 1000, drops the rest silently
+  MosquittoBroker broker(bo);
+  broker.start();
+  const std::string yaml = comms_yaml(s.dir, "node-a", broker.port());
+  std::mutex mu;
+  std::map<std::string, int> runs;  // the handler's own tally, by message_id
+  auto counting = [&](edgert::Node& n) {
+    n.add_command("COUNT", [&](const edgert::CommandRequest& r) -> edgert::Result<std::string> {
+      std::lock_guard lk(mu);
+      ++runs[r.message_id];
+      return std::string("{}");
+    });
+  };
+  {
+    auto a = make_node(yaml);  // establishes the persistent session
+    counting(*a);
+    REQUIRE(a->start().ok());
+    REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+    a->stop();
+  }
+  TestClient backend(broker.port(), "backend");
+  backend.subscribe("edgert/backend/inbox");
+  constexpr int kCommands = 1000, kExpired = 20;
+  for (int i = 0; i < kCommands; ++i) {
+    REQUIRE(backend.publish("edgert/node-a/commands", edgert::testing::command("cmd-" + std::to_string(i), "node-a", "COUNT")));
+  }
+  for (int i = 0; i < kExpired; ++i) {
+    REQUIRE(backend.publish("edgert/node-a/commands",
+                            envelope("old-" + std::to_string(i), "backend", "node-a", "command",
+                                     json{{"command", "COUNT"}}, "", "", edgert::testing::now_ms() + 500)));
+  }
+  std::this_thread::sleep_for(1s);  // the last ones expire while the node is away
+  auto a = make_node(yaml);
+  counting(*a);
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return replies(backend).size() == kCommands; }, 120s));
+  {
+    std::lock_guard lk(mu);
+    CHECK(runs.size() == kCommands);
+    for (const auto& [id, n] : runs) {
+      INFO(id);
+      CHECK(n == 1);
+      CHECK(id.rfind("cmd-", 0) == 0);
+    }
+  }
+  const auto c = comms_of(*a);
+  CHECK(c["dead_letters"]["expired"] == kExpired);
+  CHECK(c["commands_run"] == kCommands);
+  for (const auto& [id, r] : replies(backend)) CHECK(r["ok"] == true);
+  a->stop();
+}
+
+TEST_CASE("malformed, oversized, deep, misaddressed and replayed messages are dead-lettered or deduplicated and counted",
+          "[comms]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port(), "  max_inbound_bytes: 4096\n"));
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+  TestClient backend(broker.port(), "backend");
+  backend.subscribe("edgert/backend/inbox");
+  const std::string cmds = "edgert/node-a/commands", inbox = "edgert/node-a/inbox";
+  REQUIRE(backend.publish(cmds, "{not json"));
+  REQUIRE(backend.publish(cmds, std::string("\xff\xfe{}", 4)));
+  REQUIRE(backend.publish(inbox, json{{"message_id", "m1"}, {"sender_node_id", "x"}}.dump()));
+  REQUIRE(backend.publish(inbox, envelope("big", "backend", "node-a", "chat", json{{"blob", std::string(5000, 'x')}})));
+  std::string deep(200, '[');
+  deep += std::string(200, ']');
+  REQUIRE(backend.publish(inbox, R"({"message_id":"deep","sender_node_id":"backend","recipient_node_id":"node-a","timestamp":1,"payload_type":"chat","payload":)" + deep + "}"));
+  REQUIRE(backend.publish(inbox, envelope("elsewhere", "backend", "node-z", "chat", json{{"t", 1}})));
+  REQUIRE(backend.publish(cmds, envelope("notcmd", "backend", "node-a", "command", json{{"nope", 1}})));
+  const std::string twice = envelope("twice", "backend", "node-a", "chat", json{{"t", 2}});
+  REQUIRE(backend.publish(inbox, twice));
+  REQUIRE(backend.publish(inbox, twice));
+  REQUIRE(backend.publish(cmds, edgert::testing::command("ping-1", "node-a", "PING")));
+
+  REQUIRE(wait_until([&] { return replies(backend).count("ping-1") == 1; }));
+  REQUIRE(wait_until([&] { return comms_of(*a)["duplicates"] == 1; }));
+  const auto c = comms_of(*a);
+  INFO(c.dump());
+  CHECK(c["dead_letters"]["malformed"] == 4);  // bad JSON, bad UTF-8, too deep, a command without a name
+  CHECK(c["dead_letters"]["missing_field"] == 1);
+  CHECK(c["dead_letters"]["oversized"] == 1);
+  CHECK(c["dead_letters"]["wrong_recipient"] == 1);
+  CHECK(c["received"] == 10);
+  // The deep one is refused before it is parsed (the parser would recurse per level).
+  auto letters = a->mailbox()->dead_letters(100);
+  REQUIRE(letters.ok());
+  std::map<std::string, std::string> reason_of;
+  for (const auto& d : letters.value()) reason_of[d.message_id] = d.reason;
+  CHECK(reason_of["elsewhere"].find("node-z") != std::string::npos);
+  CHECK(reason_of["big"].find("oversized") == 0);
+  CHECK(reason_of["m1"].find("missing field") != std::string::npos);
+  bool deep_refused = false;
+  for (const auto& d : letters.value()) deep_refused |= d.raw.find("\"deep\"") != std::string::npos && d.reason.find("deeper") != std::string::npos;
+  CHECK(deep_refused);
+  auto un = a->mailbox()->unacked("chat");
+  REQUIRE(un.ok());
+  CHECK(un.value().size() == 1);  // `twice`, stored once
+  CHECK(replies(backend)["ping-1"]["result"]["pong"] == true);
+  CHECK(a->running());
+  a->stop();
+}
+
+TEST_CASE("with signing required, unsigned, badly signed and unknown senders' commands are refused and counted",
+          "[comms]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  const std::string secret = "0123456789abcdef-secret";
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port(),
+                                "  security: {require_signed: true, allowed_senders: [backend], keys: {k1: " + secret +
+                                    "}}\n"));
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+  TestClient backend(broker.port(), "backend");
+  backend.subscribe("edgert/backend/inbox");
+  backend.subscribe("edgert/intruder/inbox");
+  const std::string cmds = "edgert/node-a/commands";
+  const json ping{{"command", "PING"}};
+  REQUIRE(backend.publish(cmds, envelope("unsigned", "backend", "node-a", "command", ping)));
+  REQUIRE(backend.publish(cmds, envelope("wrong", "backend", "node-a", "command", ping, "k1", "not-the-secret-at-all")));
+  REQUIRE(backend.publish(cmds, envelope("nokey", "backend", "node-a", "command", ping, "k9", secret)));
+  REQUIRE(backend.publish(cmds, envelope("intruder", "intruder", "node-a", "command", ping, "k1", secret)));
+  // Signed over another payload than the one sent: a tampered message.
+  auto tampered = json::parse(envelope("tampered", "backend", "node-a", "command", ping, "k1", secret));
+  tampered["payload"]["command"] = "TRIGGER";
+  REQUIRE(backend.publish(cmds, tampered.dump()));
+  REQUIRE(backend.publish(cmds, envelope("good", "backend", "node-a", "command", ping, "k1", secret)));
+
+  REQUIRE(wait_until([&] { return replies(backend).count("good") == 1; }));
+  const auto c = comms_of(*a);
+  INFO(c.dump());
+  CHECK(c["dead_letters"]["unsigned"] == 1);
+  CHECK(c["dead_letters"]["bad_signature"] == 3);
+  CHECK(c["dead_letters"]["unknown_sender"] == 1);
+  CHECK(c["commands_run"] == 1);
+  CHECK(replies(backend).size() == 1);
+  a->stop();
+}
+
+TEST_CASE("STATUS replies with the heartbeat document; TRIGGER fires a triggered stream and names an unknown one",
+          "[comms]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port(), "", R"(streams:
+  - name: snap
+    capture: {type: pl_source}
+    trigger: {type: manual}
+    plugins:
+      - signature: pl_probe
+        instances: [{instance_id: p}]
+)"));
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+  TestClient backend(broker.port(), "backend");
+  backend.subscribe("edgert/backend/inbox");
+  const std::string cmds = "edgert/node-a/commands";
+  REQUIRE(backend.publish(cmds, edgert::testing::command("s1", "node-a", "STATUS")));
+  REQUIRE(backend.publish(cmds, edgert::testing::command("t1", "node-a", "TRIGGER", json{{"stream", "snap"}})));
+  REQUIRE(backend.publish(cmds, edgert::testing::command("t2", "node-a", "TRIGGER", json{{"stream", "nope"}})));
+  REQUIRE(backend.publish(cmds, edgert::testing::command("u1", "node-a", "SELF_DESTRUCT")));
+  REQUIRE(wait_until([&] { return replies(backend).size() == 4; }));
+  auto r = replies(backend);
+  CHECK(r["s1"]["ok"] == true);
+  CHECK(r["s1"]["result"]["node_id"] == "node-a");
+  CHECK(r["s1"]["result"]["streams"].contains("snap"));
+  CHECK(r["t1"]["ok"] == true);
+  CHECK(r["t2"]["ok"] == false);
+  CHECK(r["t2"]["error"].get<std::string>().find("nope") != std::string::npos);
+  CHECK(r["u1"]["error"].get<std::string>().find("unknown command 'SELF_DESTRUCT'") != std::string::npos);
+  REQUIRE(wait_until([&] { return json::parse(a->stats_json())["streams"]["snap"]["captured"] == 1; }));
+  a->stop();
+}
+
+TEST_CASE("work_offline false: the node asks to stop after max_retry_iters failed attempts and says why", "[comms]") {
+  Scratch s;
+  MosquittoBroker broker;  // never started: connection refused
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port(), "", "", ", work_offline: false")
+                         .replace(std::string("reconnect_max_ms: 1000"), "reconnect_max_ms: 100, max_retry_iters: 3"));
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return !a->shutdown_reason().empty(); }, 30s));
+  const auto why = a->shutdown_reason();
+  CHECK(why.find("127.0.0.1:" + std::to_string(broker.port())) != std::string::npos);
+  CHECK(why.find("work_offline is false") != std::string::npos);
+  CHECK(comms_of(*a)["connect_attempts"].get<int>() >= 4);
+  a->stop();
+
+  // work_offline true (the default): no such request, however long it fails.
+  auto b = make_node(comms_yaml(s.dir, "node-b", broker.port()).replace(
+      std::string("reconnect_max_ms: 1000"), "reconnect_max_ms: 100, max_retry_iters: 3"));
+  REQUIRE(b->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*b)["connect_attempts"].get<int>() >= 8; }, 30s));
+  CHECK(b->shutdown_reason().empty());
+  b->stop();
+}
+
+#ifdef EDGERT_NODE_BIN
+TEST_CASE("a node killed with SIGKILL is announced offline by its last will", "[comms]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  const auto cfg = s.dir / "node.yaml";
+  {
+    std::ofstream(cfg) << comms_yaml(s.dir, "node-k", broker.port());
+  }
+  TestClient watcher(broker.port(), "watcher");
+  watcher.subscribe("edgert/node-k/status");
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    execl(EDGERT_NODE_BIN, EDGERT_NODE_BIN, "run", cfg.c_str(), "--duration", "120", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const bool online = watcher.wait_for([](const auto& ms) { return !ms.empty() && ms.back().payload == "online"; }, 60s);
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(online);
+  // keepalive_s 5: the broker gives up on the connection within 1.5 keepalives.
+  CHECK(watcher.wait_for([](const auto& ms) { return !ms.empty() && ms.back().payload == "offline"; }, 30s));
+}
+#endif
