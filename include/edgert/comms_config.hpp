@@ -40,7 +40,6 @@ struct SecuritySection {
   bool require_signed = false;                // true: unsigned or badly signed commands are refused
   std::vector<std::string> allowed_senders;   // [] : any sender (when require_signed, any with a valid signature)
   std::map<std::string, std::string> keys;    // key id -> shared secret (HMAC-SHA256)
-  std::string signing_key_id;                 // "" : outgoing envelopes are not signed
 };
 
 struct CommsSection {

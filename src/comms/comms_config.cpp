@@ -59,11 +59,7 @@ const Table<SecuritySection>& security_table() {
     s.key("require_signed", &SecuritySection::require_signed)
         .key("allowed_senders", &SecuritySection::allowed_senders)
         .key("keys", &SecuritySection::keys)
-        .key("signing_key_id", &SecuritySection::signing_key_id)
         .check([](const SecuritySection& sec, const YAML::Node& map, const std::string& path, Context& ctx) {
-          if (!sec.signing_key_id.empty() && !sec.keys.count(sec.signing_key_id)) {
-            ctx.add(map, path + ".signing_key_id", "names key '" + sec.signing_key_id + "', which keys does not hold");
-          }
           if (sec.require_signed && sec.keys.empty()) {
             ctx.add(map, path + ".require_signed", "is true but no keys are configured: every command would be refused");
           }
