@@ -75,8 +75,12 @@ void Forwarder::on_published(int mid, bool ok, const std::string& reason) {
     failed_.push_back(std::move(it->second.message_id));
   }
   flights_.erase(it);
-  woken_ = true;
-  cv_.notify_all();
+  // Deletes are batched: the thread is woken once a quarter of the window is back (or
+  // nothing is left in flight); otherwise its 5 ms round picks them up.
+  if (!ok || acked_.size() >= std::max<std::size_t>(1, options_.window / 4) || flights_.empty()) {
+    woken_ = true;
+    cv_.notify_all();
+  }
 }
 
 void Forwarder::on_state(LinkState state) {
@@ -224,7 +228,8 @@ void Forwarder::run() {
     cv_.notify_all();  // stop() waits for flights_ to empty
     // More room and rows may remain: go round at once after a full batch.
     if (sent > 0 && sent == room) continue;
-    cv_.wait_for(lk, std::chrono::seconds(1), [this] { return woken_ || stopping_; });
+    const auto nap = flights_.empty() && acked_.empty() ? std::chrono::milliseconds(1000) : std::chrono::milliseconds(5);
+    cv_.wait_for(lk, nap, [this] { return woken_ || stopping_; });
     woken_ = false;
   }
   // Stopping: whatever is still in flight goes back to the outbox, due at once.
