@@ -1503,3 +1503,22 @@ Status Mailbox::backup(const std::string& data_dir, const std::string& dest) {
 }
 
 }  // namespace edgert
+
+// STUBS (replaced below in the real implementation)
+namespace edgert {
+Result<std::vector<OutboxMessage>> Mailbox::lease(std::size_t, std::chrono::milliseconds) {
+  return Status{ErrorCode::unsupported, "lease: not implemented"};
+}
+void Mailbox::release(const std::vector<std::string>&) {}
+void Mailbox::set_commit_listener(std::function<void()>) {}
+Result<std::size_t> Mailbox::mark_delivered(const std::vector<std::string>&) {
+  return Status{ErrorCode::unsupported, "not implemented"};
+}
+Result<std::size_t> Mailbox::mark_failed(const std::vector<std::string>&) {
+  return Status{ErrorCode::unsupported, "not implemented"};
+}
+Status Mailbox::dead_letter(DeadLetter) { return {ErrorCode::unsupported, "not implemented"}; }
+Result<std::vector<DeadLetter>> Mailbox::dead_letters(std::size_t) {
+  return Status{ErrorCode::unsupported, "not implemented"};
+}
+}  // namespace edgert
