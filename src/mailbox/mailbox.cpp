@@ -31,6 +31,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <unordered_map>
 
 namespace edgert {
 
@@ -379,6 +380,44 @@ struct Mailbox::Impl {
                         table, printable(id), why, remedy);
   }
 
+  // Leases (docs/mailbox.md, "Leases"): message_id -> expiry on the monotonic clock
+  // (steady()), and the same pairs ordered by expiry, so expired leases are found
+  // without a scan. In memory only: one process owns a data_dir (its lock), and a
+  // restart must offer every unacknowledged row again. Under db_mu.
+  std::unordered_map<std::string, std::int64_t> leases;
+  std::set<std::pair<std::int64_t, std::string>> lease_order;
+  std::atomic<std::uint64_t> leased{0}, lease_expired{0};
+  void end_lease(const std::string& id) {
+    const auto it = leases.find(id);
+    if (it == leases.end()) return;
+    lease_order.erase({it->second, id});
+    leases.erase(it);
+  }
+  // Drops the leases that ran out (lazily: on the next read of the outbox or stats()).
+  void expire_leases() {
+    if (lease_order.empty()) return;
+    const std::int64_t t = steady();
+    while (!lease_order.empty() && lease_order.begin()->first <= t) {
+      leases.erase(lease_order.begin()->second);
+      lease_order.erase(lease_order.begin());
+      ++lease_expired;
+    }
+  }
+  // pending() and lease(): up to `limit` due rows, skipping leased ones; with
+  // lease_ms >= 0 the rows returned are leased for that long.
+  Result<std::vector<OutboxMessage>> due(std::size_t limit, const char* call, std::int64_t lease_ms);
+  // min(base * 2^attempts, cap) +- jitter after `t`, saturating.
+  std::int64_t next_attempt(int attempts, std::int64_t t) const;
+
+  // set_commit_listener(): called by the writer after a commit that stored outbox
+  // rows, holding listener_mu (never db_mu), so a replacement waits out a call.
+  std::mutex listener_mu;
+  std::function<void()> commit_listener;
+  void notify_commit();
+
+  std::atomic<std::uint64_t> dead_lettered{0}, dead_letters_pruned{0};
+  bool pruning_reported = false;  // under db_mu: the first prune is logged, later ones only counted
+
   std::int64_t now() const { return options.clock_ms ? options.clock_ms() : system_ms(); }
   std::int64_t steady() const { return options.steady_ms ? options.steady_ms() : steady_clock_ms(); }
 
@@ -446,6 +485,7 @@ struct Mailbox::Impl {
     std::uint64_t rejected = 0;
     std::uint64_t resends = 0;               // identical resends of a stored message_id
     std::vector<std::string> evictions;      // one message per evicted row
+    std::vector<std::string> evicted_ids;    // their message_ids (their leases end)
     std::vector<std::string> conflicts;      // one message per message_id refused as taken
     std::vector<std::string> row_failures;   // one message per row the database refused
   };
@@ -716,6 +756,7 @@ void Mailbox::Impl::write_loop() {
         add_outbox_totals(rows - rows0, bytes - bytes0);
         txn.commit();
         ++commits;
+        for (const auto& id : tally.evicted_ids) end_lease(id);
         committed -= tally.resends;  // answered with the stored row's id, not stored again
         hits += tally.resends;
       } catch (const std::exception& e) {
@@ -769,6 +810,8 @@ void Mailbox::Impl::write_loop() {
                             note);
       }
     }
+    // Before the senders are answered: once send() returns, the listener has been woken.
+    if (committed > 0) notify_commit();
     last = batch.size();
     for (std::size_t i = 0; i < batch.size(); ++i) batch[i]->complete(std::move(results[i]));
   }
@@ -899,6 +942,7 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
       del.exec();
       --rows;
       bytes -= vsize;
+      tally.evicted_ids.push_back(id);
       tally.evictions.push_back("mailbox quota: evicted message " + printable(id) + " (priority " +
                                 std::to_string(prio) + ", " + std::to_string(vsize) + " bytes) to make room for " +
                                 printable(r.env.message_id));
@@ -910,6 +954,7 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
       rows = rows0;
       bytes = bytes0;
       tally.evictions.resize(notes0);
+      tally.evicted_ids.resize(notes0);
       ++tally.rejected;
       return Status{ErrorCode::quota_exceeded,
                     "mailbox " + path + ": outbox quota reached (" + std::to_string(rows) + " messages, " +
@@ -1174,6 +1219,12 @@ void read_table_stats(SQLite::Database& db, std::int64_t now, MailboxStats& s) {
   if (oldest.executeStep()) s.oldest_pending_age_ms = now - oldest.getColumn(0).getInt64();
   SQLite::Statement un(db, "SELECT COUNT(*) FROM inbox WHERE acknowledged = 0");
   if (un.executeStep()) s.inbox_unacked = static_cast<std::uint64_t>(un.getColumn(0).getInt64());
+  // A file from before schema 3 (read_stats() does not migrate) has no dead letters.
+  SQLite::Statement has(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'dead_letter'");
+  if (has.executeStep() && has.getColumn(0).getInt() > 0) {
+    SQLite::Statement dl(db, "SELECT COUNT(*) FROM dead_letter");
+    if (dl.executeStep()) s.dead_letter_rows = static_cast<std::uint64_t>(dl.getColumn(0).getInt64());
+  }
 }
 
 // LIMIT for a read that skips `unreadable` known-bad rows on its way to `limit` good ones.
@@ -1183,30 +1234,48 @@ std::int64_t sql_limit(std::size_t limit, std::size_t unreadable) {
 
 }  // namespace
 
-Result<std::vector<OutboxMessage>> Mailbox::pending(std::size_t limit) {
+Result<std::vector<OutboxMessage>> Mailbox::pending(std::size_t limit) { return impl_->due(limit, "pending", -1); }
+
+Result<std::vector<OutboxMessage>> Mailbox::lease(std::size_t limit, std::chrono::milliseconds lease_for) {
+  if (lease_for.count() <= 0) {
+    return Status{ErrorCode::invalid_argument, "mailbox " + impl_->path + ": lease: lease_for is " +
+                                                   std::to_string(lease_for.count()) + " ms; it must be positive"};
+  }
+  return impl_->due(limit, "lease", lease_for.count());
+}
+
+// One read of the due index, LIMIT limit + leased + known unreadable rows: the rows
+// skipped are at most those, so the cost grows with the leases held (the caller's
+// in-flight window), never with the backlog behind them.
+Result<std::vector<OutboxMessage>> Mailbox::Impl::due(std::size_t limit, const char* call, std::int64_t lease_ms) {
   std::vector<OutboxMessage> out;
-  std::lock_guard lk(impl_->db_mu);
-  if (impl_->closed) return impl_->closed_error("pending");
+  std::lock_guard lk(db_mu);
+  if (closed) return closed_error(call);
+  std::vector<std::string> ids;  // of `out`, from the message_id column
   try {
-    auto& q = impl_->stmt(
+    auto& q = stmt(
         "SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id FROM outbox "
         "WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 ORDER BY priority DESC, next_attempt_ms ASC LIMIT ?2");
-    const std::int64_t t = impl_->checked_now(/*may_persist=*/false);
+    const std::int64_t t = checked_now(/*may_persist=*/false);
+    expire_leases();
     // A pass that finds a new unreadable row asks again for one more row per such
     // row, so they never take the place of readable ones.
-    for (std::size_t known = SIZE_MAX; known != impl_->unreadable_outbox.size() && out.size() < limit;) {
-      known = impl_->unreadable_outbox.size();
+    for (std::size_t known = SIZE_MAX; known != unreadable_outbox.size() && out.size() < limit;) {
+      known = unreadable_outbox.size();
       out.clear();
+      ids.clear();
       q.reset();
       q.bind(1, t);
-      q.bind(2, sql_limit(limit, known));
+      q.bind(2, sql_limit(limit, known + leases.size()));
       while (out.size() < limit && q.executeStep()) {
+        std::string id = q.getColumn(6).getString();
+        if (!leases.empty() && leases.count(id) != 0) continue;
         OutboxMessage m;
         m.envelope_json = q.getColumn(0).getString();
         auto decoded = decode(m.envelope_json);
         if (!decoded.ok()) {
-          impl_->report_unreadable(impl_->unreadable_outbox, "outbox", q.getColumn(6).getString(),
-                                   decoded.status().message(), "mark_delivered() removes it");
+          report_unreadable(unreadable_outbox, "outbox", id, decoded.status().message(),
+                            "mark_delivered() removes it");
           continue;
         }
         m.envelope = std::move(decoded).value();
@@ -1216,13 +1285,53 @@ Result<std::vector<OutboxMessage>> Mailbox::pending(std::size_t limit) {
         m.expires_ms = q.getColumn(4).getInt64();
         m.created_ms = q.getColumn(5).getInt64();
         out.push_back(std::move(m));
+        ids.push_back(std::move(id));
       }
     }
     q.reset();
   } catch (const std::exception& e) {
-    return io_error(impl_->path + ": pending", e);
+    return io_error(path + ": " + call, e);
+  }
+  if (lease_ms >= 0 && !out.empty()) {
+    const std::int64_t until = sat_add(steady(), lease_ms);
+    for (auto& id : ids) {
+      lease_order.emplace(until, id);
+      leases.emplace(std::move(id), until);
+    }
+    leased += out.size();
   }
   return out;
+}
+
+void Mailbox::release(const std::vector<std::string>& message_ids) {
+  std::lock_guard lk(impl_->db_mu);
+  for (const auto& id : message_ids) impl_->end_lease(id);
+}
+
+void Mailbox::set_commit_listener(std::function<void()> listener) {
+  std::function<void()> old;
+  {
+    std::lock_guard lk(impl_->listener_mu);  // held by the writer during a call
+    old = std::move(impl_->commit_listener);
+    impl_->commit_listener = std::move(listener);
+  }
+  // `old` (and what it captured) is destroyed here, outside the lock.
+}
+
+void Mailbox::Impl::notify_commit() {
+  std::lock_guard lk(listener_mu);
+  if (!commit_listener) return;
+  // A listener's failure must not take down the writer (and the process).
+  try {
+    commit_listener();
+  } catch (const std::exception& e) {
+    ++notification_errors;
+    detail::log().error("mailbox {}: the commit listener threw ({}); the commit stands", path,
+                        printable(e.what(), 200));
+  } catch (...) {
+    ++notification_errors;
+    detail::log().error("mailbox {}: the commit listener threw a non-standard exception; the commit stands", path);
+  }
 }
 
 Status Mailbox::mark_delivered(const std::string& message_id) {
@@ -1242,6 +1351,7 @@ Status Mailbox::mark_delivered(const std::string& message_id) {
       txn.commit();
       return {};
     });
+    impl_->end_lease(message_id);  // delivered, or not in the outbox: either way nothing to hold
     if (!st.ok()) return st;
   } catch (const std::exception& e) {
     return io_error(impl_->path + ": mark_delivered " + printable(message_id), e);
@@ -1249,6 +1359,55 @@ Status Mailbox::mark_delivered(const std::string& message_id) {
   ++impl_->delivered;
   impl_->disk->maybe_restore();
   return {};
+}
+
+Result<std::size_t> Mailbox::mark_delivered(const std::vector<std::string>& message_ids) {
+  std::lock_guard lk(impl_->db_mu);
+  if (impl_->closed) return impl_->closed_error("mark_delivered");
+  if (message_ids.empty()) return std::size_t{0};
+  std::size_t found = 0;
+  try {
+    found = impl_->keep_books("mark_delivered", [&] {
+      SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
+      auto& q = impl_->stmt("DELETE FROM outbox WHERE message_id = ? RETURNING size");
+      std::int64_t rows = 0, bytes = 0;
+      for (const auto& id : message_ids) {
+        q.reset();
+        q.bindNoCopy(1, id);
+        if (q.executeStep()) {
+          ++rows;
+          bytes += q.getColumn(0).getInt64();
+        }
+        q.reset();
+      }
+      q.clearBindings();  // no pointer into message_ids outlives this call
+      if (rows > 0) impl_->add_outbox_totals(-rows, -bytes);
+      txn.commit();
+      return static_cast<std::size_t>(rows);
+    });
+  } catch (const std::exception& e) {
+    // The leases stay: the rows are still there, and the caller may try again.
+    return io_error(impl_->path + ": mark_delivered of " + std::to_string(message_ids.size()) +
+                        " messages (the first " + printable(message_ids.front()) + "); none was removed",
+                    e);
+  }
+  for (const auto& id : message_ids) impl_->end_lease(id);
+  impl_->delivered += found;
+  impl_->disk->maybe_restore();
+  return found;
+}
+
+std::int64_t Mailbox::Impl::next_attempt(int attempts, std::int64_t t) const {
+  const auto& o = options;
+  // min(base * 2^attempts, cap), computed without overflow.
+  double delay = static_cast<double>(o.backoff_base.count()) * std::pow(2.0, std::min(attempts, 62));
+  delay = std::min(delay, static_cast<double>(o.backoff_cap.count()));
+  if (o.backoff_jitter > 0) {
+    thread_local std::mt19937 rng{std::random_device{}()};
+    std::uniform_real_distribution<double> u(-o.backoff_jitter, o.backoff_jitter);
+    delay *= 1.0 + u(rng);
+  }
+  return sat_add(t, static_cast<std::int64_t>(std::clamp(delay, 0.0, 4e18)));
 }
 
 Result<std::int64_t> Mailbox::mark_failed(const std::string& message_id) {
@@ -1259,26 +1418,19 @@ Result<std::int64_t> Mailbox::mark_failed(const std::string& message_id) {
     auto& sel = impl_->stmt("SELECT attempts FROM outbox WHERE message_id = ?");
     sel.bind(1, message_id);
     if (!sel.executeStep()) {
+      impl_->end_lease(message_id);
       return Status{ErrorCode::not_found, "mark_failed: message " + printable(message_id) + " is not in the outbox"};
     }
     const int attempts = sel.getColumn(0).getInt();
     sel.reset();
-    const auto& o = impl_->options;
-    // min(base * 2^attempts, cap), computed without overflow.
-    double delay = static_cast<double>(o.backoff_base.count()) * std::pow(2.0, std::min(attempts, 62));
-    delay = std::min(delay, static_cast<double>(o.backoff_cap.count()));
-    if (o.backoff_jitter > 0) {
-      thread_local std::mt19937 rng{std::random_device{}()};
-      std::uniform_real_distribution<double> u(-o.backoff_jitter, o.backoff_jitter);
-      delay *= 1.0 + u(rng);
-    }
-    const std::int64_t next = sat_add(t, static_cast<std::int64_t>(std::clamp(delay, 0.0, 4e18)));
+    const std::int64_t next = impl_->next_attempt(attempts, t);
     impl_->keep_books("mark_failed", [&] {
       auto& up = impl_->stmt("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ? WHERE message_id = ?");
       up.bind(1, next);
       up.bind(2, message_id);
       up.exec();
     });
+    impl_->end_lease(message_id);
     ++impl_->failed_attempts;
     return next;
   } catch (const std::exception& e) {
@@ -1286,20 +1438,64 @@ Result<std::int64_t> Mailbox::mark_failed(const std::string& message_id) {
   }
 }
 
+Result<std::size_t> Mailbox::mark_failed(const std::vector<std::string>& message_ids) {
+  std::lock_guard lk(impl_->db_mu);
+  if (impl_->closed) return impl_->closed_error("mark_failed");
+  if (message_ids.empty()) return std::size_t{0};
+  const std::int64_t t = impl_->checked_now();
+  std::size_t found = 0;
+  try {
+    found = impl_->keep_books("mark_failed", [&] {
+      SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
+      auto& sel = impl_->stmt("SELECT attempts FROM outbox WHERE message_id = ?");
+      auto& up = impl_->stmt("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ? WHERE message_id = ?");
+      std::size_t n = 0;
+      for (const auto& id : message_ids) {
+        sel.reset();
+        sel.bindNoCopy(1, id);
+        if (!sel.executeStep()) continue;
+        const int attempts = sel.getColumn(0).getInt();
+        sel.reset();
+        up.reset();
+        up.bind(1, impl_->next_attempt(attempts, t));
+        up.bindNoCopy(2, id);
+        up.exec();
+        ++n;
+      }
+      sel.reset();
+      sel.clearBindings();
+      up.reset();
+      up.clearBindings();
+      txn.commit();
+      return n;
+    });
+  } catch (const std::exception& e) {
+    return io_error(impl_->path + ": mark_failed of " + std::to_string(message_ids.size()) + " messages (the first " +
+                        printable(message_ids.front()) + "); none was rescheduled",
+                    e);
+  }
+  for (const auto& id : message_ids) impl_->end_lease(id);
+  impl_->failed_attempts += found;
+  return found;
+}
+
 Result<std::size_t> Mailbox::cleanup_expired() {
   std::lock_guard lk(impl_->db_mu);
   if (impl_->closed) return impl_->closed_error("cleanup_expired");
   try {
     const std::int64_t t = impl_->checked_now();
+    std::vector<std::string> removed;  // leased ones among the rows removed
     const int n = impl_->keep_books("cleanup_expired", [&] {
       SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
-      auto& q = impl_->stmt("DELETE FROM outbox WHERE expires_ms <= ? RETURNING size");
+      auto& q = impl_->stmt("DELETE FROM outbox WHERE expires_ms <= ? RETURNING size, message_id");
       q.bind(1, t);
       int rows = 0;
       std::int64_t bytes = 0;
+      removed.clear();
       while (q.executeStep()) {
         ++rows;
         bytes += q.getColumn(0).getInt64();
+        if (!impl_->leases.empty()) removed.push_back(q.getColumn(1).getString());
       }
       q.reset();
       impl_->add_outbox_totals(-rows, -bytes);
@@ -1309,6 +1505,7 @@ Result<std::size_t> Mailbox::cleanup_expired() {
       txn.commit();
       return rows;
     });
+    for (const auto& id : removed) impl_->end_lease(id);
     impl_->disk->maybe_restore();
     if (n > 0) {
       impl_->expired += static_cast<std::uint64_t>(n);
@@ -1408,6 +1605,105 @@ Status Mailbox::ack(const std::string& message_id) {
   return {};
 }
 
+namespace {
+// Longest source and reason kept with a dead letter, in bytes (docs/mailbox.md,
+// "Dead letters"): they describe input a peer controls.
+constexpr std::size_t kMaxDeadLetterTextBytes = 1024;
+
+// A column's bytes as stored, NULs and invalid UTF-8 included.
+std::string column_bytes(const SQLite::Column& c) {
+  const void* p = c.getBlob();
+  const int n = c.getBytes();
+  return p && n > 0 ? std::string(static_cast<const char*>(p), static_cast<std::size_t>(n)) : std::string();
+}
+}  // namespace
+
+// The insert and the pruning share one transaction. Dead letters never draw on the
+// disk reserve (keep_books): a peer sending garbage must not use up the room kept for
+// delivery bookkeeping; on a full disk the letter is refused (io_error).
+Status Mailbox::dead_letter(DeadLetter letter) {
+  const auto& o = impl_->options;
+  auto cut = [](std::string& v, std::size_t n) {
+    if (v.size() > n) v.resize(n);
+  };
+  cut(letter.raw, o.max_dead_letter_raw_bytes);
+  cut(letter.message_id, o.max_id_bytes);
+  cut(letter.sender_node_id, o.max_id_bytes);
+  cut(letter.source, kMaxDeadLetterTextBytes);
+  cut(letter.reason, kMaxDeadLetterTextBytes);
+  std::lock_guard lk(impl_->db_mu);
+  if (impl_->closed) return impl_->closed_error("dead_letter");
+  if (letter.received_ms == 0) letter.received_ms = impl_->now();
+  const auto keep = static_cast<std::int64_t>(std::min<std::uint64_t>(o.max_dead_letters, INT64_MAX));
+  std::int64_t pruned = 0;
+  try {
+    SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
+    auto& ins = impl_->stmt(
+        "INSERT INTO dead_letter (message_id, sender_node_id, source, reason, raw, received_ms) VALUES (?,?,?,?,?,?)");
+    ins.bindNoCopy(1, letter.message_id);
+    ins.bindNoCopy(2, letter.sender_node_id);
+    ins.bindNoCopy(3, letter.source);
+    ins.bindNoCopy(4, letter.reason);
+    ins.bindNoCopy(5, static_cast<const void*>(letter.raw.data()), static_cast<int>(letter.raw.size()));
+    ins.bind(6, letter.received_ms);
+    ins.exec();
+    ins.reset();
+    ins.clearBindings();
+    auto& count = impl_->stmt("SELECT COUNT(*) FROM dead_letter");
+    const std::int64_t rows = count.executeStep() ? count.getColumn(0).getInt64() : 0;
+    count.reset();
+    if (rows > keep) {
+      auto& del =
+          impl_->stmt("DELETE FROM dead_letter WHERE id IN (SELECT id FROM dead_letter ORDER BY id ASC LIMIT ?)");
+      del.bind(1, rows - keep);
+      pruned = del.exec();
+    }
+    txn.commit();
+  } catch (const std::exception& e) {
+    return io_error(impl_->path + ": dead letter " + printable(letter.message_id) + " from " +
+                        printable(letter.source) + " not stored",
+                    e);
+  }
+  ++impl_->dead_lettered;
+  if (pruned > 0) {
+    impl_->dead_letters_pruned += static_cast<std::uint64_t>(pruned);
+    if (!impl_->pruning_reported) {
+      impl_->pruning_reported = true;
+      detail::log().warn(
+          "mailbox {}: more than max_dead_letters ({}) dead letters; the oldest are removed from now on (counted in "
+          "dead_letters_pruned)",
+          impl_->path, o.max_dead_letters);
+    }
+  }
+  return {};
+}
+
+Result<std::vector<DeadLetter>> Mailbox::dead_letters(std::size_t limit) {
+  std::vector<DeadLetter> out;
+  std::lock_guard lk(impl_->db_mu);
+  if (impl_->closed) return impl_->closed_error("dead_letters");
+  try {
+    auto& q = impl_->stmt(
+        "SELECT message_id, sender_node_id, source, reason, raw, received_ms FROM dead_letter ORDER BY id DESC "
+        "LIMIT ?");
+    q.bind(1, sql_limit(limit, 0));
+    while (q.executeStep()) {
+      DeadLetter d;
+      d.message_id = column_bytes(q.getColumn(0));
+      d.sender_node_id = column_bytes(q.getColumn(1));
+      d.source = column_bytes(q.getColumn(2));
+      d.reason = column_bytes(q.getColumn(3));
+      d.raw = column_bytes(q.getColumn(4));
+      d.received_ms = q.getColumn(5).getInt64();
+      out.push_back(std::move(d));
+    }
+    q.reset();
+  } catch (const std::exception& e) {
+    return io_error(impl_->path + ": dead_letters", e);
+  }
+  return out;
+}
+
 Result<MailboxStats> Mailbox::stats() {
   MailboxStats s;
   {
@@ -1419,6 +1715,8 @@ Result<MailboxStats> Mailbox::stats() {
       return io_error(impl_->path + ": stats", e);
     }
     // Under db_mu: close() destroys the checkpointer only after `closed` is set.
+    impl_->expire_leases();
+    s.leased_now = impl_->leases.size();
     s.counters.checkpoints = impl_->checkpointer->rounds();
     s.counters.checkpoint_failures = impl_->checkpointer->failures();
   }
@@ -1440,6 +1738,10 @@ Result<MailboxStats> Mailbox::stats() {
   c.integrity_repairs = impl_->integrity->repairs();
   c.integrity_failures = impl_->integrity->failures();
   c.clock_jumps = impl_->clock_jumps;
+  c.leased = impl_->leased;
+  c.lease_expired = impl_->lease_expired;
+  c.dead_lettered = impl_->dead_lettered;
+  c.dead_letters_pruned = impl_->dead_letters_pruned;
   return s;
 }
 
@@ -1503,3 +1805,4 @@ Status Mailbox::backup(const std::string& data_dir, const std::string& dest) {
 }
 
 }  // namespace edgert
+

@@ -62,6 +62,21 @@ CREATE TABLE meta (
   value INTEGER NOT NULL
 );
 )sql",
+    // 2 -> 3: received messages the node refused (docs/mailbox.md, "Dead letters").
+    // raw is a BLOB: what arrived may be any bytes. id orders them (newest last);
+    // the small index keeps COUNT(*) off the table's pages.
+    R"sql(
+CREATE TABLE dead_letter (
+  id INTEGER PRIMARY KEY,
+  message_id TEXT NOT NULL,
+  sender_node_id TEXT NOT NULL,
+  source TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  raw BLOB NOT NULL,
+  received_ms INTEGER NOT NULL
+);
+CREATE INDEX dead_letter_received ON dead_letter (received_ms);
+)sql",
 };
 
 }  // namespace
