@@ -203,14 +203,14 @@ TEST_CASE("mqtt: a SIGSTOPped broker makes the link `unresponsive` and leaves th
   // Honest state: within ~2 keepalives of silence.
   REQUIRE(rec.wait_state(LinkState::unresponsive, 20s, from));
   const auto took = std::chrono::steady_clock::now() - paused_at;
-  broker.resume();
-  INFO(rec.reasons());
-  CHECK(took <= 12s);
-  CHECK_FALSE(rec.has_published(mid.value()));
-  CHECK(t->state() != LinkState::connected);
+  const bool acked_while_stopped = rec.has_published(mid.value());
   // Refused while the broker does not answer: nothing is buffered in the library.
   auto during = t->publish("edgert/node-stop/payloads", "refused");
-  CHECK_FALSE(during.ok());
+  broker.resume();  // before the broker's own 1.5 x keepalive expires
+  INFO(rec.reasons());
+  CHECK(took <= 12s);
+  CHECK_FALSE(acked_while_stopped);
+  CHECK(during.status().code() == edgert::ErrorCode::again);
   REQUIRE(rec.wait([&] { return rec.published.count(mid.value()) != 0; }, 15s));
   {
     std::lock_guard lk(rec.mu);
@@ -561,19 +561,19 @@ TEST_CASE("mqtt: inbound QoS 1: on_message gets the v5 expiry; when libmosquitto
   }
   publisher.join();
   CHECK(acked.load());
-  // The transport runs libmosquitto in threaded mode: the PUBACK is queued from inside
-  // the read and written by the same loop, so it leaves only once on_message returned
-  // (docs/operations.md, "MQTT transport").
-  CHECK_FALSE(acked_while_blocked);
-  std::lock_guard lk(mu);
+  // libmosquitto 2.0.11 sends the PUBACK when it reads the PUBLISH, before on_message
+  // runs: a message is acknowledged even if the process dies inside on_message
+  // (docs/operations.md, "MQTT transport"). This fails if a library update changes it.
+  CHECK(acked_while_blocked);
+  t->stop();  // not under `mu`: on_message may still be returning
   REQUIRE(got.size() == 2);
-  CHECK(got[0].retained);
   CHECK(got[0].qos == 1);
+  CHECK(got[0].payload == "first");
   CHECK(got[0].expiry_left_s > 0);
   CHECK(got[0].expiry_left_s <= 120);
+  CHECK(got[1].payload == "second");
   CHECK(got[1].expiry_left_s == -1);
   CHECK_FALSE(got[1].retained);
-  t->stop();
 }
 
 TEST_CASE("mqtt: protocol 4 (MQTT 3.1.1) connects; expiry is not sent", "[mqtt]") {
