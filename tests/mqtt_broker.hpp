@@ -126,7 +126,7 @@ class MosquittoBroker {
          << "user root\n"
          << "allow_anonymous " << (opts_.passwords ? "false" : "true") << "\n"
          << "log_dest file " << (d / "mosquitto.log").string() << "\n"
-         << "log_type all\n"
+         << "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"  // not debug: one line per PUBLISH
          << "persistence " << (opts_.persistence ? "true" : "false") << "\n"
          << "persistence_location " << d.string() << "/\n";
     if (opts_.passwords) conf << "password_file " << (d / "passwd").string() << "\n";
@@ -220,10 +220,15 @@ class TestClient {
     m_ = mosquitto_new(id_.c_str(), clean_start, this);
     REQUIRE(m_ != nullptr);
     mosquitto_int_option(m_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
-    mosquitto_connect_v5_callback_set(m_, [](mosquitto*, void* o, int rc, int, const mosquitto_property*) {
+    // A subscriber that reads everything at once: the broker never has to queue for it.
+    mosquitto_int_option(m_, MOSQ_OPT_RECEIVE_MAXIMUM, 65535);
+    mosquitto_connect_v5_callback_set(m_, [](mosquitto* m, void* o, int rc, int, const mosquitto_property*) {
       auto* t = static_cast<TestClient*>(o);
       std::lock_guard lk(t->mu_);
       t->connack_ = rc;
+      if (rc == 0 && t->resubscribe_) {
+        for (const auto& [filter, qos] : t->filters_) mosquitto_subscribe_v5(m, nullptr, filter.c_str(), qos, 0, nullptr);
+      }
       t->cv_.notify_all();
     });
     mosquitto_publish_v5_callback_set(m_, [](mosquitto*, void* o, int mid, int, const mosquitto_property*) {
@@ -249,8 +254,12 @@ class TestClient {
           std::uint32_t left = 0;
           if (props && mosquitto_property_read_int32(props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, &left, false))
             in.expiry_left_s = left;
+          const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
           std::lock_guard lk(t->mu_);
           t->messages_.push_back(std::move(in));
+          t->received_ms_.push_back(now);
           t->cv_.notify_all();
         });
     REQUIRE(mosquitto_connect_bind_v5(m_, "127.0.0.1", port, 30, nullptr, nullptr) == MOSQ_ERR_SUCCESS);
@@ -269,6 +278,10 @@ class TestClient {
 
   /// Waits (up to 10 s) for the SUBACK.
   void subscribe(const std::string& filter, int qos = 1) {
+    {
+      std::lock_guard lk(mu_);
+      filters_[filter] = qos;
+    }
     int mid = 0;
     REQUIRE(mosquitto_subscribe_v5(m_, &mid, filter.c_str(), qos, 0, nullptr) == MOSQ_ERR_SUCCESS);
     std::unique_lock lk(mu_);
@@ -287,6 +300,17 @@ class TestClient {
     if (rc != MOSQ_ERR_SUCCESS) return false;
     std::unique_lock lk(mu_);
     return cv_.wait_for(lk, std::chrono::seconds(10), [&] { return acked_[mid]; });
+  }
+  /// true: every subscription is sent again on each reconnect (a broker restarted
+  /// without persistence forgot it).
+  void resubscribe_on_connect(bool on) {
+    std::lock_guard lk(mu_);
+    resubscribe_ = on;
+  }
+  /// The wall clock (ms) at which each of messages() arrived, read in the callback.
+  std::vector<std::int64_t> received_ms() const {
+    std::lock_guard lk(mu_);
+    return received_ms_;
   }
   /// Everything received, in order.
   std::vector<edgert::InboundMessage> messages() const {
@@ -307,6 +331,9 @@ class TestClient {
   int connack_ = -1;
   std::map<int, bool> acked_;
   std::vector<edgert::InboundMessage> messages_;
+  std::vector<std::int64_t> received_ms_;
+  std::map<std::string, int> filters_;
+  bool resubscribe_ = false;
 };
 
 }  // namespace edgert::testing
