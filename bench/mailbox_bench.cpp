@@ -275,12 +275,15 @@ double drain(const fs::path& dir, int rows, bool batch) {
   std::size_t done = 0;
   std::vector<std::string> ids;
   const auto t0 = Clock::now();
+  double read_s = 0;
   for (;;) {
+    const auto r0 = Clock::now();
     auto got = batch ? mb->lease(100, std::chrono::seconds(60)) : mb->pending(100);
     if (!got.ok()) {
       std::fprintf(stderr, "mailbox_bench: %s\n", got.status().message().c_str());
       std::exit(1);
     }
+    read_s += seconds_since(r0);
     if (got.value().empty()) break;
     ids.clear();
     for (auto& m : got.value()) ids.push_back(std::move(m.envelope.message_id));
@@ -294,7 +297,10 @@ double drain(const fs::path& dir, int rows, bool batch) {
     }
     done += ids.size();
   }
-  const double rate = static_cast<double>(done) / seconds_since(t0);
+  const double total_s = seconds_since(t0);
+  const double rate = static_cast<double>(done) / total_s;
+  std::fprintf(stderr, "  [drain %s: %.0f%% of the time reading due rows]\n", batch ? "lease+batch" : "pending+single",
+               100 * read_s / total_s);
   if (done != static_cast<std::size_t>(rows) || mb->stats().value().outbox_rows != 0) {
     std::fprintf(stderr, "mailbox_bench: drained %zu of %d rows\n", done, rows);
     std::exit(1);
