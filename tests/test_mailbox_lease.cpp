@@ -1,7 +1,9 @@
 // Outbox leases, batch marks, the commit listener and dead letters (issue 12;
 // docs/mailbox.md, "Leases" and "Dead letters"). Every tally is kept independently of
 // the mailbox's own counters, which are then checked against it.
+#include <edgert/component_metrics.hpp>
 #include <edgert/mailbox.hpp>
+#include <edgert/metrics.hpp>
 
 #include "mailbox_test_util.hpp"
 #include "scratch_dir.hpp"
@@ -529,6 +531,35 @@ TEST_CASE("max_dead_letters 0 keeps none but counts each", "[mailbox]") {
   CHECK(st.dead_letter_rows == 0);
   CHECK(st.counters.dead_lettered == 2);
   CHECK(st.counters.dead_letters_pruned == 2);
+}
+
+TEST_CASE("the lease and dead-letter figures are exported as metrics", "[mailbox]") {
+  Scratch s;
+  Clocks c;
+  auto mb = open(options(s, c));
+  send_n(*mb, 5);
+  REQUIRE(lease_ids(*mb, 3, 10s).size() == 3);
+  c.steady += 10'000;
+  REQUIRE(lease_ids(*mb, 2, 10s).size() == 2);  // the 3 expired (counted) before these 2 were leased
+  DeadLetter d;
+  d.reason = "r";
+  REQUIRE(mb->dead_letter(d).ok());
+  edgert::MetricsRegistry reg;
+  auto r = edgert::register_mailbox_metrics(reg, "main", *mb);
+  const auto snap = reg.snapshot();
+  auto value = [&](const char* name) {
+    const auto* m = snap.find(name, {{"mailbox", "main"}});
+    REQUIRE(m != nullptr);
+    return m->value;
+  };
+  CHECK(value("edgert_mailbox_leased_total") == 5);
+  CHECK(value("edgert_mailbox_lease_expired_total") == 3);
+  CHECK(value("edgert_mailbox_leased_now") == 2);
+  CHECK(value("edgert_mailbox_dead_lettered_total") == 1);
+  CHECK(value("edgert_mailbox_dead_letters_pruned_total") == 0);
+  CHECK(value("edgert_mailbox_dead_letter_rows") == 1);
+  CHECK(value("edgert_mailbox_outbox_rows") == 5);
+  CHECK(value("edgert_mailbox_oldest_pending_age_seconds") == 0);  // the clock has not moved since the sends
 }
 
 TEST_CASE("a version 2 mailbox opens, migrates to version 3 and keeps its messages", "[mailbox]") {

@@ -252,7 +252,8 @@ class EDGERT_API Mailbox {
   /// answered `closed` if close_timeout passes first.
   PendingSend send_async(Envelope envelope, SendOptions options = {});
 
-  /// Up to `limit` messages due now, highest priority first, then earliest due. Like
+  /// Up to `limit` messages due now and not leased (lease()), highest priority first,
+  /// then earliest due; it leases nothing, so two callers get the same rows. Like
   /// send(), mark_failed(), cleanup_expired() and stats(), first rebases the stored
   /// schedule if the wall clock jumped (docs/mailbox.md, "Clock jumps and TTLs"). A
   /// stored row that cannot be decoded (e.g. written by an older build without the
@@ -264,22 +265,34 @@ class EDGERT_API Mailbox {
   /// release() names them, or `lease_for` passes (counted: lease_expired). Leases live
   /// in this process's memory only: after a crash or close() every row is due again,
   /// so a message whose acknowledgement never came is delivered again (at-least-once).
+  /// `lease_for` runs on the monotonic clock (MailboxOptions::steady_ms): wall-clock
+  /// jumps neither expire nor extend it. Reads at most limit + leases held rows: the
+  /// cost follows the caller's window, not the backlog (docs/mailbox.md, "Leases").
+  /// Any thread. Errors: invalid_argument for a lease_for of 0 or less (nothing
+  /// leased), io_error, closed.
   Result<std::vector<OutboxMessage>> lease(std::size_t limit, std::chrono::milliseconds lease_for);
   /// Ends leases without counting an attempt (the rows are due again at once). Unknown
-  /// ids are ignored. Never fails.
+  /// ids are ignored. Any thread; never fails (after close() it does nothing useful).
   void release(const std::vector<std::string>& message_ids);
-  /// Wakes `listener` after each commit that stored outbox rows, on the committing
-  /// thread; it must not block or call the mailbox. One listener; an empty function
-  /// removes it. Any thread; waits out a call in progress.
+  /// Wakes `listener` after each commit that stored outbox rows (not for one that only
+  /// answered idempotency hits, not for the inbox), on the writer thread, before that
+  /// commit's senders are answered; it must not block or call the mailbox (a call
+  /// from it into set_commit_listener() deadlocks). One listener; an empty function
+  /// removes it. Any thread; waits out a call in progress, so the old listener may be
+  /// destroyed once this returns. An exception it throws is caught, counted
+  /// (notification_errors) and logged at ERROR; the commit stands.
   void set_commit_listener(std::function<void()> listener);
 
   /// Removes a delivered message and ends its lease. not_found if it is not in the outbox.
   Status mark_delivered(const std::string& message_id);
   /// Removes many delivered messages in one transaction and ends their leases; returns
-  /// how many were in the outbox (ids not there are skipped, not errors).
+  /// how many were in the outbox (ids not there are skipped, not errors). Any thread.
+  /// Errors: io_error (nothing removed; the leases are kept, so the call can be
+  /// repeated), closed.
   Result<std::size_t> mark_delivered(const std::vector<std::string>& message_ids);
   /// mark_failed() for many, in one transaction; ends their leases; returns how many
-  /// were in the outbox.
+  /// were in the outbox. Any thread. Errors: io_error (nothing rescheduled; the leases
+  /// are kept), closed.
   Result<std::size_t> mark_failed(const std::vector<std::string>& message_ids);
   /// Counts a failed attempt and schedules the next; returns its time (ms since epoch,
   /// saturating: a huge backoff gives a far-future time, never a wrapped one).
@@ -297,10 +310,15 @@ class EDGERT_API Mailbox {
   Status ack(const std::string& message_id);
 
   /// Stores a refused inbound message with the reason (raw cut to
-  /// max_dead_letter_raw_bytes; any bytes, not only UTF-8, are kept). Removes the
-  /// oldest beyond max_dead_letters. Errors: io_error, closed.
+  /// max_dead_letter_raw_bytes; any bytes, not only UTF-8, are kept; message_id and
+  /// sender_node_id cut to max_id_bytes, source and reason to 1024 bytes). Removes the
+  /// oldest beyond max_dead_letters in the same transaction (dead_letters_pruned).
+  /// Any thread; blocks on SQLite I/O. Errors: io_error naming the file, the letter's
+  /// message_id and source (e.g. a full disk: dead letters never use the disk reserve
+  /// kept for delivery bookkeeping), closed.
   Status dead_letter(DeadLetter letter);
-  /// The newest `limit` dead letters, newest first.
+  /// The `limit` most recently stored dead letters, newest first. Any thread.
+  /// Errors: io_error, closed.
   Result<std::vector<DeadLetter>> dead_letters(std::size_t limit = 100);
 
   Result<MailboxStats> stats();

@@ -37,11 +37,17 @@ MetricsRegistration register_mailbox_metrics(MetricsRegistry& registry, std::str
       c("integrity_repairs_total", "Index damage repaired by REINDEX."),
       c("integrity_failures_total", "Damage found that REINDEX could not repair."),
       c("clock_jumps_total", "Wall-clock jumps the outbox schedule was rebased for."),
+      c("leased_total", "Outbox rows handed out by lease()."),
+      c("lease_expired_total", "Leases that ran out before the row was marked or released."),
+      c("dead_lettered_total", "Refused inbound messages stored as dead letters."),
+      c("dead_letters_pruned_total", "Oldest dead letters removed to stay within max_dead_letters."),
       g("outbox_rows", "Messages waiting in the outbox."),
       g("outbox_bytes", "Stored bytes in the outbox."),
       g("inbox_rows", "Messages in the inbox."),
       g("inbox_bytes", "Stored bytes in the inbox."),
       g("inbox_unacked", "Inbox messages not yet acknowledged."),
+      g("leased_now", "Outbox rows under a lease."),
+      g("dead_letter_rows", "Dead letters kept."),
       g("oldest_pending_age_seconds", "Age of the oldest outbox message; 0 when empty."),
   };
   return registry.register_collector(std::move(series), [&mailbox, label = std::string(name)](std::span<double> out) {
@@ -53,9 +59,9 @@ MetricsRegistration register_mailbox_metrics(MetricsRegistry& registry, std::str
                                k.duplicates,  k.evicted,         k.rejected,    k.commits,         k.write_errors,
                                k.checkpoints, k.checkpoint_failures, k.unreadable, k.notification_errors, k.disk_full,
                                k.integrity_checks, k.integrity_repairs, k.integrity_failures,
-                               k.clock_jumps,
+                               k.clock_jumps, k.leased, k.lease_expired, k.dead_lettered, k.dead_letters_pruned,
                                s.outbox_rows, s.outbox_bytes, s.inbox_rows,
-                               s.inbox_bytes, s.inbox_unacked};
+                               s.inbox_bytes, s.inbox_unacked, s.leased_now, s.dead_letter_rows};
     std::size_t i = 0;
     for (const auto x : v) out[i++] = static_cast<double>(x);
     out[i] = static_cast<double>(s.oldest_pending_age_ms) / 1000.0;
