@@ -66,12 +66,19 @@ std::uint64_t rows_in(const std::filesystem::path& data_dir) {
 TEST_CASE("the broker killed with SIGKILL mid-drain and restarted: every message arrives, once after deduplication",
           "[comms][stress]") {
   Scratch s;
-  MosquittoBroker broker;
+  // The back-end's side of at-least-once: a persistent session on a broker that saves
+  // it (every second here), so its subscription survives the crash and what arrives
+  // before it reconnects is queued for it instead of dropped.
+  edgert::testing::BrokerOptions bo;
+  bo.persistence = true;
+  bo.extra_config = "autosave_interval 1\nmax_queued_messages 0\n";
+  MosquittoBroker broker(bo);
   broker.start();
   const std::string topic = "edgert/node-a/payloads";
-  TestClient sub(broker.port(), "subscriber");
+  TestClient sub(broker.port(), "subscriber", /*clean_start=*/false);
   sub.resubscribe_on_connect(true);
   sub.subscribe(topic);
+  std::this_thread::sleep_for(1500ms);  // the session is saved
   auto a = make_node(comms_yaml(s.dir, "node-a", broker.port()));
   REQUIRE(a->start().ok());
   REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));

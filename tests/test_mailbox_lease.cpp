@@ -171,6 +171,33 @@ TEST_CASE("leased rows are invisible to pending() and lease() until marked, rele
   }
 }
 
+TEST_CASE("newest_first leases the most recently stored due rows; priority_first the highest priority", "[mailbox]") {
+  Scratch s;
+  Clocks c;
+  auto mb = open(options(s, c));
+  const auto ids = send_n(*mb, 10);  // stored in this order, equal priority
+  edgert::SendOptions urgent;
+  urgent.priority = 5;
+  auto high = mb->send(env(99), urgent);
+  REQUIRE(high.ok());
+  c.advance(1);
+  auto newest = mb->lease(3, 60s, edgert::LeaseOrder::newest_first);
+  REQUIRE(newest.ok());
+  REQUIRE(newest.value().size() == 3);
+  CHECK(newest.value()[0].envelope.message_id == high.value());
+  CHECK(newest.value()[1].envelope.message_id == ids[9]);
+  CHECK(newest.value()[2].envelope.message_id == ids[8]);
+  auto first = mb->lease(2, 60s);  // the urgent one is leased: the oldest due come next
+  REQUIRE(first.ok());
+  REQUIRE(first.value().size() == 2);
+  CHECK(first.value()[0].envelope.message_id == ids[0]);
+  CHECK(first.value()[1].envelope.message_id == ids[1]);
+  // Both orders skip what is leased: the next newest is ids[7].
+  auto again = mb->lease(1, 60s, edgert::LeaseOrder::newest_first);
+  REQUIRE(again.ok());
+  CHECK(again.value().at(0).envelope.message_id == ids[7]);
+}
+
 TEST_CASE("a lease runs out on the monotonic clock only: wall-clock jumps of a year neither expire nor extend it",
           "[mailbox]") {
   Scratch s;

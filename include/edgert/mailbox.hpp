@@ -75,6 +75,12 @@ struct InboxMessage {
 
 enum class StoreResult { stored, duplicate };
 
+/// Which due rows Mailbox::lease() hands out first.
+enum class LeaseOrder {
+  priority_first,  // highest priority, then earliest due (as pending())
+  newest_first,    // the most recently stored
+};
+
 /// A received message the node refused (docs/mailbox.md, "Dead letters").
 struct DeadLetter {
   std::string message_id;      // "" when it could not be read
@@ -268,9 +274,13 @@ class EDGERT_API Mailbox {
   /// `lease_for` runs on the monotonic clock (MailboxOptions::steady_ms): wall-clock
   /// jumps neither expire nor extend it. Reads at most limit + leases held rows: the
   /// cost follows the caller's window, not the backlog (docs/mailbox.md, "Leases").
+  /// `order` newest_first takes the most recently stored due rows instead (whatever
+  /// their priority): a forwarder alternating the two keeps messages stored during a
+  /// backlog's drain from waiting behind all of it (docs/operations.md, "Delivery").
   /// Any thread. Errors: invalid_argument for a lease_for of 0 or less (nothing
   /// leased), io_error, closed.
-  Result<std::vector<OutboxMessage>> lease(std::size_t limit, std::chrono::milliseconds lease_for);
+  Result<std::vector<OutboxMessage>> lease(std::size_t limit, std::chrono::milliseconds lease_for,
+                                           LeaseOrder order = LeaseOrder::priority_first);
   /// Ends leases without counting an attempt (the rows are due again at once). Unknown
   /// ids are ignored. Any thread; never fails (after close() it does nothing useful).
   void release(const std::vector<std::string>& message_ids);

@@ -143,7 +143,7 @@ void Forwarder::run() {
     const std::size_t room =
         connected_ && !draining_ && flights_.size() < options_.window ? options_.window - flights_.size() : 0;
     const bool newest = newest_next_;
-    newest_next_ = !newest_next_;
+    if (room > 0) newest_next_ = !newest_next_;
     lk.unlock();
 
     if (!acked.empty()) {
@@ -170,8 +170,7 @@ void Forwarder::run() {
 
     std::size_t sent = 0;
     if (room > 0) {
-      (void)newest;
-      auto rows = mailbox_.lease(room, lease_for);
+      auto rows = mailbox_.lease(room, lease_for, newest ? LeaseOrder::newest_first : LeaseOrder::priority_first);
       if (!rows.ok()) {
         lk.lock();
         ++counters_.mailbox_errors;

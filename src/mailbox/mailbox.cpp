@@ -405,7 +405,8 @@ struct Mailbox::Impl {
   }
   // pending() and lease(): up to `limit` due rows, skipping leased ones; with
   // lease_ms >= 0 the rows returned are leased for that long.
-  Result<std::vector<OutboxMessage>> due(std::size_t limit, const char* call, std::int64_t lease_ms);
+  Result<std::vector<OutboxMessage>> due(std::size_t limit, const char* call, std::int64_t lease_ms,
+                                         bool newest_first = false);
   // min(base * 2^attempts, cap) +- jitter after `t`, saturating.
   std::int64_t next_attempt(int attempts, std::int64_t t) const;
 
@@ -1236,26 +1237,33 @@ std::int64_t sql_limit(std::size_t limit, std::size_t unreadable) {
 
 Result<std::vector<OutboxMessage>> Mailbox::pending(std::size_t limit) { return impl_->due(limit, "pending", -1); }
 
-Result<std::vector<OutboxMessage>> Mailbox::lease(std::size_t limit, std::chrono::milliseconds lease_for) {
+Result<std::vector<OutboxMessage>> Mailbox::lease(std::size_t limit, std::chrono::milliseconds lease_for,
+                                                  LeaseOrder order) {
   if (lease_for.count() <= 0) {
     return Status{ErrorCode::invalid_argument, "mailbox " + impl_->path + ": lease: lease_for is " +
                                                    std::to_string(lease_for.count()) + " ms; it must be positive"};
   }
-  return impl_->due(limit, "lease", lease_for.count());
+  return impl_->due(limit, "lease", lease_for.count(), order == LeaseOrder::newest_first);
 }
 
 // One read of the due index, LIMIT limit + leased + known unreadable rows: the rows
 // skipped are at most those, so the cost grows with the leases held (the caller's
 // in-flight window), never with the backlog behind them.
-Result<std::vector<OutboxMessage>> Mailbox::Impl::due(std::size_t limit, const char* call, std::int64_t lease_ms) {
+Result<std::vector<OutboxMessage>> Mailbox::Impl::due(std::size_t limit, const char* call, std::int64_t lease_ms,
+                                                      bool newest_first) {
   std::vector<OutboxMessage> out;
   std::lock_guard lk(db_mu);
   if (closed) return closed_error(call);
   std::vector<std::string> ids;  // of `out`, from the message_id column
   try {
-    auto& q = stmt(
-        "SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id FROM outbox "
-        "WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 ORDER BY priority DESC, next_attempt_ms ASC LIMIT ?2");
+    // Newest first walks the table's rowid order backwards (insertion order): no sort,
+    // and fresh rows are found at once at the end.
+    auto& q = newest_first
+                  ? stmt("SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id "
+                         "FROM outbox WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 ORDER BY rowid DESC LIMIT ?2")
+                  : stmt("SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id "
+                         "FROM outbox WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 "
+                         "ORDER BY priority DESC, next_attempt_ms ASC LIMIT ?2");
     const std::int64_t t = checked_now(/*may_persist=*/false);
     expire_leases();
     // A pass that finds a new unreadable row asks again for one more row per such
