@@ -558,7 +558,8 @@ TEST_CASE("mqtt: inbound QoS 1: on_message gets the v5 expiry; the PUBACK leaves
       ++n;
     return n;
   };
-  std::thread publisher([&] { CHECK(pub.publish("edgert/node-in/inbox", "second", 1, false, 0)); });
+  std::atomic<bool> second_acked{false};  // Catch assertions only on the test's thread
+  std::thread publisher([&] { second_acked = pub.publish("edgert/node-in/inbox", "second", 1, false, 0); });
   {
     std::unique_lock lk(mu);
     REQUIRE(cv.wait_for(lk, 10s, [&] { return in_callback && got.size() == 2; }));
@@ -571,6 +572,7 @@ TEST_CASE("mqtt: inbound QoS 1: on_message gets the v5 expiry; the PUBACK leaves
     cv.notify_all();
   }
   publisher.join();
+  CHECK(second_acked.load());
   const auto until = std::chrono::steady_clock::now() + 10s;
   while (pubacks() < 2 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(50ms);
   CHECK(pubacks() == 2);
