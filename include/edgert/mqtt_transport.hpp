@@ -5,7 +5,7 @@
 //   o.will_topic = "edgert/cam-7/status"; o.will_payload = "offline";
 //   auto t = edgert::make_mqtt_transport(o);
 //   if (!t) return fail(t.status());
-//   (*t)->start({.on_state = ..., .on_published = ..., .on_message = ...});
+//   if (auto st = t.value()->start({.on_state = ..., .on_published = ..., .on_message = ...}); !st) return fail(st);
 #pragma once
 
 #include <edgert/export.hpp>

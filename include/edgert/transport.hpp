@@ -68,7 +68,7 @@ struct TransportEvents {
   std::function<void(int message_id, bool ok, const std::string& reason)> on_published;
   /// A message on a subscribed topic. Runs on the network thread; the transport
   /// acknowledges a QoS 1 message no earlier than the broker library allows (for
-  /// libmosquitto: when the PUBLISH is read, see docs/operations.md).
+  /// libmosquitto 2.0.11: once on_message has returned, see docs/operations.md).
   std::function<void(const InboundMessage& message)> on_message;
 };
 

@@ -131,7 +131,7 @@ class MqttTransport final : public Transport {
   }
 
   void stop(std::chrono::milliseconds linger) override {
-    if (thread_.joinable() && std::this_thread::get_id() == thread_.get_id()) {
+    if (std::this_thread::get_id() == net_thread_id_.load()) {
       detail::log().error("{}: stop() called from a transport callback; ignored (it would join its own thread)",
                           who_);
       return;
@@ -327,6 +327,7 @@ class MqttTransport final : public Transport {
   }
 
   void run() {
+    net_thread_id_.store(std::this_thread::get_id());
     detail::set_current_thread_name("edgert-mqtt");
     if (opts_.first_connect_jitter.count() > 0) {
       std::uniform_int_distribution<std::int64_t> u(0, opts_.first_connect_jitter.count());
@@ -682,6 +683,7 @@ class MqttTransport final : public Transport {
   std::atomic<bool> started_{false};
   bool stopped_ = false;
   std::thread thread_;
+  std::atomic<std::thread::id> net_thread_id_{};  // set by the thread itself, for stop()'s self-check
 
   std::mutex wait_mu_;
   std::condition_variable wait_cv_;
