@@ -262,7 +262,13 @@ class TestClient {
           t->received_ms_.push_back(now);
           t->cv_.notify_all();
         });
-    REQUIRE(mosquitto_connect_bind_v5(m_, "127.0.0.1", port, 30, nullptr, nullptr) == MOSQ_ERR_SUCCESS);
+    // MQTT v5: a session outlives its connection only with a session-expiry interval;
+    // clean start off alone is not enough.
+    mosquitto_property* props = nullptr;
+    if (!clean_start) mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, 3600);
+    const int rc = mosquitto_connect_bind_v5(m_, "127.0.0.1", port, 30, nullptr, props);
+    mosquitto_property_free_all(&props);
+    REQUIRE(rc == MOSQ_ERR_SUCCESS);
     REQUIRE(mosquitto_loop_start(m_) == MOSQ_ERR_SUCCESS);
     std::unique_lock lk(mu_);
     REQUIRE(cv_.wait_for(lk, std::chrono::seconds(10), [&] { return connack_ >= 0; }));
