@@ -5,6 +5,7 @@
 #include "core/thread_name.hpp"
 
 #include <algorithm>
+#include <deque>
 
 namespace edgert::comms {
 
@@ -111,16 +112,52 @@ std::size_t Forwarder::in_flight() const {
 
 void Forwarder::run() {
   // A row is leased a little longer than its PUBACK may take, so the lease never
-  // runs out while this thread still waits for it.
-  const auto lease_for = options_.ack_timeout + std::chrono::seconds(10);
+  // runs out while this thread still holds it (read ahead, in flight, or acknowledged
+  // and waiting for its delete).
+  const auto lease_for = options_.ack_timeout + std::chrono::seconds(30);
+  // Read-ahead: rows leased and not yet published, so a PUBACK is answered by a
+  // publish at once, without a SQLite read in between. Deletes are batched the same
+  // way: one transaction per kDeleteBatch acknowledgements, or every kDeleteEveryMs.
+  const std::size_t read_ahead = std::max<std::size_t>(options_.window, 256);
+  constexpr std::size_t kDeleteBatch = 512;
+  constexpr auto kDeleteEvery = std::chrono::milliseconds(20);
+  std::deque<OutboxMessage> ready;
+  std::vector<std::string> to_delete;
+  auto last_delete = std::chrono::steady_clock::now();
+
+  auto flush_deletes = [&] {
+    if (to_delete.empty()) return;
+    auto r = mailbox_.mark_delivered(to_delete);
+    std::lock_guard g(mu_);
+    if (r.ok()) {
+      counters_.delivered += r.value();
+    } else {
+      ++counters_.mailbox_errors;
+      detail::log().error("comms: marking {} delivered message(s) failed: {} (they may be sent again)",
+                          to_delete.size(), r.status().message());
+    }
+    to_delete.clear();
+    last_delete = std::chrono::steady_clock::now();
+  };
+  auto give_back = [&] {  // read-ahead rows go back to the outbox, due at once
+    if (ready.empty()) return;
+    std::vector<std::string> ids;
+    for (auto& m : ready) ids.push_back(std::move(m.envelope.message_id));
+    ready.clear();
+    mailbox_.release(ids);
+  };
+
   std::unique_lock lk(mu_);
   while (!stopping_) {
-    std::vector<std::string> acked = std::move(acked_), failed = std::move(failed_);
-    acked_.clear();
+    std::vector<std::string> failed = std::move(failed_);
     failed_.clear();
+    for (auto& id : acked_) to_delete.push_back(std::move(id));
+    acked_.clear();
     const auto now = std::chrono::steady_clock::now();
+    bool lost = false;
     if (lost_) {
       lost_ = false;
+      lost = true;
       counters_.lost_in_flight += flights_.size();
       if (!flights_.empty()) {
         detail::log().info("comms: connection lost with {} message(s) awaiting PUBACK; they will be sent again",
@@ -140,84 +177,84 @@ void Forwarder::run() {
         ++it;
       }
     }
-    const std::size_t room =
-        connected_ && !draining_ && flights_.size() < options_.window ? options_.window - flights_.size() : 0;
-    const bool newest = newest_next_;
-    if (room > 0) newest_next_ = !newest_next_;
+    const bool connected = connected_ && !draining_;
+    std::size_t room = connected && flights_.size() < options_.window ? options_.window - flights_.size() : 0;
     lk.unlock();
 
-    if (!acked.empty()) {
-      auto r = mailbox_.mark_delivered(acked);
-      lk.lock();
-      if (r.ok()) {
-        counters_.delivered += r.value();
-      } else {
-        ++counters_.mailbox_errors;
-        detail::log().error("comms: marking {} delivered message(s) failed: {} (they may be sent again)", acked.size(),
-                            r.status().message());
-      }
-      lk.unlock();
-    }
+    if (!connected || lost) give_back();
     if (!failed.empty()) {
       if (auto r = mailbox_.mark_failed(failed); !r.ok()) {
-        lk.lock();
-        ++counters_.mailbox_errors;
-        lk.unlock();
+        {
+          std::lock_guard g(mu_);
+          ++counters_.mailbox_errors;
+        }
         detail::log().error("comms: marking {} message(s) failed: {}", failed.size(), r.status().message());
         mailbox_.release(failed);
       }
     }
-
-    std::size_t sent = 0;
-    if (room > 0) {
-      auto rows = mailbox_.lease(room, lease_for, newest ? LeaseOrder::newest_first : LeaseOrder::priority_first);
-      if (!rows.ok()) {
-        lk.lock();
-        ++counters_.mailbox_errors;
-        lk.unlock();
+    if (to_delete.size() >= kDeleteBatch || (!to_delete.empty() && now - last_delete >= kDeleteEvery) ||
+        (!to_delete.empty() && room == options_.window)) {
+      flush_deletes();
+    }
+    if (connected && ready.size() < options_.window) {
+      const bool newest = newest_next_;
+      newest_next_ = !newest_next_;
+      auto rows = mailbox_.lease(read_ahead - ready.size(), lease_for,
+                                 newest ? LeaseOrder::newest_first : LeaseOrder::priority_first);
+      if (rows.ok()) {
+        // Newest-first rows go to the front: they are what the round is for.
+        if (newest) {
+          for (auto it = rows.value().rbegin(); it != rows.value().rend(); ++it) ready.push_front(std::move(*it));
+        } else {
+          for (auto& m : rows.value()) ready.push_back(std::move(m));
+        }
+      } else {
+        {
+          std::lock_guard g(mu_);
+          ++counters_.mailbox_errors;
+        }
         if (rows.status().code() != ErrorCode::closed) {
           detail::log().error("comms: reading the outbox failed: {}", rows.status().message());
         }
-      } else {
-        std::vector<std::string> unsent;
-        const std::int64_t wall = wall_ms();
-        for (auto& m : rows.value()) {
-          if (!unsent.empty()) {
-            unsent.push_back(m.envelope.message_id);
-            continue;
-          }
-          PublishOptions po;
-          po.qos = 1;
-          po.expiry = std::chrono::seconds(std::max<std::int64_t>(1, (m.expires_ms - wall + 999) / 1000));
-          auto mid = transport_.publish(topic_for(m.envelope), m.envelope_json, po);
-          lk.lock();
-          if (mid.ok()) {
-            ++counters_.published;
-            ++sent;
-            const int id = mid.value();
-            if (early_acks_.erase(id) != 0) {
-              acked_.push_back(std::move(m.envelope.message_id));
-              woken_ = true;
-            } else if (auto r = early_refusals_.find(id); r != early_refusals_.end()) {
-              ++counters_.refused;
-              failed_.push_back(std::move(m.envelope.message_id));
-              early_refusals_.erase(r);
-              woken_ = true;
-            } else {
-              flights_[id] = Flight{std::move(m.envelope.message_id), std::chrono::steady_clock::now()};
-            }
-          } else if (mid.status().code() == ErrorCode::again || mid.status().code() == ErrorCode::closed) {
-            unsent.push_back(m.envelope.message_id);  // not connected: nothing was queued
-          } else {
-            ++counters_.publish_errors;
-            failed_.push_back(m.envelope.message_id);
-            detail::log().error("comms: publishing message {} failed: {}", printable(m.envelope.message_id),
-                                mid.status().message());
-          }
-          lk.unlock();
-        }
-        if (!unsent.empty()) mailbox_.release(unsent);
       }
+    }
+
+    std::size_t sent = 0;
+    const std::int64_t wall = wall_ms();
+    while (room > 0 && !ready.empty()) {
+      OutboxMessage& m = ready.front();
+      PublishOptions po;
+      po.qos = 1;
+      po.expiry = std::chrono::seconds(std::max<std::int64_t>(1, (m.expires_ms - wall + 999) / 1000));
+      auto mid = transport_.publish(topic_for(m.envelope), m.envelope_json, po);
+      if (!mid.ok() && (mid.status().code() == ErrorCode::again || mid.status().code() == ErrorCode::closed)) {
+        break;  // not connected: nothing was queued; the rows stay read ahead until the state says so
+      }
+      std::string id = std::move(m.envelope.message_id);
+      ready.pop_front();
+      lk.lock();
+      if (mid.ok()) {
+        ++counters_.published;
+        ++sent;
+        --room;
+        const int n = mid.value();
+        if (early_acks_.erase(n) != 0) {
+          to_delete.push_back(std::move(id));
+        } else if (auto r = early_refusals_.find(n); r != early_refusals_.end()) {
+          ++counters_.refused;
+          failed_.push_back(std::move(id));
+          early_refusals_.erase(r);
+          woken_ = true;
+        } else {
+          flights_[n] = Flight{std::move(id), std::chrono::steady_clock::now()};
+        }
+      } else {
+        ++counters_.publish_errors;
+        failed_.push_back(id);
+        woken_ = true;
+        detail::log().error("comms: publishing message {} failed: {}", printable(id), mid.status().message());
+      }
+      lk.unlock();
     }
 
     lk.lock();
@@ -225,23 +262,22 @@ void Forwarder::run() {
     early_refusals_.clear();
     if (stopping_) break;
     cv_.notify_all();  // stop() waits for flights_ to empty
-    // More room and rows may remain: go round at once after a full batch.
-    if (sent > 0 && sent == room) continue;
-    const auto nap = flights_.empty() && acked_.empty() ? std::chrono::milliseconds(1000) : std::chrono::milliseconds(5);
-    cv_.wait_for(lk, nap, [this] { return woken_ || stopping_; });
+    if (sent > 0 && !ready.empty() && flights_.size() < options_.window) continue;
+    const bool busy = !flights_.empty() || !acked_.empty() || !to_delete.empty();
+    cv_.wait_for(lk, busy ? std::chrono::milliseconds(5) : std::chrono::milliseconds(1000),
+                 [this] { return woken_ || stopping_; });
     woken_ = false;
   }
-  // Stopping: whatever is still in flight goes back to the outbox, due at once.
-  std::vector<std::string> acked = std::move(acked_), rest;
+  // Stopping: what was acknowledged is deleted; what is still in flight or read ahead
+  // goes back to the outbox, due at once.
+  for (auto& id : acked_) to_delete.push_back(std::move(id));
+  acked_.clear();
+  std::vector<std::string> rest;
   for (auto& [mid, f] : flights_) rest.push_back(std::move(f.message_id));
   flights_.clear();
   lk.unlock();
-  if (!acked.empty()) {
-    if (auto r = mailbox_.mark_delivered(acked); r.ok()) {
-      std::lock_guard g(mu_);
-      counters_.delivered += r.value();
-    }
-  }
+  flush_deletes();
+  give_back();
   if (!rest.empty()) mailbox_.release(rest);
 }
 
