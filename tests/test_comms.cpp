@@ -398,16 +398,25 @@ TEST_CASE("work_offline false: the node asks to stop after max_retry_iters faile
 }
 
 #ifdef EDGERT_NODE_BIN
-TEST_CASE("a node killed with SIGKILL is announced offline by its last will", "[comms]") {
+TEST_CASE("edgert-node run publishes status, heartbeats and results; killed with SIGKILL, its last will says offline",
+          "[comms]") {
   Scratch s;
   MosquittoBroker broker;
   broker.start();
   const auto cfg = s.dir / "node.yaml";
   {
-    std::ofstream(cfg) << comms_yaml(s.dir, "node-k", broker.port());
+    std::ofstream(cfg) << comms_yaml(s.dir, "node-k", broker.port(), "", R"(streams:
+  - name: cam
+    capture: {type: pl_source, fps: 20}
+    plugins:
+      - signature: pl_probe
+        instances: [{instance_id: p}]
+)");
   }
   TestClient watcher(broker.port(), "watcher");
   watcher.subscribe("edgert/node-k/status");
+  TestClient everything(broker.port(), "everything");
+  everything.subscribe("edgert/node-k/#");
   const pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
@@ -415,10 +424,21 @@ TEST_CASE("a node killed with SIGKILL is announced offline by its last will", "[
     _exit(127);
   }
   const bool online = watcher.wait_for([](const auto& ms) { return !ms.empty() && ms.back().payload == "online"; }, 60s);
+  const bool flowing = everything.wait_for(
+      [](const auto& ms) {
+        std::size_t results = 0, heartbeats = 0;
+        for (const auto& m : ms) {
+          results += m.topic == "edgert/node-k/payloads";
+          heartbeats += m.topic == "edgert/node-k/heartbeat";
+        }
+        return results >= 5 && heartbeats >= 1;
+      },
+      60s);
   ::kill(pid, SIGKILL);
   int status = 0;
   waitpid(pid, &status, 0);
   REQUIRE(online);
+  CHECK(flowing);
   // keepalive_s 5: the broker gives up on the connection within 1.5 keepalives.
   CHECK(watcher.wait_for([](const auto& ms) { return !ms.empty() && ms.back().payload == "offline"; }, 30s));
 }
