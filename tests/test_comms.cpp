@@ -130,6 +130,12 @@ TEST_CASE("results reach the broker, node-to-node mail arrives in the other node
   CHECK(hb["disk"]["free_bytes"].get<std::uint64_t>() > 0);
   CHECK(hb.contains("edgert_version"));
 
+  // The same figures as metrics (edgert_comms_*).
+  const auto stats = json::parse(a->stats_json());
+  CHECK(stats.dump().find("edgert_comms_delivered_total") != std::string::npos);
+  CHECK(stats.dump().find("edgert_comms_dead_letters_total") != std::string::npos);
+  CHECK(stats["comms"]["delivered"] == 202);
+
   // A clean stop: the SHUTDOWN heartbeat, then the retained `offline`.
   a->stop();
   REQUIRE(wait_until([&] {

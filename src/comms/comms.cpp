@@ -442,6 +442,51 @@ void Comms::monitor_loop() {
   }
 }
 
+MetricsRegistration Comms::register_metrics(MetricsRegistry& registry) const {
+  auto counter = [](const char* name, const char* help) {
+    return SeriesSpec{std::string("edgert_comms_") + name, {}, help, MetricType::counter};
+  };
+  auto gauge = [](const char* name, const char* help) {
+    return SeriesSpec{std::string("edgert_comms_") + name, {}, help, MetricType::gauge};
+  };
+  std::vector<SeriesSpec> series = {
+      gauge("connected", "1 while the broker has answered within the keepalive window, else 0"),
+      gauge("in_flight", "outbox messages published and awaiting their PUBACK"),
+      gauge("last_ack_age_seconds", "seconds since the broker last answered; -1 if it never did"),
+      counter("connects_total", "sessions the broker accepted"),
+      counter("connect_attempts_total", "connection attempts"),
+      counter("published_total", "outbox messages published"),
+      counter("delivered_total", "outbox messages removed after their PUBACK"),
+      counter("refused_total", "PUBACKs with an error reason"),
+      counter("ack_timeouts_total", "messages without a PUBACK within comms.ack_timeout_ms"),
+      counter("lost_in_flight_total", "messages in flight when the connection dropped"),
+      counter("received_total", "inbound messages"),
+      counter("duplicates_total", "inbound messages already in the inbox"),
+      counter("commands_total", "commands whose handler returned a result"),
+      counter("commands_failed_total", "commands that failed or were unknown"),
+  };
+  for (const char* reason : kDeadLetterReasons) {
+    series.push_back(SeriesSpec{"edgert_comms_dead_letters_total", {{"reason", reason}},
+                                "inbound messages dead-lettered, by reason", MetricType::counter});
+  }
+  return registry.register_collector(std::move(series), [this](std::span<double> out) {
+    const bool built = built_.load(std::memory_order_acquire);
+    const auto t = built ? transport_->stats() : TransportStats{};
+    const auto f = built ? forwarder_->counters() : ForwarderCounters{};
+    const auto c = counters();
+    const std::int64_t now = system_ms();
+    std::size_t i = 0;
+    out[i++] = t.state == LinkState::connected ? 1 : 0;
+    out[i++] = built ? static_cast<double>(forwarder_->in_flight()) : 0;
+    out[i++] = t.last_ack_ms > 0 ? static_cast<double>(now - t.last_ack_ms) / 1000.0 : -1;
+    for (std::uint64_t v : {t.connects, t.connect_attempts, f.published, f.delivered, f.refused, f.ack_timeouts,
+                            f.lost_in_flight, c.received, c.duplicates, c.commands_run, c.commands_failed}) {
+      out[i++] = static_cast<double>(v);
+    }
+    for (std::uint64_t v : c.dead_letters) out[i++] = static_cast<double>(v);
+  });
+}
+
 CommsCounters Comms::counters() const {
   std::lock_guard lk(mu_);
   return counters_;

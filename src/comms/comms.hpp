@@ -13,6 +13,7 @@
 #include <edgert/commands.hpp>
 #include <edgert/comms_config.hpp>
 #include <edgert/mailbox.hpp>
+#include <edgert/metrics.hpp>
 #include <edgert/transport.hpp>
 
 #include <nlohmann/json.hpp>
@@ -85,6 +86,9 @@ class Comms {
   /// connected), returns rows in flight to the outbox, disconnects. Idempotent.
   void stop();
 
+  /// Registers the comms figures with `registry` (edgert_comms_*, docs/metrics.md);
+  /// valid until the returned registration is destroyed, which must happen before this.
+  [[nodiscard]] MetricsRegistration register_metrics(MetricsRegistry& registry) const;
   /// Any thread: the "comms" section of heartbeats and stats.
   nlohmann::json stats() const;
   CommsCounters counters() const;

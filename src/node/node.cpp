@@ -135,6 +135,7 @@ struct Node::Impl {
 
   // Comms (docs/operations.md): created in create(), started in the comms stage.
   std::unique_ptr<comms::Comms> comms;
+  MetricsRegistration comms_metrics;
   std::map<std::string, CommandHandler> host_commands;  // add_command(), before start()
   std::mutex sampler_mu;
   node::ProcessSampler sampler{config.node.data_dir};
@@ -242,7 +243,9 @@ void Node::Impl::register_components() {
   comms_hooks.name = "comms";
   comms_hooks.start = [this] {
     if (Status st = comms->start(*mailbox); !st.ok()) throw std::runtime_error(st.message());
+    if (comms->enabled()) comms_metrics = comms->register_metrics(metrics);
   };
+  // The comms figures stay registered after stop: the final snapshot shows them.
   comms_hooks.stop = [this] { comms->stop(); };
   (void)runtime->add_participant(Stage::comms, std::move(comms_hooks));
 
