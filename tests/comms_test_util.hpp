@@ -83,9 +83,10 @@ inline std::string envelope(const std::string& id, const std::string& sender, co
          {"timestamp", now_ms()}, {"payload_type", type},     {"payload", payload}};
   if (expires_ms) e["expires_ms"] = expires_ms;
   if (!key_id.empty()) {
-    const std::string canonical = id + "\n" + sender + "\n" + recipient + "\n" +
-                                  std::to_string(e["timestamp"].get<std::int64_t>()) + "\n" + type + "\n" +
-                                  payload.dump();
+    std::string canonical = id + "\n" + sender + "\n" + recipient + "\n";
+    canonical += std::to_string(e["timestamp"].get<std::int64_t>()) + "\n";
+    canonical += std::to_string(expires_ms) + "\n";
+    canonical += type + "\n" + payload.dump();
     e["signature"] = {{"key_id", key_id}, {"hmac", hmac_hex(secret, canonical)}};
   }
   return e.dump();

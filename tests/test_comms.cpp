@@ -169,6 +169,53 @@ TEST_CASE("a broker that stops answering leaves the rows in the outbox; they dra
   a->stop();
 }
 
+TEST_CASE("stop() with the broker SIGSTOPped returns in bounded time", "[comms]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port()));
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+  broker.pause();
+  for (int i = 0; i < 200; ++i) send(*a, "", "detection", json{{"i", i}});
+  std::this_thread::sleep_for(GENERATE(1s, 14s));
+  INFO(comms_of(*a).dump());
+  const auto began = std::chrono::steady_clock::now();
+  a->stop();
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - began);
+  INFO("stop() took " << took.count() << " ms");
+  CHECK(took < 15s);
+  broker.resume();
+}
+
+// From the review: a session that dies after turning unresponsive (broker SIGSTOPped
+// past the keepalive) must count its rows in flight as lost, at once; they used to stay
+// under the old session's message ids, which the next session reuses.
+TEST_CASE("rows in flight when a stalled broker's session is closed drain promptly after it resumes", "[comms]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  TestClient watcher(broker.port(), "watcher");
+  watcher.subscribe("edgert/node-a/payloads");
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port(), "  ack_timeout_ms: 60000\n"));
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+  broker.pause();
+  std::set<std::string> sent;
+  for (int i = 0; i < 50; ++i) sent.insert(send(*a, "", "detection", json{{"i", i}}));
+  // unresponsive at ~6 s, libmosquitto closes the session at ~10 s.
+  REQUIRE(wait_until([&] { return comms_of(*a)["state"] == "connecting"; }, 30s));
+  broker.resume();
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }, 30s));
+  for (int i = 50; i < 100; ++i) sent.insert(send(*a, "", "detection", json{{"i", i}}));
+  // The mailbox back-off after a failed attempt is 5 s; 25 s is generous for 100 rows.
+  const bool drained = wait_until([&] { return outbox_rows(*a) == 0; }, 25s);
+  INFO(comms_of(*a).dump());
+  CHECK(drained);
+  CHECK(wait_until([&] { return ids_on(watcher, "edgert/node-a/payloads") == sent; }, 90s));
+  a->stop();
+}
+
 TEST_CASE("with no broker at start the pipeline keeps working and the outbox grows; the backlog drains when it appears",
           "[comms]") {
   Scratch s;
@@ -272,17 +319,22 @@ TEST_CASE("malformed, oversized, deep, misaddressed and replayed messages are de
   const std::string twice = envelope("twice", "backend", "node-a", "chat", json{{"t", 2}});
   REQUIRE(backend.publish(inbox, twice));
   REQUIRE(backend.publish(inbox, twice));
+  // A command through the inbox (where signatures are not checked) and a sender id
+  // that cannot be a topic level (replies go to {root}/{sender}/inbox).
+  REQUIRE(backend.publish(inbox, edgert::testing::command("via-inbox", "node-a", "PING")));
+  REQUIRE(backend.publish(cmds, edgert::testing::command("wild", "node-a", "PING", json::object(), "a/+/b")));
   REQUIRE(backend.publish(cmds, edgert::testing::command("ping-1", "node-a", "PING")));
 
   REQUIRE(wait_until([&] { return replies(backend).count("ping-1") == 1; }));
   REQUIRE(wait_until([&] { return comms_of(*a)["duplicates"] == 1; }));
   const auto c = comms_of(*a);
   INFO(c.dump());
-  CHECK(c["dead_letters"]["malformed"] == 4);  // bad JSON, bad UTF-8, too deep, a command without a name
-  CHECK(c["dead_letters"]["missing_field"] == 1);
+  CHECK(c["dead_letters"]["malformed"] == 5);  // bad JSON, bad UTF-8, too deep, no command name, via inbox
+  CHECK(c["dead_letters"]["missing_field"] == 2);  // no recipient; a sender id with '/' and '+'
+  CHECK(c["commands_run"] == 1);
   CHECK(c["dead_letters"]["oversized"] == 1);
   CHECK(c["dead_letters"]["wrong_recipient"] == 1);
-  CHECK(c["received"] == 10);
+  CHECK(c["received"] == 12);
   // The deep one is refused before it is parsed (the parser would recurse per level).
   auto letters = a->mailbox()->dead_letters(100);
   REQUIRE(letters.ok());
@@ -331,13 +383,18 @@ TEST_CASE("with signing required, unsigned, badly signed and unknown senders' co
   auto tampered = json::parse(envelope("tampered", "backend", "node-a", "command", ping, "k1", secret));
   tampered["payload"]["command"] = "TRIGGER";
   REQUIRE(backend.publish(cmds, tampered.dump()));
+  // The expiry is signed too: stripping it to replay an expired command breaks the signature.
+  auto stripped = json::parse(envelope("stripped", "backend", "node-a", "command", ping, "k1", secret,
+                                       edgert::testing::now_ms() + 60000));
+  stripped.erase("expires_ms");
+  REQUIRE(backend.publish(cmds, stripped.dump()));
   REQUIRE(backend.publish(cmds, envelope("good", "backend", "node-a", "command", ping, "k1", secret)));
 
   REQUIRE(wait_until([&] { return replies(backend).count("good") == 1; }));
   const auto c = comms_of(*a);
   INFO(c.dump());
   CHECK(c["dead_letters"]["unsigned"] == 1);
-  CHECK(c["dead_letters"]["bad_signature"] == 3);
+  CHECK(c["dead_letters"]["bad_signature"] == 4);
   CHECK(c["dead_letters"]["unknown_sender"] == 1);
   CHECK(c["commands_run"] == 1);
   CHECK(replies(backend).size() == 1);

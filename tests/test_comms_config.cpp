@@ -92,6 +92,13 @@ TEST_CASE("inbound envelopes: every problem names its reason and the field at fa
             .find("longer than 16 bytes") != std::string::npos);
   CHECK(problem(R"({"message_id":"m1","sender_node_id":"s","recipient_node_id":"r","timestamp":5,"payload_type":"t","payload":1,"signature":"x"})")
             .rfind("bad_signature", 0) == 0);
+  // Identifiers become topic levels and lines of the signed text.
+  for (const char* bad : {"a/b", "a+", "#", "a\nb", "a\x01"}) {
+    INFO(bad);
+    nlohmann::json j{{"message_id", "m1"}, {"sender_node_id", bad}, {"recipient_node_id", "r"},
+                     {"timestamp", 5}, {"payload_type", "t"}, {"payload", 1}};
+    CHECK(problem(j.dump()) == "missing_field: field 'sender_node_id' holds a control character, '/', '+' or '#'");
+  }
 }
 
 TEST_CASE("the signed text covers every canonical field and the HMAC matches RFC 4231", "[comms]") {
@@ -100,7 +107,7 @@ TEST_CASE("the signed text covers every canonical field and the HMAC matches RFC
         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
   edgert::Envelope e{"m", "s", "r", "command", "", 42};
   const auto payload = nlohmann::json::parse(R"({"z":1,"a":"x"})");
-  CHECK(edgert::comms::canonical_text(e, payload) == "m\ns\nr\n42\ncommand\n{\"a\":\"x\",\"z\":1}");
+  CHECK(edgert::comms::canonical_text(e, 7, payload) == "m\ns\nr\n42\n7\ncommand\n{\"a\":\"x\",\"z\":1}");
   CHECK(edgert::comms::digest_equal("abc", "abc"));
   CHECK_FALSE(edgert::comms::digest_equal("abc", "abd"));
   CHECK_FALSE(edgert::comms::digest_equal("abc", "ab"));

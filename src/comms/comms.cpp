@@ -200,6 +200,12 @@ void Comms::on_message(const InboundMessage& m) {
     return dead_letter(m, reason_index("expired"), "expired at " + std::to_string(in.expires_ms) + " ms",
                        e.message_id, e.sender_node_id);
   }
+  if (!is_command && e.payload_type == "command") {
+    // Commands come only through the commands topic, where signatures and senders are
+    // checked: one in the inbox would otherwise run unchecked.
+    return dead_letter(m, reason_index("malformed"), "a command on the inbox topic (send it to .../commands)",
+                       e.message_id, e.sender_node_id);
+  }
   if (is_command) {
     const auto& sec = options_.config.security;
     if (in.hmac.empty()) {
@@ -213,7 +219,7 @@ void Comms::on_message(const InboundMessage& m) {
         return dead_letter(m, reason_index("bad_signature"), "signed with unknown key '" + in.key_id + "'",
                            e.message_id, e.sender_node_id);
       }
-      if (!digest_equal(hmac_sha256_hex(key->second, canonical_text(e, in.payload)), in.hmac)) {
+      if (!digest_equal(hmac_sha256_hex(key->second, canonical_text(e, in.expires_ms, in.payload)), in.hmac)) {
         return dead_letter(m, reason_index("bad_signature"), "signature does not match (key '" + in.key_id + "')",
                            e.message_id, e.sender_node_id);
       }
@@ -317,6 +323,10 @@ void Comms::dispatch_loop() {
     auto batch = mailbox_->unacked("command", 64);
     if (batch.ok()) {
       for (const auto& msg : batch.value()) {
+        {
+          std::lock_guard g(mu_);
+          if (stopping_) break;  // the rest stay stored and unacknowledged: they run after the restart
+        }
         run_command(msg);
         if (Status st = mailbox_->ack(msg.envelope.message_id); !st.ok()) {
           detail::log().error("comms: acknowledging command {} failed: {}", printable(msg.envelope.message_id),
@@ -427,7 +437,11 @@ void Comms::monitor_loop() {
         }
       }
     }
-    if (connected) offline_logged = false;
+    if (connected) {
+      offline_logged = false;
+      std::lock_guard g(mu_);
+      offline_since_ms_ = 0;  // also after an unresponsive spell the same session survived
+    }
     was_connected = connected;
     if (period.count() > 0 && steady_clock::now() >= next_heartbeat) {
       next_heartbeat = steady_clock::now() + period;

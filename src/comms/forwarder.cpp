@@ -86,10 +86,24 @@ void Forwarder::on_published(int mid, bool ok, const std::string& reason) {
 
 void Forwarder::on_state(LinkState state) {
   std::lock_guard lk(mu_);
-  const bool now_connected = state == LinkState::connected;
-  if (connected_ && state != LinkState::connected && state != LinkState::unresponsive) lost_ = true;
-  // unresponsive: the session may come back; keep what is in flight, publish nothing new.
-  connected_ = now_connected;
+  // The session is over (a fresh one numbers its messages from 1 again): whatever it
+  // had in flight failed, now, before a PUBACK of the next session could match an old
+  // message id. A stalled broker goes connected -> unresponsive -> connecting; only
+  // unresponsive keeps the session, so it keeps what is in flight.
+  if (state == LinkState::connecting || state == LinkState::stopped) {
+    if (!flights_.empty()) {
+      counters_.lost_in_flight += flights_.size();
+      detail::log().info("comms: connection lost with {} message(s) awaiting PUBACK; they will be sent again",
+                         flights_.size());
+      for (auto& [mid, f] : flights_) failed_.push_back(std::move(f.message_id));
+      flights_.clear();
+    }
+    early_acks_.clear();
+    early_refusals_.clear();
+    lost_ = true;
+  }
+  if (state == LinkState::connected && !connected_) ++session_;
+  connected_ = state == LinkState::connected;
   woken_ = true;
   cv_.notify_all();
 }
@@ -154,20 +168,7 @@ void Forwarder::run() {
     for (auto& id : acked_) to_delete.push_back(std::move(id));
     acked_.clear();
     const auto now = std::chrono::steady_clock::now();
-    bool lost = false;
-    if (lost_) {
-      lost_ = false;
-      lost = true;
-      counters_.lost_in_flight += flights_.size();
-      if (!flights_.empty()) {
-        detail::log().info("comms: connection lost with {} message(s) awaiting PUBACK; they will be sent again",
-                           flights_.size());
-      }
-      for (auto& [mid, f] : flights_) failed.push_back(std::move(f.message_id));
-      flights_.clear();
-      early_acks_.clear();
-      early_refusals_.clear();
-    }
+    const bool lost = std::exchange(lost_, false);
     for (auto it = flights_.begin(); it != flights_.end();) {
       if (now - it->second.sent >= options_.ack_timeout) {
         ++counters_.ack_timeouts;
@@ -226,6 +227,11 @@ void Forwarder::run() {
       PublishOptions po;
       po.qos = 1;
       po.expiry = std::chrono::seconds(std::max<std::int64_t>(1, (m.expires_ms - wall + 999) / 1000));
+      std::uint64_t session = 0;
+      {
+        std::lock_guard g(mu_);
+        session = session_;
+      }
       auto mid = transport_.publish(topic_for(m.envelope), m.envelope_json, po);
       if (!mid.ok() && (mid.status().code() == ErrorCode::again || mid.status().code() == ErrorCode::closed)) {
         break;  // not connected: nothing was queued; the rows stay read ahead until the state says so
@@ -233,7 +239,14 @@ void Forwarder::run() {
       std::string id = std::move(m.envelope.message_id);
       ready.pop_front();
       lk.lock();
-      if (mid.ok()) {
+      if (mid.ok() && session != session_) {
+        // The session changed while it was being published: its id may belong to
+        // either session, so it counts as lost (sent again; at worst a duplicate).
+        ++counters_.published;
+        ++counters_.lost_in_flight;
+        failed_.push_back(std::move(id));
+        woken_ = true;
+      } else if (mid.ok()) {
         ++counters_.published;
         ++sent;
         --room;

@@ -94,6 +94,7 @@ class Forwarder {
   bool draining_ = false;        // stop(): no new leases
   bool connected_ = false;
   bool lost_ = false;            // the connection dropped since the thread last looked
+  std::uint64_t session_ = 0;    // sessions seen; a message id is only matched within one
   std::unordered_map<int, Flight> flights_;        // mid -> row
   std::unordered_set<int> early_acks_;             // PUBACKs that beat the mid's registration
   std::unordered_map<int, std::string> early_refusals_;

@@ -48,6 +48,13 @@ std::variant<InboundEnvelope, InboundProblem> parse_inbound(std::string_view raw
     if (into.size() > limits.max_id_bytes) {
       return std::string("field '") + name + "' is longer than " + std::to_string(limits.max_id_bytes) + " bytes";
     }
+    // Node ids become topic levels (replies go to {root}/{sender}/inbox), and every id
+    // is a line of the signed text: no separators, wildcards or control characters.
+    for (const char c : into) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f || c == '/' || c == '+' || c == '#') {
+        return std::string("field '") + name + "' holds a control character, '/', '+' or '#'";
+      }
+    }
     return "";
   };
   std::string problems[4] = {text_field("message_id", e.message_id), text_field("sender_node_id", e.sender_node_id),

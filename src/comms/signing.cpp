@@ -7,7 +7,7 @@
 
 namespace edgert::comms {
 
-std::string canonical_text(const Envelope& e, const nlohmann::json& payload) {
+std::string canonical_text(const Envelope& e, std::int64_t expires_ms, const nlohmann::json& payload) {
   std::string t;
   t.reserve(e.message_id.size() + e.sender_node_id.size() + e.recipient_node_id.size() + e.payload_type.size() + 64);
   t += e.message_id;
@@ -17,6 +17,8 @@ std::string canonical_text(const Envelope& e, const nlohmann::json& payload) {
   t += e.recipient_node_id;
   t += '\n';
   t += std::to_string(e.timestamp_ms);
+  t += '\n';
+  t += std::to_string(expires_ms);
   t += '\n';
   t += e.payload_type;
   t += '\n';

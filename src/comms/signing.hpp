@@ -1,8 +1,9 @@
 // Signed envelopes: HMAC-SHA256 over canonical fields (docs/operations.md, "Signed
-// commands"). The canonical text is the six envelope fields joined by '\n' in this
-// order: message_id, sender_node_id, recipient_node_id, timestamp (decimal ms),
-// payload_type, and the payload re-serialised compactly with object keys sorted
-// (nlohmann::json::dump()). The envelope carries {"signature": {"key_id": "...",
+// commands"). The canonical text is seven fields joined by '\n' in this order:
+// message_id, sender_node_id, recipient_node_id, timestamp (decimal ms), expires_ms
+// (decimal, 0 when absent), payload_type, and last the payload re-serialised compactly
+// with object keys sorted (nlohmann::json::dump()). The identifiers cannot hold a
+// control character (inbound.cpp refuses them), so the text is unambiguous. The envelope carries {"signature": {"key_id": "...",
 // "hmac": "<64 lowercase hex>"}}.
 #pragma once
 
@@ -10,12 +11,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <string>
 
 namespace edgert::comms {
 
 /// The text that is signed. `payload` is the parsed payload value.
-std::string canonical_text(const Envelope& envelope, const nlohmann::json& payload);
+std::string canonical_text(const Envelope& envelope, std::int64_t expires_ms, const nlohmann::json& payload);
 
 /// Lowercase hex HMAC-SHA256 of `text` under `secret`.
 std::string hmac_sha256_hex(const std::string& secret, const std::string& text);
