@@ -131,9 +131,9 @@ void Forwarder::run() {
   const auto lease_for = options_.ack_timeout + std::chrono::seconds(30);
   // Read-ahead: rows leased and not yet published, so a PUBACK is answered by a
   // publish at once, without a SQLite read in between. Deletes are batched the same
-  // way: one transaction per kDeleteBatch acknowledgements, or every kDeleteEveryMs.
+  // way: one transaction per window/2 acknowledgements, or every kDeleteEvery.
   const std::size_t read_ahead = std::max<std::size_t>(options_.window, 256);
-  constexpr std::size_t kDeleteBatch = 512;
+  const std::size_t delete_batch = std::max<std::size_t>(1, options_.window / 2);
   constexpr auto kDeleteEvery = std::chrono::milliseconds(20);
   std::deque<OutboxMessage> ready;
   std::vector<std::string> to_delete;
@@ -179,7 +179,7 @@ void Forwarder::run() {
       }
     }
     const bool connected = connected_ && !draining_;
-    std::size_t room = connected && flights_.size() < options_.window ? options_.window - flights_.size() : 0;
+    const std::size_t flying = flights_.size();
     lk.unlock();
 
     if (!connected || lost) give_back();
@@ -193,10 +193,15 @@ void Forwarder::run() {
         mailbox_.release(failed);
       }
     }
-    if (to_delete.size() >= kDeleteBatch || (!to_delete.empty() && now - last_delete >= kDeleteEvery) ||
-        (!to_delete.empty() && room == options_.window)) {
+    if (to_delete.size() >= delete_batch || (!to_delete.empty() && now - last_delete >= kDeleteEvery) ||
+        (!to_delete.empty() && flying == 0)) {
       flush_deletes();
     }
+    // Acknowledged rows not yet deleted count against the window: a crash sends again
+    // what is in flight and what is acknowledged but not deleted, so together they are
+    // at most `window` (the duplicates a crash can cause).
+    const std::size_t held = flying + to_delete.size();
+    std::size_t room = connected && held < options_.window ? options_.window - held : 0;
     if (connected && ready.size() < options_.window) {
       const bool newest = newest_next_;
       newest_next_ = !newest_next_;
