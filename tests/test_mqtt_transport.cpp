@@ -512,7 +512,10 @@ TEST_CASE("mqtt: callbacks that throw are counted and logged; the transport keep
 }
 
 TEST_CASE("mqtt: inbound QoS 1: on_message gets the v5 expiry; the PUBACK leaves after on_message returns", "[mqtt]") {
-  MosquittoBroker broker;
+  // The broker's debug log ("Received PUBACK from <id>") is what tells when it came.
+  edgert::testing::BrokerOptions bo;
+  bo.extra_config = "log_type debug\n";
+  MosquittoBroker broker(bo);
   broker.start();
   std::mutex mu;
   std::condition_variable cv;
