@@ -1,5 +1,6 @@
 #include "comms/comms.hpp"
 
+#include "core/clock.hpp"
 #include "comms/inbound.hpp"
 #include "comms/signing.hpp"
 #include "core/log.hpp"
@@ -15,10 +16,7 @@ namespace edgert::comms {
 using detail::printable;
 namespace {
 
-std::int64_t system_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using detail::wall_clock_ms;
 
 MqttOptions mqtt_options(const CommsOptions& o) {
   const MqttSection& m = o.config.mqtt;
@@ -62,7 +60,7 @@ bool Comms::enabled() const noexcept {
   return static_cast<bool>(options_.make_transport) || !options_.config.mqtt.host.empty();
 }
 
-std::int64_t Comms::now_ms() const { return options_.clock_ms ? options_.clock_ms() : system_ms(); }
+std::int64_t Comms::now_ms() const { return options_.clock_ms ? options_.clock_ms() : wall_clock_ms(); }
 
 std::string Comms::topic(const std::string& channel) const {
   return options_.config.root + "/" + options_.node_id + "/" + channel;
@@ -488,7 +486,7 @@ MetricsRegistration Comms::register_metrics(MetricsRegistry& registry) const {
     const auto t = built ? transport_->stats() : TransportStats{};
     const auto f = built ? forwarder_->counters() : ForwarderCounters{};
     const auto c = counters();
-    const std::int64_t now = system_ms();
+    const std::int64_t now = wall_clock_ms();
     std::size_t i = 0;
     out[i++] = t.state == LinkState::connected ? 1 : 0;
     out[i++] = built ? static_cast<double>(forwarder_->in_flight()) : 0;

@@ -1,5 +1,6 @@
 #include "comms/forwarder.hpp"
 
+#include "core/clock.hpp"
 #include "core/log.hpp"
 #include "core/printable.hpp"
 #include "core/thread_name.hpp"
@@ -12,10 +13,7 @@ namespace edgert::comms {
 using detail::printable;
 namespace {
 
-std::int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using detail::wall_clock_ms;
 
 }  // namespace
 
@@ -226,7 +224,7 @@ void Forwarder::run() {
     }
 
     std::size_t sent = 0;
-    const std::int64_t wall = wall_ms();
+    const std::int64_t wall = wall_clock_ms();
     while (room > 0 && !ready.empty()) {
       OutboxMessage& m = ready.front();
       PublishOptions po;
@@ -290,13 +288,17 @@ void Forwarder::run() {
   // goes back to the outbox, due at once.
   for (auto& id : acked_) to_delete.push_back(std::move(id));
   acked_.clear();
-  std::vector<std::string> rest;
+  std::vector<std::string> rest, failed = std::move(failed_);
+  failed_.clear();
   for (auto& [mid, f] : flights_) rest.push_back(std::move(f.message_id));
   flights_.clear();
   lk.unlock();
   flush_deletes();
   give_back();
   if (!rest.empty()) mailbox_.release(rest);
+  // Failures not yet recorded (a refusal, a lost session just before stop): their
+  // attempt counts, and their leases end either way.
+  if (!failed.empty() && !mailbox_.mark_failed(failed).ok()) mailbox_.release(failed);
 }
 
 }  // namespace edgert::comms

@@ -8,6 +8,7 @@
 // arrive for a message whose connection was lost (transport.hpp's contract).
 #include <edgert/mqtt_transport.hpp>
 
+#include "core/clock.hpp"
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
@@ -48,11 +49,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using detail::wall_clock_ms;
 
 std::int64_t steady_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
@@ -530,7 +527,7 @@ class MqttTransport final : public Transport {
 
   void answered() {
     last_ack_steady_ms_.store(steady_ms());
-    last_ack_wall_ms_.store(wall_ms());
+    last_ack_wall_ms_.store(wall_clock_ms());
   }
 
   // ---- libmosquitto callbacks (network thread, inside mosquitto_loop) ----------------
@@ -556,7 +553,7 @@ class MqttTransport final : public Transport {
     t->answered();
     t->attempt_.accepted = true;
     t->connects_.fetch_add(1);
-    t->connected_since_ms_.store(wall_ms());
+    t->connected_since_ms_.store(wall_clock_ms());
     {
       std::lock_guard lk(t->stats_mu_);
       t->stats_protocol_ = proto;

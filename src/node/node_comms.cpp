@@ -1,5 +1,6 @@
 #include "node/node_comms.hpp"
 
+#include "core/clock.hpp"
 #include <edgert/version.hpp>
 
 #include <sys/statvfs.h>
@@ -11,10 +12,7 @@
 namespace edgert::node {
 namespace {
 
-std::int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using detail::wall_clock_ms;
 
 }  // namespace
 
@@ -62,7 +60,7 @@ std::string heartbeat_json(const HeartbeatInputs& in) {
   j["node_id"] = in.node_id;
   j["edgert_version"] = version_string();
   j["status"] = in.status;
-  j["time_ms"] = wall_ms();
+  j["time_ms"] = wall_clock_ms();
   j["uptime_s"] = static_cast<double>(in.uptime_ms) / 1000.0;
   j["process"] = {{"cpu_percent", in.process.cpu_percent},
                   {"cpu_seconds", in.process.cpu_seconds},
@@ -96,7 +94,7 @@ std::map<std::string, CommandHandler> builtin_commands(std::function<std::string
                                                        std::string node_id) {
   std::map<std::string, CommandHandler> c;
   c["PING"] = [node_id](const CommandRequest&) -> Result<std::string> {
-    return nlohmann::json{{"pong", true}, {"node_id", node_id}, {"time_ms", wall_ms()}}.dump();
+    return nlohmann::json{{"pong", true}, {"node_id", node_id}, {"time_ms", wall_clock_ms()}}.dump();
   };
   c["STATUS"] = [status](const CommandRequest&) -> Result<std::string> { return status(); };
   c["TRIGGER"] = [trigger](const CommandRequest& r) -> Result<std::string> {
