@@ -83,7 +83,7 @@ TEST_CASE("inbound mail the inbox cannot store (its free-space floor reached) is
   REQUIRE(a->start().ok());
   REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }, 30s));
   TestClient fleet(broker.port(), "fleet");
-  fleet.subscribe("edgert/node-a/payloads");
+  fleet.subscribe("edgert/fleet/inbox");  // results addressed to "fleet"
 
   // Something else on the volume leaves the inbox about 1 MiB above its floor.
   const fs::path filler = disk.dir / "filler";
@@ -164,14 +164,11 @@ TEST_CASE("a flood of STATUS commands is bounded (max_queued_commands, refusals 
   Scratch s;
   edgert::testing::BrokerOptions bo;
   bo.extra_config = "max_queued_messages 0\n";
-  MosquittoBroker broker(bo);
-  broker.start();
+  MosquittoBroker broker(bo);  // started once the backlog is in the outbox
   // A short ack timeout: a forwarder starved by the command flood shows up as timeouts.
   auto a = make_node(comms_yaml(s.dir, "node-a", broker.port(), "  ack_timeout_ms: 5000\n  max_queued_commands: 50\n"));
-  TestClient sub(broker.port(), "fleet");
-  sub.subscribe("edgert/node-a/payloads");
-  sub.subscribe("edgert/backend/inbox");
-  // A backlog waits in the outbox before the node connects.
+  REQUIRE(a->start().ok());
+  // A backlog waits in the outbox before the node can connect.
   const int kResults = env_int("EDGERT_STATUS_FLOOD_RESULTS", 2000);
   std::set<std::string> results;
   for (int i = 0; i < kResults; ++i) {
@@ -184,8 +181,14 @@ TEST_CASE("a flood of STATUS commands is bounded (max_queued_commands, refusals 
     REQUIRE(id.ok());
     results.insert(id.value());
   }
-  REQUIRE(a->start().ok());
-  // The flood, while the backlog drains. The publisher keeps its own count.
+  broker.start();
+  TestClient sub(broker.port(), "fleet");
+  sub.subscribe("edgert/fleet/inbox");  // results addressed to "fleet"
+  sub.subscribe("edgert/backend/inbox");
+  // The flood, while the backlog drains. The publisher keeps its own count. (It starts
+  // once the node is subscribed: the broker keeps nothing for a session it never saw.)
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }, 30s));
+  std::this_thread::sleep_for(500ms);  // the SUBACK
   const int kCommands = env_int("EDGERT_STATUS_FLOOD_COMMANDS", 3000);
   TestClient backend(broker.port(), "backend");
   for (int i = 0; i < kCommands; ++i) {
@@ -195,7 +198,7 @@ TEST_CASE("a flood of STATUS commands is bounded (max_queued_commands, refusals 
   auto delivered = [&] {
     std::map<std::string, int> n;
     for (const auto& m : sub.messages()) {
-      if (m.topic != "edgert/node-a/payloads") continue;
+      if (m.topic != "edgert/fleet/inbox") continue;
       auto j = json::parse(m.payload, nullptr, false);
       if (j.is_object()) ++n[j.value("message_id", "")];
     }
@@ -208,7 +211,9 @@ TEST_CASE("a flood of STATUS commands is bounded (max_queued_commands, refusals 
     return c["commands_run"].get<std::uint64_t>() + c["commands_failed"].get<std::uint64_t>() +
            c["dead_letters"]["queue_full"].get<std::uint64_t>();
   };
-  REQUIRE(wait_until([&] { return accounted() == static_cast<std::uint64_t>(kCommands); }, 90s));
+  const bool all_accounted = wait_until([&] { return accounted() == static_cast<std::uint64_t>(kCommands); }, 90s);
+  INFO(comms_of(*a).dump());
+  REQUIRE(all_accounted);
   REQUIRE(wait_until([&] { return comms_of(*a)["commands_queued"] == 0; }, 30s));
   const auto c = comms_of(*a);
   INFO(c.dump());
