@@ -53,6 +53,20 @@ comms:
         std::string::npos);
   CHECK(errors_of("comms: {mqtt: {host: h, protocol: 3}}\n").find("comms.mqtt.protocol") != std::string::npos);
   CHECK(errors_of("comms: {mqtt: {hots: h}}\n").find("hots") != std::string::npos);
+
+  // The inbound bounds (docs/configuration.md): defaults, values, ranges.
+  cfg = edgert::parse_config("node: {id: n1}\n", "node.yaml", {});
+  REQUIRE(cfg.ok());
+  CHECK(cfg->comms.max_queued_commands == 1000);
+  CHECK(cfg->comms.mqtt.inbound_retry_ms == 1000);
+  cfg = edgert::parse_config("node: {id: n1}\ncomms: {max_queued_commands: 7, mqtt: {inbound_retry_ms: 250}}\n",
+                             "node.yaml", {});
+  REQUIRE(cfg.ok());
+  CHECK(cfg->comms.max_queued_commands == 7);
+  CHECK(cfg->comms.mqtt.inbound_retry_ms == 250);
+  CHECK(errors_of("comms: {max_queued_commands: 0}\n").find("node.yaml:1: comms.max_queued_commands") !=
+        std::string::npos);
+  CHECK(errors_of("comms: {mqtt: {inbound_retry_ms: 5}}\n").find("comms.mqtt.inbound_retry_ms") != std::string::npos);
 }
 
 TEST_CASE("inbound envelopes: every problem names its reason and the field at fault", "[comms]") {
