@@ -1,6 +1,7 @@
 #include "mailbox/schema.hpp"
 
 #include "core/log.hpp"
+#include "mailbox/row_check.hpp"
 
 #include <SQLiteCpp/Transaction.h>
 
@@ -77,6 +78,11 @@ CREATE TABLE dead_letter (
 );
 CREATE INDEX dead_letter_received ON dead_letter (received_ms);
 )sql",
+    // 3 -> 4: a checksum per outbox row over its envelope and schedule (row_check.hpp,
+    // docs/mailbox.md "Damaged values in rows"); the rows already stored get theirs
+    // now (what they hold today is taken as written).
+    "ALTER TABLE outbox ADD COLUMN row_sum INTEGER;\n"
+    "UPDATE outbox SET row_sum = " EDGERT_ROW_SUM ";\n",
 };
 
 }  // namespace
