@@ -334,6 +334,7 @@ TEST_CASE("a mailbox.db with a destroyed table page is salvaged: every readable 
   REQUIRE(st.ok());
   CHECK(st.value().outbox_rows == expected.size());  // totals recomputed from the rows kept
   CHECK(st.value().inbox_rows == inbox.size());
+  CHECK(st.value().inbox_unacked == inbox.size());
   const std::string saved = std::to_string(expected.size() + inbox.size());
   const auto errors = logs.errors();
   INFO((errors.empty() ? std::string("no ERROR") : errors.front()));

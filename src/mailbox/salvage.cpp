@@ -216,7 +216,9 @@ Result<SalvageReport> salvage_rows(sqlite3* fresh, const std::string& damaged_pa
       "UPDATE outbox SET row_sum = " EDGERT_ROW_SUM " WHERE row_sum IS NULL; "
       "UPDATE totals SET outbox_rows = (SELECT COUNT(*) FROM outbox), "
       "outbox_bytes = (SELECT COALESCE(SUM(size), 0) FROM outbox), inbox_rows = (SELECT COUNT(*) FROM inbox), "
-      "inbox_bytes = (SELECT COALESCE(SUM(size), 0) FROM inbox) WHERE id = 1";
+      "inbox_bytes = (SELECT COALESCE(SUM(size), 0) FROM inbox), "
+      "inbox_unacked = (SELECT COUNT(*) FROM inbox WHERE acknowledged = 0), "
+      "dead_letters = (SELECT COUNT(*) FROM dead_letter) WHERE id = 1";
   if (sqlite3_exec(fresh, fix_totals, nullptr, nullptr, nullptr) != SQLITE_OK ||
       sqlite3_exec(fresh, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
     std::string why = sqlite3_errmsg(fresh);
