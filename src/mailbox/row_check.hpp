@@ -13,7 +13,7 @@
 // (insert, mark_failed, rebase), so the value and its checksum are written together.
 // A statement that changes a row recomputes the checksum only when the old one still
 // matched: an update never launders damage. NULL means "not verified" (rows written
-// before migration 3 -> 4 are filled in by it; a NULL found later is accepted).
+// before migration 4 -> 5 are filled in by it; a NULL found later is accepted).
 #pragma once
 
 struct sqlite3;
