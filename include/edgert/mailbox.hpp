@@ -373,7 +373,8 @@ class EDGERT_API Mailbox {
   /// rows are skipped and reported as in pending(); ack() retires them. Any thread.
   Result<std::vector<InboxMessage>> unacked(const std::string& payload_type = "", std::size_t limit = 1000);
   /// Marks a received message handled (it is retired after inbox_retention). not_found
-  /// if `scope` holds no such message. Any thread; never uses the disk reserve.
+  /// if `scope` holds no such message. Any thread. Bookkeeping: on a full disk it may
+  /// use the reserve (as mark_delivered() does); store() never does.
   Status ack(const std::string& message_id, const std::string& scope = "");
 
   /// Stores a refused inbound message with the reason (raw cut to

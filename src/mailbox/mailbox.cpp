@@ -1917,29 +1917,34 @@ Result<std::vector<InboxMessage>> Mailbox::unacked(const std::string& payload_ty
   return out;
 }
 
-// Never draws on the disk reserve: it is kept for delivery bookkeeping alone.
+// Bookkeeping (an update, nothing grows): like mark_delivered it may use the disk
+// reserve, so a handled command is not run again after a restart on a full disk.
 Status Mailbox::ack(const std::string& message_id, const std::string& scope) {
   std::lock_guard lk(impl_->db_mu);
   if (impl_->closed) return impl_->closed_error("ack");
   try {
-    SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
-    auto& q = impl_->stmt("UPDATE inbox SET acknowledged = 1 WHERE scope = ? AND message_id = ? AND acknowledged = 0");
-    q.bind(1, scope);
-    q.bind(2, message_id);
-    if (q.exec() == 0) {
-      auto& k = impl_->stmt("SELECT 1 FROM inbox WHERE scope = ? AND message_id = ?");
-      k.bind(1, scope);
-      k.bind(2, message_id);
-      const bool known = k.executeStep();
-      k.reset();
-      if (!known) {
-        return {ErrorCode::not_found, "ack: message " + printable(message_id) + " is not in the inbox (scope '" +
-                                          printable(scope) + "')"};
+    Status st = impl_->keep_books("ack", [&]() -> Status {
+      SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
+      auto& q = impl_->stmt("UPDATE inbox SET acknowledged = 1 WHERE scope = ? AND message_id = ? AND acknowledged = 0");
+      q.bind(1, scope);
+      q.bind(2, message_id);
+      if (q.exec() == 0) {
+        auto& k = impl_->stmt("SELECT 1 FROM inbox WHERE scope = ? AND message_id = ?");
+        k.bind(1, scope);
+        k.bind(2, message_id);
+        const bool known = k.executeStep();
+        k.reset();
+        if (!known) {
+          return {ErrorCode::not_found, "ack: message " + printable(message_id) + " is not in the inbox (scope '" +
+                                            printable(scope) + "')"};
+        }
+        return {};  // acknowledged before
       }
-      return {};  // acknowledged before
-    }
-    impl_->stmt("UPDATE totals SET inbox_unacked = inbox_unacked - 1 WHERE id = 1").exec();
-    txn.commit();
+      impl_->stmt("UPDATE totals SET inbox_unacked = inbox_unacked - 1 WHERE id = 1").exec();
+      txn.commit();
+      return {};
+    });
+    if (!st.ok()) return st;
   } catch (const std::exception& e) {
     return io_error(impl_->path + ": ack " + printable(message_id), e);
   }
