@@ -2,6 +2,7 @@
 // -wal/-shm together, under the data_dir lock, never deleting the operator's data.
 #include <edgert/mailbox.hpp>
 
+#include "core/log.hpp"
 #include "mailbox/data_dir_lock.hpp"
 #include "mailbox/open.hpp"
 #include "mailbox/schema.hpp"
@@ -88,6 +89,61 @@ Status copy_and_verify(const std::string& backup, const std::string& tmp) {
   return {};
 }
 
+// `file:` URI of `path` for a read-only ATTACH: '%', '?' and '#' escaped.
+std::string readonly_uri(const std::string& path) {
+  std::string uri = "file:";
+  for (const char c : path) {
+    if (c == '%' || c == '?' || c == '#') {
+      static const char* hex = "0123456789ABCDEF";
+      uri += '%';
+      uri += hex[static_cast<unsigned char>(c) >> 4];
+      uri += hex[static_cast<unsigned char>(c) & 0xf];
+    } else {
+      uri += c;
+    }
+  }
+  return uri + "?mode=ro";
+}
+
+// The replay state a restore must not roll back: the inbox rows of the mailbox being
+// replaced (`current`) carried into the restored copy (`tmp`) before it is renamed into
+// place. Rows the backup lacks are inserted as they are; rows the backup holds
+// unacknowledged that `current` acknowledged are marked acknowledged. So a message
+// received after the backup was taken (a captured signed command, say) is still a
+// duplicate after the restore and never runs twice; the mailbox's own retention prunes
+// the carried rows as usual. `current` is read through a read-only connection (its WAL
+// included, nothing written to it). Returns the rows inserted plus the rows marked.
+Result<long long> carry_replay_state(const std::string& current, const std::string& tmp) {
+  try {
+    SQLite::Database dst(tmp, SQLite::OPEN_READWRITE | SQLite::OPEN_URI);
+    dst.exec("PRAGMA busy_timeout=5000");
+    SQLite::Statement attach(dst, "ATTACH DATABASE ? AS cur");
+    attach.bind(1, readonly_uri(current));
+    attach.exec();
+    const int has_inbox =
+        dst.execAndGet("SELECT count(*) FROM cur.sqlite_master WHERE type = 'table' AND name = 'inbox'").getInt();
+    if (has_inbox == 0) return 0LL;  // an empty or foreign file: nothing received there
+    SQLite::Transaction txn(dst, SQLite::TransactionBehavior::IMMEDIATE);
+    // The columns every schema version has had since version 1 (schema.cpp).
+    long long n = dst.exec(
+        "UPDATE main.inbox SET acknowledged = 1 WHERE acknowledged = 0 AND message_id IN "
+        "(SELECT message_id FROM cur.inbox WHERE acknowledged != 0)");
+    n += dst.exec(
+        "INSERT INTO main.inbox (message_id, sender_node_id, payload_type, envelope_json, size, received_ms, "
+        "acknowledged) SELECT message_id, sender_node_id, payload_type, envelope_json, size, received_ms, "
+        "acknowledged FROM cur.inbox WHERE message_id NOT IN (SELECT message_id FROM main.inbox)");
+    // The running totals (stats without a scan) follow the rows.
+    dst.exec(
+        "UPDATE main.totals SET inbox_rows = (SELECT count(*) FROM main.inbox), "
+        "inbox_bytes = (SELECT coalesce(sum(size), 0) FROM main.inbox) WHERE id = 1");
+    txn.commit();
+    dst.exec("DETACH DATABASE cur");
+    return n;
+  } catch (const std::exception& e) {
+    return Status{ErrorCode::io_error, e.what()};
+  }
+}
+
 }  // namespace
 
 Result<std::string> Mailbox::restore(const std::string& data_dir, const std::string& backup) {
@@ -129,6 +185,22 @@ Result<std::string> Mailbox::restore(const std::string& data_dir, const std::str
   if (Status s = copy_and_verify(backup, tmp); !s.ok()) {
     remove_temp(tmp);
     return Status{s.code(), s.message() + not_restored};
+  }
+  if (have_db) {
+    // Best effort: a mailbox too damaged to read is a reason to restore, not to refuse
+    // one. Without its replay state, commands received after the backup was taken are
+    // kept from running again only by comms.security.command_window_s (signed ones).
+    if (auto carried = carry_replay_state(db, tmp); !carried.ok()) {
+      detail::log().warn(
+          "mailbox restore: the inbox of {} could not be read ({}); the restored mailbox does not know the "
+          "messages received since the backup was taken: a replayed signed command is refused only once it is "
+          "older than comms.security.command_window_s",
+          db, carried.status().message());
+    } else if (carried.value() > 0) {
+      detail::log().info("mailbox restore: carried {} inbox row(s) of {} into the restored mailbox, so messages "
+                         "received since the backup was taken are not run again",
+                         carried.value(), db);
+    }
   }
   if (const int err = sync_path(tmp, false); err != 0) {
     remove_temp(tmp);
