@@ -589,7 +589,7 @@ TEST_CASE("the lease and dead-letter figures are exported as metrics", "[mailbox
   CHECK(value("edgert_mailbox_oldest_pending_age_seconds") == 0);  // the clock has not moved since the sends
 }
 
-TEST_CASE("a version 2 mailbox opens, migrates to version 3 and keeps its messages", "[mailbox]") {
+TEST_CASE("a version 2 mailbox opens, migrates to the current version and keeps its messages", "[mailbox]") {
   Scratch s;
   Clocks c;
   const fs::path db = s.dir / "mailbox.db";
@@ -601,7 +601,18 @@ TEST_CASE("a version 2 mailbox opens, migrates to version 3 and keeps its messag
     id = r.value();
   }
   // What an edgert before dead letters left behind.
-  raw_exec(db, "DROP TABLE dead_letter; PRAGMA user_version = 2;");
+  raw_exec(db,
+           "DROP TABLE dead_letter; DROP INDEX idempotency_expiry; DROP TABLE inbox;"
+           "CREATE TABLE inbox (message_id TEXT PRIMARY KEY, sender_node_id TEXT NOT NULL, payload_type TEXT NOT NULL,"
+           " envelope_json TEXT NOT NULL, size INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
+           " acknowledged INTEGER NOT NULL DEFAULT 0);"
+           "CREATE INDEX inbox_unacked ON inbox (acknowledged, payload_type, received_ms);"
+           "INSERT INTO inbox VALUES ('in:old', 'peer', 'mail', "
+           "'{\"message_id\":\"in:old\",\"sender_node_id\":\"peer\",\"recipient_node_id\":\"n\","
+           "\"timestamp\":1,\"payload_type\":\"mail\",\"payload\":{}}', 10, 1, 0);"
+           "UPDATE totals SET inbox_rows = 1, inbox_bytes = 10;"
+           "ALTER TABLE totals DROP COLUMN inbox_unacked; ALTER TABLE totals DROP COLUMN dead_letters;"
+           "PRAGMA user_version = 2;");
   REQUIRE(raw_count(db, "PRAGMA user_version") == 2);
   auto old_stats = Mailbox::read_stats(s.dir.string());  // read-only, not migrated
   REQUIRE(old_stats.ok());
@@ -609,8 +620,17 @@ TEST_CASE("a version 2 mailbox opens, migrates to version 3 and keeps its messag
   CHECK(old_stats.value().outbox_rows == 1);
 
   auto mb = open(options(s, c));
-  CHECK(raw_count(db, "PRAGMA user_version") == 3);
+  CHECK(raw_count(db, "PRAGMA user_version") == 4);
   CHECK(pending_ids(*mb) == std::set<std::string>{id});
+  // The old inbox row kept, in the default scope, and counted as unacknowledged.
+  auto in = mb->unacked();
+  REQUIRE(in.ok());
+  REQUIRE(in.value().size() == 1);
+  CHECK(in.value()[0].envelope.message_id == "in:old");
+  CHECK(in.value()[0].scope.empty());
+  CHECK(mb->stats().value().inbox_unacked == 1);
+  REQUIRE(mb->ack("in:old").ok());
+  CHECK(mb->stats().value().inbox_unacked == 0);
   DeadLetter d;
   d.reason = "r";
   REQUIRE(mb->dead_letter(d).ok());

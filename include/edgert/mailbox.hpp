@@ -69,11 +69,25 @@ struct OutboxMessage {
 
 struct InboxMessage {
   Envelope envelope;
+  std::string scope;  // the replay space it was stored in (StoreOptions::scope); ack() names it
   std::int64_t received_ms = 0;
   bool acknowledged = false;
 };
 
-enum class StoreResult { stored, duplicate };
+/// How Mailbox::store() files a received message.
+struct StoreOptions {
+  /// The replay-protection space: a message_id is a duplicate only of one stored in the
+  /// same scope. A receiver keeps what it authenticated apart from what it did not
+  /// (e.g. "commands/<key_id>/<sender>" and "inbox/<sender>"), so an unauthenticated
+  /// message can never take an id an authenticated one is checked against. At most
+  /// max_id_bytes * 2 + 64 bytes; "" is a scope like any other.
+  std::string scope;
+};
+
+/// stored: new, kept. duplicate: the same message (same scope, id and content) was
+/// stored before; nothing changed. conflict: the scope already holds this id with
+/// other content; not stored (counted in duplicates; the receiver dead-letters it).
+enum class StoreResult { stored, duplicate, conflict };
 
 /// Which due rows Mailbox::lease() hands out first.
 enum class LeaseOrder {
@@ -120,6 +134,10 @@ struct MailboxCounters {
   std::uint64_t lease_expired = 0;        // leases that ran out before mark_*() or release()
   std::uint64_t dead_lettered = 0;        // dead_letter() rows stored
   std::uint64_t dead_letters_pruned = 0;  // oldest dead letters removed to stay within max_dead_letters
+  std::uint64_t cleanups = 0;             // cleanup passes run (the periodic one and cleanup_expired() calls)
+  std::uint64_t inbox_retired = 0;        // acknowledged inbox rows removed after inbox_retention
+  std::uint64_t inbox_refused = 0;        // store() refusals: inbox quota, or the disk below inbox_min_free_bytes
+  std::uint64_t inbox_conflicts = 0;      // store() answers `conflict` (same scope and id, other content)
 };
 
 struct MailboxStats {
@@ -149,7 +167,28 @@ struct MailboxOptions {
   std::size_t max_dead_letter_raw_bytes = 4096;  // longer raw input is cut to this
   std::uint64_t max_messages = 0;           // outbox quota; 0: unlimited
   std::uint64_t max_bytes = 0;              // outbox quota on stored envelope bytes; 0: unlimited
+  /// At a full quota, expired rows are removed first (they never count against it);
+  /// then reject_new refuses the newcomer, evict_oldest removes live rows of lower or
+  /// equal priority, lowest and oldest first.
   QuotaPolicy quota_policy = QuotaPolicy::reject_new;
+  /// The mailbox's own periodic cleanup (a background thread it owns): expired outbox
+  /// rows and idempotency keys, and acknowledged inbox rows past inbox_retention, removed
+  /// in batches of cleanup_batch rows per transaction (so a sender never waits behind a
+  /// long delete). 0 disables it (cleanup_expired() still works).
+  std::chrono::seconds cleanup_interval{60};
+  std::size_t cleanup_batch = 1000;
+  /// Replay window: acknowledged inbox rows are kept this long after they were received,
+  /// so a replayed message_id is recognised, then removed. Unacknowledged rows stay
+  /// until ack() (the inbox quota bounds them).
+  std::chrono::seconds inbox_retention{24 * 3600};
+  /// Inbox quota, separate from the outbox's: at either limit (rows, or stored envelope
+  /// bytes, acknowledged rows included) store() refuses with quota_exceeded. 0: unlimited.
+  std::uint64_t inbox_max_messages = 100000;
+  std::uint64_t inbox_max_bytes = 64ull << 20;
+  /// store() also refuses (quota_exceeded) while the file system has less than this
+  /// free, so a flood of mail stops before the disk is full and the room results and
+  /// delivery bookkeeping need stays free. 0: no floor.
+  std::uint64_t inbox_min_free_bytes = 16ull << 20;
   std::chrono::milliseconds backoff_base{5000};   // next attempt after failure n (from 0):
   std::chrono::milliseconds backoff_cap{300000};  //   min(base * 2^n, cap)
   double backoff_jitter = 0.0;                    // +- this fraction, 0..1
@@ -307,17 +346,28 @@ class EDGERT_API Mailbox {
   /// Counts a failed attempt and schedules the next; returns its time (ms since epoch,
   /// saturating: a huge backoff gives a far-future time, never a wrapped one).
   Result<std::int64_t> mark_failed(const std::string& message_id);
-  /// Removes expired messages; returns how many.
+  /// One cleanup pass, as the periodic one runs it: removes expired outbox rows and
+  /// idempotency keys, and acknowledged inbox rows older than inbox_retention, in
+  /// batches of cleanup_batch (db lock released between them). Returns how many
+  /// outbox rows expired (counted in `expired`; inbox rows in `inbox_retired`). Any
+  /// thread. Errors: io_error (what was removed before it stays removed), closed.
   Result<std::size_t> cleanup_expired();
 
-  /// Stores a received message; a message_id seen before is a duplicate (counted).
-  /// Validated as send() is; invalid_argument (counted in rejected) if not.
-  Result<StoreResult> store(const Envelope& envelope);
-  /// Unacknowledged inbox messages, oldest first; `payload_type` "" means all.
-  /// Undecodable rows are skipped and reported as in pending(); ack() retires them.
+  /// Stores a received message in `options.scope`. Validated as send() is;
+  /// invalid_argument (counted in rejected) if not. Answers duplicate for the same
+  /// message again and conflict for other content under a stored id (both counted,
+  /// nothing stored). Errors: quota_exceeded (the inbox quota is reached, or the disk has
+  /// less than inbox_min_free_bytes free; counted in inbox_refused; the receiver must not
+  /// acknowledge the message to its sender), io_error, closed. Any thread; blocks on
+  /// SQLite I/O; never uses the disk reserve.
+  Result<StoreResult> store(const Envelope& envelope, const StoreOptions& options = {});
+  /// Unacknowledged inbox messages, oldest first; `payload_type` "" means all. Reads
+  /// through the mailbox's read-only connection: never waits for a writer. Undecodable
+  /// rows are skipped and reported as in pending(); ack() retires them. Any thread.
   Result<std::vector<InboxMessage>> unacked(const std::string& payload_type = "", std::size_t limit = 1000);
-  /// Marks a received message handled. not_found if unknown.
-  Status ack(const std::string& message_id);
+  /// Marks a received message handled (it is retired after inbox_retention). not_found
+  /// if `scope` holds no such message. Any thread; never uses the disk reserve.
+  Status ack(const std::string& message_id, const std::string& scope = "");
 
   /// Stores a refused inbound message with the reason (raw cut to
   /// max_dead_letter_raw_bytes; any bytes, not only UTF-8, are kept; message_id and
@@ -331,6 +381,9 @@ class EDGERT_API Mailbox {
   /// Errors: io_error, closed.
   Result<std::vector<DeadLetter>> dead_letters(std::size_t limit = 100);
 
+  /// Totals (kept by the writers in the same transactions as the rows: O(1), no row is
+  /// counted) and this process's counters, read through the read-only connection: it
+  /// never waits for the writer or a delivery. Any thread. Errors: io_error, closed.
   Result<MailboxStats> stats();
   const std::string& path() const noexcept;
 

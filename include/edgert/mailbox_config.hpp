@@ -18,6 +18,11 @@ struct MailboxSection {
   std::int64_t max_json_depth = 64;          // [1, 1024]; payloads nesting deeper are refused
   std::int64_t max_id_bytes = 256;           // [16, 65536]; longer message ids, node ids, types are refused
   std::int64_t close_timeout_ms = 10000;     // [100, 3600000]; longest wait to commit the queue on stop
+  std::int64_t cleanup_interval_s = 60;      // [0, 86400]; expiry and inbox retention pass; 0: off
+  std::int64_t inbox_retention_s = 24 * 3600;    // [60 s, 10 years]; acknowledged inbox rows kept (replay window)
+  std::int64_t inbox_max_messages = 100000;      // inbox quota in messages; 0: unlimited
+  std::int64_t inbox_max_bytes = 64 << 20;       // inbox quota in stored bytes; 0: unlimited
+  std::int64_t inbox_min_free_bytes = 16 << 20;  // inbound stored only while the disk has this free; 0: no floor
 };
 
 }  // namespace edgert

@@ -385,7 +385,7 @@ void Comms::dispatch_loop() {
           if (stopping_) break;  // the rest stay stored and unacknowledged: they run after the restart
         }
         run_command(msg);
-        if (Status st = mailbox_->ack(msg.envelope.message_id); !st.ok()) {
+        if (Status st = mailbox_->ack(msg.envelope.message_id, msg.scope); !st.ok()) {
           if (auto v = ack_failed_log_.admit(); v.log) {
             detail::log().error("comms: acknowledging command {} failed: {}{}", printable(msg.envelope.message_id),
                                 st.message(), v.suffix());

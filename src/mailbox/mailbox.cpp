@@ -2,6 +2,7 @@
 
 #include "core/futex.hpp"
 #include "core/log.hpp"
+#include "core/log_limit.hpp"
 #include "core/thread_name.hpp"
 #include "mailbox/checkpointer.hpp"
 #include "mailbox/data_dir_lock.hpp"
@@ -282,6 +283,39 @@ struct Mailbox::Impl {
   std::unique_ptr<detail::DiskGuard> disk;  // outlives the checkpointer, which calls it
   std::unique_ptr<detail::Checkpointer> checkpointer;
   std::unique_ptr<detail::IntegrityChecker> integrity;
+  // Readers (stats(), unacked(), dead_letters()) use their own read-only connection
+  // under their own mutex: they never wait for a commit, a delivery or a cleanup, and
+  // nothing waiting for db_mu ever waits for them (docs/mailbox.md, "Threads").
+  std::unique_ptr<SQLite::Database> reader;
+  std::mutex read_mu;
+  std::map<const char*, std::unique_ptr<SQLite::Statement>> read_statements;  // under read_mu
+  SQLite::Statement& read_stmt(const char* sql) {
+    auto& s = read_statements[sql];
+    if (!s) {
+      s = std::make_unique<SQLite::Statement>(*reader, sql);
+    } else {
+      (void)s->tryReset();
+      s->clearBindings();
+    }
+    return *s;
+  }
+  // The periodic cleanup (MailboxOptions::cleanup_interval): one thread the mailbox
+  // owns, woken by close() through maint_cv.
+  std::thread maintenance;
+  std::mutex maint_mu;
+  std::condition_variable maint_cv;
+  bool maint_stop = false;  // under maint_mu
+  void maintenance_loop();
+  std::atomic<std::uint64_t> cleanups{0}, inbox_retired{0}, inbox_refused{0}, inbox_conflicts{0};
+  // Per-message log lines are rate-limited (docs/operations.md, "Logs").
+  detail::LogLimit log_refused{10, std::chrono::seconds(60)}, log_duplicate{10, std::chrono::seconds(60)},
+      log_evicted{10, std::chrono::seconds(60)}, log_conflict{10, std::chrono::seconds(60)},
+      log_row_failure{10, std::chrono::seconds(60)}, log_inbox_full{1, std::chrono::seconds(60)},
+      log_expired{1, std::chrono::seconds(60)};
+  // Removes up to cleanup_batch expired outbox rows in one transaction, under db_mu.
+  // Returns how many; `more` says whether a full batch was removed.
+  std::size_t expire_batch(std::int64_t t, bool& more);
+  Result<std::size_t> run_cleanup();  // Mailbox::cleanup_expired()
   bool marked_open = false;  // <path>-state says "open": say "clean" once the connection closed
   std::atomic<std::int64_t> next_space_check_ms{0};  // refused sends look at the disk at most once a second
 
@@ -322,9 +356,15 @@ struct Mailbox::Impl {
   // sees this one's files half closed. Caller: not holding db_mu, the writer thread
   // gone. Idempotent.
   void release() {
+    stop_maintenance();
     if (integrity) integrity->stop();
     if (disk) disk->set_apply({});  // it reaches into the checkpointer; waits out a call in progress
     checkpointer.reset();
+    {
+      std::lock_guard rk(read_mu);
+      read_statements.clear();
+      reader.reset();  // closed first: the writer's close then checkpoints and removes the WAL
+    }
     {
       std::lock_guard lk(db_mu);
       statements.clear();  // finalised before their connection closes
@@ -338,6 +378,14 @@ struct Mailbox::Impl {
     lock = detail::DataDirLock{};
   }
   ~Impl() { release(); }
+  void stop_maintenance() {
+    {
+      std::lock_guard lk(maint_mu);
+      maint_stop = true;
+    }
+    maint_cv.notify_all();
+    if (maintenance.joinable() && maintenance.get_id() != std::this_thread::get_id()) maintenance.join();
+  }
 
   // Group commit: senders queue requests; the writer commits them in batches.
   std::mutex queue_mu;
@@ -387,11 +435,13 @@ struct Mailbox::Impl {
   std::unordered_map<std::string, std::int64_t> leases;
   std::set<std::pair<std::int64_t, std::string>> lease_order;
   std::atomic<std::uint64_t> leased{0}, lease_expired{0};
+  std::atomic<std::size_t> leases_held{0};  // leases.size(), for stats() without db_mu
   void end_lease(const std::string& id) {
     const auto it = leases.find(id);
     if (it == leases.end()) return;
     lease_order.erase({it->second, id});
     leases.erase(it);
+    leases_held.store(leases.size(), std::memory_order_relaxed);
   }
   // Drops the leases that ran out (lazily: on the next read of the outbox or stats()).
   void expire_leases() {
@@ -402,6 +452,7 @@ struct Mailbox::Impl {
       lease_order.erase(lease_order.begin());
       ++lease_expired;
     }
+    leases_held.store(leases.size(), std::memory_order_relaxed);
   }
   // pending() and lease(): up to `limit` due rows, skipping leased ones; with
   // lease_ms >= 0 the rows returned are leased for that long.
@@ -487,6 +538,7 @@ struct Mailbox::Impl {
     std::uint64_t resends = 0;               // identical resends of a stored message_id
     std::vector<std::string> evictions;      // one message per evicted row
     std::vector<std::string> evicted_ids;    // their message_ids (their leases end)
+    std::vector<std::string> expired_ids;    // expired rows removed to make room (counted in expired)
     std::vector<std::string> conflicts;      // one message per message_id refused as taken
     std::vector<std::string> row_failures;   // one message per row the database refused
   };
@@ -541,6 +593,12 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
   } catch (const std::exception& e) {
     return io_error(impl->path, e);
   }
+  try {
+    impl->reader = std::make_unique<SQLite::Database>(impl->path, SQLite::OPEN_READONLY);
+    impl->reader->exec("PRAGMA busy_timeout=" + std::to_string(impl->options.busy_timeout_ms));
+  } catch (const std::exception& e) {
+    return io_error(impl->path + ": cannot open the read-only connection", e);
+  }
   // The WAL thresholds, lowered on a small disk, and the reserve file.
   impl->disk = std::make_unique<detail::DiskGuard>(impl->path, fs::path(impl->options.data_dir).string(),
                                                    impl->options.wal_checkpoint_bytes, impl->options.wal_limit_bytes);
@@ -581,7 +639,21 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
       detail::set_current_thread_name("edgert-mailbox");
       raw->write_loop();
     });
+    if (impl->options.cleanup_interval.count() > 0) {
+      impl->maintenance = std::thread([raw] {
+        detail::set_current_thread_name("edgert-mbx-clean");
+        raw->maintenance_loop();
+      });
+    }
   } catch (const std::system_error& e) {
+    if (impl->writer.joinable()) {
+      {
+        std::lock_guard lk(impl->queue_mu);
+        impl->stopping = true;
+      }
+      impl->queue_cv.notify_all();
+      impl->writer.join();
+    }
     return Status{ErrorCode::io_error, impl->path + ": cannot start the mailbox's threads: " + e.what()};
   }
   return std::unique_ptr<Mailbox>(new Mailbox(std::move(impl)));
@@ -598,6 +670,7 @@ Status Mailbox::close() {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   impl_->close_deadline_ns.store(std::max<std::int64_t>(1, deadline.time_since_epoch().count()),
                                  std::memory_order_release);
+  impl_->stop_maintenance();  // a cleanup pass stops between batches
   if (impl_->integrity) impl_->integrity->stop();  // interrupts a check in progress: closing stays prompt
   {
     std::lock_guard lk(impl_->queue_mu);
@@ -610,7 +683,8 @@ Status Mailbox::close() {
   {
     std::lock_guard lk(impl_->db_mu);
     impl_->persist_wall(impl_->checked_now());  // the next open compares against this
-    impl_->closed = true;  // from here on no call touches the connection
+    std::lock_guard rk(impl_->read_mu);  // lock order: db_mu, then read_mu
+    impl_->closed = true;  // from here on no call touches either connection
   }
   impl_->release();
   return {};
@@ -758,6 +832,7 @@ void Mailbox::Impl::write_loop() {
         txn.commit();
         ++commits;
         for (const auto& id : tally.evicted_ids) end_lease(id);
+        for (const auto& id : tally.expired_ids) end_lease(id);
         committed -= tally.resends;  // answered with the stored row's id, not stored again
         hits += tally.resends;
       } catch (const std::exception& e) {
@@ -792,11 +867,16 @@ void Mailbox::Impl::write_loop() {
     rejected += tally.rejected;
     duplicates += tally.conflicts.size();
     write_errors += tally.row_failures.size();
-    for (const auto& note : tally.conflicts) detail::log().warn("{}", note);
-    for (const auto& note : tally.row_failures) detail::log().error("{}", note);
+    expired += tally.expired_ids.size();
+    for (const auto& note : tally.conflicts) {
+      if (auto v = log_conflict.admit(); v.log) detail::log().warn("{}{}", note, v.suffix());
+    }
+    for (const auto& note : tally.row_failures) {
+      if (auto v = log_row_failure.admit(); v.log) detail::log().error("{}{}", note, v.suffix());
+    }
     evicted += tally.evictions.size();
     for (const auto& note : tally.evictions) {
-      detail::log().warn("{}", note);
+      if (auto v = log_evicted.admit(); v.log) detail::log().warn("{}{}", note, v.suffix());
       if (!options.on_notification) continue;
       // A subscriber's failure must not take down the writer (and the process).
       try {
@@ -903,6 +983,28 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
     return (max_msgs && static_cast<std::uint64_t>(rows + 1) > max_msgs) ||
            (max_bytes && static_cast<std::uint64_t>(bytes + size) > max_bytes);
   };
+  if (over()) {
+    // Expired rows never count against the quota: they go first, before anything is
+    // refused or a live row evicted (counted in `expired` once the batch commits).
+    auto& exp = stmt(
+        "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE expires_ms <= ?1 LIMIT ?2) "
+        "RETURNING size, message_id");
+    const auto chunk = static_cast<std::int64_t>(std::max<std::size_t>(1, options.cleanup_batch));
+    for (std::int64_t got = chunk; over() && got == chunk;) {
+      exp.bind(1, t);
+      exp.bind(2, chunk);
+      got = 0;
+      std::int64_t freed = 0;
+      while (exp.executeStep()) {
+        ++got;
+        freed += exp.getColumn(0).getInt64();
+        tally.expired_ids.push_back(exp.getColumn(1).getString());
+      }
+      exp.reset();
+      rows -= got;
+      bytes -= freed;
+    }
+  }
   if (over()) {
     // A taken message_id is answered before anything is evicted for it. (Otherwise
     // the INSERT below finds it, with no extra lookup on the normal path.)
@@ -1030,6 +1132,11 @@ bool Mailbox::Impl::rebase(std::int64_t delta, std::int64_t wall, const std::str
         "UPDATE idempotency SET expires_ms = MIN(MAX(expires_ms, -4000000000000000000), 4000000000000000000) + ?1");
     k.bind(1, delta);
     k.exec();
+    // The replay window counts elapsed time too: a jump must not retire it early.
+    auto& in = stmt(
+        "UPDATE inbox SET received_ms = MIN(MAX(received_ms, -4000000000000000000), 4000000000000000000) + ?1");
+    in.bind(1, delta);
+    in.exec();
     auto& m = stmt(
         "INSERT INTO meta (key, value) VALUES ('last_wall_ms', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1");
     m.bind(1, wall);
@@ -1112,7 +1219,7 @@ Result<std::shared_ptr<SendRequest>> Mailbox::Impl::prepare(Envelope& envelope, 
     ++rejected;
     Status st{ErrorCode::invalid_argument,
               describe(envelope) + ": ttl is " + std::to_string(opts.ttl.count()) + " s; it must be positive"};
-    detail::log().error("mailbox send refused: {}", st.message());
+    if (auto v = log_refused.admit(); v.log) detail::log().error("mailbox send refused: {}{}", st.message(), v.suffix());
     return st;
   }
   const bool caller_id = !envelope.message_id.empty(), stamped = envelope.timestamp_ms == 0;
@@ -1124,7 +1231,9 @@ Result<std::shared_ptr<SendRequest>> Mailbox::Impl::prepare(Envelope& envelope, 
                      : encode(envelope, options, now());
   if (!encoded.ok()) {
     ++rejected;
-    detail::log().error("mailbox send refused: {}", encoded.status().message());
+    if (auto v = log_refused.admit(); v.log) {
+      detail::log().error("mailbox send refused: {}{}", encoded.status().message(), v.suffix());
+    }
     return encoded.status();
   }
   if (disk->refusing()) {
@@ -1217,12 +1326,20 @@ void read_table_stats(SQLite::Database& db, std::int64_t now, MailboxStats& s) {
     s.inbox_bytes = static_cast<std::uint64_t>(q.getColumn(3).getInt64());
   }
   SQLite::Statement oldest(db, "SELECT created_ms FROM outbox ORDER BY rowid ASC LIMIT 1");
-  if (oldest.executeStep()) s.oldest_pending_age_ms = now - oldest.getColumn(0).getInt64();
+  if (oldest.executeStep()) s.oldest_pending_age_ms = std::max<std::int64_t>(0, now - oldest.getColumn(0).getInt64());
+  const int version = db.execAndGet("PRAGMA user_version").getInt();
+  if (version >= 4) {  // kept by the writers: no row is counted
+    SQLite::Statement t(db, "SELECT inbox_unacked, dead_letters FROM totals WHERE id = 1");
+    if (t.executeStep()) {
+      s.inbox_unacked = static_cast<std::uint64_t>(t.getColumn(0).getInt64());
+      s.dead_letter_rows = static_cast<std::uint64_t>(t.getColumn(1).getInt64());
+    }
+    return;
+  }
+  // A file from before schema 4 (read_stats() does not migrate): counted.
   SQLite::Statement un(db, "SELECT COUNT(*) FROM inbox WHERE acknowledged = 0");
   if (un.executeStep()) s.inbox_unacked = static_cast<std::uint64_t>(un.getColumn(0).getInt64());
-  // A file from before schema 3 (read_stats() does not migrate) has no dead letters.
-  SQLite::Statement has(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'dead_letter'");
-  if (has.executeStep() && has.getColumn(0).getInt() > 0) {
+  if (version >= 3) {
     SQLite::Statement dl(db, "SELECT COUNT(*) FROM dead_letter");
     if (dl.executeStep()) s.dead_letter_rows = static_cast<std::uint64_t>(dl.getColumn(0).getInt64());
   }
@@ -1307,6 +1424,7 @@ Result<std::vector<OutboxMessage>> Mailbox::Impl::due(std::size_t limit, const c
       leases.emplace(std::move(id), until);
     }
     leased += out.size();
+    leases_held.store(leases.size(), std::memory_order_relaxed);
   }
   return out;
 }
@@ -1487,95 +1605,242 @@ Result<std::size_t> Mailbox::mark_failed(const std::vector<std::string>& message
   return found;
 }
 
-Result<std::size_t> Mailbox::cleanup_expired() {
-  std::lock_guard lk(impl_->db_mu);
-  if (impl_->closed) return impl_->closed_error("cleanup_expired");
+// Under db_mu, outside a transaction.
+std::size_t Mailbox::Impl::expire_batch(std::int64_t t, bool& more) {
+  const auto batch = static_cast<std::int64_t>(std::max<std::size_t>(1, options.cleanup_batch));
+  std::vector<std::string> removed;  // leased ones among the rows removed
+  const std::int64_t n = keep_books("cleanup_expired", [&] {
+    SQLite::Transaction txn(*db, SQLite::TransactionBehavior::IMMEDIATE);
+    auto& q = stmt(
+        "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE expires_ms <= ?1 LIMIT ?2) "
+        "RETURNING size, message_id");
+    q.bind(1, t);
+    q.bind(2, batch);
+    std::int64_t rows = 0, bytes = 0;
+    removed.clear();
+    while (q.executeStep()) {
+      ++rows;
+      bytes += q.getColumn(0).getInt64();
+      if (!leases.empty()) removed.push_back(q.getColumn(1).getString());
+    }
+    q.reset();
+    if (rows > 0) add_outbox_totals(-rows, -bytes);
+    auto& k = stmt("DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency WHERE expires_ms <= ?1 LIMIT ?2)");
+    k.bind(1, t);
+    k.bind(2, batch);
+    const int keys = k.exec();
+    txn.commit();
+    more = rows == batch || keys == batch;
+    return rows;
+  });
+  for (const auto& id : removed) end_lease(id);
+  expired += static_cast<std::uint64_t>(n);
+  return static_cast<std::size_t>(n);
+}
+
+// Batches of cleanup_batch rows, db_mu released between them so senders and the
+// deliverer go on; close() stops it between two batches.
+Result<std::size_t> Mailbox::cleanup_expired() { return impl_->run_cleanup(); }
+
+Result<std::size_t> Mailbox::Impl::run_cleanup() {
+  auto& impl = *this;
+  std::size_t total = 0, retired = 0;
+  const auto batch = static_cast<std::int64_t>(std::max<std::size_t>(1, impl.options.cleanup_batch));
+  auto stop_requested = [&] {
+    std::lock_guard lk(impl.maint_mu);
+    return impl.maint_stop;
+  };
   try {
-    const std::int64_t t = impl_->checked_now();
-    std::vector<std::string> removed;  // leased ones among the rows removed
-    const int n = impl_->keep_books("cleanup_expired", [&] {
-      SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
-      auto& q = impl_->stmt("DELETE FROM outbox WHERE expires_ms <= ? RETURNING size, message_id");
-      q.bind(1, t);
-      int rows = 0;
-      std::int64_t bytes = 0;
-      removed.clear();
+    for (bool more = true; more && !stop_requested();) {
+      std::lock_guard lk(impl.db_mu);
+      if (impl.closed) return impl.closed_error("cleanup_expired");
+      total += impl.expire_batch(impl.checked_now(), more);
+    }
+    // Acknowledged inbox rows past the replay window; not delivery bookkeeping, so no
+    // reserve is used for it.
+    for (bool more = true; more && !stop_requested();) {
+      std::lock_guard lk(impl.db_mu);
+      if (impl.closed) return impl.closed_error("cleanup_expired");
+      const std::int64_t cutoff = sat_sub(impl.checked_now(), impl.options.inbox_retention.count() * 1000);
+      SQLite::Transaction txn(*impl.db, SQLite::TransactionBehavior::IMMEDIATE);
+      auto& q = impl.stmt(
+          "DELETE FROM inbox WHERE rowid IN (SELECT rowid FROM inbox WHERE acknowledged = 1 AND received_ms <= ?1 "
+          "LIMIT ?2) RETURNING size");
+      q.bind(1, cutoff);
+      q.bind(2, batch);
+      std::int64_t rows = 0, bytes = 0;
       while (q.executeStep()) {
         ++rows;
         bytes += q.getColumn(0).getInt64();
-        if (!impl_->leases.empty()) removed.push_back(q.getColumn(1).getString());
       }
       q.reset();
-      impl_->add_outbox_totals(-rows, -bytes);
-      auto& k = impl_->stmt("DELETE FROM idempotency WHERE expires_ms <= ?");
-      k.bind(1, t);
-      k.exec();
+      if (rows > 0) impl.add_inbox_totals(-rows, -bytes);
       txn.commit();
-      return rows;
-    });
-    for (const auto& id : removed) impl_->end_lease(id);
-    impl_->disk->maybe_restore();
-    if (n > 0) {
-      impl_->expired += static_cast<std::uint64_t>(n);
-      detail::log().warn("mailbox {}: {} undelivered message(s) expired and were removed", impl_->path, n);
+      retired += static_cast<std::size_t>(rows);
+      impl.inbox_retired += static_cast<std::uint64_t>(rows);
+      more = rows == batch;
     }
-    return static_cast<std::size_t>(n);
   } catch (const std::exception& e) {
-    return io_error(impl_->path + ": cleanup_expired", e);
+    return io_error(impl.path + ": cleanup_expired (" + std::to_string(total) + " expired rows removed before this)", e);
+  }
+  ++impl.cleanups;
+  impl.disk->maybe_restore();
+  if (total > 0) {
+    if (auto v = impl.log_expired.admit(); v.log) {
+      detail::log().warn("mailbox {}: {} undelivered message(s) expired and were removed ({} in all so far){}",
+                         impl.path, total, impl.expired.load(), v.suffix());
+    }
+  }
+  if (retired > 0) {
+    detail::log().debug("mailbox {}: {} acknowledged inbox message(s) past inbox_retention removed", impl.path, retired);
+  }
+  return total;
+}
+
+void Mailbox::Impl::maintenance_loop() {
+  const auto period = options.cleanup_interval;
+  std::unique_lock lk(maint_mu);
+  while (!maint_stop) {
+    if (maint_cv.wait_for(lk, period, [this] { return maint_stop; })) break;
+    lk.unlock();
+    auto r = run_cleanup();
+    if (!r.ok() && r.status().code() != ErrorCode::closed) {
+      detail::log().error("mailbox {}: periodic cleanup failed (retried in {} s): {}", path, period.count(),
+                          r.status().message());
+    }
+    lk.lock();
   }
 }
 
-Result<StoreResult> Mailbox::store(const Envelope& envelope) {
+Result<StoreResult> Mailbox::store(const Envelope& envelope, const StoreOptions& options) {
+  auto& impl = *impl_;
+  const auto& o = impl.options;
   Envelope env = envelope;
   if (env.message_id.empty()) {
-    ++impl_->rejected;
+    ++impl.rejected;
     return Status{ErrorCode::invalid_argument, "inbox store: message_id is empty (replay protection needs it)"};
   }
-  auto encoded = encode(env, impl_->options, impl_->now());
+  if (options.scope.size() > o.max_id_bytes * 2 + 64) {
+    ++impl.rejected;
+    return Status{ErrorCode::invalid_argument, "inbox store: message " + printable(env.message_id) + ": scope is " +
+                                                   std::to_string(options.scope.size()) + " bytes, over the limit"};
+  }
+  auto encoded = encode(env, o, impl.now());
   if (!encoded.ok()) {
-    ++impl_->rejected;
+    ++impl.rejected;
     return encoded.status();
   }
-  std::lock_guard lk(impl_->db_mu);
-  if (impl_->closed) return impl_->closed_error("store");
-  try {
-    SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
-    auto& q = impl_->stmt(
-        "INSERT OR IGNORE INTO inbox (message_id, sender_node_id, payload_type, envelope_json, size, received_ms, "
-        "acknowledged) VALUES (?,?,?,?,?,?,0)");
-    q.bind(1, env.message_id);
-    q.bind(2, env.sender_node_id);
-    q.bind(3, env.payload_type);
-    q.bind(4, encoded.value());
-    q.bind(5, static_cast<std::int64_t>(encoded.value().size()));
-    q.bind(6, impl_->now());
-    if (q.exec() == 0) {
-      ++impl_->duplicates;
-      detail::log().info("mailbox inbox: duplicate message {} from {} ignored (replay protection)",
-                         printable(env.message_id), printable(env.sender_node_id));
-      return StoreResult::duplicate;  // the transaction rolls back: nothing changed
+  const std::string& json_text = encoded.value();
+  const auto size = static_cast<std::int64_t>(json_text.size());
+  // The floor is looked at before the lock: a flood stops before the disk is full, and
+  // the room results and delivery bookkeeping need is never taken by mail.
+  if (o.inbox_min_free_bytes > 0) {
+    auto free = detail::free_bytes(o.data_dir);
+    if (free.ok() && free.value() < o.inbox_min_free_bytes) {
+      ++impl.inbox_refused;
+      const std::string why = "mailbox " + impl.path + ": inbox refused message " + printable(env.message_id) +
+                              ": the disk has " + std::to_string(free.value()) + " bytes free, below inbox_min_free_bytes (" +
+                              std::to_string(o.inbox_min_free_bytes) + ")";
+      if (auto v = impl.log_inbox_full.admit(); v.log) detail::log().warn("{}{}", why, v.suffix());
+      return Status{ErrorCode::quota_exceeded, why};
     }
-    impl_->add_inbox_totals(1, static_cast<std::int64_t>(encoded.value().size()));
+  }
+  std::lock_guard lk(impl.db_mu);
+  if (impl.closed) return impl.closed_error("store");
+  try {
+    SQLite::Transaction txn(*impl.db, SQLite::TransactionBehavior::IMMEDIATE);
+    auto& have = impl.stmt("SELECT envelope_json FROM inbox WHERE scope = ? AND message_id = ?");
+    have.bind(1, options.scope);
+    have.bind(2, env.message_id);
+    if (have.executeStep()) {
+      const std::string stored = have.getColumn(0).getString();
+      have.reset();
+      // The same message again (a timestamp the sender left at 0 was filled in by us,
+      // so compare the rest): a replay. Different content under the id: a conflict.
+      bool same = stored == json_text;
+      if (!same && envelope.timestamp_ms == 0) {
+        if (auto old = decode(stored); old.ok()) {
+          Envelope e = env;
+          e.timestamp_ms = old.value().timestamp_ms;
+          auto again = encode(e, o, 0);
+          same = again.ok() && again.value() == stored;
+        }
+      }
+      ++impl.duplicates;
+      if (!same) ++impl.inbox_conflicts;
+      if (auto v = impl.log_duplicate.admit(); v.log) {
+        detail::log().info("mailbox inbox: {} message {} from {} in scope '{}' {}{}", same ? "duplicate" : "conflicting",
+                           printable(env.message_id), printable(env.sender_node_id), printable(options.scope),
+                           same ? "ignored (replay protection)" : "refused: the id is stored with other content",
+                           v.suffix());
+      }
+      return same ? StoreResult::duplicate : StoreResult::conflict;  // the transaction rolls back
+    }
+    have.reset();
+    auto& t = impl.stmt("SELECT inbox_rows, inbox_bytes FROM totals WHERE id = 1");
+    std::int64_t rows = 0, bytes = 0;
+    if (t.executeStep()) {
+      rows = t.getColumn(0).getInt64();
+      bytes = t.getColumn(1).getInt64();
+    }
+    t.reset();
+    if ((o.inbox_max_messages && static_cast<std::uint64_t>(rows + 1) > o.inbox_max_messages) ||
+        (o.inbox_max_bytes && static_cast<std::uint64_t>(bytes + size) > o.inbox_max_bytes)) {
+      ++impl.inbox_refused;
+      const std::string why = "mailbox " + impl.path + ": inbox quota reached (" + std::to_string(rows) +
+                              " messages, " + std::to_string(bytes) + " bytes; limits inbox_max_messages " +
+                              std::to_string(o.inbox_max_messages) + ", inbox_max_bytes " +
+                              std::to_string(o.inbox_max_bytes) + "); message " + printable(env.message_id) + " refused";
+      if (auto v = impl.log_inbox_full.admit(); v.log) detail::log().warn("{}{}", why, v.suffix());
+      return Status{ErrorCode::quota_exceeded, why};
+    }
+    auto& q = impl.stmt(
+        "INSERT INTO inbox (scope, message_id, sender_node_id, payload_type, envelope_json, size, received_ms, "
+        "acknowledged) VALUES (?,?,?,?,?,?,?,0)");
+    q.bind(1, options.scope);
+    q.bind(2, env.message_id);
+    q.bind(3, env.sender_node_id);
+    q.bind(4, env.payload_type);
+    q.bindNoCopy(5, json_text);
+    q.bind(6, size);
+    q.bind(7, impl.now());
+    q.exec();
+    q.reset();
+    q.clearBindings();
+    auto& up = impl.stmt(
+        "UPDATE totals SET inbox_rows = inbox_rows + 1, inbox_bytes = inbox_bytes + ?, inbox_unacked = inbox_unacked + 1 "
+        "WHERE id = 1");
+    up.bind(1, size);
+    up.exec();
     txn.commit();
     return StoreResult::stored;
   } catch (const std::exception& e) {
-    return io_error(impl_->path + ": inbox store " + printable(env.message_id), e);
+    if (Impl::disk_full(e)) {
+      ++impl.inbox_refused;
+      return Status{ErrorCode::quota_exceeded,
+                    "mailbox " + impl.path + ": inbox store " + printable(env.message_id) + ": the disk is full"};
+    }
+    return io_error(impl.path + ": inbox store " + printable(env.message_id), e);
   }
 }
 
 Result<std::vector<InboxMessage>> Mailbox::unacked(const std::string& payload_type, std::size_t limit) {
   std::vector<InboxMessage> out;
-  std::lock_guard lk(impl_->db_mu);
-  if (impl_->closed) return impl_->closed_error("unacked");
+  std::lock_guard lk(impl_->read_mu);
+  if (impl_->closed || !impl_->reader) return impl_->closed_error("unacked");
   try {
-    auto& q = impl_->stmt(
-        "SELECT envelope_json, received_ms, message_id FROM inbox WHERE acknowledged = 0 AND "
-        "(?1 = '' OR payload_type = ?1) ORDER BY received_ms ASC, rowid ASC LIMIT ?2");
+    auto& q = payload_type.empty()
+                  ? impl_->read_stmt(
+                        "SELECT envelope_json, received_ms, message_id, scope FROM inbox WHERE acknowledged = 0 "
+                        "ORDER BY received_ms ASC, rowid ASC LIMIT ?2")
+                  : impl_->read_stmt(
+                        "SELECT envelope_json, received_ms, message_id, scope FROM inbox WHERE acknowledged = 0 AND "
+                        "payload_type = ?1 ORDER BY received_ms ASC, rowid ASC LIMIT ?2");
     for (std::size_t known = SIZE_MAX; known != impl_->unreadable_inbox.size() && out.size() < limit;) {
       known = impl_->unreadable_inbox.size();
       out.clear();
       q.reset();
-      q.bind(1, payload_type);
+      if (!payload_type.empty()) q.bind(1, payload_type);
       q.bind(2, sql_limit(limit, known));
       while (out.size() < limit && q.executeStep()) {
         InboxMessage m;
@@ -1587,6 +1852,7 @@ Result<std::vector<InboxMessage>> Mailbox::unacked(const std::string& payload_ty
         }
         m.envelope = std::move(decoded).value();
         m.received_ms = q.getColumn(1).getInt64();
+        m.scope = q.getColumn(3).getString();
         out.push_back(std::move(m));
       }
     }
@@ -1597,16 +1863,29 @@ Result<std::vector<InboxMessage>> Mailbox::unacked(const std::string& payload_ty
   return out;
 }
 
-Status Mailbox::ack(const std::string& message_id) {
+// Never draws on the disk reserve: it is kept for delivery bookkeeping alone.
+Status Mailbox::ack(const std::string& message_id, const std::string& scope) {
   std::lock_guard lk(impl_->db_mu);
   if (impl_->closed) return impl_->closed_error("ack");
   try {
-    const int changed = impl_->keep_books("ack", [&] {
-      auto& q = impl_->stmt("UPDATE inbox SET acknowledged = 1 WHERE message_id = ?");
-      q.bind(1, message_id);
-      return q.exec();
-    });
-    if (changed == 0) return {ErrorCode::not_found, "ack: message " + printable(message_id) + " is not in the inbox"};
+    SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
+    auto& q = impl_->stmt("UPDATE inbox SET acknowledged = 1 WHERE scope = ? AND message_id = ? AND acknowledged = 0");
+    q.bind(1, scope);
+    q.bind(2, message_id);
+    if (q.exec() == 0) {
+      auto& k = impl_->stmt("SELECT 1 FROM inbox WHERE scope = ? AND message_id = ?");
+      k.bind(1, scope);
+      k.bind(2, message_id);
+      const bool known = k.executeStep();
+      k.reset();
+      if (!known) {
+        return {ErrorCode::not_found, "ack: message " + printable(message_id) + " is not in the inbox (scope '" +
+                                          printable(scope) + "')"};
+      }
+      return {};  // acknowledged before
+    }
+    impl_->stmt("UPDATE totals SET inbox_unacked = inbox_unacked - 1 WHERE id = 1").exec();
+    txn.commit();
   } catch (const std::exception& e) {
     return io_error(impl_->path + ": ack " + printable(message_id), e);
   }
@@ -1657,8 +1936,8 @@ Status Mailbox::dead_letter(DeadLetter letter) {
     ins.exec();
     ins.reset();
     ins.clearBindings();
-    auto& count = impl_->stmt("SELECT COUNT(*) FROM dead_letter");
-    const std::int64_t rows = count.executeStep() ? count.getColumn(0).getInt64() : 0;
+    auto& count = impl_->stmt("SELECT dead_letters FROM totals WHERE id = 1");
+    const std::int64_t rows = (count.executeStep() ? count.getColumn(0).getInt64() : 0) + 1;
     count.reset();
     if (rows > keep) {
       auto& del =
@@ -1666,6 +1945,9 @@ Status Mailbox::dead_letter(DeadLetter letter) {
       del.bind(1, rows - keep);
       pruned = del.exec();
     }
+    auto& up = impl_->stmt("UPDATE totals SET dead_letters = dead_letters + ? WHERE id = 1");
+    up.bind(1, 1 - pruned);
+    up.exec();
     txn.commit();
   } catch (const std::exception& e) {
     return io_error(impl_->path + ": dead letter " + printable(letter.message_id) + " from " +
@@ -1688,10 +1970,10 @@ Status Mailbox::dead_letter(DeadLetter letter) {
 
 Result<std::vector<DeadLetter>> Mailbox::dead_letters(std::size_t limit) {
   std::vector<DeadLetter> out;
-  std::lock_guard lk(impl_->db_mu);
-  if (impl_->closed) return impl_->closed_error("dead_letters");
+  std::lock_guard lk(impl_->read_mu);
+  if (impl_->closed || !impl_->reader) return impl_->closed_error("dead_letters");
   try {
-    auto& q = impl_->stmt(
+    auto& q = impl_->read_stmt(
         "SELECT message_id, sender_node_id, source, reason, raw, received_ms FROM dead_letter ORDER BY id DESC "
         "LIMIT ?");
     q.bind(1, sql_limit(limit, 0));
@@ -1715,18 +1997,24 @@ Result<std::vector<DeadLetter>> Mailbox::dead_letters(std::size_t limit) {
 Result<MailboxStats> Mailbox::stats() {
   MailboxStats s;
   {
-    std::lock_guard lk(impl_->db_mu);
-    if (impl_->closed) return impl_->closed_error("stats");
+    std::lock_guard lk(impl_->read_mu);
+    if (impl_->closed || !impl_->reader) return impl_->closed_error("stats");
     try {
-      read_table_stats(*impl_->db, impl_->checked_now(/*may_persist=*/false), s);
+      read_table_stats(*impl_->reader, impl_->now(), s);
     } catch (const std::exception& e) {
       return io_error(impl_->path + ": stats", e);
     }
-    // Under db_mu: close() destroys the checkpointer only after `closed` is set.
-    impl_->expire_leases();
-    s.leased_now = impl_->leases.size();
+    // Expired leases are dropped only if that costs no wait.
+    if (std::unique_lock dl(impl_->db_mu, std::try_to_lock); dl.owns_lock()) impl_->expire_leases();
+    s.leased_now = impl_->leases_held.load(std::memory_order_relaxed);
+    // Under read_mu: close() sets `closed` holding it, before the checkpointer, the
+    // integrity checker and the disk guard are destroyed.
     s.counters.checkpoints = impl_->checkpointer->rounds();
     s.counters.checkpoint_failures = impl_->checkpointer->failures();
+    s.counters.disk_full = impl_->disk->refused();
+    s.counters.integrity_checks = impl_->integrity->checks();
+    s.counters.integrity_repairs = impl_->integrity->repairs();
+    s.counters.integrity_failures = impl_->integrity->failures();
   }
   auto& c = s.counters;
   c.sent = impl_->sent;
@@ -1741,15 +2029,15 @@ Result<MailboxStats> Mailbox::stats() {
   c.write_errors = impl_->write_errors;
   c.unreadable = impl_->unreadable;
   c.notification_errors = impl_->notification_errors;
-  c.disk_full = impl_->disk->refused();
-  c.integrity_checks = impl_->integrity->checks();
-  c.integrity_repairs = impl_->integrity->repairs();
-  c.integrity_failures = impl_->integrity->failures();
   c.clock_jumps = impl_->clock_jumps;
   c.leased = impl_->leased;
   c.lease_expired = impl_->lease_expired;
   c.dead_lettered = impl_->dead_lettered;
   c.dead_letters_pruned = impl_->dead_letters_pruned;
+  c.cleanups = impl_->cleanups;
+  c.inbox_retired = impl_->inbox_retired;
+  c.inbox_refused = impl_->inbox_refused;
+  c.inbox_conflicts = impl_->inbox_conflicts;
   return s;
 }
 

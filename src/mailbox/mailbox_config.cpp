@@ -24,7 +24,16 @@ const Table<MailboxSection>& mailbox_table() {
         .key("max_id_bytes", &MailboxSection::max_id_bytes, between(16, 65536))
         // Shorter than 100 ms would refuse a queued backlog on any busy disk; an hour
         // is past any service manager's stop timeout.
-        .key("close_timeout_ms", &MailboxSection::close_timeout_ms, between(100, 3600000));
+        .key("close_timeout_ms", &MailboxSection::close_timeout_ms, between(100, 3600000))
+        // A day at most between passes; 0 turns the periodic pass off (quota-driven
+        // expiry in send() still runs).
+        .key("cleanup_interval_s", &MailboxSection::cleanup_interval_s, between(0, 86400))
+        // The replay window: at least a minute, at most ten years.
+        .key("inbox_retention_s", &MailboxSection::inbox_retention_s,
+             between(60, std::int64_t{10} * 365 * 24 * 3600))
+        .key("inbox_max_messages", &MailboxSection::inbox_max_messages, at_least(0))
+        .key("inbox_max_bytes", &MailboxSection::inbox_max_bytes, at_least(0))
+        .key("inbox_min_free_bytes", &MailboxSection::inbox_min_free_bytes, at_least(0));
     return s;
   }();
   return t;

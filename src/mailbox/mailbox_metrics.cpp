@@ -41,6 +41,10 @@ MetricsRegistration register_mailbox_metrics(MetricsRegistry& registry, std::str
       c("lease_expired_total", "Leases that ran out before the row was marked or released."),
       c("dead_lettered_total", "Refused inbound messages stored as dead letters."),
       c("dead_letters_pruned_total", "Oldest dead letters removed to stay within max_dead_letters."),
+      c("cleanups_total", "Cleanup passes run (expiry, idempotency keys, inbox retention)."),
+      c("inbox_retired_total", "Acknowledged inbox rows removed after inbox_retention_s."),
+      c("inbox_refused_total", "Inbound messages refused: inbox quota or disk below inbox_min_free_bytes."),
+      c("inbox_conflicts_total", "Inbound messages whose id was stored in their scope with other content."),
       g("outbox_rows", "Messages waiting in the outbox."),
       g("outbox_bytes", "Stored bytes in the outbox."),
       g("inbox_rows", "Messages in the inbox."),
@@ -60,6 +64,7 @@ MetricsRegistration register_mailbox_metrics(MetricsRegistry& registry, std::str
                                k.checkpoints, k.checkpoint_failures, k.unreadable, k.notification_errors, k.disk_full,
                                k.integrity_checks, k.integrity_repairs, k.integrity_failures,
                                k.clock_jumps, k.leased, k.lease_expired, k.dead_lettered, k.dead_letters_pruned,
+                               k.cleanups, k.inbox_retired, k.inbox_refused, k.inbox_conflicts,
                                s.outbox_rows, s.outbox_bytes, s.inbox_rows,
                                s.inbox_bytes, s.inbox_unacked, s.leased_now, s.dead_letter_rows};
     std::size_t i = 0;

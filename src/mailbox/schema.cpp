@@ -77,6 +77,36 @@ CREATE TABLE dead_letter (
 );
 CREATE INDEX dead_letter_received ON dead_letter (received_ms);
 )sql",
+    // 3 -> 4: inbox bounds and replay spaces (docs/mailbox.md, "Inbox"). A message_id
+    // is unique within its `scope` only (one per channel and verified sender), so
+    // nothing unauthenticated can occupy an id an authenticated message is checked
+    // against. Acknowledged rows are retired by received_ms once past the replay
+    // window (partial index: only they are scanned). `totals` keeps the unacked and
+    // dead-letter counts, so stats() never counts rows.
+    R"sql(
+CREATE TABLE inbox4 (
+  scope TEXT NOT NULL DEFAULT '',
+  message_id TEXT NOT NULL,
+  sender_node_id TEXT NOT NULL,
+  payload_type TEXT NOT NULL,
+  envelope_json TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  received_ms INTEGER NOT NULL,
+  acknowledged INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (scope, message_id)
+);
+INSERT INTO inbox4 (scope, message_id, sender_node_id, payload_type, envelope_json, size, received_ms, acknowledged)
+  SELECT '', message_id, sender_node_id, payload_type, envelope_json, size, received_ms, acknowledged FROM inbox;
+DROP TABLE inbox;
+ALTER TABLE inbox4 RENAME TO inbox;
+CREATE INDEX inbox_unacked ON inbox (acknowledged, payload_type, received_ms);
+CREATE INDEX inbox_retire ON inbox (received_ms) WHERE acknowledged = 1;
+CREATE INDEX idempotency_expiry ON idempotency (expires_ms);
+ALTER TABLE totals ADD COLUMN inbox_unacked INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE totals ADD COLUMN dead_letters INTEGER NOT NULL DEFAULT 0;
+UPDATE totals SET inbox_unacked = (SELECT COUNT(*) FROM inbox WHERE acknowledged = 0),
+                  dead_letters = (SELECT COUNT(*) FROM dead_letter);
+)sql",
 };
 
 }  // namespace

@@ -51,6 +51,11 @@ MailboxOptions mailbox_options(const Config& cfg) {
   mo.max_json_depth = static_cast<std::size_t>(m.max_json_depth);
   mo.max_id_bytes = static_cast<std::size_t>(m.max_id_bytes);
   mo.close_timeout = std::chrono::milliseconds(m.close_timeout_ms);
+  mo.cleanup_interval = std::chrono::seconds(m.cleanup_interval_s);
+  mo.inbox_retention = std::chrono::seconds(m.inbox_retention_s);
+  mo.inbox_max_messages = static_cast<std::uint64_t>(m.inbox_max_messages);
+  mo.inbox_max_bytes = static_cast<std::uint64_t>(m.inbox_max_bytes);
+  mo.inbox_min_free_bytes = static_cast<std::uint64_t>(m.inbox_min_free_bytes);
   return mo;
 }
 
