@@ -105,37 +105,52 @@ std::string readonly_uri(const std::string& path) {
   return uri + "?mode=ro";
 }
 
+// Whether table `table` of attached schema `db` has a column `column`.
+bool has_column(SQLite::Database& conn, const std::string& db, const std::string& table, const std::string& column) {
+  SQLite::Statement q(conn, "SELECT count(*) FROM pragma_table_info(?, ?) WHERE name = ?");
+  q.bind(1, table);
+  q.bind(2, db);
+  q.bind(3, column);
+  return q.executeStep() && q.getColumn(0).getInt() > 0;
+}
+
 // The replay state a restore must not roll back: the inbox rows of the mailbox being
 // replaced (`current`) carried into the restored copy (`tmp`) before it is renamed into
 // place. Rows the backup lacks are inserted as they are; rows the backup holds
 // unacknowledged that `current` acknowledged are marked acknowledged. So a message
 // received after the backup was taken (a captured signed command, say) is still a
-// duplicate after the restore and never runs twice; the mailbox's own retention prunes
-// the carried rows as usual. `current` is read through a read-only connection (its WAL
-// included, nothing written to it). Returns the rows inserted plus the rows marked.
+// duplicate after the restore and never runs twice; the mailbox's own retention retires
+// the carried rows as usual. The copy is first migrated to this build's schema (open
+// would do it anyway) so rows keep their replay scope; `current` may be older (no
+// `scope` column: its ids belong to the default scope ''). `current` is read through a
+// read-only connection (its WAL included, nothing written to it). Returns the rows
+// inserted plus the rows marked.
 Result<long long> carry_replay_state(const std::string& current, const std::string& tmp) {
   try {
     SQLite::Database dst(tmp, SQLite::OPEN_READWRITE | SQLite::OPEN_URI);
     dst.exec("PRAGMA busy_timeout=5000");
+    if (Status st = detail::migrate_mailbox(dst, tmp); !st.ok()) return st;
     SQLite::Statement attach(dst, "ATTACH DATABASE ? AS cur");
     attach.bind(1, readonly_uri(current));
     attach.exec();
     const int has_inbox =
         dst.execAndGet("SELECT count(*) FROM cur.sqlite_master WHERE type = 'table' AND name = 'inbox'").getInt();
     if (has_inbox == 0) return 0LL;  // an empty or foreign file: nothing received there
+    const std::string scope = has_column(dst, "cur", "inbox", "scope") ? "c.scope" : "''";
     SQLite::Transaction txn(dst, SQLite::TransactionBehavior::IMMEDIATE);
-    // The columns every schema version has had since version 1 (schema.cpp).
     long long n = dst.exec(
-        "UPDATE main.inbox SET acknowledged = 1 WHERE acknowledged = 0 AND message_id IN "
-        "(SELECT message_id FROM cur.inbox WHERE acknowledged != 0)");
+        "UPDATE main.inbox SET acknowledged = 1 WHERE acknowledged = 0 AND EXISTS (SELECT 1 FROM cur.inbox c "
+        "WHERE " + scope + " = main.inbox.scope AND c.message_id = main.inbox.message_id AND c.acknowledged != 0)");
+    // The columns every schema version has had since version 1 (schema.cpp), plus scope.
     n += dst.exec(
-        "INSERT INTO main.inbox (message_id, sender_node_id, payload_type, envelope_json, size, received_ms, "
-        "acknowledged) SELECT message_id, sender_node_id, payload_type, envelope_json, size, received_ms, "
-        "acknowledged FROM cur.inbox WHERE message_id NOT IN (SELECT message_id FROM main.inbox)");
+        "INSERT OR IGNORE INTO main.inbox (scope, message_id, sender_node_id, payload_type, envelope_json, size, "
+        "received_ms, acknowledged) SELECT " + scope + ", c.message_id, c.sender_node_id, c.payload_type, "
+        "c.envelope_json, c.size, c.received_ms, c.acknowledged FROM cur.inbox c");
     // The running totals (stats without a scan) follow the rows.
     dst.exec(
         "UPDATE main.totals SET inbox_rows = (SELECT count(*) FROM main.inbox), "
-        "inbox_bytes = (SELECT coalesce(sum(size), 0) FROM main.inbox) WHERE id = 1");
+        "inbox_bytes = (SELECT coalesce(sum(size), 0) FROM main.inbox), "
+        "inbox_unacked = (SELECT count(*) FROM main.inbox WHERE acknowledged = 0) WHERE id = 1");
     txn.commit();
     dst.exec("DETACH DATABASE cur");
     return n;
