@@ -651,13 +651,15 @@ TEST_CASE("process.cpu_percent stays within 0..100 x CPUs under bursts of STATUS
 }
 
 TEST_CASE("a flood of failing commands logs a bounded number of lines; every failure is still counted", "[comms]") {
+  // Attached before any node thread logs (the logger's sink list is not safe to change
+  // under them) and detached after the node has stopped.
+  edgert::testing::LogCapture logs;
   Scratch s;
   MosquittoBroker broker;
   broker.start();
   auto a = make_node(comms_yaml(s.dir, "node-a", broker.port()));
   REQUIRE(a->start().ok());
   REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
-  edgert::testing::LogCapture logs;
   TestClient backend(broker.port(), "backend");
   backend.subscribe("edgert/backend/inbox");
   const std::string cmds = "edgert/node-a/commands";
