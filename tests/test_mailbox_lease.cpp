@@ -612,6 +612,7 @@ TEST_CASE("a version 2 mailbox opens, migrates to the current version and keeps 
            "\"timestamp\":1,\"payload_type\":\"mail\",\"payload\":{}}', 10, 1, 0);"
            "UPDATE totals SET inbox_rows = 1, inbox_bytes = 10;"
            "ALTER TABLE totals DROP COLUMN inbox_unacked; ALTER TABLE totals DROP COLUMN dead_letters;"
+           "ALTER TABLE outbox DROP COLUMN row_sum;"
            "PRAGMA user_version = 2;");
   REQUIRE(raw_count(db, "PRAGMA user_version") == 2);
   auto old_stats = Mailbox::read_stats(s.dir.string());  // read-only, not migrated
@@ -620,8 +621,10 @@ TEST_CASE("a version 2 mailbox opens, migrates to the current version and keeps 
   CHECK(old_stats.value().outbox_rows == 1);
 
   auto mb = open(options(s, c));
-  CHECK(raw_count(db, "PRAGMA user_version") == 4);
+  CHECK(raw_count(db, "PRAGMA user_version") == 5);
   CHECK(pending_ids(*mb) == std::set<std::string>{id});
+  // Migration 4 -> 5 gave the old outbox row its checksum.
+  CHECK(raw_count(db, "SELECT COUNT(*) FROM outbox WHERE row_sum IS NOT NULL") == 1);
   // The old inbox row kept, in the default scope, and counted as unacknowledged.
   auto in = mb->unacked();
   REQUIRE(in.ok());

@@ -30,6 +30,10 @@ struct MqttSection {
   double reconnect_jitter = 0.5;           // [0, 1] +- this fraction of each delay
   std::int64_t first_connect_jitter_ms = 0;  // [0, 600000] random delay before the first attempt
   std::int64_t connect_timeout_ms = 10000;   // [100, 600000]
+  /// [10, 3600000] after an inbound message could not be stored (and so was not
+  /// acknowledged), the reconnect waits this, doubled per deferral in a row up to
+  /// reconnect_max_ms (docs/operations.md, "Acknowledgement").
+  std::int64_t inbound_retry_ms = 1000;
   /// With node.work_offline false: failed reconnects in a row after which the node
   /// stops (seed behaviour). [1, 1000000]
   std::int64_t max_retry_iters = 10;
@@ -53,6 +57,9 @@ struct CommsSection {
   std::int64_t ack_timeout_ms = 30000; // [100, 3600000] no PUBACK by then: the attempt failed (mark_failed)
   std::int64_t offline_log_s = 60;     // [1, 86400] how often a continuing outage is logged
   std::int64_t max_inbound_bytes = 262144;  // [64, 268435456] larger inbound messages are dead-lettered
+  /// [1, 1000000] commands stored and waiting to run; beyond it a new command is
+  /// refused (dead letter `queue_full`) and never runs.
+  std::int64_t max_queued_commands = 1000;
   SecuritySection security;
 };
 

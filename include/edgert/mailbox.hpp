@@ -11,8 +11,13 @@
 //    counted in stats(), and evictions are logged at WARNING and raise a notification.
 //  - The backlog is never loaded into memory: pending() pages through it.
 //  - Only a file SQLite reports as corrupt or not a database is moved aside on open
-//    (to mailbox.db.corrupt-<timestamp>, never replacing an earlier one) before a fresh
-//    mailbox starts; any other open failure leaves the file untouched and fails open.
+//    (to mailbox.db.corrupt-<timestamp>, never replacing an earlier one), after its
+//    readable rows were salvaged into a fresh mailbox (counts logged at ERROR); any
+//    other open failure leaves the file untouched and fails open.
+//  - Each outbox row carries a checksum over its envelope and schedule: a value
+//    damaged on disk makes the row unreadable (ERROR, counted in `unreadable`, kept,
+//    skipped), never silently expired. A WAL from another mailbox is kept aside
+//    (mailbox.db-wal.foreign-<timestamp>, ERROR), never replayed.
 //  - One Mailbox per data_dir: it holds an exclusive lock on <data_dir>/.lock until
 //    close(), and a second opener, in any process, is refused at once.
 //  - A full integrity check runs in the background after each open; damaged indexes
@@ -120,7 +125,7 @@ struct MailboxCounters {
   std::uint64_t write_errors = 0;     // sends not stored: io_error (their row or commit failed) or closed by close()
   std::uint64_t checkpoints = 0;      // background WAL checkpoints run
   std::uint64_t checkpoint_failures = 0;  // of those, did not finish (WARNING; retried)
-  std::uint64_t unreadable = 0;           // stored rows pending()/unacked() could not decode (ERROR; kept, skipped)
+  std::uint64_t unreadable = 0;           // stored rows that cannot be decoded or fail their checksum (ERROR; kept, skipped)
   std::uint64_t notification_errors = 0;  // on_notification calls that threw (ERROR)
   std::uint64_t disk_full = 0;            // sends refused because the disk is full (quota_exceeded; not stored)
   // The full PRAGMA integrity_check run in the background after open (docs/mailbox.md,
@@ -254,8 +259,10 @@ class EDGERT_API Mailbox {
   /// Any thread; blocks on file I/O, and up to busy_timeout_ms while another process
   /// holds the file locked. Opens (creating it if needed) <data_dir>/mailbox.db: WAL,
   /// PRAGMA quick_check, schema migrations. A file SQLite reports corrupt or not a
-  /// database is renamed to mailbox.db.corrupt-<UTC stamp>[-N] (ERROR) and a fresh
-  /// mailbox starts; a zero-byte one is reported at WARNING and initialised in place.
+  /// database has its readable rows copied into a fresh mailbox, then is renamed to
+  /// mailbox.db.corrupt-<UTC stamp>[-N] (ERROR with the rows saved and lost); a
+  /// zero-byte one is reported at WARNING and initialised in place. A WAL that does
+  /// not belong to the database (docs/mailbox.md) is moved aside unreplayed (ERROR).
   /// A WAL whose replay would stop at a damaged frame is copied aside first (ERROR); a
   /// WAL missing after an unclean stop is reported (WARNING). A full integrity_check
   /// then runs on a background thread: index damage is rebuilt (REINDEX), other
@@ -366,7 +373,8 @@ class EDGERT_API Mailbox {
   /// rows are skipped and reported as in pending(); ack() retires them. Any thread.
   Result<std::vector<InboxMessage>> unacked(const std::string& payload_type = "", std::size_t limit = 1000);
   /// Marks a received message handled (it is retired after inbox_retention). not_found
-  /// if `scope` holds no such message. Any thread; never uses the disk reserve.
+  /// if `scope` holds no such message. Any thread. Bookkeeping: on a full disk it may
+  /// use the reserve (as mark_delivered() does); store() never does.
   Status ack(const std::string& message_id, const std::string& scope = "");
 
   /// Stores a refused inbound message with the reason (raw cut to

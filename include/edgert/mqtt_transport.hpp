@@ -59,6 +59,13 @@ struct MqttOptions {
   double reconnect_jitter = 0.5;
   std::chrono::milliseconds first_connect_jitter{0};
   std::chrono::milliseconds connect_timeout{10000};  // TCP + TLS + CONNACK
+  /// After on_message deferred a message (InboundVerdict::deferred), the connection is
+  /// dropped and the next attempt waits min(inbound_retry * 2^n, reconnect_max), +-
+  /// reconnect_jitter, n counting deferrals since on_message last accepted a message:
+  /// a store that stays full is retried less and less often. While the connection is
+  /// down for this, outbound messages wait in the outbox too (docs/operations.md,
+  /// "Acknowledgement").
+  std::chrono::milliseconds inbound_retry{1000};
 
   /// The broker library's own in-flight bound for QoS 1; publish() beyond it still
   /// succeeds (the library queues in memory), so the forwarder's window should be

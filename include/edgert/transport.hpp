@@ -6,7 +6,7 @@
 // no durable state: the node's mailbox outbox is the only send buffer (the forwarder
 // publishes a row, and deletes it only when on_published reports the broker's
 // acknowledgement), and inbound messages are handed to on_message, which stores them
-// before it returns.
+// before it returns and says whether they may be acknowledged (InboundVerdict).
 //
 // MqttTransport (edgert/mqtt_transport.hpp) is the implementation edgert ships; a
 // host may supply another (a test double, a different protocol) through this
@@ -52,6 +52,23 @@ struct InboundMessage {
   std::int64_t expiry_left_s = -1;
 };
 
+/// What on_message did with a message, and so whether the broker may be told it was
+/// received (the QoS 1 PUBACK).
+enum class InboundVerdict : std::uint8_t {
+  /// Kept (stored, or refused and recorded as a dead letter): acknowledge it.
+  accepted,
+  /// Not kept, for a reason that may pass (the inbox full, the disk full, an I/O
+  /// error, the store closing): do NOT acknowledge it. The transport drops the
+  /// connection before the acknowledgement is written, so the broker keeps the message
+  /// in the node's persistent session and delivers it again after the reconnect
+  /// (which waits a back-off; MqttOptions::inbound_retry). Messages that arrive on the
+  /// same connection after it are not handed over and not acknowledged either.
+  deferred,
+};
+
+/// "accepted", "deferred".
+EDGERT_API const char* to_string(InboundVerdict verdict) noexcept;
+
 struct PublishOptions {
   int qos = 1;                     // 0 or 1 (2 is refused: invalid_argument)
   bool retain = false;
@@ -69,10 +86,13 @@ struct TransportEvents {
   /// connection was lost first: the caller's timeout decides (the broker may or may
   /// not have it; at-least-once delivery resends).
   std::function<void(int message_id, bool ok, const std::string& reason)> on_published;
-  /// A message on a subscribed topic. Runs on the network thread; the transport
-  /// acknowledges a QoS 1 message no earlier than the broker library allows (for
-  /// libmosquitto 2.0.11: once on_message has returned, see docs/operations.md).
-  std::function<void(const InboundMessage& message)> on_message;
+  /// A message on a subscribed topic. Runs on the network thread. `accepted`: the
+  /// transport acknowledges a QoS 1 message no earlier than the broker library allows
+  /// (for libmosquitto 2.0.11: once on_message has returned, see docs/operations.md);
+  /// `deferred`: it is not acknowledged (see InboundVerdict). A callback that throws
+  /// counts as `deferred` (and in callback_errors): what it did is unknown. Unset: every
+  /// message is accepted.
+  std::function<InboundVerdict(const InboundMessage& message)> on_message;
 };
 
 struct TransportStats {
@@ -85,6 +105,9 @@ struct TransportStats {
   std::uint64_t refused = 0;           // on_published(ok = false)
   std::uint64_t publish_errors = 0;    // publish() calls that returned an error
   std::uint64_t received = 0;          // on_message calls
+  std::uint64_t inbound_deferred = 0;  // inbound messages not acknowledged: on_message said `deferred`
+                                       // (or threw), or they came after that on the same connection
+  std::uint64_t deferrals = 0;         // connections dropped to withhold an acknowledgement
   std::uint64_t callback_errors = 0;   // callbacks that threw (logged at ERROR)
   std::int64_t last_ack_ms = 0;        // wall clock of the last answer from the broker; 0: none yet
   std::int64_t connected_since_ms = 0; // wall clock of the current session's CONNACK; 0: not connected

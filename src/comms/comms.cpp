@@ -4,12 +4,15 @@
 #include "comms/inbound.hpp"
 #include "comms/signing.hpp"
 #include "core/log.hpp"
+#include "core/log_limit.hpp"
 #include "core/printable.hpp"
 #include "core/thread_name.hpp"
 
 #include <edgert/mqtt_transport.hpp>
 
 #include <algorithm>
+#include <array>
+#include <utility>
 
 namespace edgert::comms {
 
@@ -44,6 +47,7 @@ MqttOptions mqtt_options(const CommsOptions& o) {
   t.reconnect_jitter = m.reconnect_jitter;
   t.first_connect_jitter = std::chrono::milliseconds(m.first_connect_jitter_ms);
   t.connect_timeout = std::chrono::milliseconds(m.connect_timeout_ms);
+  t.inbound_retry = std::chrono::milliseconds(m.inbound_retry_ms);
   t.max_inflight = static_cast<int>(std::max<std::int64_t>(o.config.inflight_window, 20));
   return t;
 }
@@ -53,6 +57,25 @@ std::string seconds_text(std::int64_t ms) { return std::to_string(ms / 1000) + "
 // 2020-01-01T00:00:00Z: a wall clock before it is unset (a device booted without RTC
 // or NTP), and no timestamp can be judged against it.
 constexpr std::int64_t kClockSetMs = 1577836800000;
+
+/// The replay-protection space of an inbound message (docs/operations.md, "Replay
+/// protection"): a verified command is checked only against commands verified with the
+/// same key from the same sender; unsigned commands (signing not required) and mail,
+/// which anyone on the broker can send under any name, each get spaces of their own,
+/// so they can never take an id a signed command will use. Sender ids hold no '/'
+/// (parse_inbound), so the last level is always the sender.
+std::string inbound_scope(bool is_command, const InboundEnvelope& in) {
+  const std::string& sender = in.envelope.sender_node_id;
+  if (!is_command) return "inbox/" + sender;
+  if (in.hmac.empty()) return "commands/unsigned/" + sender;
+  return "commands/" + in.key_id + "/" + sender;  // the signature was verified before the store
+}
+
+/// One log limit per dead-letter reason: ten lines a minute each, then a count.
+template <std::size_t... I>
+std::array<detail::LogLimit, sizeof...(I)> per_reason_limits(std::index_sequence<I...>) {
+  return {{((void)I, detail::LogLimit{10, std::chrono::seconds(60)})...}};
+}
 
 }  // namespace
 
@@ -88,9 +111,7 @@ std::string stale_reason(std::int64_t timestamp_ms, std::int64_t now, std::int64
   return "";
 }
 
-Comms::Comms(CommsOptions options) : options_(std::move(options)) {
-  for (auto& l : dead_letter_logs_) l = std::make_unique<detail::LogLimit>(kLogBurst, kLogWindow);
-}
+Comms::Comms(CommsOptions options) : options_(std::move(options)) {}
 
 Comms::~Comms() { stop(); }
 
@@ -116,6 +137,14 @@ Status Comms::start(Mailbox& mailbox) {
   fo.window = static_cast<std::size_t>(options_.config.inflight_window);
   fo.ack_timeout = std::chrono::milliseconds(options_.config.ack_timeout_ms);
   forwarder_ = std::make_unique<Forwarder>(fo, mailbox, *transport_);
+  {
+    // Commands stored before a restart and not yet run count against the bound; read
+    // once, at most the bound plus one rows, before the transport can deliver more.
+    const auto max_q = static_cast<std::size_t>(options_.config.max_queued_commands);
+    auto waiting = mailbox.unacked("command", max_q + 1);
+    std::lock_guard lk(mu_);
+    queued_commands_ = waiting.ok() ? waiting.value().size() : 0;
+  }
   built_.store(true, std::memory_order_release);
   for (const char* channel : {"commands", "inbox"}) {
     if (Status st = transport_->subscribe(topic(channel), 1); !st.ok()) return Status{st.code(), "comms: " + st.message()};
@@ -137,7 +166,7 @@ Status Comms::start(Mailbox& mailbox) {
   TransportEvents ev;
   ev.on_state = [this](LinkState s, const std::string& why) { on_state(s, why); };
   ev.on_published = [this](int mid, bool ok, const std::string& why) { forwarder_->on_published(mid, ok, why); };
-  ev.on_message = [this](const InboundMessage& m) { on_message(m); };
+  ev.on_message = [this](const InboundMessage& m) { return on_message(m); };
   started_ = true;
   if (Status st = transport_->start(std::move(ev)); !st.ok()) {
     stop();
@@ -184,15 +213,17 @@ void Comms::on_state(LinkState s, const std::string& reason) {
   cv_.notify_all();
 }
 
-void Comms::dead_letter(const InboundMessage& m, std::size_t reason, const std::string& why, const std::string& id,
-                        const std::string& sender) {
+InboundVerdict Comms::dead_letter(const InboundMessage& m, std::size_t reason, const std::string& why,
+                                  const std::string& id, const std::string& sender) {
   std::uint64_t n = 0;
   {
     std::lock_guard lk(mu_);
     n = ++counters_.dead_letters[reason];
   }
-  // Rate-limited per reason: a hostile peer must not be able to flood the log.
-  if (auto v = dead_letter_logs_[reason]->admit(); v.log) {
+  // At most ten WARNINGs a minute per reason, then a count: a hostile peer or a flood
+  // must not be able to grow the log (the counters have every one).
+  static auto lines = per_reason_limits(std::make_index_sequence<kDeadLetterReasonCount>{});
+  if (auto v = lines[reason].admit(); v.log) {
     detail::log().warn("comms: dead-lettered a message on {} (message_id {}, sender {}): {} [{} #{}]{}",
                        printable(m.topic), printable(id.empty() ? "?" : id), printable(sender.empty() ? "?" : sender),
                        printable(why, 200), kDeadLetterReasons[reason], n, v.suffix());
@@ -204,13 +235,23 @@ void Comms::dead_letter(const InboundMessage& m, std::size_t reason, const std::
   d.reason = std::string(kDeadLetterReasons[reason]) + ": " + why;
   d.raw = m.payload;
   if (Status st = mailbox_->dead_letter(std::move(d)); !st.ok()) {
-    if (auto v = dead_letter_store_log_.admit(); v.log) {
-      detail::log().error("comms: storing a dead letter failed: {}{}", st.message(), v.suffix());
+    // The message is refused either way; what could not be kept is counted. (Not
+    // deferred: a peer's garbage must not be able to hold the connection down.)
+    {
+      std::lock_guard lk(mu_);
+      ++counters_.dead_letters_lost;
+    }
+    static detail::LogLimit lost_lines{10, std::chrono::seconds(60)};
+    if (auto v = lost_lines.admit(); v.log) {
+      detail::log().error("comms: a dead letter ({}, message_id {}) was not stored, counted in "
+                          "comms.dead_letters_lost: {}{}",
+                          kDeadLetterReasons[reason], printable(id.empty() ? "?" : id), st.message(), v.suffix());
     }
   }
+  return InboundVerdict::accepted;
 }
 
-void Comms::on_message(const InboundMessage& m) {
+InboundVerdict Comms::on_message(const InboundMessage& m) {
   {
     std::lock_guard lk(mu_);
     ++counters_.received;
@@ -289,22 +330,70 @@ void Comms::on_message(const InboundMessage& m) {
                          e.message_id, e.sender_node_id);
     }
   }
+  if (is_command) {
+    // A flood of commands must not grow the inbox or the command thread's work without
+    // bound: beyond max_queued_commands waiting, a new one is refused and never runs.
+    // (Only this thread adds to queued_commands_, so the check holds until the store.)
+    std::uint64_t queued = 0;
+    {
+      std::lock_guard lk(mu_);
+      queued = queued_commands_;
+    }
+    if (queued >= static_cast<std::uint64_t>(options_.config.max_queued_commands)) {
+      return dead_letter(m, reason_index("queue_full"),
+                         std::to_string(queued) + " commands wait to run (comms.max_queued_commands); not run",
+                         e.message_id, e.sender_node_id);
+    }
+  }
   // Stored before anything acts on it: a replayed message_id is not run twice, and a
-  // command stored before a crash runs after the restart.
-  auto stored = mailbox_->store(e);
+  // command stored before a crash runs after the restart. Replay protection is per
+  // space (inbound_scope): nothing unauthenticated shares one with a verified command.
+  StoreOptions so;
+  so.scope = inbound_scope(is_command, in);
+  auto stored = mailbox_->store(e, so);
   if (!stored.ok()) {
-    return dead_letter(m, reason_index("store_failed"), stored.status().message(), e.message_id, e.sender_node_id);
+    if (stored.status().code() == ErrorCode::invalid_argument) {
+      // The inbox refuses the message itself (its own input checks): it never will take it.
+      return dead_letter(m, reason_index("store_failed"), stored.status().message(), e.message_id,
+                         e.sender_node_id);
+    }
+    // Full (inbox quota or disk), an I/O error, the mailbox closing: not kept, so not
+    // acknowledged either. The transport drops the connection before the PUBACK and the
+    // broker delivers the message again after a back-off (docs/operations.md,
+    // "Acknowledgement"). Never dead-lettered for this: that would acknowledge it.
+    std::uint64_t n = 0;
+    {
+      std::lock_guard lk(mu_);
+      n = ++counters_.inbound_deferred;
+    }
+    static detail::LogLimit deferred_lines{5, std::chrono::seconds(60)};
+    if (auto v = deferred_lines.admit(); v.log) {
+      detail::log().warn("comms: message {} from {} on {} not stored ({}); not acknowledged, the broker delivers it "
+                         "again [inbound_deferred #{}]{}",
+                         printable(e.message_id), printable(e.sender_node_id), printable(m.topic),
+                         stored.status().message(), n, v.suffix());
+    }
+    return InboundVerdict::deferred;
+  }
+  if (stored.value() == StoreResult::conflict) {
+    // Same space, same id, other content: a forgery, a sender reusing ids, or a replay
+    // altered on the way. Refused visibly, never dropped silently, never run.
+    return dead_letter(m, reason_index("conflict"),
+                       "message_id already stored in '" + so.scope + "' with other content; not stored, not run",
+                       e.message_id, e.sender_node_id);
   }
   std::lock_guard lk(mu_);
   if (stored.value() == StoreResult::duplicate) {
     ++counters_.duplicates;
-    return;
+    return InboundVerdict::accepted;
   }
   ++counters_.stored;
   if (is_command) {
+    ++queued_commands_;
     commands_waiting_ = true;
     cv_.notify_all();
   }
+  return InboundVerdict::accepted;
 }
 
 void Comms::run_command(const InboxMessage& msg) {
@@ -390,6 +479,9 @@ void Comms::dispatch_loop() {
             detail::log().error("comms: acknowledging command {} failed: {}{}", printable(msg.envelope.message_id),
                                 st.message(), v.suffix());
           }
+        } else {
+          std::lock_guard g(mu_);
+          if (queued_commands_ > 0) --queued_commands_;
         }
       }
     } else if (batch.status().code() != ErrorCode::closed) {
@@ -537,6 +629,10 @@ MetricsRegistration Comms::register_metrics(MetricsRegistry& registry) const {
       counter("duplicates_total", "inbound messages already in the inbox"),
       counter("commands_total", "commands whose handler returned a result"),
       counter("commands_failed_total", "commands that failed or were unknown"),
+      counter("inbound_deferred_total", "inbound messages not stored for a passing reason (inbox or disk full, "
+                                        "I/O error) and so not acknowledged: the broker delivers them again"),
+      counter("dead_letters_lost_total", "refused inbound messages whose dead letter could not be stored"),
+      gauge("commands_queued", "commands stored and waiting to run (bounded by comms.max_queued_commands)"),
   };
   for (const char* reason : kDeadLetterReasons) {
     series.push_back(SeriesSpec{"edgert_comms_dead_letters_total", {{"reason", reason}},
@@ -553,7 +649,8 @@ MetricsRegistration Comms::register_metrics(MetricsRegistry& registry) const {
     out[i++] = built ? static_cast<double>(forwarder_->in_flight()) : 0;
     out[i++] = t.last_ack_ms > 0 ? static_cast<double>(now - t.last_ack_ms) / 1000.0 : -1;
     for (std::uint64_t v : {t.connects, t.connect_attempts, f.published, f.delivered, f.refused, f.ack_timeouts,
-                            f.lost_in_flight, c.received, c.duplicates, c.commands_run, c.commands_failed}) {
+                            f.lost_in_flight, c.received, c.duplicates, c.commands_run, c.commands_failed,
+                            c.inbound_deferred, c.dead_letters_lost, c.commands_queued}) {
       out[i++] = static_cast<double>(v);
     }
     for (std::uint64_t v : c.dead_letters) out[i++] = static_cast<double>(v);
@@ -562,7 +659,9 @@ MetricsRegistration Comms::register_metrics(MetricsRegistry& registry) const {
 
 CommsCounters Comms::counters() const {
   std::lock_guard lk(mu_);
-  return counters_;
+  CommsCounters c = counters_;
+  c.commands_queued = queued_commands_;
+  return c;
 }
 
 nlohmann::json Comms::stats() const {
@@ -600,6 +699,10 @@ nlohmann::json Comms::stats() const {
   j["received"] = c.received;
   j["stored"] = c.stored;
   j["duplicates"] = c.duplicates;
+  j["inbound_deferred"] = c.inbound_deferred;
+  j["inbound_deferrals"] = t.deferrals;
+  j["dead_letters_lost"] = c.dead_letters_lost;
+  j["commands_queued"] = c.commands_queued;
   nlohmann::json dl = nlohmann::json::object();
   for (std::size_t i = 0; i < kDeadLetterReasonCount; ++i) dl[kDeadLetterReasons[i]] = c.dead_letters[i];
   j["dead_letters"] = std::move(dl);

@@ -52,9 +52,9 @@ struct CommsOptions {
 
 /// Why inbound messages were dead-lettered, one counter each.
 inline constexpr const char* kDeadLetterReasons[] = {
-    "oversized", "malformed", "missing_field", "wrong_recipient", "expired",
-    "unsigned",  "bad_signature", "unknown_sender", "unknown_topic", "store_failed",
-    "stale",     "retained"};
+    "oversized", "malformed",     "missing_field",  "wrong_recipient", "expired",
+    "unsigned",  "bad_signature", "unknown_sender", "unknown_topic",   "store_failed",
+    "queue_full", "conflict",     "stale",          "retained"};
 inline constexpr std::size_t kDeadLetterReasonCount = std::size(kDeadLetterReasons);
 
 /// "" if a signed command's `timestamp_ms` lies within +- `window_s` of `now_ms`
@@ -72,6 +72,11 @@ struct CommsCounters {
   std::uint64_t received = 0;        // inbound messages handed over by the transport
   std::uint64_t stored = 0;          // stored in the inbox
   std::uint64_t duplicates = 0;      // message_id already in the inbox: not run again
+  /// Not stored for a reason that may pass (inbox quota, disk full, I/O error, the
+  /// mailbox closing) and therefore not acknowledged: the broker delivers it again.
+  std::uint64_t inbound_deferred = 0;
+  std::uint64_t dead_letters_lost = 0;  // dead letters the mailbox could not store (counted here, not kept)
+  std::uint64_t commands_queued = 0;    // gauge: commands stored and waiting to run (counters() fills it)
   std::uint64_t dead_letters[kDeadLetterReasonCount] = {};
   std::uint64_t commands_run = 0;    // handlers that returned a result
   std::uint64_t commands_failed = 0; // handlers that returned an error or threw, unknown commands
@@ -108,10 +113,12 @@ class Comms {
   std::string topic(const std::string& channel) const;
 
  private:
-  void on_message(const InboundMessage& m);
+  InboundVerdict on_message(const InboundMessage& m);
   void on_state(LinkState state, const std::string& reason);
-  void dead_letter(const InboundMessage& m, std::size_t reason, const std::string& why, const std::string& id,
-                   const std::string& sender);
+  /// Records a refused message (always `accepted`: a refusal is kept as a dead letter,
+  /// or counted in dead_letters_lost when even that cannot be stored).
+  InboundVerdict dead_letter(const InboundMessage& m, std::size_t reason, const std::string& why,
+                             const std::string& id, const std::string& sender);
   void dispatch_loop();
   void monitor_loop();
   void run_command(const InboxMessage& msg);
@@ -128,6 +135,9 @@ class Comms {
   CommsCounters counters_;
   bool stopping_ = false;
   bool commands_waiting_ = true;  // run once at start: commands stored before a crash
+  /// Commands stored and not yet acknowledged (comms.max_queued_commands bounds it).
+  /// Counted at start() from the inbox, then kept by on_message and the dispatcher.
+  std::uint64_t queued_commands_ = 0;
   bool announce_ = false;         // publish the retained `online` status
   LinkState state_ = LinkState::stopped;
   std::string state_reason_;
@@ -142,8 +152,6 @@ class Comms {
   // (docs/operations.md, "Logs"); a peer's flood never grows the log without bound.
   static constexpr std::uint64_t kLogBurst = 10;
   static constexpr std::chrono::seconds kLogWindow{60};
-  std::unique_ptr<detail::LogLimit> dead_letter_logs_[kDeadLetterReasonCount];  // one per reason
-  detail::LogLimit dead_letter_store_log_{kLogBurst, kLogWindow};
   detail::LogLimit command_failed_log_{kLogBurst, kLogWindow};
   detail::LogLimit reply_failed_log_{kLogBurst, kLogWindow};
   detail::LogLimit ack_failed_log_{kLogBurst, kLogWindow};

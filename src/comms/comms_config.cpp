@@ -39,6 +39,7 @@ const Table<MqttSection>& mqtt_table() {
         .key("reconnect_jitter", &MqttSection::reconnect_jitter, number_between(0, 1))
         .key("first_connect_jitter_ms", &MqttSection::first_connect_jitter_ms, between(0, 600000))
         .key("connect_timeout_ms", &MqttSection::connect_timeout_ms, between(100, 600000))
+        .key("inbound_retry_ms", &MqttSection::inbound_retry_ms, between(10, 3600000))
         .key("max_retry_iters", &MqttSection::max_retry_iters, between(1, 1000000))
         .check([](const MqttSection& m, const YAML::Node& map, const std::string& path, Context& ctx) {
           if (m.cert_file.empty() != m.key_file.empty()) {
@@ -86,6 +87,7 @@ const Table<CommsSection>& comms_table() {
         .key("ack_timeout_ms", &CommsSection::ack_timeout_ms, between(100, 3600000))
         .key("offline_log_s", &CommsSection::offline_log_s, between(1, 86400))
         .key("max_inbound_bytes", &CommsSection::max_inbound_bytes, between(64, 268435456))
+        .key("max_queued_commands", &CommsSection::max_queued_commands, between(1, 1000000))
         .section("security", &CommsSection::security, security_table());
     return s;
   }();

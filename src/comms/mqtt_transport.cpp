@@ -12,6 +12,7 @@
 #include "core/log_limit.hpp"
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "core/log.hpp"
+#include "core/log_limit.hpp"
 #include "core/printable.hpp"
 #include "core/thread_name.hpp"
 
@@ -44,6 +46,10 @@ const char* to_string(LinkState state) noexcept {
     case LinkState::unresponsive: return "unresponsive";
   }
   return "unknown";
+}
+
+const char* to_string(InboundVerdict verdict) noexcept {
+  return verdict == InboundVerdict::accepted ? "accepted" : "deferred";
 }
 
 namespace {
@@ -239,6 +245,8 @@ class MqttTransport final : public Transport {
     s.refused = refused_.load();
     s.publish_errors = publish_errors_.load();
     s.received = received_.load();
+    s.inbound_deferred = inbound_deferred_.load();
+    s.deferrals = deferrals_.load();
     s.callback_errors = callback_errors_.load();
     s.last_ack_ms = last_ack_wall_ms_.load();
     s.connected_since_ms = connected_since_ms_.load();
@@ -320,8 +328,10 @@ class MqttTransport final : public Transport {
     return !wait_cv_.wait_for(lk, d, [this] { return stop_requested_.load(); });
   }
 
-  std::chrono::milliseconds backoff(unsigned n) {
-    const double base = static_cast<double>(opts_.reconnect_min.count()) *
+  std::chrono::milliseconds backoff(unsigned n) { return backoff(n, opts_.reconnect_min); }
+
+  std::chrono::milliseconds backoff(unsigned n, std::chrono::milliseconds min) {
+    const double base = static_cast<double>(min.count()) *
                         std::pow(2.0, static_cast<double>(std::min(n, 30U)));
     const double capped = std::min(base, static_cast<double>(opts_.reconnect_max.count()));
     std::uniform_real_distribution<double> u(-1.0, 1.0);
@@ -352,11 +362,20 @@ class MqttTransport final : public Transport {
         fallback_now_ = false;
         continue;  // retry at once with MQTT 3.1.1
       }
-      const auto wait = backoff(failures);
-      ++failures;
+      const bool deferred = attempt_.deferring;
+      const auto wait = deferred ? backoff(defer_streak_++, opts_.inbound_retry) : backoff(failures);
+      if (!deferred) ++failures;
       set_state(LinkState::connecting, reason);
-      // A storm of identical failures is one WARNING; the rest are DEBUG.
-      if (had_session || reason != last_reason) {
+      // A storm of identical failures is one WARNING; the rest are DEBUG. Deferrals
+      // repeat while the store stays full: at most a few lines a minute, then a count.
+      if (deferred) {
+        static detail::LogLimit defer_lines{5, std::chrono::seconds(60)};
+        if (auto v = defer_lines.admit(); v.log) {
+          detail::log().warn("{}: {}:{}: {}; next attempt in {} ms (deferral {} in a row){}", who_,
+                             detail::printable(opts_.host), opts_.port, reason, wait.count(), defer_streak_,
+                             v.suffix());
+        }
+      } else if (had_session || reason != last_reason) {
         detail::log().warn("{}: {}:{}: {}; next attempt in {} ms", who_, detail::printable(opts_.host),
                            opts_.port, reason, wait.count());
       } else {
@@ -423,6 +442,11 @@ class MqttTransport final : public Transport {
         if (attempt_.connack_seen) had_session = had_session || attempt_.accepted;
         if (attempt_.refused) {
           record_error(attempt_.refusal);
+          break;
+        }
+        if (attempt_.deferring) {
+          record_error("an inbound message was not stored (deferred): connection dropped before its PUBACK, the "
+                       "broker delivers it again");
           break;
         }
         if (rc != MOSQ_ERR_SUCCESS || attempt_.disconnected) {
@@ -606,7 +630,7 @@ class MqttTransport final : public Transport {
     });
   }
 
-  static void cb_message(mosquitto*, void* obj, const mosquitto_message* msg, const mosquitto_property* props) {
+  static void cb_message(mosquitto* m, void* obj, const mosquitto_message* msg, const mosquitto_property* props) {
     auto* t = self(obj);
     InboundMessage in;
     in.topic = msg->topic ? msg->topic : "";
@@ -617,10 +641,34 @@ class MqttTransport final : public Transport {
     std::uint32_t left = 0;
     if (props && mosquitto_property_read_int32(props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, &left, false))
       in.expiry_left_s = left;
+    // A connection being dropped to withhold an acknowledgement hands nothing more
+    // over: what follows is not acknowledged either and comes again after the reconnect.
+    if (t->attempt_.deferring) {
+      t->inbound_deferred_.fetch_add(1);
+      return;
+    }
     t->received_.fetch_add(1);
+    InboundVerdict verdict = InboundVerdict::deferred;  // stays so if the callback throws
     t->guarded("on_message", [&] {
-      if (t->events_.on_message) t->events_.on_message(in);
+      verdict = t->events_.on_message ? t->events_.on_message(in) : InboundVerdict::accepted;
     });
+    if (verdict == InboundVerdict::accepted) {
+      t->defer_streak_ = 0;
+      return;
+    }
+    // libmosquitto 2.0.11 has already queued this message's PUBACK (handle__publish
+    // queues it, then calls us), and in threaded mode only this thread writes, after
+    // the read phase of mosquitto_loop. Shutting the socket down now means neither it
+    // nor any PUBACK queued behind it is ever written: the broker keeps the message in
+    // the persistent session and sends it again after the reconnect (DUP set).
+    // mosquitto_disconnect() would not do: its DISCONNECT queues behind the PUBACK.
+    // The descriptor stays open (libmosquitto still owns it); a write now fails with
+    // EPIPE (mosquitto_new ignores SIGPIPE) and the loop ends the connection.
+    t->attempt_.deferring = true;
+    t->inbound_deferred_.fetch_add(1);
+    t->deferrals_.fetch_add(1);
+    const int fd = mosquitto_socket(m);
+    if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
   }
 
   static void cb_subscribe(mosquitto*, void* obj, int mid, int count, const int* granted, const mosquitto_property*) {
@@ -677,6 +725,7 @@ class MqttTransport final : public Transport {
     bool accepted = false;
     bool refused = false;
     bool disconnected = false;
+    bool deferring = false;  // on_message deferred a message: the connection is being dropped
     int disconnect_rc = 0;
     std::string refusal;
   };
@@ -703,6 +752,7 @@ class MqttTransport final : public Transport {
   bool fallback_now_ = false;
   Attempt attempt_;
   std::string reported_reason_;
+  unsigned defer_streak_ = 0;  // deferrals since on_message last accepted a message
 
   // client_mu_ guards the current client against publish()/subscribe() while the
   // network thread creates or destroys it.
@@ -726,7 +776,8 @@ class MqttTransport final : public Transport {
   std::atomic<std::int64_t> last_ack_wall_ms_{0};
   std::atomic<std::int64_t> connected_since_ms_{0};
   std::atomic<std::uint64_t> connects_{0}, connect_attempts_{0}, disconnects_{0}, published_{0},
-      acknowledged_{0}, refused_{0}, publish_errors_{0}, received_{0}, callback_errors_{0};
+      acknowledged_{0}, refused_{0}, publish_errors_{0}, received_{0}, callback_errors_{0},
+      inbound_deferred_{0}, deferrals_{0};
   // Callbacks that throw, once per message: 10 a minute, then a count.
   detail::LogLimit callback_error_log_{10, std::chrono::seconds(60)};
   mutable std::mutex stats_mu_;
@@ -752,6 +803,7 @@ Status check_options(const MqttOptions& o) {
   if (!(o.reconnect_jitter >= 0.0 && o.reconnect_jitter <= 1.0)) return bad("reconnect_jitter is outside 0..1");
   if (o.first_connect_jitter.count() < 0) return bad("first_connect_jitter is negative");
   if (o.connect_timeout.count() <= 0) return bad("connect_timeout must be positive");
+  if (o.inbound_retry.count() <= 0) return bad("inbound_retry must be positive");
   if (o.max_inflight < 1 || o.max_inflight > 65535)
     return bad("max_inflight " + std::to_string(o.max_inflight) + " is outside 1..65535");
   if (!o.will_topic.empty() && mosquitto_pub_topic_check2(o.will_topic.data(), o.will_topic.size()) != 0)

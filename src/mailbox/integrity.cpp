@@ -1,4 +1,5 @@
 #include "mailbox/integrity.hpp"
+#include "mailbox/row_check.hpp"
 
 #include "core/log.hpp"
 #include "core/thread_name.hpp"
@@ -60,8 +61,9 @@ std::string quoted(const std::string& name) {
 
 }  // namespace
 
-IntegrityChecker::IntegrityChecker(std::string path, sqlite3* writer, std::mutex& writer_mu)
-    : path_(std::move(path)), writer_(writer), writer_mu_(writer_mu) {
+IntegrityChecker::IntegrityChecker(std::string path, sqlite3* writer, std::mutex& writer_mu,
+                                   std::function<void(const std::string&)> on_damaged_row)
+    : path_(std::move(path)), writer_(writer), writer_mu_(writer_mu), on_damaged_row_(std::move(on_damaged_row)) {
   thread_ = std::thread([this] {
     set_current_thread_name("edgert-integ");
     run();
@@ -113,6 +115,33 @@ IntegrityChecker::Outcome IntegrityChecker::check(sqlite3* db) {
   return out;
 }
 
+void IntegrityChecker::verify_rows(sqlite3* db) {
+  if (!on_damaged_row_ || stop_) return;
+  if (register_row_check(db) != SQLITE_OK) {
+    log().warn("mailbox {}: cannot register the row checksum function on the check's connection; row checksums "
+               "are verified only as rows are read",
+               path_);
+    return;
+  }
+  sqlite3_stmt* q = nullptr;
+  std::vector<std::string> damaged;
+  int rc = sqlite3_prepare_v2(db, "SELECT message_id FROM outbox WHERE NOT " EDGERT_ROW_OK, -1, &q, nullptr);
+  while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+    rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) break;
+    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(q, 0));
+    damaged.emplace_back(text ? text : "");
+  }
+  if ((rc & 0xff) != SQLITE_DONE && !stop_) {
+    log().warn("mailbox {}: the row checksum pass could not finish ({}); rows are still verified as they are read",
+               path_, sqlite3_errmsg(db));
+  }
+  sqlite3_finalize(q);
+  if (damaged.empty()) return;
+  std::lock_guard writer_idle(writer_mu_);
+  for (const auto& id : damaged) on_damaged_row_(id);
+}
+
 void IntegrityChecker::run() {
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
@@ -129,6 +158,7 @@ void IntegrityChecker::run() {
   }
   const auto started = std::chrono::steady_clock::now();
   Outcome first = stop_ ? Outcome{Outcome::interrupted, {}} : check(db);
+  if (first.kind == Outcome::ok || first.kind == Outcome::damaged) verify_rows(db);
   if (first.kind == Outcome::ok || first.kind == Outcome::damaged) ++checks_;
   if (first.kind == Outcome::ok) {
     log().debug("mailbox {}: integrity_check ok ({} ms)", path_,

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,7 +30,12 @@ class IntegrityChecker {
   /// Starts the pass on a new thread. Caller: the mailbox's opening thread, once
   /// `writer` is ready; `writer_mu` is held by whoever uses `writer`. Never fails: a
   /// check that cannot run is logged at WARNING and not counted.
-  IntegrityChecker(std::string path, sqlite3* writer, std::mutex& writer_mu);
+  /// After the check, the pass also verifies every outbox row's checksum
+  /// (row_check.hpp) and calls `on_damaged_row(message_id)` for each row that fails,
+  /// holding `writer_mu`; rows a due time far ahead would keep out of every read are
+  /// found at open this way, not when they expire.
+  IntegrityChecker(std::string path, sqlite3* writer, std::mutex& writer_mu,
+                   std::function<void(const std::string& message_id)> on_damaged_row = {});
   /// Interrupts a check in progress (its statement stops within a few thousand VM
   /// steps) and joins the thread; a repair already under way is allowed to finish.
   /// Caller: one that does not hold `writer_mu`, before `writer` closes.
@@ -48,11 +54,13 @@ class IntegrityChecker {
   struct Outcome;
   void run();
   Outcome check(sqlite3* db);
+  void verify_rows(sqlite3* db);
   static int on_progress(void* self);
 
   const std::string path_;
   sqlite3* const writer_;
   std::mutex& writer_mu_;
+  const std::function<void(const std::string&)> on_damaged_row_;
   std::atomic<bool> stop_{false};
   std::mutex stop_mu_;      // makes stop() idempotent
   std::mutex db_mu_;        // guards db_ for sqlite3_interrupt() from the destructor

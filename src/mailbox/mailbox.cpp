@@ -10,6 +10,7 @@
 #include "mailbox/envelope_check.hpp"
 #include "mailbox/integrity.hpp"
 #include "mailbox/open.hpp"
+#include "mailbox/row_check.hpp"
 #include "mailbox/schema.hpp"
 #include "mailbox/wal_scan.hpp"
 
@@ -273,6 +274,13 @@ namespace {
 using SendRequest = detail::MailboxSendRequest;
 
 }  // namespace
+
+// A row whose row_sum does not match its columns (row_check.hpp).
+constexpr const char* kChecksumMismatch =
+    "its checksum does not match its stored values: a value changed on disk after it was written (its expiry, due "
+    "time, envelope or id may be the damaged one), so it is neither delivered nor expired";
+constexpr const char* kDamagedRemedy =
+    "inspect it with `SELECT * FROM outbox WHERE message_id = ...`; mark_delivered() or DELETE removes it";
 
 struct Mailbox::Impl {
   MailboxOptions options;
@@ -577,6 +585,10 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
   impl->db = std::move(db).value();
   try {
     impl->db->exec("PRAGMA journal_mode=WAL");
+    // "open" before the first write: a stop after it and before the marker below must
+    // not leave "clean" beside a WAL (which would be taken for a foreign one).
+    detail::mark_open(impl->path);
+    impl->marked_open = true;
     impl->db->exec(impl->options.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     impl->db->exec("PRAGMA busy_timeout=" + std::to_string(impl->options.busy_timeout_ms));
     impl->db->exec("PRAGMA temp_store=MEMORY");
@@ -586,6 +598,17 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
     // A WAL that grew under load is cut back when it restarts.
     impl->db->exec("PRAGMA journal_size_limit=" + std::to_string(impl->options.wal_limit_bytes));
     if (Status st = detail::migrate_mailbox(*impl->db, impl->path); !st.ok()) return st;
+    // A write, so the WAL has a header whose lineage the marker records: a later open
+    // tells this WAL from another mailbox's by it (wal_scan.hpp). Without it (a full
+    // disk) the marker has no lineage and a foreign WAL goes unnoticed: WARNING.
+    try {
+      impl->db->exec("INSERT INTO meta (key, value) VALUES ('opened_ms', " + std::to_string(impl->now()) +
+                     ") ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+    } catch (const std::exception& e) {
+      detail::log().warn("mailbox {}: cannot record this run's WAL lineage ({}); a WAL from another mailbox put "
+                         "beside it before the next open would not be recognised",
+                         impl->path, e.what());
+    }
     // The file is in WAL mode and its -wal exists: a later open that finds the marker
     // still "open" and no -wal knows a WAL went missing (docs/mailbox.md).
     detail::mark_open(impl->path);
@@ -595,6 +618,7 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
   }
   try {
     impl->reader = std::make_unique<SQLite::Database>(impl->path, SQLite::OPEN_READONLY);
+    detail::register_row_check(impl->reader->getHandle());  // any outbox read may verify rows
     impl->reader->exec("PRAGMA busy_timeout=" + std::to_string(impl->options.busy_timeout_ms));
   } catch (const std::exception& e) {
     return io_error(impl->path + ": cannot open the read-only connection", e);
@@ -634,7 +658,10 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
   try {
     // The full check quick_check leaves out, off the opening thread (docs/mailbox.md,
     // "Corruption"). Both threads start last: a failure here leaves nothing running.
-    impl->integrity = std::make_unique<detail::IntegrityChecker>(impl->path, impl->db->getHandle(), impl->db_mu);
+    impl->integrity = std::make_unique<detail::IntegrityChecker>(
+        impl->path, impl->db->getHandle(), impl->db_mu, [raw](const std::string& id) {
+          raw->report_unreadable(raw->unreadable_outbox, "outbox", id, kChecksumMismatch, kDamagedRemedy);
+        });
     impl->writer = std::thread([raw] {
       detail::set_current_thread_name("edgert-mailbox");
       raw->write_loop();
@@ -987,7 +1014,7 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
     // Expired rows never count against the quota: they go first, before anything is
     // refused or a live row evicted (counted in `expired` once the batch commits).
     auto& exp = stmt(
-        "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE expires_ms <= ?1 LIMIT ?2) "
+        "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE expires_ms <= ?1 AND " EDGERT_ROW_OK " LIMIT ?2) "
         "RETURNING size, message_id");
     const auto chunk = static_cast<std::int64_t>(std::max<std::size_t>(1, options.cleanup_batch));
     for (std::int64_t got = chunk; over() && got == chunk;) {
@@ -1069,7 +1096,8 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
   }
   auto& ins = stmt(
       "INSERT INTO outbox (message_id, recipient_node_id, payload_type, envelope_json, size, priority, attempts, "
-      "next_attempt_ms, expires_ms, created_ms) VALUES (?,?,?,?,?,?,0,?,?,?) ON CONFLICT(message_id) DO NOTHING");
+      "next_attempt_ms, expires_ms, created_ms, row_sum) VALUES (?1,?2,?3,?4,?5,?6,0,?7,?8,?9, "
+      "edgert_row_sum(?1,?2,?3,?4,?5,?6,0,?7,?8,?9)) ON CONFLICT(message_id) DO NOTHING");
   // No copies: the strings outlive the statement's use of them (the request is
   // alive until complete(), and the statement is reset before its next use).
   ins.bindNoCopy(1, r.env.message_id);
@@ -1125,7 +1153,11 @@ bool Mailbox::Impl::rebase(std::int64_t delta, std::int64_t wall, const std::str
     auto& o = stmt(
         "UPDATE outbox SET next_attempt_ms = MIN(MAX(next_attempt_ms, -4000000000000000000), 4000000000000000000) + ?1, "
         "expires_ms = MIN(MAX(expires_ms, -4000000000000000000), 4000000000000000000) + ?1, "
-        "created_ms = MIN(MAX(created_ms, -4000000000000000000), 4000000000000000000) + ?1");
+        "created_ms = MIN(MAX(created_ms, -4000000000000000000), 4000000000000000000) + ?1, " EDGERT_ROW_RESUM(
+            "edgert_row_sum(message_id, recipient_node_id, payload_type, envelope_json, size, priority, attempts, "
+            "MIN(MAX(next_attempt_ms, -4000000000000000000), 4000000000000000000) + ?1, "
+            "MIN(MAX(expires_ms, -4000000000000000000), 4000000000000000000) + ?1, "
+            "MIN(MAX(created_ms, -4000000000000000000), 4000000000000000000) + ?1)"));
     o.bind(1, delta);
     rows = o.exec();
     auto& k = stmt(
@@ -1376,10 +1408,11 @@ Result<std::vector<OutboxMessage>> Mailbox::Impl::due(std::size_t limit, const c
     // Newest first walks the table's rowid order backwards (insertion order): no sort,
     // and fresh rows are found at once at the end.
     auto& q = newest_first
-                  ? stmt("SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id "
-                         "FROM outbox WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 ORDER BY rowid DESC LIMIT ?2")
-                  : stmt("SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id "
-                         "FROM outbox WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 "
+                  ? stmt("SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id, "
+                         EDGERT_ROW_OK " FROM outbox WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 "
+                         "ORDER BY rowid DESC LIMIT ?2")
+                  : stmt("SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id, "
+                         EDGERT_ROW_OK " FROM outbox WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 "
                          "ORDER BY priority DESC, next_attempt_ms ASC LIMIT ?2");
     const std::int64_t t = checked_now(/*may_persist=*/false);
     expire_leases();
@@ -1395,6 +1428,10 @@ Result<std::vector<OutboxMessage>> Mailbox::Impl::due(std::size_t limit, const c
       while (out.size() < limit && q.executeStep()) {
         std::string id = q.getColumn(6).getString();
         if (!leases.empty() && leases.count(id) != 0) continue;
+        if (q.getColumn(7).getInt() == 0) {
+          report_unreadable(unreadable_outbox, "outbox", id, kChecksumMismatch, kDamagedRemedy);
+          continue;
+        }
         OutboxMessage m;
         m.envelope_json = q.getColumn(0).getString();
         auto decoded = decode(m.envelope_json);
@@ -1551,7 +1588,9 @@ Result<std::int64_t> Mailbox::mark_failed(const std::string& message_id) {
     sel.reset();
     const std::int64_t next = impl_->next_attempt(attempts, t);
     impl_->keep_books("mark_failed", [&] {
-      auto& up = impl_->stmt("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ? WHERE message_id = ?");
+      auto& up = impl_->stmt("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?1, " EDGERT_ROW_RESUM(
+          "edgert_row_sum(message_id, recipient_node_id, payload_type, envelope_json, size, priority, attempts + 1, "
+          "?1, expires_ms, created_ms)") " WHERE message_id = ?2");
       up.bind(1, next);
       up.bind(2, message_id);
       up.exec();
@@ -1574,7 +1613,9 @@ Result<std::size_t> Mailbox::mark_failed(const std::vector<std::string>& message
     found = impl_->keep_books("mark_failed", [&] {
       SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
       auto& sel = impl_->stmt("SELECT attempts FROM outbox WHERE message_id = ?");
-      auto& up = impl_->stmt("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ? WHERE message_id = ?");
+      auto& up = impl_->stmt("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?1, " EDGERT_ROW_RESUM(
+          "edgert_row_sum(message_id, recipient_node_id, payload_type, envelope_json, size, priority, attempts + 1, "
+          "?1, expires_ms, created_ms)") " WHERE message_id = ?2");
       std::size_t n = 0;
       for (const auto& id : message_ids) {
         sel.reset();
@@ -1612,7 +1653,7 @@ std::size_t Mailbox::Impl::expire_batch(std::int64_t t, bool& more) {
   const std::int64_t n = keep_books("cleanup_expired", [&] {
     SQLite::Transaction txn(*db, SQLite::TransactionBehavior::IMMEDIATE);
     auto& q = stmt(
-        "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE expires_ms <= ?1 LIMIT ?2) "
+        "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE expires_ms <= ?1 AND " EDGERT_ROW_OK " LIMIT ?2) "
         "RETURNING size, message_id");
     q.bind(1, t);
     q.bind(2, batch);
@@ -1655,6 +1696,19 @@ Result<std::size_t> Mailbox::Impl::run_cleanup() {
       std::lock_guard lk(impl.db_mu);
       if (impl.closed) return impl.closed_error("cleanup_expired");
       total += impl.expire_batch(impl.checked_now(), more);
+    }
+    {
+      // What expiry left: rows whose checksum fails (their expiry may be the damaged
+      // value), reported once each as unreadable, never silently expired.
+      std::lock_guard lk(impl.db_mu);
+      if (impl.closed) return impl.closed_error("cleanup_expired");
+      auto& d = impl.stmt("SELECT message_id FROM outbox WHERE expires_ms <= ?1 AND NOT " EDGERT_ROW_OK);
+      d.bind(1, impl.checked_now());
+      while (d.executeStep()) {
+        impl.report_unreadable(impl.unreadable_outbox, "outbox", d.getColumn(0).getString(), kChecksumMismatch,
+                               kDamagedRemedy);
+      }
+      d.reset();
     }
     // Acknowledged inbox rows past the replay window; not delivery bookkeeping, so no
     // reserve is used for it.
@@ -1863,29 +1917,34 @@ Result<std::vector<InboxMessage>> Mailbox::unacked(const std::string& payload_ty
   return out;
 }
 
-// Never draws on the disk reserve: it is kept for delivery bookkeeping alone.
+// Bookkeeping (an update, nothing grows): like mark_delivered it may use the disk
+// reserve, so a handled command is not run again after a restart on a full disk.
 Status Mailbox::ack(const std::string& message_id, const std::string& scope) {
   std::lock_guard lk(impl_->db_mu);
   if (impl_->closed) return impl_->closed_error("ack");
   try {
-    SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
-    auto& q = impl_->stmt("UPDATE inbox SET acknowledged = 1 WHERE scope = ? AND message_id = ? AND acknowledged = 0");
-    q.bind(1, scope);
-    q.bind(2, message_id);
-    if (q.exec() == 0) {
-      auto& k = impl_->stmt("SELECT 1 FROM inbox WHERE scope = ? AND message_id = ?");
-      k.bind(1, scope);
-      k.bind(2, message_id);
-      const bool known = k.executeStep();
-      k.reset();
-      if (!known) {
-        return {ErrorCode::not_found, "ack: message " + printable(message_id) + " is not in the inbox (scope '" +
-                                          printable(scope) + "')"};
+    Status st = impl_->keep_books("ack", [&]() -> Status {
+      SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
+      auto& q = impl_->stmt("UPDATE inbox SET acknowledged = 1 WHERE scope = ? AND message_id = ? AND acknowledged = 0");
+      q.bind(1, scope);
+      q.bind(2, message_id);
+      if (q.exec() == 0) {
+        auto& k = impl_->stmt("SELECT 1 FROM inbox WHERE scope = ? AND message_id = ?");
+        k.bind(1, scope);
+        k.bind(2, message_id);
+        const bool known = k.executeStep();
+        k.reset();
+        if (!known) {
+          return {ErrorCode::not_found, "ack: message " + printable(message_id) + " is not in the inbox (scope '" +
+                                            printable(scope) + "')"};
+        }
+        return {};  // acknowledged before
       }
-      return {};  // acknowledged before
-    }
-    impl_->stmt("UPDATE totals SET inbox_unacked = inbox_unacked - 1 WHERE id = 1").exec();
-    txn.commit();
+      impl_->stmt("UPDATE totals SET inbox_unacked = inbox_unacked - 1 WHERE id = 1").exec();
+      txn.commit();
+      return {};
+    });
+    if (!st.ok()) return st;
   } catch (const std::exception& e) {
     return io_error(impl_->path + ": ack " + printable(message_id), e);
   }

@@ -30,7 +30,7 @@ MetricsRegistration register_mailbox_metrics(MetricsRegistry& registry, std::str
       c("write_errors_total", "Sends whose commit failed."),
       c("checkpoints_total", "Background WAL checkpoints run."),
       c("checkpoint_failures_total", "Background WAL checkpoints that did not finish."),
-      c("unreadable_total", "Stored rows pending() or unacked() could not decode (skipped, kept, logged)."),
+      c("unreadable_total", "Stored rows that could not be decoded or failed their checksum (skipped, kept, logged)."),
       c("notification_errors_total", "on_notification callbacks that threw."),
       c("disk_full_total", "Sends refused because the disk is full (not stored)."),
       c("integrity_checks_total", "Background integrity_check passes completed."),

@@ -1,6 +1,9 @@
 #include "mailbox/open.hpp"
 
 #include "core/log.hpp"
+#include "mailbox/row_check.hpp"
+#include "mailbox/salvage.hpp"
+#include "mailbox/schema.hpp"
 #include "mailbox/wal_scan.hpp"
 
 #include <SQLiteCpp/Exception.h>
@@ -20,6 +23,8 @@ namespace edgert::detail {
 namespace {
 
 namespace fs = std::filesystem;
+
+constexpr const char* kSalvageSuffix = ".salvage-tmp";
 
 std::string errno_text(int err) { return std::strerror(err); }
 
@@ -130,6 +135,11 @@ Attempt try_open(const std::string& path, int busy_timeout_ms) {
     a.error = open_error(path, e, 0);
     return a;
   }
+  // Every statement of the mailbox's connection may compute or verify row checksums.
+  if (const int rc = register_row_check(db->getHandle()); rc != SQLITE_OK) {
+    a.error = {ErrorCode::io_error, path + ": cannot register the row checksum function: " + sqlite3_errstr(rc)};
+    return a;
+  }
   // Before the first read: a lock held by another process (a node starting beside us,
   // or converting a fresh file to WAL) must be waited out, not mistaken for damage.
   sqlite3_busy_timeout(db->getHandle(), busy_timeout_ms);
@@ -179,6 +189,18 @@ Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& pat
                                              "away, and restart; the files were left untouched"};
     }
   }
+  if (::stat(path.c_str(), &st) != 0 && errno == ENOENT && exists(path + kSalvageSuffix) &&
+      !exists(path + "-wal")) {
+    // A salvage stopped after moving the damaged file aside: its copy is complete.
+    if (::rename((path + kSalvageSuffix).c_str(), path.c_str()) != 0) {
+      const int err = errno;
+      return Status{ErrorCode::io_error, path + " is missing and the salvaged copy " + path + kSalvageSuffix +
+                                             " cannot be moved in (" + errno_text(err) + "); move it to " + path +
+                                             " and restart"};
+    }
+    log().warn("mailbox {}: finished a salvage an earlier run was stopped in: moved {}{} in place", path, path,
+               kSalvageSuffix);
+  }
   if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0) {
     // Likely damage (a truncated file), or a crash between creating the file and
     // writing its first page; it holds no rows either way. It is initialised in place,
@@ -212,7 +234,10 @@ Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& pat
   if (st.st_size > 0) {
     // Before SQLite's recovery silently stops at a damaged WAL frame, or opens without
     // a WAL that was deleted (docs/mailbox.md, "A damaged or missing WAL").
-    warn_if_wal_missing(path);
+    // A foreign WAL first: it is moved away whole, not scanned for damage and replayed.
+    const bool had_wal = exists(path + "-wal");
+    if (Status kept = keep_foreign_wal(path, utc_stamp(now_ms)); !kept.ok()) return kept;
+    if (!had_wal || exists(path + "-wal")) warn_if_wal_missing(path);  // not for the WAL just moved
     if (Status kept = keep_damaged_wal(path, utc_stamp(now_ms)); !kept.ok()) return kept;
   }
 
@@ -221,12 +246,50 @@ Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& pat
   if (a.verdict == Verdict::error) return a.error;
   a.db.reset();  // close before renaming
 
+  // Salvage: the readable rows are copied into <path>.salvage-tmp while the damaged
+  // file is still in place, then it is moved aside and the copy moved in. A stop
+  // before the move aside retries the whole salvage; one after it finishes at the
+  // next open (above).
+  const std::string tmp = path + kSalvageSuffix;
+  for (const char* suffix : {"", "-journal", "-wal", "-shm"}) ::unlink((tmp + suffix).c_str());
+  Result<SalvageReport> salvaged = Status{ErrorCode::io_error, "not attempted"};
+  {
+    Attempt t = try_open(tmp, busy_timeout_ms);
+    if (t.verdict != Verdict::ok) {
+      salvaged = Status{ErrorCode::io_error, tmp + ": " + (t.verdict == Verdict::error ? t.error.message() : t.why)};
+    } else if (Status m = migrate_mailbox(*t.db, tmp); !m.ok()) {
+      salvaged = m;
+    } else {
+      salvaged = salvage_rows(t.db->getHandle(), path);
+    }
+  }
+  if (!salvaged.ok()) {
+    for (const char* suffix : {"", "-journal", "-wal", "-shm"}) ::unlink((tmp + suffix).c_str());
+  }
   auto moved = move_aside(path, "corrupt", now_ms);
   if (!moved.ok()) {
+    ::unlink(tmp.c_str());
     return Status{ErrorCode::io_error, path + ": corrupt (" + a.why + ") and cannot be moved aside: " +
                                            moved.status().message()};
   }
-  log().error("mailbox {} is corrupt ({}); moved it to {} and started a fresh mailbox", path, a.why, moved.value());
+  if (salvaged.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    salvaged = Status{ErrorCode::io_error, "cannot rename " + tmp + " to " + path + ": " + errno_text(err)};
+  }
+  if (salvaged.ok()) {
+    const SalvageReport& r = salvaged.value();
+    log().error("mailbox {} is corrupt ({}); moved it to {} and salvaged its readable rows into a fresh mailbox: {} "
+                "rows saved, {} lost{} ({})",
+                path, a.why, moved.value(), r.saved, r.lost,
+                r.damaged > 0 ? ", " + std::to_string(r.damaged) + " outbox rows failed their checksum and were left "
+                                                                   "in the damaged file"
+                              : std::string{},
+                r.text);
+  } else {
+    log().error("mailbox {} is corrupt ({}); moved it to {} and started a fresh, EMPTY mailbox: salvaging its rows "
+                "failed ({}); the rows are still in the moved file",
+                path, a.why, moved.value(), salvaged.status().message());
+  }
   Attempt fresh = try_open(path, busy_timeout_ms);
   if (fresh.verdict == Verdict::ok) return std::move(fresh.db);
   if (fresh.verdict == Verdict::error) return fresh.error;

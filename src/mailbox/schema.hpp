@@ -9,7 +9,7 @@
 
 namespace edgert::detail {
 
-inline constexpr int kMailboxSchemaVersion = 4;
+inline constexpr int kMailboxSchemaVersion = 5;
 
 /// Brings `db` to kMailboxSchemaVersion, one migration per transaction. Refuses a
 /// file from a newer edgert (user_version above what this build knows).

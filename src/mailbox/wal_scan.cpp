@@ -9,8 +9,10 @@
 
 #include <array>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <vector>
 
 namespace edgert::detail {
@@ -216,7 +218,103 @@ void write_state(const std::string& db_path, const std::string& text) {
 
 }  // namespace
 
-void mark_open(const std::string& db_path) { write_state(db_path, "open " + std::to_string(::getpid()) + "\n"); }
+namespace {
+
+// The marker as text ("" when it cannot be read).
+std::string read_state(const std::string& db_path) {
+  char buf[128] = {};
+  const int fd = ::open((db_path + "-state").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string{};
+}
+
+std::string hex32(std::uint32_t v) {
+  char out[9];
+  std::snprintf(out, sizeof out, "%08x", v);
+  return out;
+}
+
+// The lineage an "open <pid> wal <8 hex>" marker recorded; nullopt for any other text.
+std::optional<std::uint32_t> recorded_lineage(const std::string& state) {
+  const auto at = state.find(" wal ");
+  if (state.rfind("open ", 0) != 0 || at == std::string::npos || state.size() < at + 5 + 8) return std::nullopt;
+  std::uint32_t v = 0;
+  for (std::size_t i = at + 5; i < at + 5 + 8; ++i) {
+    const char c = state[i];
+    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) return std::nullopt;
+    v = (v << 4) | static_cast<std::uint32_t>(d);
+  }
+  return v;
+}
+
+}  // namespace
+
+std::optional<std::uint32_t> wal_lineage(const std::string& wal_path) {
+  const int fd = ::open(wal_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  unsigned char h[kHeader];
+  const bool got = read_at(fd, h, kHeader, 0);
+  ::close(fd);
+  if (!got) return std::nullopt;
+  const std::uint32_t magic = be32(h);
+  if (magic != 0x377f0682 && magic != 0x377f0683) return std::nullopt;
+  Sum sum;
+  checksum(h, 24, (magic & 1) != 0, sum);
+  if (!(sum == Sum{be32(h + 24), be32(h + 28)})) return std::nullopt;
+  return be32(h + 16) - be32(h + 12);  // salt-1 minus the checkpoint sequence
+}
+
+void mark_open(const std::string& db_path) {
+  std::string text = "open " + std::to_string(::getpid());
+  if (const auto lineage = wal_lineage(db_path + "-wal")) text += " wal " + hex32(*lineage);
+  write_state(db_path, text + "\n");
+}
+
+Status keep_foreign_wal(const std::string& db_path, const std::string& stamp) {
+  const std::string wal = db_path + "-wal";
+  const std::string state = read_state(db_path);
+  if (state.empty() || !exists(wal)) return {};
+  auto scanned = scan_wal(wal);
+  if (!scanned.ok()) {
+    return Status{ErrorCode::io_error, scanned.status().message() + "; the files were left untouched"};
+  }
+  const WalScan& w = scanned.value();
+  if (!w.present || w.replayed == 0) return {};  // nothing SQLite would apply
+  std::string why;
+  if (state.rfind("clean", 0) == 0) {
+    why = "the mailbox was closed cleanly (" + db_path + "-state says so), and a clean close leaves no WAL";
+  } else if (const auto recorded = recorded_lineage(state)) {
+    const auto found = wal_lineage(wal);
+    if (!found || *found == *recorded) return {};
+    why = "its header names WAL lineage " + hex32(*found) + " (salt-1 minus checkpoint sequence) but the mailbox "
+          "recorded lineage " + hex32(*recorded) + " in " + db_path + "-state";
+  } else {
+    return {};  // "open <pid>" without a lineage (an older build, or a crash before the first write): unknown
+  }
+  const std::string base = wal + ".foreign-" + stamp;
+  for (int n = 1; n <= 1000; ++n) {
+    const std::string to = n == 1 ? base : base + "-" + std::to_string(n);
+    if (exists(to)) continue;
+    if (::rename(wal.c_str(), to.c_str()) != 0) {
+      const int err = errno;
+      return Status{ErrorCode::io_error, wal + " does not belong to " + db_path + " (" + why + ") and cannot be "
+                                             "moved to " + to + " (" + std::strerror(err) + "); opening would "
+                                             "replay it over the database: the files were left untouched"};
+    }
+    // The -shm indexes the WAL just moved: SQLite rebuilds it (the first connection
+    // truncates a stale one), so it is left alone.
+    log().error("mailbox {}: its WAL {} does not belong to it: {}. It was NOT replayed ({} frames, {} of them "
+                "committed, would have overwritten the database's pages); it was moved to {}. The mailbox opens "
+                "with what {} held at its last checkpoint",
+                db_path, wal, why, w.frames, w.replayed, to, db_path);
+    return {};
+  }
+  return Status{ErrorCode::io_error, wal + " does not belong to " + db_path + " (" + why + ") and no free name " +
+                                         base + "-N is left to move it to; the files were left untouched"};
+}
 
 void mark_clean(const std::string& db_path) { write_state(db_path, "clean\n"); }
 
@@ -231,7 +329,7 @@ void warn_if_wal_missing(const std::string& db_path) {
   struct stat st {};
   if (::stat(db_path.c_str(), &st) != 0 || st.st_size == 0 || exists(db_path + "-wal")) return;
   std::string holder(buf + 5, static_cast<std::size_t>(n) - 5);
-  while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\r')) holder.pop_back();
+  holder = holder.substr(0, holder.find_first_of(" \r\n"));  // the pid, before " wal <lineage>"
   log().warn("mailbox {}: the last run (pid {}) did not close it cleanly and its WAL {}-wal is missing: transactions "
              "committed since the last checkpoint may be lost (was the -wal file deleted, or the database copied "
              "without it?)",

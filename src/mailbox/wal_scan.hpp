@@ -14,6 +14,7 @@
 #include <edgert/status.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace edgert::detail {
@@ -46,8 +47,26 @@ Result<WalScan> scan_wal(const std::string& wal_path);
 /// record of those transactions.
 Status keep_damaged_wal(const std::string& db_path, const std::string& stamp);
 
-/// The clean-shutdown marker <db_path>-state: "open <pid>" while a mailbox has the
-/// file open, "clean" once it closed it (and SQLite checkpointed and removed the WAL).
+/// The WAL's lineage: salt-1 minus the checkpoint sequence from its header (nullopt
+/// when the file is missing or its header is not valid). SQLite draws salt-1 at random
+/// when it creates a WAL and adds one to both at every restart of it, so the lineage
+/// stays the same for as long as the file exists and differs (but for a 2^-32 chance)
+/// between two WAL files: it tells a mailbox's own WAL from another one's.
+std::optional<std::uint32_t> wal_lineage(const std::string& wal_path);
+
+/// Before the first connection opens `db_path`: a WAL SQLite would replay that does not
+/// belong to this database is moved to <db_path>-wal.foreign-<stamp>[-N] and reported at
+/// ERROR, never replayed (it would overwrite pages with another mailbox's). It does not
+/// belong when the marker says "clean" (a clean close leaves no WAL), or when the marker
+/// recorded a lineage and the WAL's is another. A marker without a lineage (an older
+/// build, or a stop before the first write) proves nothing and the WAL is replayed.
+/// Errors: io_error (the files left untouched) when the WAL cannot be read or moved.
+Status keep_foreign_wal(const std::string& db_path, const std::string& stamp);
+
+/// The clean-shutdown marker <db_path>-state: "open <pid>[ wal <lineage, 8 hex>]" while
+/// a mailbox has the file open (the lineage once its WAL has a header: call mark_open
+/// again after the first write), "clean" once it closed it (and SQLite checkpointed and
+/// removed the WAL).
 /// Written with a rename, never fsynced: it costs nothing on the send path, and a
 /// power loss can at worst lose one report. A failure to write it is logged at
 /// WARNING and otherwise ignored. Callers: the mailbox's opening thread after the

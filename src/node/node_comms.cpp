@@ -80,6 +80,13 @@ std::string heartbeat_json(const HeartbeatInputs& in) {
                    {"disk_full", s.counters.disk_full},
                    {"inbox_unacked", s.inbox_unacked},
                    {"dead_letters", s.dead_letter_rows}};
+    j["inbox"] = {{"messages", s.inbox_rows},
+                  {"bytes", s.inbox_bytes},
+                  {"unacked", s.inbox_unacked},
+                  {"refused", s.counters.inbox_refused},
+                  {"retired", s.counters.inbox_retired},
+                  {"conflicts", s.counters.inbox_conflicts},
+                  {"duplicates", s.counters.duplicates}};
   } else {
     j["outbox"] = {{"error", in.outbox.status().message()}};
   }
