@@ -76,11 +76,17 @@ inline std::string hmac_hex(const std::string& key, const std::string& text) {
 }
 
 /// An envelope as a back-end would send it; signed with (key_id, secret) if given.
+/// `timestamp_ms`: the envelope's timestamp; -1: now.
 inline std::string envelope(const std::string& id, const std::string& sender, const std::string& recipient,
                             const std::string& type, const json& payload, const std::string& key_id = "",
-                            const std::string& secret = "", std::int64_t expires_ms = 0) {
-  json e{{"message_id", id},       {"sender_node_id", sender}, {"recipient_node_id", recipient},
-         {"timestamp", now_ms()}, {"payload_type", type},     {"payload", payload}};
+                            const std::string& secret = "", std::int64_t expires_ms = 0,
+                            std::int64_t timestamp_ms = -1) {
+  json e{{"message_id", id},
+         {"sender_node_id", sender},
+         {"recipient_node_id", recipient},
+         {"timestamp", timestamp_ms < 0 ? now_ms() : timestamp_ms},
+         {"payload_type", type},
+         {"payload", payload}};
   if (expires_ms) e["expires_ms"] = expires_ms;
   if (!key_id.empty()) {
     std::string canonical = id + "\n" + sender + "\n" + recipient + "\n";

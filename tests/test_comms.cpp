@@ -2,7 +2,9 @@
 // delivery only after PUBACK, presence, node-to-node mail, inbound checks and dead
 // letters, commands (stored before they run, run once), signing, offline operation.
 #include "comms_test_util.hpp"
+#include "log_capture.hpp"
 
+#include <atomic>
 #include <csignal>
 #include <fstream>
 #include <map>
@@ -398,6 +400,286 @@ TEST_CASE("with signing required, unsigned, badly signed and unknown senders' co
   CHECK(c["dead_letters"]["unknown_sender"] == 1);
   CHECK(c["commands_run"] == 1);
   CHECK(replies(backend).size() == 1);
+  a->stop();
+}
+
+// Issue 19 item 5: freshness of signed commands and replay state (docs/operations.md,
+// "Signing"; docs/mailbox.md, "Restoring a backup").
+namespace {
+
+const std::string kSecret = "0123456789abcdef-secret";
+const std::string kSnapStream = R"(streams:
+  - name: snap
+    capture: {type: pl_source}
+    trigger: {type: manual}
+    plugins:
+      - signature: pl_probe
+        instances: [{instance_id: p}]
+)";
+
+std::string signing_yaml(const std::string& extra = "") {
+  return "  security: {require_signed: true, keys: {k1: " + kSecret + "}" + extra + "}\n";
+}
+
+// Replies to `id` on the backend's inbox, every copy counted (replies() keeps one).
+std::size_t reply_copies(const TestClient& c, const std::string& id) {
+  std::size_t n = 0;
+  for (const auto& p : payloads_on(c, "edgert/backend/inbox")) {
+    auto e = json::parse(p, nullptr, false);
+    if (e.is_object() && e.value("payload_type", "") == "command.reply" && e["payload"]["in_reply_to"] == id) ++n;
+  }
+  return n;
+}
+
+std::uint64_t captured(const edgert::Node& n) {
+  return json::parse(n.stats_json())["streams"]["snap"]["captured"].get<std::uint64_t>();
+}
+
+}  // namespace
+
+TEST_CASE("a captured signed TRIGGER replayed after the mailbox is restored from an earlier backup does not run again",
+          "[comms][replay]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  const std::string yaml = comms_yaml(s.dir, "node-a", broker.port(), signing_yaml(), kSnapStream);
+  const std::string data_dir = (s.dir / "node-a").string(), cmds = "edgert/node-a/commands";
+  const std::string backup = (s.dir / "before-trigger.db").string();
+  TestClient backend(broker.port(), "backend");
+  backend.subscribe("edgert/backend/inbox");
+  // The bytes an eavesdropper keeps: a valid signature, a fresh timestamp.
+  const std::string trigger = envelope("trigger-1", "backend", "node-a", "command",
+                                       json{{"command", "TRIGGER"}, {"args", {{"stream", "snap"}}}}, "k1", kSecret);
+  {
+    auto a = make_node(yaml);
+    REQUIRE(a->start().ok());
+    REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+    REQUIRE(edgert::Mailbox::backup(data_dir, backup).ok());  // before the TRIGGER arrives
+    REQUIRE(backend.publish(cmds, trigger));
+    REQUIRE(wait_until([&] { return reply_copies(backend, "trigger-1") == 1; }));
+    REQUIRE(wait_until([&] { return captured(*a) == 1; }));  // the stream's own count: it ran
+    a->stop();
+  }
+  auto restored = edgert::Mailbox::restore(data_dir, backup);
+  INFO((restored.ok() ? restored.value() : restored.status().message()));
+  REQUIRE(restored.ok());
+
+  auto a = make_node(yaml);
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+  REQUIRE(backend.publish(cmds, trigger));  // the replay
+  // Inbound messages are handled in order: once this one's reply is out, the replay
+  // was judged (and, had it been stored anew, run first: commands run in arrival order).
+  REQUIRE(backend.publish(cmds, envelope("ping-after", "backend", "node-a", "command", json{{"command", "PING"}}, "k1",
+                                         kSecret)));
+  REQUIRE(wait_until([&] { return reply_copies(backend, "ping-after") == 1; }));
+  std::this_thread::sleep_for(500ms);  // a second reply to trigger-1 would be out by now
+  const auto c = comms_of(*a);
+  INFO(c.dump());
+  CHECK(c["duplicates"] == 1);    // counted, with its reason: already in the inbox
+  CHECK(c["commands_run"] == 1);  // ping-after only
+  CHECK(captured(*a) == 0);       // the stream never fired in this run
+  CHECK(reply_copies(backend, "trigger-1") == 1);
+  a->stop();
+}
+
+TEST_CASE("signed commands older or further in the future than comms.security.command_window_s are refused",
+          "[comms][replay]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port(), signing_yaml(", command_window_s: 60")));
+  std::mutex mu;
+  std::set<std::string> ran;  // the handler's own tally
+  a->add_command("COUNT", [&](const edgert::CommandRequest& r) -> edgert::Result<std::string> {
+    std::lock_guard lk(mu);
+    ran.insert(r.message_id);
+    return std::string("{}");
+  });
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+  TestClient backend(broker.port(), "backend");
+  backend.subscribe("edgert/backend/inbox");
+  const std::string cmds = "edgert/node-a/commands";
+  const json count{{"command", "COUNT"}};
+  const std::int64_t now = edgert::testing::now_ms();
+  auto at = [&](const std::string& id, std::int64_t ts) {
+    return envelope(id, "backend", "node-a", "command", count, "k1", kSecret, 0, ts);
+  };
+  REQUIRE(backend.publish(cmds, at("old", now - 100'000)));
+  REQUIRE(backend.publish(cmds, at("future", now + 100'000)));
+  REQUIRE(backend.publish(cmds, at("ancient", 1)));
+  REQUIRE(backend.publish(cmds, at("recent", now - 30'000)));
+  REQUIRE(backend.publish(cmds, at("ahead", now + 30'000)));  // a back-end clock a little fast
+  REQUIRE(wait_until([&] { return replies(backend).size() == 2; }));
+  REQUIRE(wait_until([&] { return comms_of(*a)["dead_letters"]["stale"] == 3; }));
+  {
+    std::lock_guard lk(mu);
+    CHECK(ran == std::set<std::string>{"recent", "ahead"});
+  }
+  auto letters = a->mailbox()->dead_letters(100);
+  REQUIRE(letters.ok());
+  std::map<std::string, std::string> reason_of;
+  for (const auto& d : letters.value()) reason_of[d.message_id] = d.reason;
+  CHECK_THAT(reason_of["old"], Catch::Contains("stale: signed timestamp") && Catch::Contains("s old") &&
+                                   Catch::Contains("comms.security.command_window_s (60 s)"));
+  CHECK_THAT(reason_of["future"], Catch::Contains("in the future"));
+  CHECK_THAT(reason_of["ancient"], Catch::Contains("stale: "));
+  CHECK(comms_of(*a)["commands_run"] == 2);
+  a->stop();
+}
+
+TEST_CASE("a retained command is refused, live and when a node with a fresh data_dir subscribes", "[comms][replay]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  TestClient backend(broker.port(), "backend");
+  backend.subscribe("edgert/backend/inbox");
+  std::mutex mu;
+  int runs = 0;  // the handler's own tally
+  auto start_node = [&](const std::filesystem::path& dir) {
+    auto n = make_node(comms_yaml(dir, "node-a", broker.port(), signing_yaml()));
+    n->add_command("COUNT", [&](const edgert::CommandRequest&) -> edgert::Result<std::string> {
+      std::lock_guard lk(mu);
+      ++runs;
+      return std::string("{}");
+    });
+    REQUIRE(n->start().ok());
+    REQUIRE(wait_until([&] { return comms_of(*n)["connected"] == true; }));
+    return n;
+  };
+  const std::string cmds = "edgert/node-a/commands";
+  {
+    auto a = start_node(s.dir / "first");
+    REQUIRE(backend.publish(cmds, envelope("kept", "backend", "node-a", "command", json{{"command", "COUNT"}}, "k1",
+                                           kSecret),
+                            1, /*retain=*/true));
+    REQUIRE(wait_until([&] { return comms_of(*a)["dead_letters"]["retained"] == 1; }));
+    auto letters = a->mailbox()->dead_letters(10);
+    REQUIRE(letters.ok());
+    REQUIRE(letters.value().size() == 1);
+    CHECK_THAT(letters.value()[0].reason, Catch::Contains("retained: a retained command"));
+    a->stop();
+  }
+  // A fresh data_dir has no inbox to recognise it by: the broker hands it the retained copy.
+  auto b = start_node(s.dir / "fresh");
+  REQUIRE(wait_until([&] { return comms_of(*b)["dead_letters"]["retained"] == 1; }));
+  REQUIRE(backend.publish(cmds, envelope("ping", "backend", "node-a", "command", json{{"command", "PING"}}, "k1",
+                                         kSecret)));
+  REQUIRE(wait_until([&] { return replies(backend).count("ping") == 1; }));
+  {
+    std::lock_guard lk(mu);
+    CHECK(runs == 0);
+  }
+  CHECK(replies(backend).count("kept") == 0);
+  b->stop();
+}
+
+// Issue 19 item 7.
+TEST_CASE("a command with a message id of the full 256 bytes gets its reply", "[comms]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port()));
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+  TestClient backend(broker.port(), "backend");
+  backend.subscribe("edgert/backend/inbox");
+  const std::string cmds = "edgert/node-a/commands";
+  std::string id(256, 'x');
+  std::string id2 = std::string(255, 'x') + "y";  // differs in the last byte: its own reply
+  REQUIRE(backend.publish(cmds, edgert::testing::command(id, "node-a", "PING")));
+  REQUIRE(backend.publish(cmds, edgert::testing::command(id2, "node-a", "PING")));
+  REQUIRE(wait_until([&] { return replies(backend).size() == 2; }, 20s));
+  auto r = replies(backend);
+  CHECK(r[id]["ok"] == true);
+  CHECK(r[id2]["ok"] == true);
+  const auto c = comms_of(*a);
+  CHECK(c["replies_failed"] == 0);
+  CHECK(c["commands_run"] == 2);
+  a->stop();
+}
+
+TEST_CASE("process.cpu_percent stays within 0..100 x CPUs under bursts of STATUS commands and heartbeats", "[comms]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port()));
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+  TestClient backend(broker.port(), "backend");
+  backend.subscribe("edgert/backend/inbox");
+  backend.subscribe("edgert/node-a/heartbeat");
+  // Two threads burning CPU in this process: the node's CPU time grows fast, and a
+  // reading over a gap of a millisecond or two shows it as far over 100% per core.
+  std::atomic<bool> burn{true};
+  std::vector<std::thread> burners;
+  for (int i = 0; i < 2; ++i) {
+    burners.emplace_back([&] {
+      volatile std::uint64_t x = 0;
+      while (burn.load(std::memory_order_relaxed)) x = x + 1;
+    });
+  }
+  const std::string cmds = "edgert/node-a/commands";
+  constexpr int kRounds = 4, kBurst = 40;
+  for (int round = 0; round < kRounds; ++round) {
+    for (int i = 0; i < kBurst; ++i) {
+      REQUIRE(backend.publish(cmds, edgert::testing::command("s" + std::to_string(round) + "-" + std::to_string(i),
+                                                              "node-a", "STATUS")));
+    }
+    std::this_thread::sleep_for(600ms);
+  }
+  REQUIRE(wait_until([&] { return replies(backend).size() == kRounds * kBurst; }, 60s));
+  burn = false;
+  for (auto& t : burners) t.join();
+  const double top = 100.0 * static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN));
+  std::vector<double> readings;
+  for (const auto& [id, r] : replies(backend)) readings.push_back(r["result"]["process"]["cpu_percent"].get<double>());
+  for (const auto& p : payloads_on(backend, "edgert/node-a/heartbeat")) {
+    readings.push_back(json::parse(p)["process"]["cpu_percent"].get<double>());
+  }
+  REQUIRE(readings.size() >= static_cast<std::size_t>(kRounds * kBurst));
+  double highest = 0;
+  for (double v : readings) {
+    INFO(v);
+    CHECK(v >= 0);
+    CHECK(v <= top);
+    highest = std::max(highest, v);
+  }
+  CHECK(highest > 0);  // a window completed: the figure is measured, not a constant
+  a->stop();
+}
+
+TEST_CASE("a flood of failing commands logs a bounded number of lines; every failure is still counted", "[comms]") {
+  // Attached before any node thread logs (the logger's sink list is not safe to change
+  // under them) and detached after the node has stopped.
+  edgert::testing::LogCapture logs;
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port()));
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+  TestClient backend(broker.port(), "backend");
+  backend.subscribe("edgert/backend/inbox");
+  const std::string cmds = "edgert/node-a/commands";
+  constexpr int kFlood = 300;
+  for (int i = 0; i < kFlood; ++i) {
+    REQUIRE(backend.publish(cmds, edgert::testing::command("bad-" + std::to_string(i), "node-a", "NOPE")));
+    REQUIRE(backend.publish(cmds, "{not json " + std::to_string(i)));
+  }
+  REQUIRE(wait_until([&] { return replies(backend).size() == kFlood; }, 60s));
+  REQUIRE(wait_until([&] { return comms_of(*a)["dead_letters"]["malformed"] == kFlood; }));
+  const auto c = comms_of(*a);
+  CHECK(c["commands_failed"] == kFlood);
+  std::size_t failed_lines = 0, dead_letter_lines = 0;
+  for (const auto& w : logs.warnings()) {
+    failed_lines += w.find("failed: unknown command") != std::string::npos;
+    dead_letter_lines += w.find("dead-lettered") != std::string::npos;
+  }
+  CHECK(failed_lines <= 10);        // LogLimit: 10 a minute, then one line with the count
+  CHECK(dead_letter_lines <= 10);
+  CHECK(failed_lines >= 1);
   a->stop();
 }
 

@@ -69,6 +69,28 @@ comms:
   CHECK(errors_of("comms: {mqtt: {inbound_retry_ms: 5}}\n").find("comms.mqtt.inbound_retry_ms") != std::string::npos);
 }
 
+TEST_CASE("comms.security.command_window_s: defaulted, bounded, and never longer than mailbox.inbox_retention_s",
+          "[comms]") {
+  auto cfg = edgert::parse_config("node: {id: n1}\n", "node.yaml", {});
+  REQUIRE(cfg.ok());
+  CHECK(cfg->comms.security.command_window_s == 300);
+  CHECK(cfg->comms.security.command_window_s <= cfg->mailbox.inbox_retention_s);
+  cfg = edgert::parse_config("comms: {security: {command_window_s: 60}}\n", "node.yaml", {});
+  REQUIRE(cfg.ok());
+  CHECK(cfg->comms.security.command_window_s == 60);
+  CHECK(errors_of("comms: {security: {command_window_s: 0}}\n").find("comms.security.command_window_s") !=
+        std::string::npos);
+  // Both keys named, in the file and through the environment alike.
+  const std::string both =
+      errors_of("mailbox: {inbox_retention_s: 600}\ncomms: {security: {command_window_s: 900}}\n");
+  CHECK(both.find("node.yaml: comms.security.command_window_s: 900 s is longer than mailbox.inbox_retention_s "
+                  "(600 s)") != std::string::npos);
+  const std::string env =
+      errors_of("mailbox: {inbox_retention_s: 600}\n", {{"EDGERT_COMMS_SECURITY_COMMAND_WINDOW_S", "601"}});
+  CHECK(env.find("601 s is longer than mailbox.inbox_retention_s (600 s)") != std::string::npos);
+  CHECK(errors_of("mailbox: {inbox_retention_s: 600}\ncomms: {security: {command_window_s: 600}}\n").empty());
+}
+
 TEST_CASE("inbound envelopes: every problem names its reason and the field at fault", "[comms]") {
   using edgert::comms::InboundEnvelope;
   using edgert::comms::InboundProblem;

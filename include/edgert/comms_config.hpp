@@ -44,6 +44,10 @@ struct SecuritySection {
   bool require_signed = false;                // true: unsigned or badly signed commands are refused
   std::vector<std::string> allowed_senders;   // [] : any sender (when require_signed, any with a valid signature)
   std::map<std::string, std::string> keys;    // key id -> shared secret (HMAC-SHA256)
+  /// [1, 86400] a signed command whose `timestamp` is more than this many seconds
+  /// before or after this node's clock is refused (dead letter "stale"); at most
+  /// mailbox.inbox_retention_s, the inbox's replay window (docs/operations.md, "Signing").
+  std::int64_t command_window_s = 300;
 };
 
 struct CommsSection {

@@ -417,7 +417,10 @@ class EDGERT_API Mailbox {
   /// `backup` (docs/mailbox.md, "Restoring a backup"), holding the data_dir lock
   /// throughout: the backup must pass PRAGMA integrity_check and hold a mailbox schema
   /// this build understands; it is copied (with SQLite's backup API) to a temporary file
-  /// in data_dir and fsynced, the old mailbox.db and its -wal/-shm are moved together to
+  /// in data_dir, the inbox rows of the mailbox being replaced that the backup lacks
+  /// (or holds unacknowledged) are carried into the copy, so a restore never makes a
+  /// received message new again (best effort: an unreadable current file is logged at
+  /// WARNING and the restore goes on), the copy is fsynced, the old mailbox.db and its -wal/-shm are moved together to
   /// mailbox.db.pre-restore-<UTC stamp>[-N] (never deleted), the copy is renamed into
   /// place and the directory fsynced. Returns the name the old file was moved to ("" if
   /// there was none). Errors, the data_dir left as it was: io_error while a Mailbox

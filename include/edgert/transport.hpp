@@ -44,6 +44,9 @@ struct InboundMessage {
   std::string topic;
   std::string payload;
   int qos = 0;
+  /// The publisher's retain flag. MqttTransport subscribes with retain-as-published on
+  /// MQTT v5, so it is set on every delivery of a retained message; on 3.1.1 only on
+  /// deliveries from the broker's retained store (a new subscription's catch-up).
   bool retained = false;
   /// MQTT v5 message-expiry interval left when the broker forwarded it; -1: none set.
   std::int64_t expiry_left_s = -1;

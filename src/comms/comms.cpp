@@ -54,6 +54,10 @@ MqttOptions mqtt_options(const CommsOptions& o) {
 
 std::string seconds_text(std::int64_t ms) { return std::to_string(ms / 1000) + " s"; }
 
+// 2020-01-01T00:00:00Z: a wall clock before it is unset (a device booted without RTC
+// or NTP), and no timestamp can be judged against it.
+constexpr std::int64_t kClockSetMs = 1577836800000;
+
 /// The replay-protection space of an inbound message (docs/operations.md, "Replay
 /// protection"): a verified command is checked only against commands verified with the
 /// same key from the same sender; unsigned commands (signing not required) and mail,
@@ -74,6 +78,38 @@ std::array<detail::LogLimit, sizeof...(I)> per_reason_limits(std::index_sequence
 }
 
 }  // namespace
+
+std::string reply_key(const std::string& message_id, std::size_t max_key_bytes) {
+  std::string key = "reply:" + message_id;
+  if (key.size() <= max_key_bytes) return key;
+  // '#' cannot occur in an inbound message id (inbound.cpp), so a hashed key never
+  // equals a plain one. The digest is cut to fit: all 256 bits from max_key_bytes 70
+  // up, 40 bits at the smallest mailbox.max_id_bytes (16).
+  const std::size_t hex = std::min<std::size_t>(64, max_key_bytes > 16 ? max_key_bytes - 6 : 10);
+  return "reply#" + sha256_hex(message_id).substr(0, hex);
+}
+
+// "" if `timestamp_ms` is within +- window_s of `now`; else why not.
+std::string stale_reason(std::int64_t timestamp_ms, std::int64_t now, std::int64_t window_s) {
+  if (now < kClockSetMs) {
+    return "this node's clock reads " + std::to_string(now) +
+           " ms since the epoch, before 2020: it is unset, so no signed command can be checked for freshness "
+           "(set the clock, e.g. NTP)";
+  }
+  if (timestamp_ms < 0) return "signed timestamp " + std::to_string(timestamp_ms) + " ms is before 1970";
+  const std::int64_t window_ms = window_s * 1000;
+  const std::int64_t age = now - timestamp_ms;  // both in [0, 2^63): cannot overflow
+  if (age > window_ms) {
+    return "signed timestamp " + std::to_string(timestamp_ms) + " ms is " + std::to_string(age / 1000) +
+           " s old, outside comms.security.command_window_s (" + std::to_string(window_s) + " s)";
+  }
+  if (-age > window_ms) {
+    return "signed timestamp " + std::to_string(timestamp_ms) + " ms is " + std::to_string(-age / 1000) +
+           " s in the future, outside comms.security.command_window_s (" + std::to_string(window_s) +
+           " s); check both clocks";
+  }
+  return "";
+}
 
 Comms::Comms(CommsOptions options) : options_(std::move(options)) {}
 
@@ -248,6 +284,14 @@ InboundVerdict Comms::on_message(const InboundMessage& m) {
     return dead_letter(m, reason_index("malformed"), "a command on the inbox topic (send it to .../commands)",
                        e.message_id, e.sender_node_id);
   }
+  if (is_command && m.retained) {
+    // A retained command is handed to every new subscription: a node started with a
+    // fresh data_dir (no inbox to deduplicate against) would run it again.
+    return dead_letter(m, reason_index("retained"),
+                       "a retained command (the broker hands it to every new session); publish commands with "
+                       "retain false",
+                       e.message_id, e.sender_node_id);
+  }
   if (is_command) {
     const auto& sec = options_.config.security;
     if (in.hmac.empty()) {
@@ -264,6 +308,12 @@ InboundVerdict Comms::on_message(const InboundMessage& m) {
       if (!digest_equal(hmac_sha256_hex(key->second, canonical_text(e, in.expires_ms, in.payload)), in.hmac)) {
         return dead_letter(m, reason_index("bad_signature"), "signature does not match (key '" + in.key_id + "')",
                            e.message_id, e.sender_node_id);
+      }
+      // Freshness: the signed timestamp within +- command_window_s of this node's
+      // clock. Within the window the inbox deduplicates a replay (its retention is at
+      // least the window, checked at config load); outside it the age refuses it.
+      if (std::string why = stale_reason(e.timestamp_ms, now_ms(), sec.command_window_s); !why.empty()) {
+        return dead_letter(m, reason_index("stale"), why, e.message_id, e.sender_node_id);
       }
     }
     if (!sec.allowed_senders.empty() &&
@@ -377,8 +427,11 @@ void Comms::run_command(const InboxMessage& msg) {
   } else {
     reply["ok"] = false;
     reply["error"] = result.status().message();
-    detail::log().warn("comms: command {} ({} from {}) failed: {}", printable(req.name), printable(req.message_id),
-                       printable(req.sender_node_id), result.status().message());
+    if (auto v = command_failed_log_.admit(); v.log) {
+      detail::log().warn("comms: command {} ({} from {}) failed: {}{}", printable(req.name),
+                         printable(req.message_id), printable(req.sender_node_id), result.status().message(),
+                         v.suffix());
+    }
   }
   {
     std::lock_guard lk(mu_);
@@ -392,12 +445,15 @@ void Comms::run_command(const InboxMessage& msg) {
   SendOptions so;
   so.ttl = std::chrono::seconds(3600);
   so.priority = 2;
-  so.idempotency_key = "reply:" + req.message_id;  // a command run again after a crash replies once
+  // A command run again after a crash replies once.
+  so.idempotency_key = reply_key(req.message_id, options_.max_id_bytes);
   if (auto sent = mailbox_->send(std::move(r), so); !sent.ok()) {
     std::lock_guard lk(mu_);
     ++counters_.replies_failed;
-    detail::log().error("comms: the reply to command {} was not stored: {}", printable(req.message_id),
-                        sent.status().message());
+    if (auto v = reply_failed_log_.admit(); v.log) {
+      detail::log().error("comms: the reply to command {} was not stored: {}{}", printable(req.message_id),
+                          sent.status().message(), v.suffix());
+    }
   }
 }
 
@@ -419,8 +475,10 @@ void Comms::dispatch_loop() {
         }
         run_command(msg);
         if (Status st = mailbox_->ack(msg.envelope.message_id, msg.scope); !st.ok()) {
-          detail::log().error("comms: acknowledging command {} failed: {}", printable(msg.envelope.message_id),
-                              st.message());
+          if (auto v = ack_failed_log_.admit(); v.log) {
+            detail::log().error("comms: acknowledging command {} failed: {}{}", printable(msg.envelope.message_id),
+                                st.message(), v.suffix());
+          }
         } else {
           std::lock_guard g(mu_);
           if (queued_commands_ > 0) --queued_commands_;

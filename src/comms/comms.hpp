@@ -9,6 +9,7 @@
 #pragma once
 
 #include "comms/forwarder.hpp"
+#include "core/log_limit.hpp"
 
 #include <edgert/commands.hpp>
 #include <edgert/comms_config.hpp>
@@ -53,8 +54,19 @@ struct CommsOptions {
 inline constexpr const char* kDeadLetterReasons[] = {
     "oversized", "malformed",     "missing_field",  "wrong_recipient", "expired",
     "unsigned",  "bad_signature", "unknown_sender", "unknown_topic",   "store_failed",
-    "queue_full", "conflict"};
+    "queue_full", "conflict",     "stale",          "retained"};
 inline constexpr std::size_t kDeadLetterReasonCount = std::size(kDeadLetterReasons);
+
+/// "" if a signed command's `timestamp_ms` lies within +- `window_s` of `now_ms`
+/// (comms.security.command_window_s); else the reason it is refused as stale,
+/// including a clock before 2020 (unset: nothing can be judged against it).
+std::string stale_reason(std::int64_t timestamp_ms, std::int64_t now_ms, std::int64_t window_s);
+
+/// The idempotency key of the reply to command `message_id`: "reply:" + the id, or,
+/// when that exceeds `max_key_bytes` (the mailbox's max_id_bytes, >= 16), "reply#" +
+/// hex SHA-256 of the id cut to fit, so a command with an id of the full allowed
+/// length still gets its reply.
+std::string reply_key(const std::string& message_id, std::size_t max_key_bytes);
 
 struct CommsCounters {
   std::uint64_t received = 0;        // inbound messages handed over by the transport
@@ -135,6 +147,14 @@ class Comms {
   std::thread dispatcher_, monitor_;
   std::atomic<bool> started_{false};
   std::atomic<bool> built_{false};  // transport_ and forwarder_ exist (kept until destruction)
+
+  // Per-message log lines: the first 10 of each kind per minute, then a count
+  // (docs/operations.md, "Logs"); a peer's flood never grows the log without bound.
+  static constexpr std::uint64_t kLogBurst = 10;
+  static constexpr std::chrono::seconds kLogWindow{60};
+  detail::LogLimit command_failed_log_{kLogBurst, kLogWindow};
+  detail::LogLimit reply_failed_log_{kLogBurst, kLogWindow};
+  detail::LogLimit ack_failed_log_{kLogBurst, kLogWindow};
 };
 
 }  // namespace edgert::comms

@@ -60,6 +60,9 @@ const Table<SecuritySection>& security_table() {
     s.key("require_signed", &SecuritySection::require_signed)
         .key("allowed_senders", &SecuritySection::allowed_senders)
         .key("keys", &SecuritySection::keys)
+        // Under a second would refuse commands over any real network; a day is the
+        // inbox's default replay window, which must cover it.
+        .key("command_window_s", &SecuritySection::command_window_s, between(1, 86400))
         .check([](const SecuritySection& sec, const YAML::Node& map, const std::string& path, Context& ctx) {
           if (sec.require_signed && sec.keys.empty()) {
             ctx.add(map, path + ".require_signed", "is true but no keys are configured: every command would be refused");

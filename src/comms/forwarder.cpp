@@ -69,8 +69,10 @@ void Forwarder::on_published(int mid, bool ok, const std::string& reason) {
     acked_.push_back(std::move(it->second.message_id));
   } else {
     ++counters_.refused;
-    detail::log().warn("comms: the broker refused message {}: {}; retried after back-off",
-                       printable(it->second.message_id), printable(reason));
+    if (auto v = refused_log_.admit(); v.log) {
+      detail::log().warn("comms: the broker refused message {}: {}; retried after back-off{}",
+                         printable(it->second.message_id), printable(reason), v.suffix());
+    }
     failed_.push_back(std::move(it->second.message_id));
   }
   flights_.erase(it);
@@ -268,7 +270,10 @@ void Forwarder::run() {
         ++counters_.publish_errors;
         failed_.push_back(id);
         woken_ = true;
-        detail::log().error("comms: publishing message {} failed: {}", printable(id), mid.status().message());
+        if (auto v = publish_failed_log_.admit(); v.log) {
+          detail::log().error("comms: publishing message {} failed: {}{}", printable(id), mid.status().message(),
+                              v.suffix());
+        }
       }
       lk.unlock();
     }

@@ -16,6 +16,8 @@
 // a connection change, or once a second for rows whose retry time came.
 #pragma once
 
+#include "core/log_limit.hpp"
+
 #include <edgert/mailbox.hpp>
 #include <edgert/transport.hpp>
 
@@ -103,6 +105,9 @@ class Forwarder {
   ForwarderCounters counters_;
   bool newest_next_ = false;                       // alternate lease order
   std::thread thread_;
+  // Per-message lines: 10 a minute, then a count (docs/operations.md, "Logs").
+  detail::LogLimit refused_log_{10, std::chrono::seconds(60)};
+  detail::LogLimit publish_failed_log_{10, std::chrono::seconds(60)};
 };
 
 }  // namespace edgert::comms

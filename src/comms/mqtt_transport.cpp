@@ -9,6 +9,7 @@
 #include <edgert/mqtt_transport.hpp>
 
 #include "core/clock.hpp"
+#include "core/log_limit.hpp"
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <sys/socket.h>
@@ -304,7 +305,12 @@ class MqttTransport final : public Transport {
   // Caller holds client_mu_ or runs on the network thread inside on_connect.
   void send_subscribe(mosquitto* m, const std::string& filter, int qos) {
     int mid = 0;
-    const int rc = mosquitto_subscribe_v5(m, &mid, filter.c_str(), qos, 0, nullptr);
+    // MQTT v5: retain-as-published, so InboundMessage::retained is the publisher's flag
+    // on every delivery, the live one included (comms refuses retained commands). 3.1.1
+    // has no such option: the flag is then set only on deliveries from the broker's
+    // retained store. session_protocol_: written under client_mu_ on this thread.
+    const int options = session_protocol_ == 5 ? MQTT_SUB_OPT_RETAIN_AS_PUBLISHED : 0;
+    const int rc = mosquitto_subscribe_v5(m, &mid, filter.c_str(), qos, options, nullptr);
     if (rc != MOSQ_ERR_SUCCESS) {
       detail::log().warn("{}: subscribe to '{}' not sent now ({}); it is sent again on the next connect", who_,
                          detail::printable(filter, 200), mosquitto_strerror(rc));
@@ -542,10 +548,14 @@ class MqttTransport final : public Transport {
       f();
     } catch (const std::exception& e) {
       callback_errors_.fetch_add(1);
-      detail::log().error("{}: {} callback threw: {}", who_, name, detail::printable(e.what(), 200));
+      if (auto v = callback_error_log_.admit(); v.log) {
+        detail::log().error("{}: {} callback threw: {}{}", who_, name, detail::printable(e.what(), 200), v.suffix());
+      }
     } catch (...) {
       callback_errors_.fetch_add(1);
-      detail::log().error("{}: {} callback threw a non-standard exception", who_, name);
+      if (auto v = callback_error_log_.admit(); v.log) {
+        detail::log().error("{}: {} callback threw a non-standard exception{}", who_, name, v.suffix());
+      }
     }
   }
 
@@ -768,6 +778,8 @@ class MqttTransport final : public Transport {
   std::atomic<std::uint64_t> connects_{0}, connect_attempts_{0}, disconnects_{0}, published_{0},
       acknowledged_{0}, refused_{0}, publish_errors_{0}, received_{0}, callback_errors_{0},
       inbound_deferred_{0}, deferrals_{0};
+  // Callbacks that throw, once per message: 10 a minute, then a count.
+  detail::LogLimit callback_error_log_{10, std::chrono::seconds(60)};
   mutable std::mutex stats_mu_;
   std::string last_error_;
   int stats_protocol_ = 0;

@@ -42,6 +42,20 @@ std::string hmac_sha256_hex(const std::string& secret, const std::string& text) 
   return out;
 }
 
+std::string sha256_hex(const std::string& text) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  EVP_Digest(text.data(), text.size(), md.data(), &len, EVP_sha256(), nullptr);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  out.reserve(len * 2);
+  for (unsigned int i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 0xf];
+  }
+  return out;
+}
+
 bool digest_equal(const std::string& a, const std::string& b) noexcept {
   if (a.size() != b.size()) return false;
   unsigned char diff = 0;

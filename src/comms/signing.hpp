@@ -22,6 +22,9 @@ std::string canonical_text(const Envelope& envelope, std::int64_t expires_ms, co
 /// Lowercase hex HMAC-SHA256 of `text` under `secret`.
 std::string hmac_sha256_hex(const std::string& secret, const std::string& text);
 
+/// Lowercase hex SHA-256 of `text`.
+std::string sha256_hex(const std::string& text);
+
 /// Constant-time comparison of two hex digests.
 bool digest_equal(const std::string& a, const std::string& b) noexcept;
 

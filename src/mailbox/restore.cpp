@@ -2,6 +2,7 @@
 // -wal/-shm together, under the data_dir lock, never deleting the operator's data.
 #include <edgert/mailbox.hpp>
 
+#include "core/log.hpp"
 #include "mailbox/data_dir_lock.hpp"
 #include "mailbox/open.hpp"
 #include "mailbox/schema.hpp"
@@ -88,6 +89,76 @@ Status copy_and_verify(const std::string& backup, const std::string& tmp) {
   return {};
 }
 
+// `file:` URI of `path` for a read-only ATTACH: '%', '?' and '#' escaped.
+std::string readonly_uri(const std::string& path) {
+  std::string uri = "file:";
+  for (const char c : path) {
+    if (c == '%' || c == '?' || c == '#') {
+      static const char* hex = "0123456789ABCDEF";
+      uri += '%';
+      uri += hex[static_cast<unsigned char>(c) >> 4];
+      uri += hex[static_cast<unsigned char>(c) & 0xf];
+    } else {
+      uri += c;
+    }
+  }
+  return uri + "?mode=ro";
+}
+
+// Whether table `table` of attached schema `db` has a column `column`.
+bool has_column(SQLite::Database& conn, const std::string& db, const std::string& table, const std::string& column) {
+  SQLite::Statement q(conn, "SELECT count(*) FROM pragma_table_info(?, ?) WHERE name = ?");
+  q.bind(1, table);
+  q.bind(2, db);
+  q.bind(3, column);
+  return q.executeStep() && q.getColumn(0).getInt() > 0;
+}
+
+// The replay state a restore must not roll back: the inbox rows of the mailbox being
+// replaced (`current`) carried into the restored copy (`tmp`) before it is renamed into
+// place. Rows the backup lacks are inserted as they are; rows the backup holds
+// unacknowledged that `current` acknowledged are marked acknowledged. So a message
+// received after the backup was taken (a captured signed command, say) is still a
+// duplicate after the restore and never runs twice; the mailbox's own retention retires
+// the carried rows as usual. The copy is first migrated to this build's schema (open
+// would do it anyway) so rows keep their replay scope; `current` may be older (no
+// `scope` column: its ids belong to the default scope ''). `current` is read through a
+// read-only connection (its WAL included, nothing written to it). Returns the rows
+// inserted plus the rows marked.
+Result<long long> carry_replay_state(const std::string& current, const std::string& tmp) {
+  try {
+    SQLite::Database dst(tmp, SQLite::OPEN_READWRITE | SQLite::OPEN_URI);
+    dst.exec("PRAGMA busy_timeout=5000");
+    if (Status st = detail::migrate_mailbox(dst, tmp); !st.ok()) return st;
+    SQLite::Statement attach(dst, "ATTACH DATABASE ? AS cur");
+    attach.bind(1, readonly_uri(current));
+    attach.exec();
+    const int has_inbox =
+        dst.execAndGet("SELECT count(*) FROM cur.sqlite_master WHERE type = 'table' AND name = 'inbox'").getInt();
+    if (has_inbox == 0) return 0LL;  // an empty or foreign file: nothing received there
+    const std::string scope = has_column(dst, "cur", "inbox", "scope") ? "c.scope" : "''";
+    SQLite::Transaction txn(dst, SQLite::TransactionBehavior::IMMEDIATE);
+    long long n = dst.exec(
+        "UPDATE main.inbox SET acknowledged = 1 WHERE acknowledged = 0 AND EXISTS (SELECT 1 FROM cur.inbox c "
+        "WHERE " + scope + " = main.inbox.scope AND c.message_id = main.inbox.message_id AND c.acknowledged != 0)");
+    // The columns every schema version has had since version 1 (schema.cpp), plus scope.
+    n += dst.exec(
+        "INSERT OR IGNORE INTO main.inbox (scope, message_id, sender_node_id, payload_type, envelope_json, size, "
+        "received_ms, acknowledged) SELECT " + scope + ", c.message_id, c.sender_node_id, c.payload_type, "
+        "c.envelope_json, c.size, c.received_ms, c.acknowledged FROM cur.inbox c");
+    // The running totals (stats without a scan) follow the rows.
+    dst.exec(
+        "UPDATE main.totals SET inbox_rows = (SELECT count(*) FROM main.inbox), "
+        "inbox_bytes = (SELECT coalesce(sum(size), 0) FROM main.inbox), "
+        "inbox_unacked = (SELECT count(*) FROM main.inbox WHERE acknowledged = 0) WHERE id = 1");
+    txn.commit();
+    dst.exec("DETACH DATABASE cur");
+    return n;
+  } catch (const std::exception& e) {
+    return Status{ErrorCode::io_error, e.what()};
+  }
+}
+
 }  // namespace
 
 Result<std::string> Mailbox::restore(const std::string& data_dir, const std::string& backup) {
@@ -129,6 +200,22 @@ Result<std::string> Mailbox::restore(const std::string& data_dir, const std::str
   if (Status s = copy_and_verify(backup, tmp); !s.ok()) {
     remove_temp(tmp);
     return Status{s.code(), s.message() + not_restored};
+  }
+  if (have_db) {
+    // Best effort: a mailbox too damaged to read is a reason to restore, not to refuse
+    // one. Without its replay state, commands received after the backup was taken are
+    // kept from running again only by comms.security.command_window_s (signed ones).
+    if (auto carried = carry_replay_state(db, tmp); !carried.ok()) {
+      detail::log().warn(
+          "mailbox restore: the inbox of {} could not be read ({}); the restored mailbox does not know the "
+          "messages received since the backup was taken: a replayed signed command is refused only once it is "
+          "older than comms.security.command_window_s",
+          db, carried.status().message());
+    } else if (carried.value() > 0) {
+      detail::log().info("mailbox restore: carried {} inbox row(s) of {} into the restored mailbox, so messages "
+                         "received since the backup was taken are not run again",
+                         carried.value(), db);
+    }
   }
   if (const int err = sync_path(tmp, false); err != 0) {
     remove_temp(tmp);

@@ -73,6 +73,18 @@ void apply_environment(Config& cfg, const EnvVars& env, Context& ctx) {
   }
 }
 
+// Across sections, after the environment: a signed command young enough to pass the
+// freshness check must still be in the inbox, or a replay of it inside the window would
+// run again (docs/operations.md, "Signed commands").
+void check_replay_window(const Config& cfg, const std::string& source_name, Context& ctx) {
+  const std::int64_t window = cfg.comms.security.command_window_s, kept = cfg.mailbox.inbox_retention_s;
+  if (window <= kept) return;
+  ctx.add(source_name, "comms.security.command_window_s",
+          std::to_string(window) + " s is longer than mailbox.inbox_retention_s (" + std::to_string(kept) +
+              " s): a replayed signed command still inside the window would no longer be in the inbox to be "
+              "recognised; shorten the window or keep the inbox longer");
+}
+
 Result<Config> parse(std::string_view yaml, const std::string& source_name, const EnvVars& env,
                      const std::filesystem::path& base_dir) {
   Config cfg;
@@ -102,6 +114,7 @@ Result<Config> parse(std::string_view yaml, const std::string& source_name, cons
   }
   if (!base_dir.empty()) root_table().resolve(cfg, base_dir);
   apply_environment(cfg, env, ctx);
+  check_replay_window(cfg, source_name, ctx);
   if (Status st = ctx.status(); !st.ok()) return st;
   return cfg;
 }

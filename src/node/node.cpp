@@ -10,6 +10,7 @@
 
 #include "comms/comms.hpp"
 #include "core/log.hpp"
+#include "core/log_limit.hpp"
 #include "node/node_comms.hpp"
 #include "pipeline/pipeline.hpp"
 #include "plugins/search_paths.hpp"
@@ -133,6 +134,8 @@ struct Node::Impl {
   MetricsRegistration ticks_metrics;
   MetricsRegistration publisher_metrics;
   Counter* published = nullptr;
+  // A host callback that throws on every heartbeat: 10 lines a minute, then a count.
+  detail::LogLimit heartbeat_error_log{10, std::chrono::seconds(60)};
   // Taken as the storage closes, after everything upstream has stopped and flushed
   // into it: what stats_json() shows once the node has stopped.
   mutable std::mutex final_mu;
@@ -305,9 +308,13 @@ void Node::Impl::register_components() {
             try {
               options.on_heartbeat(hb);
             } catch (const std::exception& e) {
-              detail::log().error("on_heartbeat threw: {}", e.what());
+              if (auto v = heartbeat_error_log.admit(); v.log) {
+                detail::log().error("on_heartbeat threw: {}{}", e.what(), v.suffix());
+              }
             } catch (...) {
-              detail::log().error("on_heartbeat threw an unknown exception");
+              if (auto v = heartbeat_error_log.admit(); v.log) {
+                detail::log().error("on_heartbeat threw an unknown exception{}", v.suffix());
+              }
             }
             published->add();
           }

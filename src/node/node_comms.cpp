@@ -6,8 +6,10 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <time.h>
+
+#include <algorithm>
 #include <fstream>
-#include <sstream>
 
 namespace edgert::node {
 namespace {
@@ -18,31 +20,27 @@ using detail::wall_clock_ms;
 
 ProcessFigures ProcessSampler::sample() {
   ProcessFigures f;
-  // /proc/self/stat: fields 14 and 15 are utime and stime in clock ticks; the command
-  // name (field 2) may hold spaces, so parse after its closing parenthesis.
-  std::ifstream stat("/proc/self/stat");
-  std::string line;
-  if (std::getline(stat, line)) {
-    const auto close = line.rfind(')');
-    if (close != std::string::npos) {
-      std::istringstream rest(line.substr(close + 2));
-      std::string field;
-      unsigned long long utime = 0, stime = 0;
-      for (int i = 3; i <= 15 && rest >> field; ++i) {
-        if (i == 14) utime = std::stoull(field);
-        if (i == 15) stime = std::stoull(field);
-      }
-      const long ticks = sysconf(_SC_CLK_TCK);
-      if (ticks > 0) f.cpu_seconds = static_cast<double>(utime + stime) / static_cast<double>(ticks);
-    }
+  // The process CPU clock (all threads, user + system) in ns: /proc/self/stat counts
+  // 10 ms ticks, too coarse for a short window.
+  timespec ts{};
+  if (::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) == 0) {
+    f.cpu_seconds = static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
   }
   const auto now = std::chrono::steady_clock::now();
-  if (last_cpu_s_ >= 0) {
-    const double wall = std::chrono::duration<double>(now - last_at_).count();
-    if (wall > 0) f.cpu_percent = 100.0 * (f.cpu_seconds - last_cpu_s_) / wall;
+  if (window_cpu_s_ < 0) {
+    window_cpu_s_ = f.cpu_seconds;
+    window_at_ = now;
+  } else if (now - window_at_ >= window_) {
+    const double wall = std::chrono::duration<double>(now - window_at_).count();
+    const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    // The clamp only absorbs clock skew between the two readings: over >= 1 s the CPU
+    // time cannot honestly exceed the wall time on every CPU.
+    const double top = 100.0 * static_cast<double>(cpus > 0 ? cpus : 1);
+    cpu_percent_ = std::clamp(100.0 * (f.cpu_seconds - window_cpu_s_) / wall, 0.0, top);
+    window_cpu_s_ = f.cpu_seconds;
+    window_at_ = now;
   }
-  last_cpu_s_ = f.cpu_seconds;
-  last_at_ = now;
+  f.cpu_percent = cpu_percent_;
   std::ifstream statm("/proc/self/statm");
   unsigned long long size = 0, resident = 0;
   if (statm >> size >> resident) {

@@ -17,22 +17,32 @@ namespace edgert::node {
 
 /// What a heartbeat says about this process and its disk.
 struct ProcessFigures {
-  double cpu_percent = 0;      // of one core, since the previous call (0 on the first)
+  /// Of one core, averaged over the last completed sampling window (ProcessSampler):
+  /// within [0, 100 x online CPUs]; 0 until the first window completes.
+  double cpu_percent = 0;
   double cpu_seconds = 0;      // user + system since the process started
   std::uint64_t rss_bytes = 0;
   std::uint64_t disk_free_bytes = 0;  // available to this user under data_dir
 };
 
-/// Reads /proc/self and statvfs(data_dir); remembers the previous CPU reading.
+/// Reads the process CPU clock, /proc/self/statm and statvfs(data_dir). cpu_percent is
+/// computed over fixed windows of at least `window`: a call closes the window only
+/// once that much time has passed, and every call in between returns the last
+/// computed value. So bursts of STATUS commands and heartbeats neither shorten the
+/// interval (a 10 ms CPU tick over a 1 ms wall gap read as 1,000%) nor disturb each
+/// other. Not thread-safe: one owner, or callers serialise (Node holds a mutex).
 class ProcessSampler {
  public:
-  explicit ProcessSampler(std::string data_dir) : data_dir_(std::move(data_dir)) {}
+  explicit ProcessSampler(std::string data_dir, std::chrono::milliseconds window = std::chrono::seconds(1))
+      : data_dir_(std::move(data_dir)), window_(window) {}
   ProcessFigures sample();
 
  private:
   std::string data_dir_;
-  double last_cpu_s_ = -1;
-  std::chrono::steady_clock::time_point last_at_{};
+  std::chrono::steady_clock::duration window_;
+  double window_cpu_s_ = -1;  // CPU seconds when the current window opened; -1: none yet
+  std::chrono::steady_clock::time_point window_at_{};
+  double cpu_percent_ = 0;    // of the last completed window
 };
 
 struct HeartbeatInputs {
