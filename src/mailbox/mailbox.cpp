@@ -2058,13 +2058,18 @@ Result<MailboxStats> Mailbox::stats() {
   {
     std::lock_guard lk(impl_->read_mu);
     if (impl_->closed || !impl_->reader) return impl_->closed_error("stats");
+    // A wall-clock jump is rebased and expired leases dropped first, but only if that
+    // costs no wait: a reader never queues behind the writer.
+    std::int64_t t = impl_->now();
+    if (std::unique_lock dl(impl_->db_mu, std::try_to_lock); dl.owns_lock()) {
+      t = impl_->checked_now(/*may_persist=*/false);
+      impl_->expire_leases();
+    }
     try {
-      read_table_stats(*impl_->reader, impl_->now(), s);
+      read_table_stats(*impl_->reader, t, s);
     } catch (const std::exception& e) {
       return io_error(impl_->path + ": stats", e);
     }
-    // Expired leases are dropped only if that costs no wait.
-    if (std::unique_lock dl(impl_->db_mu, std::try_to_lock); dl.owns_lock()) impl_->expire_leases();
     s.leased_now = impl_->leases_held.load(std::memory_order_relaxed);
     // Under read_mu: close() sets `closed` holding it, before the checkpointer, the
     // integrity checker and the disk guard are destroyed.
