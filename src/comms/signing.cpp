@@ -27,11 +27,8 @@ std::string canonical_text(const Envelope& e, std::int64_t expires_ms, const nlo
   return t;
 }
 
-std::string hmac_sha256_hex(const std::string& secret, const std::string& text) {
-  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()), reinterpret_cast<const unsigned char*>(text.data()),
-       text.size(), md.data(), &len);
+namespace {
+std::string to_hex(const unsigned char* md, unsigned int len) {
   static const char* hex = "0123456789abcdef";
   std::string out;
   out.reserve(len * 2);
@@ -41,19 +38,21 @@ std::string hmac_sha256_hex(const std::string& secret, const std::string& text) 
   }
   return out;
 }
+}  // namespace
+
+std::string hmac_sha256_hex(const std::string& secret, const std::string& text) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()), reinterpret_cast<const unsigned char*>(text.data()),
+       text.size(), md.data(), &len);
+  return to_hex(md.data(), len);
+}
 
 std::string sha256_hex(const std::string& text) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
   unsigned int len = 0;
   EVP_Digest(text.data(), text.size(), md.data(), &len, EVP_sha256(), nullptr);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  out.reserve(len * 2);
-  for (unsigned int i = 0; i < len; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 0xf];
-  }
-  return out;
+  return to_hex(md.data(), len);
 }
 
 bool digest_equal(const std::string& a, const std::string& b) noexcept {
