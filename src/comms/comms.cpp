@@ -215,10 +215,20 @@ void Comms::on_state(LinkState s, const std::string& reason) {
 
 InboundVerdict Comms::dead_letter(const InboundMessage& m, std::size_t reason, const std::string& why,
                                   const std::string& id, const std::string& sender) {
+  DeadLetter d;
+  d.message_id = id;
+  d.sender_node_id = sender;
+  d.source = m.topic;
+  d.reason = std::string(kDeadLetterReasons[reason]) + ": " + why;
+  d.raw = m.payload;
+  const Status stored = mailbox_->dead_letter(std::move(d));
+  // Counted once the letter is stored (or its loss is known): whoever sees the count
+  // move can read the letter.
   std::uint64_t n = 0;
   {
     std::lock_guard lk(mu_);
     n = ++counters_.dead_letters[reason];
+    if (!stored.ok()) ++counters_.dead_letters_lost;
   }
   // At most ten WARNINGs a minute per reason, then a count: a hostile peer or a flood
   // must not be able to grow the log (the counters have every one).
@@ -228,24 +238,14 @@ InboundVerdict Comms::dead_letter(const InboundMessage& m, std::size_t reason, c
                        printable(m.topic), printable(id.empty() ? "?" : id), printable(sender.empty() ? "?" : sender),
                        printable(why, 200), kDeadLetterReasons[reason], n, v.suffix());
   }
-  DeadLetter d;
-  d.message_id = id;
-  d.sender_node_id = sender;
-  d.source = m.topic;
-  d.reason = std::string(kDeadLetterReasons[reason]) + ": " + why;
-  d.raw = m.payload;
-  if (Status st = mailbox_->dead_letter(std::move(d)); !st.ok()) {
+  if (!stored.ok()) {
     // The message is refused either way; what could not be kept is counted. (Not
     // deferred: a peer's garbage must not be able to hold the connection down.)
-    {
-      std::lock_guard lk(mu_);
-      ++counters_.dead_letters_lost;
-    }
     static detail::LogLimit lost_lines{10, std::chrono::seconds(60)};
     if (auto v = lost_lines.admit(); v.log) {
       detail::log().error("comms: a dead letter ({}, message_id {}) was not stored, counted in "
                           "comms.dead_letters_lost: {}{}",
-                          kDeadLetterReasons[reason], printable(id.empty() ? "?" : id), st.message(), v.suffix());
+                          kDeadLetterReasons[reason], printable(id.empty() ? "?" : id), stored.message(), v.suffix());
     }
   }
   return InboundVerdict::accepted;
