@@ -30,6 +30,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -340,6 +341,10 @@ struct Mailbox::Impl {
                                          bool newest_first = false);
   // min(base * 2^attempts, cap) +- jitter after `t`, saturating.
   std::int64_t next_attempt(int attempts, std::int64_t t) const;
+  // mark_delivered() and mark_failed(), one id or many (mailbox_outbox.cpp): how many
+  // of `ids` were in the outbox; `last_next`, if given, gets the last reschedule time.
+  Result<std::size_t> deliver(std::span<const std::string> ids);
+  Result<std::size_t> fail(std::span<const std::string> ids, std::int64_t* last_next);
 
   // set_commit_listener(): called by the writer after a commit that stored outbox
   // rows, holding listener_mu (never db_mu), so a replacement waits out a call.

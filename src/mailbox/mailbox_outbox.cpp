@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <random>
+#include <span>
 
 namespace edgert {
 
@@ -95,44 +96,42 @@ void Mailbox::release(const std::vector<std::string>& message_ids) {
   for (const auto& id : message_ids) impl_->end_lease(id);
 }
 
+// mark_delivered() and mark_failed(), for one id or many, each take one path: one
+// transaction over `ids`, ids not in the outbox skipped, every lease named ended once
+// it commits (on an error the leases stay, so the call can be repeated).
 Status Mailbox::mark_delivered(const std::string& message_id) {
-  std::lock_guard lk(impl_->db_mu);
-  if (impl_->closed) return impl_->closed_error("mark_delivered");
-  try {
-    Status st = impl_->keep_books("mark_delivered", [&]() -> Status {
-      SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
-      auto& q = impl_->stmt("DELETE FROM outbox WHERE message_id = ? RETURNING size");
-      q.bind(1, message_id);
-      if (!q.executeStep()) {
-        return {ErrorCode::not_found, "mark_delivered: message " + printable(message_id) + " is not in the outbox"};
-      }
-      const std::int64_t size = q.getColumn(0).getInt64();
-      q.reset();
-      impl_->add_outbox_totals(-1, -size);
-      txn.commit();
-      return {};
-    });
-    impl_->end_lease(message_id);  // delivered, or not in the outbox: either way nothing to hold
-    if (!st.ok()) return st;
-  } catch (const std::exception& e) {
-    return io_error(impl_->path + ": mark_delivered " + printable(message_id), e);
+  auto found = impl_->deliver(std::span<const std::string>(&message_id, 1));
+  if (!found.ok()) return found.status();
+  if (found.value() == 0) {
+    return {ErrorCode::not_found, "mark_delivered: message " + printable(message_id) + " is not in the outbox"};
   }
-  ++impl_->delivered;
-  impl_->disk->maybe_restore();
   return {};
 }
 
 Result<std::size_t> Mailbox::mark_delivered(const std::vector<std::string>& message_ids) {
-  std::lock_guard lk(impl_->db_mu);
-  if (impl_->closed) return impl_->closed_error("mark_delivered");
-  if (message_ids.empty()) return std::size_t{0};
+  return impl_->deliver(message_ids);
+}
+
+namespace {
+// "mark_delivered <id>" or "mark_delivered of 3 messages (the first <id>)": a failed call in error text.
+std::string marked(const char* call, std::span<const std::string> ids) {
+  if (ids.size() == 1) return std::string(call) + " " + printable(ids.front());
+  return std::string(call) + " of " + std::to_string(ids.size()) + " messages (the first " + printable(ids.front()) +
+         ")";
+}
+}  // namespace
+
+Result<std::size_t> Mailbox::Impl::deliver(std::span<const std::string> ids) {
+  std::lock_guard lk(db_mu);
+  if (closed) return closed_error("mark_delivered");
+  if (ids.empty()) return std::size_t{0};
   std::size_t found = 0;
   try {
-    found = impl_->keep_books("mark_delivered", [&] {
-      SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
-      auto& q = impl_->stmt("DELETE FROM outbox WHERE message_id = ? RETURNING size");
+    found = keep_books("mark_delivered", [&] {
+      SQLite::Transaction txn(*db, SQLite::TransactionBehavior::IMMEDIATE);
+      auto& q = stmt("DELETE FROM outbox WHERE message_id = ? RETURNING size");
       std::int64_t rows = 0, bytes = 0;
-      for (const auto& id : message_ids) {
+      for (const auto& id : ids) {
         q.reset();
         q.bindNoCopy(1, id);
         if (q.executeStep()) {
@@ -141,20 +140,19 @@ Result<std::size_t> Mailbox::mark_delivered(const std::vector<std::string>& mess
         }
         q.reset();
       }
-      q.clearBindings();  // no pointer into message_ids outlives this call
-      if (rows > 0) impl_->add_outbox_totals(-rows, -bytes);
+      q.clearBindings();  // no pointer into ids outlives this call
+      if (rows > 0) add_outbox_totals(-rows, -bytes);
       txn.commit();
       return static_cast<std::size_t>(rows);
     });
   } catch (const std::exception& e) {
     // The leases stay: the rows are still there, and the caller may try again.
-    return io_error(impl_->path + ": mark_delivered of " + std::to_string(message_ids.size()) +
-                        " messages (the first " + printable(message_ids.front()) + "); none was removed",
-                    e);
+    return io_error(path + ": " + marked("mark_delivered", ids) + "; none was removed", e);
   }
-  for (const auto& id : message_ids) impl_->end_lease(id);
-  impl_->delivered += found;
-  impl_->disk->maybe_restore();
+  // Delivered, or not in the outbox: either way nothing to hold.
+  for (const auto& id : ids) end_lease(id);
+  delivered += found;
+  disk->maybe_restore();
   return found;
 }
 
@@ -172,57 +170,43 @@ std::int64_t Mailbox::Impl::next_attempt(int attempts, std::int64_t t) const {
 }
 
 Result<std::int64_t> Mailbox::mark_failed(const std::string& message_id) {
-  std::lock_guard lk(impl_->db_mu);
-  if (impl_->closed) return impl_->closed_error("mark_failed");
-  const std::int64_t t = impl_->checked_now();
-  try {
-    auto& sel = impl_->stmt("SELECT attempts FROM outbox WHERE message_id = ?");
-    sel.bind(1, message_id);
-    if (!sel.executeStep()) {
-      impl_->end_lease(message_id);
-      return Status{ErrorCode::not_found, "mark_failed: message " + printable(message_id) + " is not in the outbox"};
-    }
-    const int attempts = sel.getColumn(0).getInt();
-    sel.reset();
-    const std::int64_t next = impl_->next_attempt(attempts, t);
-    impl_->keep_books("mark_failed", [&] {
-      auto& up = impl_->stmt("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?1, " EDGERT_ROW_RESUM(
-          "edgert_row_sum(message_id, recipient_node_id, payload_type, envelope_json, size, priority, attempts + 1, "
-          "?1, expires_ms, created_ms)") " WHERE message_id = ?2");
-      up.bind(1, next);
-      up.bind(2, message_id);
-      up.exec();
-    });
-    impl_->end_lease(message_id);
-    ++impl_->failed_attempts;
-    return next;
-  } catch (const std::exception& e) {
-    return io_error(impl_->path + ": mark_failed " + printable(message_id), e);
+  std::int64_t next = 0;
+  auto found = impl_->fail(std::span<const std::string>(&message_id, 1), &next);
+  if (!found.ok()) return found.status();
+  if (found.value() == 0) {
+    return Status{ErrorCode::not_found, "mark_failed: message " + printable(message_id) + " is not in the outbox"};
   }
+  return next;
 }
 
 Result<std::size_t> Mailbox::mark_failed(const std::vector<std::string>& message_ids) {
-  std::lock_guard lk(impl_->db_mu);
-  if (impl_->closed) return impl_->closed_error("mark_failed");
-  if (message_ids.empty()) return std::size_t{0};
-  const std::int64_t t = impl_->checked_now();
+  return impl_->fail(message_ids, nullptr);
+}
+
+Result<std::size_t> Mailbox::Impl::fail(std::span<const std::string> ids, std::int64_t* last_next) {
+  std::lock_guard lk(db_mu);
+  if (closed) return closed_error("mark_failed");
+  if (ids.empty()) return std::size_t{0};
+  const std::int64_t t = checked_now();
   std::size_t found = 0;
   try {
-    found = impl_->keep_books("mark_failed", [&] {
-      SQLite::Transaction txn(*impl_->db, SQLite::TransactionBehavior::IMMEDIATE);
-      auto& sel = impl_->stmt("SELECT attempts FROM outbox WHERE message_id = ?");
-      auto& up = impl_->stmt("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?1, " EDGERT_ROW_RESUM(
+    found = keep_books("mark_failed", [&] {
+      SQLite::Transaction txn(*db, SQLite::TransactionBehavior::IMMEDIATE);
+      auto& sel = stmt("SELECT attempts FROM outbox WHERE message_id = ?");
+      auto& up = stmt("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?1, " EDGERT_ROW_RESUM(
           "edgert_row_sum(message_id, recipient_node_id, payload_type, envelope_json, size, priority, attempts + 1, "
           "?1, expires_ms, created_ms)") " WHERE message_id = ?2");
       std::size_t n = 0;
-      for (const auto& id : message_ids) {
+      for (const auto& id : ids) {
         sel.reset();
         sel.bindNoCopy(1, id);
         if (!sel.executeStep()) continue;
         const int attempts = sel.getColumn(0).getInt();
         sel.reset();
+        const std::int64_t next = next_attempt(attempts, t);
+        if (last_next) *last_next = next;
         up.reset();
-        up.bind(1, impl_->next_attempt(attempts, t));
+        up.bind(1, next);
         up.bindNoCopy(2, id);
         up.exec();
         ++n;
@@ -235,12 +219,10 @@ Result<std::size_t> Mailbox::mark_failed(const std::vector<std::string>& message
       return n;
     });
   } catch (const std::exception& e) {
-    return io_error(impl_->path + ": mark_failed of " + std::to_string(message_ids.size()) + " messages (the first " +
-                        printable(message_ids.front()) + "); none was rescheduled",
-                    e);
+    return io_error(path + ": " + marked("mark_failed", ids) + "; none was rescheduled", e);
   }
-  for (const auto& id : message_ids) impl_->end_lease(id);
-  impl_->failed_attempts += found;
+  for (const auto& id : ids) end_lease(id);
+  failed_attempts += found;
   return found;
 }
 
