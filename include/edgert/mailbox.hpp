@@ -231,6 +231,7 @@ struct MailboxOptions {
 
 namespace detail {
 struct MailboxSendRequest;
+struct MailboxAccess;  // the library's own result path (src/mailbox/mailbox_access.hpp)
 }
 
 /// The outcome of Mailbox::send_async(): becomes ready once the message's row is
@@ -250,6 +251,7 @@ class EDGERT_API PendingSend {
 
  private:
   friend class Mailbox;
+  friend struct detail::MailboxAccess;
   explicit PendingSend(std::shared_ptr<detail::MailboxSendRequest> request);
   std::shared_ptr<detail::MailboxSendRequest> request_;
 };
@@ -432,6 +434,7 @@ class EDGERT_API Mailbox {
   struct Impl;
 
  private:
+  friend struct detail::MailboxAccess;
   explicit Mailbox(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -1,7 +1,7 @@
 #include "comms/inbound.hpp"
 
 #include "comms/comms.hpp"
-#include "core/json_depth.hpp"
+#include "core/json_check.hpp"
 #include "core/printable.hpp"
 
 #include <cstring>
@@ -26,11 +26,16 @@ std::variant<InboundEnvelope, InboundProblem> parse_inbound(std::string_view raw
     return fail("oversized", std::to_string(raw.size()) + " bytes, over the limit of " +
                                  std::to_string(limits.max_bytes) + " (comms.max_inbound_bytes)");
   }
-  if (raw.empty()) return fail("malformed", "empty message");
-  if (std::memchr(raw.data(), '\0', raw.size()) != nullptr) return fail("malformed", "contains a NUL byte");
-  // The depth is checked before parsing: the parser recurses once per level.
-  if (detail::json_depth(raw, limits.max_depth + 1) > limits.max_depth + 1) {
-    return fail("malformed", "nests deeper than " + std::to_string(limits.max_depth) + " levels");
+  // The result path's rules (core/json_check.hpp), before parsing: the parser recurses once per level. The
+  // envelope is one level around the payload.
+  switch (detail::precheck_json(raw, limits.max_depth + 1).kind) {
+    case detail::JsonProblem::none: break;
+    case detail::JsonProblem::empty: return fail("malformed", "empty message");
+    case detail::JsonProblem::nul_byte: return fail("malformed", "contains a NUL byte");
+    case detail::JsonProblem::byte_order_mark: return fail("malformed", "starts with a UTF-8 byte order mark");
+    case detail::JsonProblem::too_deep:
+    case detail::JsonProblem::invalid:
+      return fail("malformed", "nests deeper than " + std::to_string(limits.max_depth) + " levels");
   }
   nlohmann::json j = nlohmann::json::parse(raw, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return fail("malformed", "not valid UTF-8 JSON");

@@ -3,6 +3,8 @@
 // "One result, emit to PUBACK").
 #pragma once
 
+#include <edgert/export.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -64,7 +66,7 @@ void count_full_parse() noexcept;
 
 /// How many check_json() calls and count_full_parse() notes (full passes over a text) this process made. A test hook: the result path promises
 /// one per result, at emit (tests/test_result_path.cpp).
-std::uint64_t json_full_checks() noexcept;
+EDGERT_API std::uint64_t json_full_checks() noexcept;  // exported for the tests
 
 /// Appends `s` as a JSON string (quotes, escapes; invalid UTF-8 replaced by U+FFFD as nlohmann's dump does with
 /// error_handler_t::replace). Any thread; never throws (bad_alloc aside).

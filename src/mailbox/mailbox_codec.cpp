@@ -40,7 +40,7 @@ std::string describe(const Envelope& env) {
   return "message " + id + " (" + type + ")";
 }
 
-Result<std::string> encode(Envelope& env, const MailboxOptions& opts, std::int64_t now) {
+Result<std::string> encode(Envelope& env, const MailboxOptions& opts, std::int64_t now, std::size_t checked_depth) {
   const std::string who = describe(env);
   if (env.payload_type.empty()) return Status{ErrorCode::invalid_argument, who + ": payload_type is empty"};
   const std::pair<const char*, const std::string*> ids[] = {{"message_id", &env.message_id},
@@ -60,14 +60,19 @@ Result<std::string> encode(Envelope& env, const MailboxOptions& opts, std::int64
                                                    "-byte limit"};
   }
   const std::size_t depth = std::min(opts.max_json_depth, detail::kMaxJsonDepthCap);
-  if (std::string why = detail::json_problem(env.payload, depth); !why.empty()) {
-    return Status{ErrorCode::invalid_argument, who + ": payload " + why};
+  // A payload the plugin host's emit checked (MailboxAccess::send_checked_async) within this depth is not
+  // checked again: the result path makes one pass over a result's bytes (docs/architecture.md).
+  const bool checked = checked_depth != 0 && checked_depth <= depth;
+  if (!checked) {
+    if (std::string why = detail::json_problem(env.payload, depth); !why.empty()) {
+      return Status{ErrorCode::invalid_argument, who + ": payload " + why};
+    }
   }
   if (env.message_id.empty()) env.message_id = new_message_id();
   if (env.timestamp_ms == 0) env.timestamp_ms = now;
   try {
     std::string out;
-    out.reserve(env.payload.size() + 192);
+    out.reserve(192 + (checked ? 0 : env.payload.size()));
     out += "{\"message_id\":";
     out += json(env.message_id).dump();  // dump() escapes and rejects invalid UTF-8
     out += ",\"sender_node_id\":";
@@ -79,6 +84,15 @@ Result<std::string> encode(Envelope& env, const MailboxOptions& opts, std::int64
     out += ",\"payload_type\":";
     out += json(env.payload_type).dump();
     out += ",\"payload\":";
+    if (checked) {
+      // The payload's own buffer becomes the row: the sender reserved room for these fields
+      // (kEnvelopeHeadroom), so this moves the bytes in place rather than allocating a second copy.
+      std::string row = std::move(env.payload);
+      env.payload.clear();
+      row.insert(0, out);
+      row += '}';
+      return row;
+    }
     out += env.payload;
     out += "}";
     return out;
@@ -91,6 +105,7 @@ Result<Envelope> decode(const std::string& text) {
   if (std::string why = detail::json_problem(text, detail::kMaxJsonDepthCap + 1, /*parse=*/false); !why.empty()) {
     return Status{ErrorCode::invalid_argument, "stored envelope " + why};
   }
+  detail::count_full_parse();
   const json j = json::parse(text, nullptr, false);
   if (!j.is_object()) return Status{ErrorCode::invalid_argument, "stored envelope is not a JSON object (or not JSON)"};
   Envelope env;

@@ -87,7 +87,9 @@ std::string describe(const Envelope& env);
 // are not exactly one JSON value. The payload text is embedded verbatim, so what is
 // stored is one JSON object that decode() reads back field for field.
 // (mailbox_codec.cpp)
-Result<std::string> encode(Envelope& env, const MailboxOptions& opts, std::int64_t now);
+// checked_depth: 0, or the depth limit the payload already passed check_json() at (MailboxAccess); within the
+// mailbox's own limit the payload is not checked again and its buffer becomes the row (env.payload is left empty).
+Result<std::string> encode(Envelope& env, const MailboxOptions& opts, std::int64_t now, std::size_t checked_depth = 0);
 
 // Reads a stored envelope back. Never throws and never recurses deeper than
 // kMaxJsonDepthCap: any row in the file, whoever wrote it, gives an envelope or an
@@ -414,7 +416,7 @@ struct Mailbox::Impl {
     q.exec();
   }
 
-  Result<std::shared_ptr<SendRequest>> prepare(Envelope& envelope, SendOptions& options);
+  Result<std::shared_ptr<SendRequest>> prepare(Envelope& envelope, SendOptions& options, std::size_t checked_depth = 0);
   Status enqueue(std::shared_ptr<SendRequest> req);
   // What a batch did besides inserting; applied (counted, logged, notified) only
   // once its transaction has committed, so a rolled-back eviction is not reported.

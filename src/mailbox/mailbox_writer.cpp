@@ -1,6 +1,7 @@
 // The write path: send()/send_async(), prepare and enqueue, the group-commit writer thread and the guarded insert.
 #include "mailbox/mailbox_impl.hpp"
 
+#include "mailbox/mailbox_access.hpp"
 #include "mailbox/row_check.hpp"
 
 namespace edgert {
@@ -236,12 +237,14 @@ Result<std::string> Mailbox::Impl::answer_taken(SendRequest& r, Tally& tally) {
   q.reset();
   bool same = stored == r.envelope_json;
   if (!same && r.stamped) {
-    if (auto old = decode(stored); old.ok()) {
-      Envelope e = r.env;
-      e.timestamp_ms = old.value().timestamp_ms;
-      auto again = encode(e, options, 0);
-      same = again.ok() && again.value() == stored;
-    }
+    // The mailbox filled in the timestamp: the same message sent again differs in that field alone. Compared
+    // decoded (the payload normalised), so a row written by an older version with other field order compares too.
+    auto old = decode(stored);
+    auto mine = decode(r.envelope_json);
+    same = old.ok() && mine.ok() && old.value().message_id == mine.value().message_id &&
+           old.value().sender_node_id == mine.value().sender_node_id &&
+           old.value().recipient_node_id == mine.value().recipient_node_id &&
+           old.value().payload_type == mine.value().payload_type && old.value().payload == mine.value().payload;
   }
   if (same) {
     ++tally.resends;
@@ -392,7 +395,8 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
 }
 
 // Validates and encodes on the caller's thread, so the writer only inserts.
-Result<std::shared_ptr<SendRequest>> Mailbox::Impl::prepare(Envelope& envelope, SendOptions& opts) {
+Result<std::shared_ptr<SendRequest>> Mailbox::Impl::prepare(Envelope& envelope, SendOptions& opts,
+                                                            std::size_t checked_depth) {
   if (opts.ttl.count() <= 0) {
     ++rejected;
     Status st{ErrorCode::invalid_argument,
@@ -406,7 +410,7 @@ Result<std::shared_ptr<SendRequest>> Mailbox::Impl::prepare(Envelope& envelope, 
                                                   "idempotency_key is " + std::to_string(opts.idempotency_key.size()) +
                                                       " bytes, over the " + std::to_string(options.max_id_bytes) +
                                                       "-byte limit"})
-                     : encode(envelope, options, now());
+                     : encode(envelope, options, now(), checked_depth);
   if (!encoded.ok()) {
     ++rejected;
     if (auto v = log_refused.admit(); v.log) {
@@ -457,7 +461,13 @@ Result<std::string> Mailbox::send(Envelope envelope, SendOptions options) {
 }
 
 PendingSend Mailbox::send_async(Envelope envelope, SendOptions options) {
-  auto req = impl_->prepare(envelope, options);
+  return detail::MailboxAccess::send_checked_async(*this, std::move(envelope), std::move(options), 0);
+}
+
+PendingSend detail::MailboxAccess::send_checked_async(Mailbox& mailbox, Envelope envelope, SendOptions options,
+                                                      std::size_t checked_depth) {
+  auto& impl_ = mailbox.impl_;
+  auto req = impl_->prepare(envelope, options, checked_depth);
   if (!req.ok()) {
     auto failed = std::make_shared<SendRequest>();
     failed->complete(req.status());

@@ -3,11 +3,14 @@
 
 #include "pipeline/result_sinks.hpp"
 
+#include "mailbox/mailbox_access.hpp"
+
 #include "core/log.hpp"
 #include "core/printable.hpp"
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 
@@ -25,9 +28,7 @@ namespace {
 // The mailbox priority a payload asks for: its top-level integer "priority", clamped (docs/pipeline.md, "Priority").
 int clamp_priority(std::int64_t p) { return static_cast<int>(p < -1000 ? -1000 : p > 1000 ? 1000 : p); }
 
-// Room reserved after a payload for the mailbox's envelope fields, so storing it needs no second buffer
-// (mailbox/envelope_headroom in docs/architecture.md): ids are short, 512 bytes covers them.
-constexpr std::size_t kEnvelopeHeadroom = 512;
+using detail::kEnvelopeHeadroom;  // room for the mailbox's envelope fields: the payload's buffer becomes the row
 
 void append_origin(std::string& out, const PipelineResult& r) {
   out += "\"stream\":";
@@ -117,7 +118,8 @@ void Outputs::publish(const ResultOrigin& origin, std::string_view payload_type,
     payload["detected_at"] = r.detected_at_ms;
     r.payload = payload.dump(-1, ' ', false, json::error_handler_t::replace);
   }
-  emit(std::move(r));
+  // Extending an object adds no nesting; wrapping a scalar or array in {"data": ...} adds one level.
+  emit(std::move(r), std::max<std::size_t>(1, shape.object ? shape.depth : shape.depth + 1));
 }
 
 void Outputs::publish_unchecked(const ResultOrigin& origin, std::string_view payload_type, std::string_view text) {
@@ -159,7 +161,7 @@ void Outputs::publish_error(const ResultOrigin& origin, std::string_view reason,
                {"detected_at", r.detected_at_ms}};
   r.payload = payload.dump(-1, ' ', false, json::error_handler_t::replace);
   counters_.error_results.fetch_add(1, std::memory_order_relaxed);
-  emit(std::move(r));
+  emit(std::move(r), 1);  // built here: one object of scalars
 }
 
 void Outputs::notify(const ResultOrigin& origin, std::string_view level, std::string_view message) {
@@ -177,10 +179,10 @@ void Outputs::notify(const ResultOrigin& origin, std::string_view level, std::st
                {"detected_at", r.detected_at_ms}};
   r.payload = payload.dump(-1, ' ', false, json::error_handler_t::replace);
   r.priority = 1;  // ahead of ordinary results when the outbox drains after an outage
-  emit(std::move(r));
+  emit(std::move(r), 1);  // built here: one object of scalars
 }
 
-void Outputs::emit(PipelineResult r) {
+void Outputs::emit(PipelineResult r, std::size_t checked_depth) {
   std::shared_lock lk(mu_);  // held while sinks run; close() waits for it
   if (closed_) {
     // Only counted: this runs on a thread that outlived the node (a stuck call that returned), possibly while
@@ -191,7 +193,7 @@ void Outputs::emit(PipelineResult r) {
   counters_.results.fetch_add(1, std::memory_order_relaxed);
   if (sinks_.empty()) return;
   for (std::size_t i = 0; i + 1 < sinks_.size(); ++i) sinks_[i]->write(r);
-  sinks_.back()->take(std::move(r));
+  sinks_.back()->take(std::move(r), checked_depth);
 }
 
 void Outputs::close() {

@@ -52,7 +52,8 @@ class OutputSink {
   /// Producer threads. Never throws (failures are counted in OutputCounters and logged).
   virtual void write(const PipelineResult& result) = 0;
   /// Like write(), for the last sink of the list: it may take the result's bytes instead of copying them.
-  virtual void take(PipelineResult&& result) { write(result); }
+  /// `checked_depth`: the payload is valid JSON nested at most this deep (0: unknown).
+  virtual void take(PipelineResult&& result, std::size_t /*checked_depth*/) { write(result); }
   /// Stop thread, once, after the last write(): finishes what is queued (bounded) and releases resources.
   virtual void close() {}
 };
@@ -92,7 +93,7 @@ class Outputs {
   const OutputCounters& counters() const noexcept { return counters_; }
 
  private:
-  void emit(PipelineResult result);
+  void emit(PipelineResult result, std::size_t checked_depth);
 
   const std::string node_id_;
   const PipelineSection config_;

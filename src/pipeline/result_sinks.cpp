@@ -2,6 +2,7 @@
 #include "pipeline/result_sinks.hpp"
 
 #include "core/json_check.hpp"
+#include "mailbox/mailbox_access.hpp"
 #include "core/log.hpp"
 #include "core/printable.hpp"
 #include "core/thread_name.hpp"
@@ -164,10 +165,10 @@ void JsonlSink::close() {
 
 void OutboxSink::write(const PipelineResult& r) {
   PipelineResult copy = r;
-  take(std::move(copy));
+  take(std::move(copy), 0);
 }
 
-void OutboxSink::take(PipelineResult&& r) {
+void OutboxSink::take(PipelineResult&& r, std::size_t checked_depth) {
   Envelope env;
   env.sender_node_id = node_id_;
   env.payload_type = std::move(r.payload_type);
@@ -176,7 +177,8 @@ void OutboxSink::take(PipelineResult&& r) {
   SendOptions so;
   so.ttl = ttl_;
   so.priority = r.priority;
-  PendingSend p = mailbox_.send_async(std::move(env), std::move(so));  // back-pressure waits here, no lock held
+  // Back-pressure waits here, no lock held.
+  PendingSend p = detail::MailboxAccess::send_checked_async(mailbox_, std::move(env), std::move(so), checked_depth);
   std::lock_guard lk(mu_);
   in_flight_.push_back(std::move(p));
   reap(false);

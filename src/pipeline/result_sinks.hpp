@@ -59,7 +59,7 @@ class OutboxSink final : public OutputSink {
   OutboxSink(Mailbox& mailbox, std::string node_id, std::chrono::seconds ttl, OutputCounters& counters)
       : mailbox_(mailbox), node_id_(std::move(node_id)), ttl_(ttl), counters_(counters) {}
   void write(const PipelineResult& r) override;
-  void take(PipelineResult&& r) override;
+  void take(PipelineResult&& r, std::size_t checked_depth) override;
   /// Waits for every send in flight (bounded by the mailbox's close_timeout).
   void close() override;
 
