@@ -272,29 +272,36 @@ Status SystemRuntime::start() {
         m.starting = i;
         m.starting_thread = std::this_thread::get_id();
       }
-      std::string error;
+      // The hook's own Status is what the caller gets: a component that reports
+      // io_error for a locked data_dir must reach the host as io_error. Only a throw,
+      // which no hook should do, becomes `internal`, naming the component.
+      const std::string what = std::string("start of '") + hooks.name + "' (" + to_string(stage) + ")";
+      Status st;
       try {
-        if (hooks.start) hooks.start();
+        if (hooks.start) st = hooks.start();
       } catch (const std::exception& e) {
-        error = e.what();
+        st = {ErrorCode::internal, what + " threw: " + e.what()};
       } catch (...) {
-        error = "unknown exception";
+        st = {ErrorCode::internal, what + " threw an unknown exception"};
       }
+      if (!st.ok() && st.message().empty()) st = {st.code(), what + " failed"};
       {
         std::lock_guard guard(m.mu);
         m.starting.reset();
-        if (error.empty() && !m.stopped) m.started_participants.push_back(i);  // a same-thread stop() already stopped it
+        if (st.ok() && !m.stopped) m.started_participants.push_back(i);  // a same-thread stop() already stopped it
       }
-      if (!error.empty()) {
-        Status st{ErrorCode::internal,
-                  std::string("start of '") + hooks.name + "' (" + to_string(stage) + ") failed: " + error};
-        detail::log().error("runtime start failed: {}", st.message());
-        stop();
+      if (!st.ok()) {
+        detail::log().error("runtime start failed: {} failed: {}", what, st.message());
+        stop_during_start();
         return st;
       }
-      // The hook called stop() (on this thread: it already ran; on another: it runs
-      // once start() releases the lifecycle lock).
-      if (stopped_meanwhile()) return {ErrorCode::closed, "stop() was called during start() (by '" + hooks.name + "')"};
+      // The hook called stop(), on this thread (it already ran) or on another (which
+      // waits for the lifecycle lock this thread holds): stop what started now, so
+      // nothing is left running when start() returns.
+      if (stopped_meanwhile()) {
+        stop_during_start();
+        return {ErrorCode::closed, "stop() was called during start() (by '" + hooks.name + "')"};
+      }
     }
     detail::log().debug("start stage {} took {} ms", to_string(stage), ms_since(t0));
     if (stage == Stage::outputs && hz > 0) {
@@ -400,18 +407,47 @@ void SystemRuntime::stop() {
     m.stopping_thread = std::this_thread::get_id();
   }
   std::lock_guard lifecycle(m.lifecycle);  // waits for a start() in progress on another thread
+  stop_locked();
+}
+
+// With the lifecycle lock held, by the thread that claimed the stop (`stopping`) or by
+// a failing start() on behalf of a stop() that waits for that lock (see
+// stop_during_start). Idempotent: a second run finds nothing started and the loop closed.
+void SystemRuntime::stop_locked() {
+  auto& m = *impl_;
   const auto t0 = Clock::now();
-  const bool was_started = m.started;
+  bool was_started = false;
+  {
+    std::lock_guard lk(m.mu);
+    was_started = m.started && !m.stopped;
+  }
   if (was_started) detail::log().info("runtime stopping");
   m.stop_started();
   shutdown_loop();
   {
     std::lock_guard lk(m.mu);
     m.stopped = true;
-    m.stopping = false;
+    if (m.stopping_thread == std::this_thread::get_id()) m.stopping = false;  // another claimer clears its own
   }
   m.cv.notify_all();
   if (was_started) detail::log().info("runtime stopped in {} ms", ms_since(t0));
+}
+
+// start() failed or was stopped while it held the lifecycle lock. stop() would wait for
+// a stop() another thread began, and that one waits for the lifecycle lock this thread
+// holds: a deadlock. So the stop happens here in every case; the other stop() then finds
+// nothing left to do and returns.
+void SystemRuntime::stop_during_start() {
+  auto& m = *impl_;
+  {
+    std::lock_guard lk(m.mu);
+    if (m.stopped) return;  // a hook's stop() on this thread already did it
+    // Claimed for this thread even if another began the stop: a stop hook that calls
+    // stop() must see a re-entry and return, not wait for this very stop to end.
+    m.stopping = true;
+    m.stopping_thread = std::this_thread::get_id();
+  }
+  stop_locked();
 }
 
 bool SystemRuntime::running() const noexcept {
