@@ -13,7 +13,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <fstream>
 #include <limits>
 #include <mutex>
@@ -191,6 +193,54 @@ TEST_CASE("a data_dir another mailbox holds reaches the host as the mailbox's ow
     CHECK(first.value()->mailbox()->send({"", "node-under-test", "", "test", R"({"x":1})", 0}).ok());
     first.value()->stop();
   }
+}
+
+// on_heartbeat may call Node::stop(); during start() that stop() waits for start() on
+// the heartbeat publisher's thread, which the publisher's stop hook joins. A hook that
+// fails then must neither wait for that stop() nor run it itself (both deadlocked).
+TEST_CASE("a start that fails while on_heartbeat's stop() waits returns the error and the node stops", "[node]") {
+  Scratch s;
+  auto cfg = config_in(s.dir);
+  cfg.node.heartbeat_hz = 200;
+  edgert::Node* self = nullptr;
+  std::atomic<bool> stop_returned{false};
+  edgert::NodeOptions opts;
+  opts.on_heartbeat = [&](const edgert::NodeHeartbeat&) {
+    self->stop();
+    stop_returned = true;
+  };
+  auto node = edgert::Node::create(cfg, opts);
+  REQUIRE(node.ok());
+  self = node.value().get();
+  // triggers start after the heartbeat publisher (processing): by then ticks flow.
+  REQUIRE(self->runtime().add_participant(edgert::Stage::triggers, {"host-trigger", [&] {
+                                                                       const auto end =
+                                                                           std::chrono::steady_clock::now() + 10s;
+                                                                       while (self->running() &&
+                                                                              std::chrono::steady_clock::now() < end) {
+                                                                         std::this_thread::sleep_for(1ms);
+                                                                       }
+                                                                       return edgert::Status{
+                                                                           edgert::ErrorCode::unsupported,
+                                                                           "host-trigger: no camera"};
+                                                                     },
+                                                                     {}, {}})
+              .ok());
+  auto started = std::async(std::launch::async, [&] { return self->start(); });
+  if (started.wait_for(30s) != std::future_status::ready) {
+    FAIL_CHECK("Node::start() deadlocked against on_heartbeat's stop()");
+    std::abort();  // the threads cannot be joined: end the run here rather than hang
+  }
+  const auto st = started.get();
+  CHECK(st.code() == edgert::ErrorCode::unsupported);
+  CHECK(st.message() == "host-trigger: no camera");
+  self->stop();  // waits for the stop on_heartbeat began
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  while (!stop_returned && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(1ms);
+  CHECK(stop_returned);
+  CHECK_FALSE(self->running());
+  CHECK(self->mailbox() == nullptr);
+  CHECK(self->plugins() == nullptr);
 }
 
 TEST_CASE("create refuses a heartbeat rate the runtime cannot run", "[node]") {

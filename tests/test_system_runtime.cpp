@@ -158,6 +158,24 @@ TEST_CASE("a start hook that throws fails the start as internal, naming the comp
   CHECK(st2.message() == "start of 'odd' (outputs) threw an unknown exception");
 }
 
+TEST_CASE("a start hook that calls stop() and then fails returns its own error", "[runtime]") {
+  Recorder rec;
+  SystemRuntime rt(quiet());
+  REQUIRE(rt.add_participant(Stage::storage, rec.hooks("mailbox")).ok());
+  LifecycleHooks quitter = rec.hooks("quitter");
+  quitter.start = [&] {
+    rec.add("start:quitter");
+    rt.stop();
+    return edgert::Status{edgert::ErrorCode::config_error, "node.yaml:3: quitter: bad"};
+  };
+  REQUIRE(rt.add_participant(Stage::outputs, quitter).ok());
+  const auto st = rt.start();
+  CHECK(st.code() == edgert::ErrorCode::config_error);
+  CHECK(st.message() == "node.yaml:3: quitter: bad");
+  // It counts as started (it called stop()), so it is stopped first, once.
+  CHECK(rec.events == std::vector<std::string>{"start:mailbox", "start:quitter", "stop:quitter", "stop:mailbox"});
+}
+
 TEST_CASE("a start hook's error without a message is named after the component", "[runtime]") {
   SystemRuntime rt(quiet());
   REQUIRE(rt.add_participant(Stage::comms, {"mqtt", [] { return edgert::Status{edgert::ErrorCode::io_error, ""}; },
@@ -200,15 +218,15 @@ TEST_CASE("a start hook that fails while another thread's stop() waits does not 
     const auto st = started.get();
     INFO("the hook " << (fail ? "fails" : "succeeds"));
     CHECK(st.code() == (fail ? edgert::ErrorCode::io_error : edgert::ErrorCode::closed));
-    // Stopped before start() returned, whichever thread did it; the hook that failed is
-    // not stopped, the one that succeeded is.
+    CHECK_FALSE(rt->running());
+    // The concurrent stop() stops what started once start() let go, and only then
+    // returns; the hook that failed is not stopped, the one that succeeded is.
+    stopper.join();
+    CHECK(stop_returned);
     CHECK(rec.events == (fail ? std::vector<std::string>{"start:mailbox", "start:plugins", "stop:mailbox"}
                               : std::vector<std::string>{"start:mailbox", "start:plugins", "stop:plugins",
                                                          "stop:mailbox"}));
-    CHECK_FALSE(rt->running());
-    stopper.join();
-    CHECK(stop_returned);
-    CHECK(rec.events.size() == (fail ? 3u : 4u));  // the concurrent stop() stopped nothing twice
+    CHECK(rt->start().code() == edgert::ErrorCode::closed);
   }
 }
 

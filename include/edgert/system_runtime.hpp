@@ -147,7 +147,9 @@ class EDGERT_API SystemRuntime {
   /// component is named in the ERROR log line), `internal` naming the component for
   /// a hook that threw, invalid_argument for unusable RuntimeOptions, or `closed`
   /// after stop() (also when a start hook or another thread called stop() while it
-  /// ran). Whatever it returns other than ok, nothing it started is left running.
+  /// ran). Whatever it returns other than ok, nothing it started is left running,
+  /// except while a stop() another thread began meanwhile still runs: that stop()
+  /// waited for start() and does the stopping as soon as start() returns.
   Status start();
 
   /// Any thread; as bounded as the stop hooks, plus task_timeout and loop_timeout.

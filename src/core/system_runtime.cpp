@@ -295,13 +295,9 @@ Status SystemRuntime::start() {
         stop_during_start();
         return st;
       }
-      // The hook called stop(), on this thread (it already ran) or on another (which
-      // waits for the lifecycle lock this thread holds): stop what started now, so
-      // nothing is left running when start() returns.
-      if (stopped_meanwhile()) {
-        stop_during_start();
-        return {ErrorCode::closed, "stop() was called during start() (by '" + hooks.name + "')"};
-      }
+      // The hook called stop() (on this thread: it already ran; on another: it runs
+      // once start() releases the lifecycle lock; see stop_during_start).
+      if (stopped_meanwhile()) return {ErrorCode::closed, "stop() was called during start() (by '" + hooks.name + "')"};
     }
     detail::log().debug("start stage {} took {} ms", to_string(stage), ms_since(t0));
     if (stage == Stage::outputs && hz > 0) {
@@ -410,9 +406,7 @@ void SystemRuntime::stop() {
   stop_locked();
 }
 
-// With the lifecycle lock held, by the thread that claimed the stop (`stopping`) or by
-// a failing start() on behalf of a stop() that waits for that lock (see
-// stop_during_start). Idempotent: a second run finds nothing started and the loop closed.
+// With the lifecycle lock held, by the thread that claimed the stop (`stopping`).
 void SystemRuntime::stop_locked() {
   auto& m = *impl_;
   const auto t0 = Clock::now();
@@ -427,23 +421,24 @@ void SystemRuntime::stop_locked() {
   {
     std::lock_guard lk(m.mu);
     m.stopped = true;
-    if (m.stopping_thread == std::this_thread::get_id()) m.stopping = false;  // another claimer clears its own
+    m.stopping = false;
   }
   m.cv.notify_all();
   if (was_started) detail::log().info("runtime stopped in {} ms", ms_since(t0));
 }
 
-// start() failed or was stopped while it held the lifecycle lock. stop() would wait for
-// a stop() another thread began, and that one waits for the lifecycle lock this thread
-// holds: a deadlock. So the stop happens here in every case; the other stop() then finds
-// nothing left to do and returns.
+// start() failed, or stop() was called while it held the lifecycle lock. If a stop()
+// on another thread began, it waits for that lock: leave the stop to it (it runs as
+// soon as start() returns). Calling stop() here would wait for that stop() in turn, a
+// deadlock; and running its stop hooks here would too when that thread is one a hook
+// joins (a NodeOptions::on_heartbeat that calls Node::stop() runs on the publisher
+// worker, which the publisher's stop hook joins). Otherwise stop here, now.
 void SystemRuntime::stop_during_start() {
   auto& m = *impl_;
   {
     std::lock_guard lk(m.mu);
-    if (m.stopped) return;  // a hook's stop() on this thread already did it
-    // Claimed for this thread even if another began the stop: a stop hook that calls
-    // stop() must see a re-entry and return, not wait for this very stop to end.
+    if (m.stopped) return;   // a hook's stop() on this thread already did it
+    if (m.stopping) return;  // another thread's stop(); never this one (a hook's stop() has returned)
     m.stopping = true;
     m.stopping_thread = std::this_thread::get_id();
   }
