@@ -1,5 +1,7 @@
 #include <edgert/system_runtime.hpp>
 
+#include "log_capture.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -120,9 +122,14 @@ TEST_CASE("a start hook's error reaches the caller unchanged and what started st
   };
   REQUIRE(rt.add_participant(Stage::processing, bad).ok());
 
+  edgert::testing::LogCapture logs;
   const auto st = rt.start();
   CHECK(st.code() == edgert::ErrorCode::not_found);
   CHECK(st.message() == "/models/yolo.onnx: no such file");
+  // The log names the component the Status leaves out.
+  CHECK(logs.errors() ==
+        std::vector<std::string>{
+            "runtime start failed: start of 'detect' (processing) failed: /models/yolo.onnx: no such file"});
   // The failing hook is not stopped (it cleans up after itself); the others stop in
   // reverse; nothing after it starts.
   CHECK(rec.events == std::vector<std::string>{"start:config", "start:mailbox", "start:business", "start:detect",
@@ -145,9 +152,12 @@ TEST_CASE("a start hook that throws fails the start as internal, naming the comp
   LifecycleHooks odd = rec.hooks("odd");  // throws something that is not a std::exception
   odd.start = []() -> edgert::Status { throw 42; };
 
+  edgert::testing::LogCapture logs;
   const auto st = rt.start();
   CHECK(st.code() == edgert::ErrorCode::internal);
   CHECK(st.message() == "start of 'detect' (processing) threw: model file missing");
+  CHECK(logs.errors() ==
+        std::vector<std::string>{"runtime start failed: start of 'detect' (processing) threw: model file missing"});
   CHECK(rec.events == std::vector<std::string>{"start:config", "start:mailbox", "stop:mailbox", "stop:config"});
   CHECK_FALSE(rt.running());
 

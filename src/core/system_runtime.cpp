@@ -291,7 +291,13 @@ Status SystemRuntime::start() {
         if (st.ok() && !m.stopped) m.started_participants.push_back(i);  // a same-thread stop() already stopped it
       }
       if (!st.ok()) {
-        detail::log().error("runtime start failed: {} failed: {}", what, st.message());
+        // The log names the component; a message that already does (a throw, an
+        // empty message) is not named twice.
+        if (st.message().rfind(what, 0) == 0) {
+          detail::log().error("runtime start failed: {}", st.message());
+        } else {
+          detail::log().error("runtime start failed: {} failed: {}", what, st.message());
+        }
         stop_during_start();
         return st;
       }
