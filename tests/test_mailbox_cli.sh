@@ -26,6 +26,10 @@ out=$(EDGERT_NODE_DATA_DIR="$dir" "$node_bin" run "$cfg" --duration 5 2>&1); rc=
 [ "$rc" != 0 ] || fail "a second node on $dir ran (exit 0)"
 printf '%s' "$out" | grep -qF "$dir: in use by another process (pid $holder holds $dir/.lock); one node per data_dir" \
   || fail "second node's message: $out"
+# What Node::start returned reaches the CLI unchanged: the mailbox's message, not an
+# `internal` wrapped in the component's name (that goes to the ERROR log line).
+printf '%s\n' "$out" | grep -qxF "edgert-node: $dir: in use by another process (pid $holder holds $dir/.lock); one node per data_dir" \
+  || fail "second node's error line is not the mailbox's own message: $out"
 
 # 2. Beside the running node: the read-only tools work, restore refuses naming the pid.
 expect 0 "ok" "$node_bin" mailbox check --data-dir "$dir"

@@ -13,7 +13,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <fstream>
 #include <limits>
 #include <mutex>
@@ -55,6 +57,7 @@ TEST_CASE("a node opens its mailbox in storage, before outputs, and closes it af
     std::lock_guard lk(mu);
     seen.push_back(n.mailbox() != nullptr ? "start: mailbox open" : "start: no mailbox");
     seen.push_back(n.plugins() != nullptr ? "start: plugins loaded" : "start: no plugins");
+    return edgert::Status{};
   };
   output.stop = [&] {
     std::lock_guard lk(mu);
@@ -125,9 +128,119 @@ TEST_CASE("a node that cannot open its mailbox refuses to start and says why", "
   REQUIRE(node.ok());
   const auto st = node.value()->start();
   REQUIRE_FALSE(st.ok());
-  CHECK_THAT(st.message(), Catch::Contains("mailbox") && Catch::Contains("storage"));
+  // The mailbox's own error, not `internal`: the host can tell an operator's problem
+  // from a bug in edgert.
+  CHECK(st.code() == edgert::ErrorCode::io_error);
+  CHECK_THAT(st.message(), Catch::Contains(cfg.node.data_dir) && Catch::Contains("cannot create data dir"));
   CHECK_FALSE(node.value()->running());
   CHECK(node.value()->plugins() == nullptr);  // stopped again
+}
+
+TEST_CASE("a data_dir another mailbox holds reaches the host as the mailbox's own error", "[node]") {
+  Scratch s;
+  const auto cfg = config_in(s.dir);
+  edgert::MailboxOptions mo;
+  mo.data_dir = cfg.node.data_dir;
+  // The lock is a flock on an open file description, so a second opener in this very
+  // process is refused like another process (docs/mailbox.md).
+  std::string expected;  // what Mailbox::open says to a second opener, as the mailbox says it
+  {
+    auto holder = edgert::Mailbox::open(mo);
+    REQUIRE(holder.ok());
+    const auto second = edgert::Mailbox::open(mo);
+    REQUIRE_FALSE(second.ok());
+    REQUIRE(second.status().code() == edgert::ErrorCode::io_error);
+    expected = second.status().message();
+
+    std::vector<std::string> seen;  // a host's components beside the mailbox
+    auto node = edgert::Node::create(cfg);
+    REQUIRE(node.ok());
+    auto& n = *node.value();
+    REQUIRE(n.runtime().add_participant(edgert::Stage::build, {"host-build", [&] {
+                                                                 seen.push_back("start:host-build");
+                                                                 return edgert::Status{};
+                                                               },
+                                                               [&] { seen.push_back("stop:host-build"); }, {}})
+                .ok());
+    REQUIRE(n.runtime().add_participant(edgert::Stage::outputs, {"host-output", [&] {
+                                                                   seen.push_back("start:host-output");
+                                                                   return edgert::Status{};
+                                                                 },
+                                                                 {}, {}})
+                .ok());
+    const auto st = n.start();
+    CHECK(st.code() == edgert::ErrorCode::io_error);  // not internal ("a bug in edgert")
+    CHECK(st.message() == expected);                  // unchanged
+    CHECK_THAT(st.message(), Catch::Contains(cfg.node.data_dir) && Catch::Contains("in use by"));
+    CHECK_FALSE(n.running());
+    CHECK(n.mailbox() == nullptr);
+    CHECK(n.plugins() == nullptr);  // what started before the mailbox was stopped again
+    CHECK(seen == std::vector<std::string>{"start:host-build", "stop:host-build"});
+
+    // A running Node holds the lock the same way: a second Node on its data_dir gets
+    // the same error, and the first keeps running.
+    holder.value().reset();  // closes the mailbox, releasing the lock
+    auto first = edgert::Node::create(cfg);
+    REQUIRE(first.ok());
+    REQUIRE(first.value()->start().ok());
+    auto second_node = edgert::Node::create(cfg);
+    REQUIRE(second_node.ok());
+    const auto st2 = second_node.value()->start();
+    CHECK(st2.code() == edgert::ErrorCode::io_error);
+    CHECK(st2.message() == expected);
+    CHECK(first.value()->running());
+    REQUIRE(first.value()->mailbox() != nullptr);
+    CHECK(first.value()->mailbox()->send({"", "node-under-test", "", "test", R"({"x":1})", 0}).ok());
+    first.value()->stop();
+  }
+}
+
+// on_heartbeat may call Node::stop(); during start() that stop() waits for start() on
+// the heartbeat publisher's thread, which the publisher's stop hook joins. A hook that
+// fails then must neither wait for that stop() nor run it itself (both deadlocked).
+TEST_CASE("a start that fails while on_heartbeat's stop() waits returns the error and the node stops", "[node]") {
+  Scratch s;
+  auto cfg = config_in(s.dir);
+  cfg.node.heartbeat_hz = 200;
+  edgert::Node* self = nullptr;
+  std::atomic<bool> stop_returned{false};
+  edgert::NodeOptions opts;
+  opts.on_heartbeat = [&](const edgert::NodeHeartbeat&) {
+    self->stop();
+    stop_returned = true;
+  };
+  auto node = edgert::Node::create(cfg, opts);
+  REQUIRE(node.ok());
+  self = node.value().get();
+  // triggers start after the heartbeat publisher (processing): by then ticks flow.
+  REQUIRE(self->runtime().add_participant(edgert::Stage::triggers, {"host-trigger", [&] {
+                                                                       const auto end =
+                                                                           std::chrono::steady_clock::now() + 10s;
+                                                                       while (self->running() &&
+                                                                              std::chrono::steady_clock::now() < end) {
+                                                                         std::this_thread::sleep_for(1ms);
+                                                                       }
+                                                                       return edgert::Status{
+                                                                           edgert::ErrorCode::unsupported,
+                                                                           "host-trigger: no camera"};
+                                                                     },
+                                                                     {}, {}})
+              .ok());
+  auto started = std::async(std::launch::async, [&] { return self->start(); });
+  if (started.wait_for(30s) != std::future_status::ready) {
+    FAIL_CHECK("Node::start() deadlocked against on_heartbeat's stop()");
+    std::abort();  // the threads cannot be joined: end the run here rather than hang
+  }
+  const auto st = started.get();
+  CHECK(st.code() == edgert::ErrorCode::unsupported);
+  CHECK(st.message() == "host-trigger: no camera");
+  self->stop();  // waits for the stop on_heartbeat began
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  while (!stop_returned && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(1ms);
+  CHECK(stop_returned);
+  CHECK_FALSE(self->running());
+  CHECK(self->mailbox() == nullptr);
+  CHECK(self->plugins() == nullptr);
 }
 
 TEST_CASE("create refuses a heartbeat rate the runtime cannot run", "[node]") {

@@ -1,9 +1,14 @@
 #include <edgert/system_runtime.hpp>
 
+#include "log_capture.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <future>
+#include <memory>
 #include <limits>
 #include <mutex>
 #include <stdexcept>
@@ -28,7 +33,10 @@ struct Recorder {
   LifecycleHooks hooks(const std::string& name, bool with_drain = false) {
     LifecycleHooks h;
     h.name = name;
-    h.start = [this, name] { add("start:" + name); };
+    h.start = [this, name] {
+      add("start:" + name);
+      return edgert::Status{};
+    };
     h.stop = [this, name] { add("stop:" + name); };
     if (with_drain) {
       h.drain = [this, name] {
@@ -100,20 +108,136 @@ TEST_CASE("stages are named", "[runtime]") {
   CHECK(std::string(edgert::to_string(Stage::triggers)) == "triggers");
 }
 
-TEST_CASE("a failing start stops what already started and names the culprit", "[runtime]") {
+TEST_CASE("a start hook's error reaches the caller unchanged and what started stops in reverse", "[runtime]") {
   Recorder rec;
   SystemRuntime rt(quiet());
   REQUIRE(rt.add_participant(Stage::config, rec.hooks("config")).ok());
+  REQUIRE(rt.add_participant(Stage::storage, rec.hooks("mailbox")).ok());
+  REQUIRE(rt.add_participant(Stage::processing, rec.hooks("business")).ok());
   REQUIRE(rt.add_participant(Stage::triggers, rec.hooks("trigger")).ok());
   LifecycleHooks bad = rec.hooks("detect");
-  bad.start = [] { throw std::runtime_error("model file missing"); };
+  bad.start = [&rec] {
+    rec.add("start:detect");
+    return edgert::Status{edgert::ErrorCode::not_found, "/models/yolo.onnx: no such file"};
+  };
   REQUIRE(rt.add_participant(Stage::processing, bad).ok());
 
+  edgert::testing::LogCapture logs;
   const auto st = rt.start();
-  REQUIRE_FALSE(st.ok());
-  CHECK_THAT(st.message(), Catch::Contains("detect") && Catch::Contains("model file missing"));
-  CHECK(rec.events == std::vector<std::string>{"start:config", "stop:config"});
+  CHECK(st.code() == edgert::ErrorCode::not_found);
+  CHECK(st.message() == "/models/yolo.onnx: no such file");
+  // The log names the component the Status leaves out.
+  CHECK(logs.errors() ==
+        std::vector<std::string>{
+            "runtime start failed: start of 'detect' (processing) failed: /models/yolo.onnx: no such file"});
+  // The failing hook is not stopped (it cleans up after itself); the others stop in
+  // reverse; nothing after it starts.
+  CHECK(rec.events == std::vector<std::string>{"start:config", "start:mailbox", "start:business", "start:detect",
+                                               "stop:business", "stop:mailbox", "stop:config"});
   CHECK_FALSE(rt.running());
+  CHECK(rt.start().code() == edgert::ErrorCode::closed);
+  auto late = rt.run_async([] { return 1; });  // the loop was closed as well
+  CHECK_THROWS_WITH(late.get(), Catch::Contains("closed"));
+}
+
+TEST_CASE("a start hook that throws fails the start as internal, naming the component", "[runtime]") {
+  Recorder rec;
+  SystemRuntime rt(quiet());
+  REQUIRE(rt.add_participant(Stage::config, rec.hooks("config")).ok());
+  REQUIRE(rt.add_participant(Stage::storage, rec.hooks("mailbox")).ok());
+  REQUIRE(rt.add_participant(Stage::triggers, rec.hooks("trigger")).ok());
+  LifecycleHooks bad = rec.hooks("detect");
+  bad.start = []() -> edgert::Status { throw std::runtime_error("model file missing"); };
+  REQUIRE(rt.add_participant(Stage::processing, bad).ok());
+  LifecycleHooks odd = rec.hooks("odd");  // throws something that is not a std::exception
+  odd.start = []() -> edgert::Status { throw 42; };
+
+  edgert::testing::LogCapture logs;
+  const auto st = rt.start();
+  CHECK(st.code() == edgert::ErrorCode::internal);
+  CHECK(st.message() == "start of 'detect' (processing) threw: model file missing");
+  CHECK(logs.errors() ==
+        std::vector<std::string>{"runtime start failed: start of 'detect' (processing) threw: model file missing"});
+  CHECK(rec.events == std::vector<std::string>{"start:config", "start:mailbox", "stop:mailbox", "stop:config"});
+  CHECK_FALSE(rt.running());
+
+  SystemRuntime rt2(quiet());
+  REQUIRE(rt2.add_participant(Stage::outputs, odd).ok());
+  const auto st2 = rt2.start();
+  CHECK(st2.code() == edgert::ErrorCode::internal);
+  CHECK(st2.message() == "start of 'odd' (outputs) threw an unknown exception");
+}
+
+TEST_CASE("a start hook that calls stop() and then fails returns its own error", "[runtime]") {
+  Recorder rec;
+  SystemRuntime rt(quiet());
+  REQUIRE(rt.add_participant(Stage::storage, rec.hooks("mailbox")).ok());
+  LifecycleHooks quitter = rec.hooks("quitter");
+  quitter.start = [&] {
+    rec.add("start:quitter");
+    rt.stop();
+    return edgert::Status{edgert::ErrorCode::config_error, "node.yaml:3: quitter: bad"};
+  };
+  REQUIRE(rt.add_participant(Stage::outputs, quitter).ok());
+  const auto st = rt.start();
+  CHECK(st.code() == edgert::ErrorCode::config_error);
+  CHECK(st.message() == "node.yaml:3: quitter: bad");
+  // It counts as started (it called stop()), so it is stopped first, once.
+  CHECK(rec.events == std::vector<std::string>{"start:mailbox", "start:quitter", "stop:quitter", "stop:mailbox"});
+}
+
+TEST_CASE("a start hook's error without a message is named after the component", "[runtime]") {
+  SystemRuntime rt(quiet());
+  REQUIRE(rt.add_participant(Stage::comms, {"mqtt", [] { return edgert::Status{edgert::ErrorCode::io_error, ""}; },
+                                            {}, {}})
+              .ok());
+  const auto st = rt.start();
+  CHECK(st.code() == edgert::ErrorCode::io_error);
+  CHECK(st.message() == "start of 'mqtt' (comms) failed");
+}
+
+// A stop() from another thread waits for the lifecycle lock the start() holds; a hook
+// that then fails must not wait for that stop() in turn (it used to: a deadlock).
+TEST_CASE("a start hook that fails while another thread's stop() waits does not deadlock", "[runtime]") {
+  for (const bool fail : {true, false}) {
+    Recorder rec;
+    auto rt = std::make_unique<SystemRuntime>(quiet());
+    std::thread stopper;
+    std::atomic<bool> stop_returned{false};
+    REQUIRE(rt->add_participant(Stage::storage, rec.hooks("mailbox")).ok());
+    LifecycleHooks slow = rec.hooks("plugins");
+    slow.start = [&, fail] {
+      rec.add("start:plugins");
+      stopper = std::thread([&] {
+        rt->stop();
+        stop_returned = true;
+      });
+      // running() turns false once the stop() has claimed the stop: it now waits
+      // for this start() to let go.
+      const auto end = std::chrono::steady_clock::now() + 10s;
+      while (rt->running() && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(1ms);
+      return fail ? edgert::Status{edgert::ErrorCode::io_error, "disk gone"} : edgert::Status{};
+    };
+    REQUIRE(rt->add_participant(Stage::outputs, slow).ok());
+    REQUIRE(rt->add_participant(Stage::triggers, rec.hooks("trigger")).ok());
+    auto started = std::async(std::launch::async, [&] { return rt->start(); });
+    if (started.wait_for(20s) != std::future_status::ready) {
+      FAIL_CHECK("start() deadlocked against a concurrent stop()");
+      std::abort();  // the threads cannot be joined: end the run here rather than hang
+    }
+    const auto st = started.get();
+    INFO("the hook " << (fail ? "fails" : "succeeds"));
+    CHECK(st.code() == (fail ? edgert::ErrorCode::io_error : edgert::ErrorCode::closed));
+    CHECK_FALSE(rt->running());
+    // The concurrent stop() stops what started once start() let go, and only then
+    // returns; the hook that failed is not stopped, the one that succeeded is.
+    stopper.join();
+    CHECK(stop_returned);
+    CHECK(rec.events == (fail ? std::vector<std::string>{"start:mailbox", "start:plugins", "stop:mailbox"}
+                              : std::vector<std::string>{"start:mailbox", "start:plugins", "stop:plugins",
+                                                         "stop:mailbox"}));
+    CHECK(rt->start().code() == edgert::ErrorCode::closed);
+  }
 }
 
 TEST_CASE("stop called from inside a stop hook returns at once", "[runtime]") {
@@ -255,6 +379,7 @@ TEST_CASE("stop called from a start hook stops what started, caller included, in
     rec.add("start:quitter");
     rt.stop();
     rec.add("stop returned");
+    return edgert::Status{};
   };
   REQUIRE(rt.add_participant(Stage::outputs, quitter).ok());
   REQUIRE(rt.add_participant(Stage::triggers, rec.hooks("trigger")).ok());

@@ -71,8 +71,13 @@ class EDGERT_API Node {
   Node& operator=(const Node&) = delete;
 
   /// The creating thread; blocks while components open (plugins load, the mailbox
-  /// opens). Idempotent. On error nothing is left running and the Status names the
-  /// component and the cause ("start of 'mailbox' (storage) failed: ...").
+  /// opens); a stop() from another thread waits for it, then stops what started.
+  /// Idempotent. On error nothing is left running (once such a stop() has returned)
+  /// and the Status is the failing component's own, unchanged (a
+  /// data_dir another node holds: io_error "<data_dir>: in use by another process
+  /// (pid N holds <data_dir>/.lock); one node per data_dir"); the ERROR log line names
+  /// the component. `internal` only for a component that threw (a bug), `closed` if
+  /// stop() was called meanwhile.
   [[nodiscard]] Status start();
 
   /// Any thread; bounded (see SystemRuntime::stop). Idempotent.

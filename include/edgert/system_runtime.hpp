@@ -57,17 +57,26 @@ EDGERT_API const char* to_string(Stage stage) noexcept;
 /// What a component gives the runtime. Every function may be empty.
 struct LifecycleHooks {
   std::string name;
-  /// Called by start() on the caller's thread. Throwing fails start(): what already
-  /// started is stopped in reverse order (not this hook) and start() returns the
-  /// error. A start hook that calls stop() counts as started: it is stopped first.
-  std::function<void()> start;
-  /// Called by stop(), while the loop still runs. Must be bounded (BaseWorker::stop
-  /// is); a stage running past RuntimeOptions::stop_stage_warn is reported at
-  /// WARNING (it is not interrupted). Exceptions are logged.
+  /// Thread: start()'s caller. Blocking: may block while the component opens (files,
+  /// plugins, a database); a stop() from another thread waits for it to return, so it
+  /// should be bounded. Errors: return the component's own Status (its ErrorCode and
+  /// message reach start()'s caller unchanged, and Node::start's); an ok Status means
+  /// started. On an error, what already started is stopped in reverse order (not this
+  /// hook: it cleans up after itself before returning). A hook that throws fails
+  /// start() too, reported as `internal` naming the component ("start of 'name'
+  /// (stage) threw: ..."), since a throw is a bug, not a reported failure. A start
+  /// hook that calls stop() counts as started: it is stopped first, and start()
+  /// returns `closed`, or the hook's error if it returns one.
+  std::function<Status()> start;
+  /// Thread: stop()'s caller (or the helper thread of a stop() called on the loop),
+  /// while the loop still runs. Blocking: must be bounded (BaseWorker::stop is); a
+  /// stage running past RuntimeOptions::stop_stage_warn is reported at WARNING (it
+  /// is not interrupted). Errors: none to return; the component logs its own, and an
+  /// exception is logged at ERROR naming the component and the next hook still runs.
   std::function<void()> stop;
-  /// Called in the drain step, after every processing and acquisition hook stopped
-  /// and before outputs stop: turn queued items into terminal results. Returns how
-  /// many items it drained.
+  /// Thread and errors as `stop`. Called in the drain step, after every processing and
+  /// acquisition hook stopped and before outputs stop: turn queued items into
+  /// terminal results. Returns how many items it drained. Must be bounded.
   std::function<std::size_t()> drain;
 };
 
@@ -134,9 +143,13 @@ class EDGERT_API SystemRuntime {
   Status add_participant(Stage stage, LifecycleHooks hooks);
 
   /// Any thread; blocks while hooks run. Idempotent: ok if already running. Returns
-  /// the first failing hook's error (after stopping what started), invalid_argument
-  /// for unusable RuntimeOptions, or `closed` after stop() (also when a start hook
-  /// called stop()).
+  /// the first failing hook's Status unchanged (after stopping what started; the
+  /// component is named in the ERROR log line), `internal` naming the component for
+  /// a hook that threw, invalid_argument for unusable RuntimeOptions, or `closed`
+  /// after stop() (also when a start hook or another thread called stop() while it
+  /// ran). Whatever it returns other than ok, nothing it started is left running,
+  /// except while a stop() another thread began meanwhile still runs: that stop()
+  /// waited for start() and does the stopping as soon as start() returns.
   Status start();
 
   /// Any thread; as bounded as the stop hooks, plus task_timeout and loop_timeout.
@@ -192,6 +205,8 @@ class EDGERT_API SystemRuntime {
   friend struct detail::RuntimeAccess;
   struct Impl;
   bool post(std::function<void()> fn);
+  void stop_locked();
+  void stop_during_start();
   std::unique_ptr<Impl> impl_;
 };
 

@@ -272,28 +272,37 @@ Status SystemRuntime::start() {
         m.starting = i;
         m.starting_thread = std::this_thread::get_id();
       }
-      std::string error;
+      // The hook's own Status is what the caller gets: a component that reports
+      // io_error for a locked data_dir must reach the host as io_error. Only a throw,
+      // which no hook should do, becomes `internal`, naming the component.
+      const std::string what = std::string("start of '") + hooks.name + "' (" + to_string(stage) + ")";
+      Status st;
       try {
-        if (hooks.start) hooks.start();
+        if (hooks.start) st = hooks.start();
       } catch (const std::exception& e) {
-        error = e.what();
+        st = {ErrorCode::internal, what + " threw: " + e.what()};
       } catch (...) {
-        error = "unknown exception";
+        st = {ErrorCode::internal, what + " threw an unknown exception"};
       }
+      if (!st.ok() && st.message().empty()) st = {st.code(), what + " failed"};
       {
         std::lock_guard guard(m.mu);
         m.starting.reset();
-        if (error.empty() && !m.stopped) m.started_participants.push_back(i);  // a same-thread stop() already stopped it
+        if (st.ok() && !m.stopped) m.started_participants.push_back(i);  // a same-thread stop() already stopped it
       }
-      if (!error.empty()) {
-        Status st{ErrorCode::internal,
-                  std::string("start of '") + hooks.name + "' (" + to_string(stage) + ") failed: " + error};
-        detail::log().error("runtime start failed: {}", st.message());
-        stop();
+      if (!st.ok()) {
+        // The log names the component; a message that already does (a throw, an
+        // empty message) is not named twice.
+        if (st.message().rfind(what, 0) == 0) {
+          detail::log().error("runtime start failed: {}", st.message());
+        } else {
+          detail::log().error("runtime start failed: {} failed: {}", what, st.message());
+        }
+        stop_during_start();
         return st;
       }
       // The hook called stop() (on this thread: it already ran; on another: it runs
-      // once start() releases the lifecycle lock).
+      // once start() releases the lifecycle lock; see stop_during_start).
       if (stopped_meanwhile()) return {ErrorCode::closed, "stop() was called during start() (by '" + hooks.name + "')"};
     }
     detail::log().debug("start stage {} took {} ms", to_string(stage), ms_since(t0));
@@ -400,8 +409,18 @@ void SystemRuntime::stop() {
     m.stopping_thread = std::this_thread::get_id();
   }
   std::lock_guard lifecycle(m.lifecycle);  // waits for a start() in progress on another thread
+  stop_locked();
+}
+
+// With the lifecycle lock held, by the thread that claimed the stop (`stopping`).
+void SystemRuntime::stop_locked() {
+  auto& m = *impl_;
   const auto t0 = Clock::now();
-  const bool was_started = m.started;
+  bool was_started = false;
+  {
+    std::lock_guard lk(m.mu);
+    was_started = m.started && !m.stopped;
+  }
   if (was_started) detail::log().info("runtime stopping");
   m.stop_started();
   shutdown_loop();
@@ -412,6 +431,24 @@ void SystemRuntime::stop() {
   }
   m.cv.notify_all();
   if (was_started) detail::log().info("runtime stopped in {} ms", ms_since(t0));
+}
+
+// start() failed, or stop() was called while it held the lifecycle lock. If a stop()
+// on another thread began, it waits for that lock: leave the stop to it (it runs as
+// soon as start() returns). Calling stop() here would wait for that stop() in turn, a
+// deadlock; and running its stop hooks here would too when that thread is one a hook
+// joins (a NodeOptions::on_heartbeat that calls Node::stop() runs on the publisher
+// worker, which the publisher's stop hook joins). Otherwise stop here, now.
+void SystemRuntime::stop_during_start() {
+  auto& m = *impl_;
+  {
+    std::lock_guard lk(m.mu);
+    if (m.stopped) return;   // a hook's stop() on this thread already did it
+    if (m.stopping) return;  // another thread's stop(); never this one (a hook's stop() has returned)
+    m.stopping = true;
+    m.stopping_thread = std::this_thread::get_id();
+  }
+  stop_locked();
 }
 
 bool SystemRuntime::running() const noexcept {

@@ -205,6 +205,7 @@ void Node::Impl::register_components() {
           out[1] = static_cast<double>(r);
         });
     loader_view.store(loader.get());
+    return Status{};
   };
   plugins.stop = [this] {
     plugin_metrics.reset();
@@ -217,21 +218,22 @@ void Node::Impl::register_components() {
   // released before the loader goes (same stage, stopped in reverse).
   LifecycleHooks build;
   build.name = "pipeline";
-  build.start = [this] {
-    if (Status st = pipeline->create(*loader, metrics); !st.ok()) throw std::runtime_error(st.message());
-  };
+  build.start = [this] { return pipeline->create(*loader, metrics); };
   build.stop = [this] { pipeline->destroy(); };
   (void)runtime->add_participant(Stage::build, std::move(build));
 
   // storage: the mailbox, first up and last down: comms reads it, outputs write it.
   LifecycleHooks mailbox_hooks;
   mailbox_hooks.name = "mailbox";
+  // Mailbox::open's own error (io_error "<data_dir>: in use by another process ...")
+  // is what Node::start returns.
   mailbox_hooks.start = [this] {
     auto opened = Mailbox::open(mailbox_options(config));
-    if (!opened.ok()) throw std::runtime_error(opened.status().message());
+    if (!opened.ok()) return opened.status();
     mailbox = std::move(opened).value();
     mailbox_metrics = register_mailbox_metrics(metrics, "main", *mailbox);
     mailbox_view.store(mailbox.get());
+    return Status{};
   };
   mailbox_hooks.stop = [this] {
     {
@@ -250,8 +252,9 @@ void Node::Impl::register_components() {
   LifecycleHooks comms_hooks;
   comms_hooks.name = "comms";
   comms_hooks.start = [this] {
-    if (Status st = comms->start(*mailbox); !st.ok()) throw std::runtime_error(st.message());
+    if (Status st = comms->start(*mailbox); !st.ok()) return st;
     if (comms->enabled()) comms_metrics = comms->register_metrics(metrics);
+    return Status{};
   };
   // The comms figures stay registered after stop: the final snapshot shows them.
   comms_hooks.stop = [this] { comms->stop(); };
@@ -259,32 +262,29 @@ void Node::Impl::register_components() {
 
   LifecycleHooks outputs;
   outputs.name = "pipeline-outputs";
-  outputs.start = [this] {
-    if (Status st = pipeline->open(mailbox.get()); !st.ok()) throw std::runtime_error(st.message());
-  };
+  outputs.start = [this] { return pipeline->open(mailbox.get()); };
   outputs.stop = [this] { pipeline->close(); };
   (void)runtime->add_participant(Stage::outputs, std::move(outputs));
 
   LifecycleHooks processing;
   processing.name = "pipeline-instances";
-  processing.start = [this] {
-    if (Status st = pipeline->start_instances(); !st.ok()) throw std::runtime_error(st.message());
-  };
+  processing.start = [this] { return pipeline->start_instances(); };
   processing.stop = [this] { pipeline->stop_instances(); };
   processing.drain = [this] { return pipeline->drain(); };
   (void)runtime->add_participant(Stage::processing, std::move(processing));
 
   LifecycleHooks acquisition;
   acquisition.name = "pipeline-streams";
-  acquisition.start = [this] {
-    if (Status st = pipeline->start_streams(); !st.ok()) throw std::runtime_error(st.message());
-  };
+  acquisition.start = [this] { return pipeline->start_streams(); };
   acquisition.stop = [this] { pipeline->stop_streams(); };
   (void)runtime->add_participant(Stage::acquisition, std::move(acquisition));
 
   LifecycleHooks triggers;
   triggers.name = "pipeline-triggers";
-  triggers.start = [this] { pipeline->start_triggers(*runtime); };
+  triggers.start = [this] {
+    pipeline->start_triggers(*runtime);
+    return Status{};
+  };
   triggers.stop = [this] { pipeline->stop_triggers(); };
   (void)runtime->add_participant(Stage::triggers, std::move(triggers));
 
@@ -324,9 +324,7 @@ void Node::Impl::register_components() {
     publisher_metrics = register_worker_metrics(metrics, *publisher);
     LifecycleHooks hooks;
     hooks.name = "heartbeat-publisher";
-    hooks.start = [this] {
-      if (Status st = publisher->start(); !st.ok()) throw std::runtime_error(st.message());
-    };
+    hooks.start = [this] { return publisher->start(); };
     hooks.stop = [this] {
       if (Status st = publisher->stop(); !st.ok() && st.code() != ErrorCode::again) {
         detail::log().warn("heartbeat publisher: {}", st.message());

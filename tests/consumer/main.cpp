@@ -82,11 +82,8 @@ int main(int argc, char** argv) {
   edgert::BaseWorker worker(edgert::WorkerOptions{"consumer-w"}, counter);
   edgert::SystemRuntime runtime;
   if (!runtime.add_participant(edgert::Stage::processing,
-                               {"counter",
-                                [&] {
-                                  if (auto st = worker.start(); !st.ok()) throw std::runtime_error(st.message());
-                                },
-                                [&] { (void)worker.stop(); }, {}}).ok())
+                               {"counter", [&] { return worker.start(); }, [&] { (void)worker.stop(); }, {}})
+           .ok())
     return 2;
   if (!runtime.start().ok()) return 3;
   for (int i = 1; i <= 100; ++i) {
