@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -107,6 +108,20 @@ bool disjoint(const std::set<std::string>& a, const std::set<std::string>& b) {
   return std::none_of(a.begin(), a.end(), [&](const std::string& x) { return b.count(x) > 0; });
 }
 
+// The text `sql` answers (one row, one column), read on a raw connection: the stored bytes.
+std::string raw_text(const fs::path& file, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+  const auto* p = static_cast<const char*>(sqlite3_column_blob(st, 0));
+  std::string out(p ? p : "", static_cast<std::size_t>(sqlite3_column_bytes(st, 0)));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return out;
+}
+
 edgert::MailboxStats stats(Mailbox& mb) {
   auto s = mb.stats();
   REQUIRE(s.ok());
@@ -169,6 +184,73 @@ TEST_CASE("leased rows are invisible to pending() and lease() until marked, rele
     CHECK(r.status().code() == ErrorCode::closed);
     mb->release({released});  // never fails
   }
+}
+
+TEST_CASE("lease() hands out the stored bytes and the indexed columns without decoding the envelope", "[mailbox]") {
+  Scratch s;
+  Clocks c;
+  auto mb = open(options(s, c));
+  const fs::path file = s.dir / "mailbox.db";
+  std::map<std::string, Envelope> sent;  // the test's own record, by id
+  for (int i = 0; i < 4; ++i) {
+    Envelope e = env(i);
+    e.recipient_node_id = "peer-" + std::to_string(i);
+    e.payload_type = i % 2 ? "notification" : "detection";
+    edgert::SendOptions so;
+    so.priority = i;
+    so.ttl = std::chrono::seconds(100 + i);
+    auto r = mb->send(e, so);
+    REQUIRE(r.ok());
+    e.message_id = r.value();
+    sent[r.value()] = e;
+  }
+  const auto ids = [&] {
+    std::vector<std::string> v;
+    for (const auto& [id, e] : sent) v.push_back(id);
+    return v;
+  }();
+  // One row's JSON replaced by bytes no decoder accepts, its checksum cleared (a row
+  // "not verified", as written before schema 5): pending() cannot decode it, a lease
+  // hands it out as stored. Another row's JSON changed under its checksum: skipped by both.
+  const std::string opaque = ids[1], damaged = ids[2];
+  raw_exec(file, "UPDATE outbox SET envelope_json = 'not json {', row_sum = NULL WHERE message_id = '" + opaque + "'");
+  raw_exec(file, "UPDATE outbox SET envelope_json = envelope_json || ' ' WHERE message_id = '" + damaged + "'");
+
+  auto got = mb->lease(10, 60s);
+  REQUIRE(got.ok());
+  std::set<std::string> leased;
+  for (const auto& m : got.value()) {
+    const std::string& id = m.envelope.message_id;
+    INFO(id);
+    REQUIRE(sent.count(id) == 1);
+    leased.insert(id);
+    const Envelope& e = sent.at(id);
+    const std::string where = " FROM outbox WHERE message_id = '" + id + "'";
+    CHECK(m.envelope_json == raw_text(file, "SELECT envelope_json" + where));
+    CHECK(m.envelope.recipient_node_id == e.recipient_node_id);
+    CHECK(m.envelope.payload_type == e.payload_type);
+    CHECK(m.priority == raw_count(file, "SELECT priority" + where));
+    CHECK(m.attempts == 0);
+    CHECK(m.expires_ms == raw_count(file, "SELECT expires_ms" + where));
+    CHECK(m.next_attempt_ms == raw_count(file, "SELECT next_attempt_ms" + where));
+    CHECK(m.created_ms == raw_count(file, "SELECT created_ms" + where));
+    // Not decoded: the fields only the JSON holds are left empty.
+    CHECK(m.envelope.payload.empty());
+    CHECK(m.envelope.sender_node_id.empty());
+    CHECK(m.envelope.timestamp_ms == 0);
+  }
+  CHECK(leased == std::set<std::string>{ids[0], opaque, ids[3]});
+  for (const auto& m : got.value()) {
+    if (m.envelope.message_id == opaque) CHECK(m.envelope_json == "not json {");
+  }
+  CHECK(stats(*mb).counters.unreadable == 1);  // the checksum failure only
+
+  // pending() still decodes: released, the opaque row is reported unreadable there.
+  mb->release({opaque});
+  auto p = mb->pending(10);
+  REQUIRE(p.ok());
+  CHECK(p.value().empty());
+  CHECK(stats(*mb).counters.unreadable == 2);
 }
 
 TEST_CASE("newest_first leases the most recently stored due rows; priority_first the highest priority", "[mailbox]") {

@@ -62,6 +62,10 @@ struct SendOptions {
   std::string idempotency_key;          // same key again (until the TTL): the first message's id
 };
 
+/// A due outbox row. From pending(): `envelope` decoded from the stored JSON, every
+/// field. From lease(): not decoded: `envelope` holds only message_id,
+/// recipient_node_id and payload_type (from the row's indexed columns); sender_node_id
+/// and payload are empty and timestamp_ms 0; the stored JSON is in envelope_json.
 struct OutboxMessage {
   Envelope envelope;
   int priority = 0;
@@ -69,7 +73,7 @@ struct OutboxMessage {
   std::int64_t next_attempt_ms = 0;  // wall clock, ms since the epoch
   std::int64_t expires_ms = 0;
   std::int64_t created_ms = 0;
-  std::string envelope_json;         // the stored JSON, ready to publish
+  std::string envelope_json;         // the stored JSON, byte for byte: what a forwarder publishes
 };
 
 struct InboxMessage {
@@ -325,6 +329,15 @@ class EDGERT_API Mailbox {
   /// `order` newest_first takes the most recently stored due rows instead (whatever
   /// their priority): a forwarder alternating the two keeps messages stored during a
   /// backlog's drain from waiting behind all of it (docs/operations.md, "Delivery").
+  /// Unlike pending(), lease() does not parse the stored JSON: it is for publishing
+  /// those bytes (OutboxMessage::envelope_json, copied once out of the row), and the
+  /// routing fields come from the row's own columns (OutboxMessage says which). The
+  /// bytes were validated by send() before they were stored, and the row checksum
+  /// still guards them and the columns: a row that fails it is skipped, logged and
+  /// counted (unreadable) as in pending(). A row whose JSON pending() cannot decode
+  /// but whose checksum holds (written by a build older than the input checks, or
+  /// edited by hand with row_sum cleared) is leased and published as stored; the
+  /// receiver's own checks refuse it there.
   /// Any thread. Errors: invalid_argument for a lease_for of 0 or less (nothing
   /// leased), io_error, closed.
   Result<std::vector<OutboxMessage>> lease(std::size_t limit, std::chrono::milliseconds lease_for,

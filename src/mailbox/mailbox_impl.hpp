@@ -255,8 +255,13 @@ struct Mailbox::Impl {
     }
     // Clean only if SQLite could checkpoint and remove the WAL (a reader in another
     // process, or a full disk, can keep it): a WAL lost later must still be reported.
+    // "Verified" (the next open may skip quick_check) only if this run's full
+    // integrity_check completed without damage it could not repair: a run closed before
+    // its check finished, or one that found damage, leaves the next open its quick_check
+    // (and with it the salvage of a file it calls corrupt).
     std::error_code ec;
-    if (marked_open && !fs::exists(path + "-wal", ec) && !ec) detail::mark_clean(path);
+    const bool verified = integrity && integrity->checks() > 0 && integrity->failures() == 0;
+    if (marked_open && !fs::exists(path + "-wal", ec) && !ec) detail::mark_clean(path, verified);
     marked_open = false;
     lock = detail::DataDirLock{};
   }

@@ -34,11 +34,11 @@ Result<std::vector<OutboxMessage>> Mailbox::Impl::due(std::size_t limit, const c
     // and fresh rows are found at once at the end.
     auto& q = newest_first
                   ? stmt("SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id, "
-                         EDGERT_ROW_OK " FROM outbox WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 "
-                         "ORDER BY rowid DESC LIMIT ?2")
+                         EDGERT_ROW_OK ", recipient_node_id, payload_type FROM outbox WHERE next_attempt_ms <= ?1 AND "
+                         "expires_ms > ?1 ORDER BY rowid DESC LIMIT ?2")
                   : stmt("SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id, "
-                         EDGERT_ROW_OK " FROM outbox WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 "
-                         "ORDER BY priority DESC, next_attempt_ms ASC LIMIT ?2");
+                         EDGERT_ROW_OK ", recipient_node_id, payload_type FROM outbox WHERE next_attempt_ms <= ?1 AND "
+                         "expires_ms > ?1 ORDER BY priority DESC, next_attempt_ms ASC LIMIT ?2");
     const std::int64_t t = checked_now(/*may_persist=*/false);
     expire_leases();
     // A pass that finds a new unreadable row asks again for one more row per such
@@ -58,14 +58,23 @@ Result<std::vector<OutboxMessage>> Mailbox::Impl::due(std::size_t limit, const c
           continue;
         }
         OutboxMessage m;
-        m.envelope_json = q.getColumn(0).getString();
-        auto decoded = decode(m.envelope_json);
-        if (!decoded.ok()) {
-          report_unreadable(unreadable_outbox, "outbox", id, decoded.status().message(),
-                            "mark_delivered() removes it");
-          continue;
+        m.envelope_json = q.getColumn(0).getString();  // the one copy of the stored bytes
+        if (lease_ms >= 0) {
+          // A lease is for publishing the bytes: the envelope's routing fields come
+          // from the row's own columns (covered by its checksum, like the bytes), and
+          // the JSON is not parsed (mailbox.hpp, lease()).
+          m.envelope.message_id = id;
+          m.envelope.recipient_node_id = q.getColumn(8).getString();
+          m.envelope.payload_type = q.getColumn(9).getString();
+        } else {
+          auto decoded = decode(m.envelope_json);
+          if (!decoded.ok()) {
+            report_unreadable(unreadable_outbox, "outbox", id, decoded.status().message(),
+                              "mark_delivered() removes it");
+            continue;
+          }
+          m.envelope = std::move(decoded).value();
         }
-        m.envelope = std::move(decoded).value();
         m.priority = q.getColumn(1).getInt();
         m.attempts = q.getColumn(2).getInt();
         m.next_attempt_ms = q.getColumn(3).getInt64();

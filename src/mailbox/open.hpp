@@ -13,8 +13,11 @@
 namespace edgert::detail {
 
 /// Opens `path` read-write (creating it if missing) with `busy_timeout_ms` set before
-/// anything reads the file, then runs PRAGMA quick_check. Blocks on file I/O and, while
-/// another connection holds a lock, up to `busy_timeout_ms`.
+/// anything reads the file, then runs PRAGMA quick_check, which reads every page: most
+/// of an open's time on a large backlog. It is skipped, and only the header and schema
+/// read, when verified_unchanged(path) (wal_scan.hpp): the last run closed the file
+/// cleanly after its full integrity_check passed, and nothing has written it since.
+/// Blocks on file I/O and, while another connection holds a lock, up to `busy_timeout_ms`.
 ///  - Only a file SQLite reports as corrupt (SQLITE_CORRUPT, a failed quick_check) or as
 ///    not a database (SQLITE_NOTADB) is quarantined: renamed, with its -wal/-shm, to
 ///    <path>.corrupt-<UTC stamp of now_ms>[-N] (never replacing an earlier one), logged

@@ -316,7 +316,32 @@ Status keep_foreign_wal(const std::string& db_path, const std::string& stamp) {
                                          base + "-N is left to move it to; the files were left untouched"};
 }
 
-void mark_clean(const std::string& db_path) { write_state(db_path, "clean\n"); }
+namespace {
+// "<dev> <inode> <size> <mtime s> <mtime ns>" of `path`, or "" when it cannot be looked at.
+std::string identity(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return std::to_string(static_cast<unsigned long long>(st.st_dev)) + " " +
+         std::to_string(static_cast<unsigned long long>(st.st_ino)) + " " +
+         std::to_string(static_cast<long long>(st.st_size)) + " " + std::to_string(static_cast<long long>(st.st_mtim.tv_sec)) +
+         " " + std::to_string(static_cast<long long>(st.st_mtim.tv_nsec));
+}
+constexpr const char* kVerified = "clean verified ";
+}  // namespace
+
+void mark_clean(const std::string& db_path, bool verified) {
+  const std::string id = verified ? identity(db_path) : std::string{};
+  write_state(db_path, id.empty() ? std::string("clean\n") : kVerified + id + "\n");
+}
+
+bool verified_unchanged(const std::string& db_path) {
+  std::string state = read_state(db_path);
+  if (state.rfind(kVerified, 0) != 0) return false;
+  state = state.substr(std::strlen(kVerified));
+  while (!state.empty() && (state.back() == '\n' || state.back() == '\r')) state.pop_back();
+  const std::string now = identity(db_path);
+  return !now.empty() && state == now && !exists(db_path + "-wal");
+}
 
 void warn_if_wal_missing(const std::string& db_path) {
   const std::string marker = db_path + "-state";

@@ -72,7 +72,17 @@ Status keep_foreign_wal(const std::string& db_path, const std::string& stamp);
 /// WARNING and otherwise ignored. Callers: the mailbox's opening thread after the
 /// database is in WAL mode, and its destructor after the last statement closed.
 void mark_open(const std::string& db_path);
-void mark_clean(const std::string& db_path);
+/// `verified`: this run's full integrity_check completed and found nothing it could
+/// not repair. The marker then also records the file as the close left it ("clean
+/// verified <dev> <inode> <size> <mtime s> <mtime ns>"), for verified_unchanged().
+void mark_clean(const std::string& db_path, bool verified = false);
+
+/// True when the marker says the last run closed `db_path` cleanly after a complete,
+/// clean integrity_check (mark_clean(verified)), and the file is still exactly as that
+/// close left it (same device, inode, size and modification time) with no -wal beside
+/// it: nothing has written it since. Then open may skip PRAGMA quick_check (open.hpp).
+/// Never fails: anything it cannot read or match is "no".
+bool verified_unchanged(const std::string& db_path);
 
 /// Before the first connection opens `db_path`: when the marker says the last run
 /// did not close the mailbox and the -wal file is gone, logs at WARNING that the
