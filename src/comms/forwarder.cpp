@@ -280,6 +280,7 @@ void Forwarder::mailbox_loop() {
   constexpr auto kPoll = std::chrono::seconds(1);         // rows whose retry time came
   constexpr auto kDeleteDelay = std::chrono::milliseconds(1);  // a partial batch waits at most this
   const std::size_t low_water = read_ahead_ / 2;
+  constexpr std::size_t kFreshLease = 32;  // a commit's newest rows, leased at once
   std::vector<std::string> to_delete, failed, give_back;
   std::vector<OutboxMessage> rows;
   bool newest = false;  // alternate lease order
@@ -308,7 +309,8 @@ void Forwarder::mailbox_loop() {
       next_poll = now + kPoll;
       more_due_ = true;
     }
-    if (std::exchange(mailbox_woken_, false)) more_due_ = true;
+    const bool woken = std::exchange(mailbox_woken_, false);  // a commit (or a state change)
+    if (woken) more_due_ = true;
     const bool lost = std::exchange(lost_, false);
     const bool connected = connected_ && !draining_;
     if (!connected || lost) {  // read-ahead rows go back to the outbox, due at once
@@ -316,9 +318,18 @@ void Forwarder::mailbox_loop() {
       ready_.clear();
       more_due_ = true;
     }
-    const std::size_t want = connected && more_due_ && ready_.size() < low_water ? read_ahead_ - ready_.size() : 0;
-    const LeaseOrder order = newest ? LeaseOrder::newest_first : LeaseOrder::priority_first;
-    if (want > 0) newest = !newest;
+    std::size_t want = 0;
+    LeaseOrder order = LeaseOrder::priority_first;
+    if (connected && more_due_ && ready_.size() < low_water) {
+      want = read_ahead_ - ready_.size();
+      order = newest ? LeaseOrder::newest_first : LeaseOrder::priority_first;
+      newest = !newest;
+    } else if (connected && woken && ready_.size() < read_ahead_ + kFreshLease) {
+      // Rows just committed jump the read-ahead at once (to its front) instead of
+      // waiting for it to run low: fresh results do not queue behind a backlog.
+      want = kFreshLease;
+      order = LeaseOrder::newest_first;
+    }
     lk.unlock();
 
     if (!give_back.empty()) {

@@ -17,8 +17,8 @@
 // A row is deleted only after its PUBACK.
 //
 // Leases alternate between the oldest due rows and the newest, and the newest go to the
-// front of the ready queue, so messages emitted while a backlog drains wait behind at
-// most the read-ahead, not behind all of it.
+// front of the ready queue; a commit also leases its newest rows (up to 32) to the front
+// at once. So messages emitted while a backlog drains do not wait behind it.
 //
 // Neither thread polls: the publisher sleeps until there are rows and room (or a state
 // change); the mailbox thread until a commit (Mailbox::set_commit_listener), PUBACKs, a
@@ -104,7 +104,7 @@ class Forwarder {
   const ForwarderOptions options_;
   const std::string payloads_topic_;       // {root}/{node_id}/payloads
   const std::string notifications_topic_;  // {root}/{node_id}/notifications
-  const std::size_t read_ahead_;           // ready queue bound (leased, not yet published)
+  const std::size_t read_ahead_;           // ready queue bound (+32 a commit's fresh rows)
   const std::size_t delete_batch_;         // acknowledgements that wake the mailbox thread
   Mailbox& mailbox_;
   Transport& transport_;
