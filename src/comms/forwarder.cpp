@@ -145,7 +145,9 @@ void Forwarder::on_state(LinkState state) {
 void Forwarder::wake() {
   std::lock_guard lk(mu_);
   mailbox_woken_ = true;
-  mailbox_cv_.notify_all();
+  // Offline, a commit has nothing to start: the reconnect (on_state) wakes the thread,
+  // which then sees mailbox_woken_. No wake-up per send while the outbox fills.
+  if (connected_ && !draining_) mailbox_cv_.notify_one();
 }
 
 ForwarderCounters Forwarder::counters() const {
