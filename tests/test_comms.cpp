@@ -4,6 +4,8 @@
 #include "comms_test_util.hpp"
 #include "log_capture.hpp"
 
+#include <edgert/metrics.hpp>
+
 #include <atomic>
 #include <csignal>
 #include <fstream>
@@ -137,6 +139,21 @@ TEST_CASE("results reach the broker, node-to-node mail arrives in the other node
   CHECK(stats.dump().find("edgert_comms_delivered_total") != std::string::npos);
   CHECK(stats.dump().find("edgert_comms_dead_letters_total") != std::string::npos);
   CHECK(stats["comms"]["delivered"] == 202);
+  {
+    // One table (comms.cpp kFigures) serves both: a series equals its stats() figure.
+    const auto snap = a->metrics().snapshot();
+    const auto c = json::parse(a->comms_json());
+    const std::pair<const char*, const char*> pairs[] = {
+        {"edgert_comms_published_total", "published"}, {"edgert_comms_delivered_total", "delivered"},
+        {"edgert_comms_connects_total", "connects"},    {"edgert_comms_commands_total", "commands_run"},
+        {"edgert_comms_in_flight", "in_flight"},        {"edgert_comms_dead_letters_lost_total", "dead_letters_lost"}};
+    for (const auto& [metric, key] : pairs) {
+      INFO(metric << " vs comms." << key);
+      const auto* series = snap.find(metric);
+      REQUIRE(series != nullptr);
+      CHECK(series->value == c[key].get<double>());
+    }
+  }
 
   // A clean stop: the SHUTDOWN heartbeat, then the retained `offline`.
   a->stop();

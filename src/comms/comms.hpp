@@ -3,9 +3,13 @@
 // handlers), presence (retained status, last will) and the published heartbeat.
 //
 // Threads: the transport's network thread (callbacks: inbound checks and storage,
-// PUBACKs), "edgert-forward" (the forwarder), "edgert-commands" (handlers, replies)
-// and "edgert-comms" (heartbeat, status announcements, offline reports, the
-// work_offline check). start()/stop() from the runtime's start/stop thread.
+// PUBACKs), "edgert-forward" and "edgert-fwd-db" (the forwarder), "edgert-commands"
+// (handlers, replies) and "edgert-comms" (heartbeat, status announcements, offline
+// reports, the work_offline check). start()/stop() from the runtime's start/stop thread.
+//
+// Files: comms.cpp (construction, start/stop, figures), comms_inbound.cpp (inbound
+// policy), comms_commands.cpp (the command dispatcher), comms_presence.cpp (status,
+// heartbeat, offline reports), forwarder.cpp (outbox -> broker).
 #pragma once
 
 #include "comms/forwarder.hpp"
@@ -86,6 +90,14 @@ struct CommsCounters {
   std::uint64_t offline_periods = 0;
 };
 
+/// What the comms figures (stats(), register_metrics()) are read from, at one moment.
+struct CommsSample {
+  TransportStats t;
+  ForwarderCounters f;
+  CommsCounters c;
+  std::size_t in_flight = 0;
+};
+
 class Comms {
  public:
   explicit Comms(CommsOptions options);
@@ -123,6 +135,7 @@ class Comms {
   void monitor_loop();
   void run_command(const InboxMessage& msg);
   std::int64_t now_ms() const;
+  CommsSample sample() const;
   bool publish_heartbeat(const std::string& status, int qos);
 
   CommsOptions options_;

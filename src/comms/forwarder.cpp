@@ -1,3 +1,4 @@
+// Forwarder: the publish thread and the mailbox thread that drain the outbox (forwarder.hpp).
 #include "comms/forwarder.hpp"
 
 #include "core/clock.hpp"
@@ -6,62 +7,95 @@
 #include "core/thread_name.hpp"
 
 #include <algorithm>
-#include <deque>
 
 namespace edgert::comms {
 
 using detail::printable;
-namespace {
-
 using detail::wall_clock_ms;
-
-}  // namespace
+using SteadyClock = std::chrono::steady_clock;
 
 Forwarder::Forwarder(ForwarderOptions options, Mailbox& mailbox, Transport& transport)
-    : options_(std::move(options)), mailbox_(mailbox), transport_(transport) {}
+    : options_(std::move(options)),
+      payloads_topic_(options_.root + "/" + options_.node_id + "/payloads"),
+      notifications_topic_(options_.root + "/" + options_.node_id + "/notifications"),
+      // Enough read-ahead that a PUBACK is answered by a publish from memory while the
+      // mailbox thread leases the next batch; small enough that fresh rows (leased
+      // newest-first, to the front) never wait behind much of it.
+      read_ahead_(std::max<std::size_t>(2 * options_.window, 256)),
+      // The mailbox thread is woken for deletes once an eighth of the window is back
+      // (or nothing is left in flight), else within 1 ms: one transaction for many.
+      delete_batch_(std::max<std::size_t>(1, options_.window / 8)),
+      mailbox_(mailbox),
+      transport_(transport) {
+  flights_.reserve(options_.window * 2);
+}
 
 Forwarder::~Forwarder() { stop(std::chrono::milliseconds(0)); }
 
 void Forwarder::start() {
-  connected_ = transport_.state() == LinkState::connected;
-  thread_ = std::thread([this] {
+  {
+    std::lock_guard lk(mu_);
+    connected_ = transport_.state() == LinkState::connected;
+  }
+  mailbox_thread_ = std::thread([this] {
+    detail::set_current_thread_name("edgert-fwd-db");
+    mailbox_loop();
+  });
+  publisher_ = std::thread([this] {
     detail::set_current_thread_name("edgert-forward");
-    run();
+    publish_loop();
   });
 }
 
 void Forwarder::stop(std::chrono::milliseconds linger) {
-  if (!thread_.joinable()) return;
+  if (!publisher_.joinable() && !mailbox_thread_.joinable()) return;
   {
     std::unique_lock lk(mu_);
     draining_ = true;
-    woken_ = true;
-    cv_.notify_all();
-    // PUBACKs still due: wait for them (the thread keeps marking what arrives).
-    cv_.wait_for(lk, linger, [this] { return flights_.empty() && acked_.empty(); });
+    mailbox_woken_ = true;
+    mailbox_cv_.notify_all();
+    publish_cv_.notify_all();
+    // PUBACKs still due: wait for them (the mailbox thread keeps deleting what arrives).
+    settled_cv_.wait_for(lk, linger, [this] { return flights_.empty() && acked_.empty() && deleting_ == 0; });
     stopping_ = true;
-    cv_.notify_all();
+    publish_cv_.notify_all();
   }
-  thread_.join();
+  // The publisher first: a batch it was publishing is registered (or put back) before
+  // the mailbox thread settles what is left.
+  if (publisher_.joinable()) publisher_.join();
+  {
+    std::lock_guard lk(mu_);
+    mailbox_stopping_ = true;
+    mailbox_cv_.notify_all();
+  }
+  if (mailbox_thread_.joinable()) mailbox_thread_.join();
 }
 
 std::string Forwarder::topic_for(const Envelope& e) const {
+  std::string scratch;
+  return topic_of(e, scratch);
+}
+
+const std::string& Forwarder::topic_of(const Envelope& e, std::string& scratch) const {
   if (!e.recipient_node_id.empty() && e.recipient_node_id != options_.node_id) {
-    return options_.root + "/" + e.recipient_node_id + "/inbox";
+    scratch.clear();
+    scratch.append(options_.root).append("/").append(e.recipient_node_id).append("/inbox");
+    return scratch;
   }
-  return options_.root + "/" + options_.node_id + (e.payload_type == "notification" ? "/notifications" : "/payloads");
+  return e.payload_type == "notification" ? notifications_topic_ : payloads_topic_;
 }
 
 void Forwarder::on_published(int mid, bool ok, const std::string& reason) {
   std::lock_guard lk(mu_);
   auto it = flights_.find(mid);
   if (it == flights_.end()) {
-    // The mid is not registered yet (publish() returned after the PUBACK came), or it
-    // belongs to a row already given up on: keep it briefly for the first case.
+    // The mid is not registered yet (the publisher registers a batch once it is
+    // published), or it belongs to a row already given up on: keep it until the
+    // publisher's next registration, which matches the first case.
     if (ok) {
-      early_acks_.insert(mid);
+      early_acks_.push_back(mid);
     } else {
-      early_refusals_[mid] = reason;
+      early_refusals_.emplace_back(mid, reason);
     }
     return;
   }
@@ -76,12 +110,9 @@ void Forwarder::on_published(int mid, bool ok, const std::string& reason) {
     failed_.push_back(std::move(it->second.message_id));
   }
   flights_.erase(it);
-  // Deletes are batched: the thread is woken once a quarter of the window is back (or
-  // nothing is left in flight); otherwise its 5 ms round picks them up.
-  if (!ok || acked_.size() >= std::max<std::size_t>(1, options_.window / 4) || flights_.empty()) {
-    woken_ = true;
-    cv_.notify_all();
-  }
+  if (!ok) publish_cv_.notify_one();  // a refused row leaves the window at once
+  // No wake-up per PUBACK: the mailbox thread deletes in batches (see delete_batch_).
+  if (!ok || acked_.size() >= delete_batch_ || flights_.empty()) mailbox_cv_.notify_one();
 }
 
 void Forwarder::on_state(LinkState state) {
@@ -104,14 +135,19 @@ void Forwarder::on_state(LinkState state) {
   }
   if (state == LinkState::connected && !connected_) ++session_;
   connected_ = state == LinkState::connected;
-  woken_ = true;
-  cv_.notify_all();
+  publish_blocked_ = false;
+  mailbox_woken_ = true;
+  mailbox_cv_.notify_all();
+  publish_cv_.notify_all();
+  settled_cv_.notify_all();
 }
 
 void Forwarder::wake() {
   std::lock_guard lk(mu_);
-  woken_ = true;
-  cv_.notify_all();
+  mailbox_woken_ = true;
+  // Offline, a commit has nothing to start: the reconnect (on_state) wakes the thread,
+  // which then sees mailbox_woken_. No wake-up per send while the outbox fills.
+  if (connected_ && !draining_) mailbox_cv_.notify_one();
 }
 
 ForwarderCounters Forwarder::counters() const {
@@ -124,186 +160,274 @@ std::size_t Forwarder::in_flight() const {
   return flights_.size();
 }
 
-void Forwarder::run() {
-  // A row is leased a little longer than its PUBACK may take, so the lease never
-  // runs out while this thread still holds it (read ahead, in flight, or acknowledged
-  // and waiting for its delete).
-  const auto lease_for = options_.ack_timeout + std::chrono::seconds(30);
-  // Read-ahead: rows leased and not yet published, so a PUBACK is answered by a
-  // publish at once, without a SQLite read in between. Deletes are batched the same
-  // way: one transaction per window/2 acknowledgements, or every kDeleteEvery.
-  const std::size_t read_ahead = std::max<std::size_t>(options_.window, 256);
-  const std::size_t delete_batch = std::max<std::size_t>(1, options_.window / 2);
-  constexpr auto kDeleteEvery = std::chrono::milliseconds(20);
-  std::deque<OutboxMessage> ready;
-  std::vector<std::string> to_delete;
-  auto last_delete = std::chrono::steady_clock::now();
-
-  auto flush_deletes = [&] {
-    if (to_delete.empty()) return;
-    auto r = mailbox_.mark_delivered(to_delete);
-    std::lock_guard g(mu_);
-    if (r.ok()) {
-      counters_.delivered += r.value();
-    } else {
-      ++counters_.mailbox_errors;
-      detail::log().error("comms: marking {} delivered message(s) failed: {} (they may be sent again)",
-                          to_delete.size(), r.status().message());
-    }
-    to_delete.clear();
-    last_delete = std::chrono::steady_clock::now();
-  };
-  auto give_back = [&] {  // read-ahead rows go back to the outbox, due at once
-    if (ready.empty()) return;
-    std::vector<std::string> ids;
-    for (auto& m : ready) ids.push_back(std::move(m.envelope.message_id));
-    ready.clear();
-    mailbox_.release(ids);
-  };
-
+// The publish thread: no SQLite, one lock to take a batch and one to register it.
+void Forwarder::publish_loop() {
+  std::vector<OutboxMessage> batch;
+  std::vector<int> mids;  // per published row of `batch`: its mid, or -1 (publish refused it)
+  std::vector<std::string> errors;
+  std::string scratch;
+  batch.reserve(options_.window);
+  mids.reserve(options_.window);
+  const std::size_t low_water = read_ahead_ / 2;
   std::unique_lock lk(mu_);
   while (!stopping_) {
-    std::vector<std::string> failed = std::move(failed_);
-    failed_.clear();
-    for (auto& id : acked_) to_delete.push_back(std::move(id));
-    acked_.clear();
-    const auto now = std::chrono::steady_clock::now();
-    const bool lost = std::exchange(lost_, false);
-    for (auto it = flights_.begin(); it != flights_.end();) {
-      if (now - it->second.sent >= options_.ack_timeout) {
-        ++counters_.ack_timeouts;
-        failed.push_back(std::move(it->second.message_id));
-        it = flights_.erase(it);
+    const std::size_t in_window = held();
+    if (!connected_ || draining_ || publish_blocked_ || in_window >= options_.window || ready_.empty()) {
+      if (publish_blocked_) {
+        // The transport refused for want of a session while its state still said
+        // connected: the state change is on its way; look again in 100 ms at the latest.
+        publish_cv_.wait_for(lk, std::chrono::milliseconds(100), [this] { return stopping_ || !publish_blocked_; });
+        publish_blocked_ = false;
       } else {
-        ++it;
+        publish_cv_.wait(lk);
       }
+      continue;
     }
-    const bool connected = connected_ && !draining_;
-    const std::size_t flying = flights_.size();
+    const std::size_t n = std::min(options_.window - in_window, ready_.size());
+    batch.clear();
+    for (std::size_t i = 0; i < n; ++i) {
+      batch.push_back(std::move(ready_.front()));
+      ready_.pop_front();
+    }
+    if (ready_.size() < low_water && more_due_) mailbox_cv_.notify_one();  // lease the next batch now
+    const std::uint64_t session = session_;
     lk.unlock();
 
-    if (!connected || lost) give_back();
+    mids.clear();
+    errors.clear();
+    bool blocked = false;
+    const std::int64_t wall = wall_clock_ms();
+    PublishOptions po;
+    po.qos = 1;
+    for (const OutboxMessage& m : batch) {
+      po.expiry = std::chrono::seconds(std::max<std::int64_t>(1, (m.expires_ms - wall + 999) / 1000));
+      auto mid = transport_.publish(topic_of(m.envelope, scratch), m.envelope_json, po);
+      if (mid.ok()) {
+        mids.push_back(mid.value());
+      } else if (mid.status().code() == ErrorCode::again || mid.status().code() == ErrorCode::closed) {
+        blocked = true;  // not connected: nothing was queued; the rest go back to the queue
+        break;
+      } else {
+        mids.push_back(-1);
+        errors.push_back(mid.status().message());
+      }
+    }
+    const auto sent_at = SteadyClock::now();
+
+    lk.lock();
+    // Rows not handed over go back to the front, in their order.
+    for (std::size_t i = batch.size(); i-- > mids.size();) ready_.push_front(std::move(batch[i]));
+    if (blocked) {
+      publish_blocked_ = true;
+      mailbox_woken_ = true;  // offline after all: the mailbox thread gives the read-ahead back
+      mailbox_cv_.notify_one();
+    }
+    std::sort(early_acks_.begin(), early_acks_.end());
+    bool for_mailbox = false;
+    std::size_t error_i = 0;
+    for (std::size_t i = 0; i < mids.size(); ++i) {
+      std::string& id = batch[i].envelope.message_id;
+      const int mid = mids[i];
+      if (mid < 0) {
+        ++counters_.publish_errors;
+        const std::string& why = errors[error_i++];
+        if (auto v = publish_failed_log_.admit(); v.log) {
+          detail::log().error("comms: publishing message {} failed: {}{}", printable(id), why, v.suffix());
+        }
+        failed_.push_back(std::move(id));
+        for_mailbox = true;
+        continue;
+      }
+      ++counters_.published;
+      if (session != session_) {
+        // The session changed while the batch was being published: the id may belong to
+        // either session, so the row counts as lost (sent again; at worst a duplicate).
+        ++counters_.lost_in_flight;
+        failed_.push_back(std::move(id));
+        for_mailbox = true;
+      } else if (std::binary_search(early_acks_.begin(), early_acks_.end(), mid)) {
+        acked_.push_back(std::move(id));
+      } else if (auto r = std::find_if(early_refusals_.begin(), early_refusals_.end(),
+                                       [mid](const auto& e) { return e.first == mid; });
+                 r != early_refusals_.end()) {
+        ++counters_.refused;
+        if (auto v = refused_log_.admit(); v.log) {
+          detail::log().warn("comms: the broker refused message {}: {}; retried after back-off{}", printable(id),
+                             printable(r->second), v.suffix());
+        }
+        failed_.push_back(std::move(id));
+        for_mailbox = true;
+      } else {
+        flights_.emplace(mid, Flight{std::move(id), sent_at});
+      }
+    }
+    // Every PUBACK for a mid registered above has been matched by now; what is left
+    // belongs to rows given up on.
+    early_acks_.clear();
+    early_refusals_.clear();
+    if (for_mailbox || acked_.size() >= delete_batch_ || (flights_.empty() && !acked_.empty())) {
+      mailbox_cv_.notify_one();
+    }
+  }
+}
+
+// The mailbox thread: every SQLite call of the forwarder.
+void Forwarder::mailbox_loop() {
+  // A row is leased a little longer than its PUBACK may take, so the lease never runs
+  // out while the forwarder still holds it (read ahead, in flight, or acknowledged and
+  // waiting for its delete).
+  const auto lease_for = options_.ack_timeout + std::chrono::seconds(30);
+  const auto check_every = std::clamp<std::chrono::milliseconds>(options_.ack_timeout / 10, std::chrono::milliseconds(10),
+                                                                 std::chrono::milliseconds(250));
+  constexpr auto kPoll = std::chrono::seconds(1);         // rows whose retry time came
+  constexpr auto kDeleteDelay = std::chrono::milliseconds(1);  // a partial batch waits at most this
+  const std::size_t low_water = read_ahead_ / 2;
+  constexpr std::size_t kFreshLease = 32;  // a commit's newest rows, leased at once
+  std::vector<std::string> to_delete, failed, give_back;
+  std::vector<OutboxMessage> rows;
+  bool newest = false;  // alternate lease order
+  auto next_check = SteadyClock::now() + check_every;
+  auto next_poll = SteadyClock::now() + kPoll;
+
+  std::unique_lock lk(mu_);
+  while (!mailbox_stopping_) {
+    const auto now = SteadyClock::now();
+    to_delete.swap(acked_);
+    deleting_ = to_delete.size();
+    failed.swap(failed_);
+    if (now >= next_check) {
+      next_check = now + check_every;
+      for (auto it = flights_.begin(); it != flights_.end();) {
+        if (now - it->second.sent >= options_.ack_timeout) {
+          ++counters_.ack_timeouts;
+          failed.push_back(std::move(it->second.message_id));
+          it = flights_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    if (now >= next_poll) {
+      next_poll = now + kPoll;
+      more_due_ = true;
+    }
+    const bool woken = std::exchange(mailbox_woken_, false);  // a commit (or a state change)
+    if (woken) more_due_ = true;
+    const bool lost = std::exchange(lost_, false);
+    const bool connected = connected_ && !draining_;
+    if (!connected || lost) {  // read-ahead rows go back to the outbox, due at once
+      for (auto& m : ready_) give_back.push_back(std::move(m.envelope.message_id));
+      ready_.clear();
+      more_due_ = true;
+    }
+    std::size_t want = 0;
+    LeaseOrder order = LeaseOrder::priority_first;
+    if (connected && more_due_ && ready_.size() < low_water) {
+      want = read_ahead_ - ready_.size();
+      order = newest ? LeaseOrder::newest_first : LeaseOrder::priority_first;
+      newest = !newest;
+    } else if (connected && woken && ready_.size() < read_ahead_ + kFreshLease) {
+      // Rows just committed jump the read-ahead at once (to its front) instead of
+      // waiting for it to run low: fresh results do not queue behind a backlog.
+      want = kFreshLease;
+      order = LeaseOrder::newest_first;
+    }
+    lk.unlock();
+
+    if (!give_back.empty()) {
+      mailbox_.release(give_back);
+      give_back.clear();
+    }
+    bool mailbox_error = false;
     if (!failed.empty()) {
       if (auto r = mailbox_.mark_failed(failed); !r.ok()) {
-        {
-          std::lock_guard g(mu_);
-          ++counters_.mailbox_errors;
-        }
+        mailbox_error = true;
         detail::log().error("comms: marking {} message(s) failed: {}", failed.size(), r.status().message());
         mailbox_.release(failed);
       }
+      failed.clear();
     }
-    if (to_delete.size() >= delete_batch || (!to_delete.empty() && now - last_delete >= kDeleteEvery) ||
-        (!to_delete.empty() && flying == 0)) {
-      flush_deletes();
-    }
-    // Acknowledged rows not yet deleted count against the window: a crash sends again
-    // what is in flight and what is acknowledged but not deleted, so together they are
-    // at most `window` (the duplicates a crash can cause).
-    const std::size_t held = flying + to_delete.size();
-    std::size_t room = connected && held < options_.window ? options_.window - held : 0;
-    if (connected && ready.size() < options_.window) {
-      const bool newest = newest_next_;
-      newest_next_ = !newest_next_;
-      auto rows = mailbox_.lease(read_ahead - ready.size(), lease_for,
-                                 newest ? LeaseOrder::newest_first : LeaseOrder::priority_first);
-      if (rows.ok()) {
-        // Newest-first rows go to the front: they are what the round is for.
-        if (newest) {
-          for (auto it = rows.value().rbegin(); it != rows.value().rend(); ++it) ready.push_front(std::move(*it));
-        } else {
-          for (auto& m : rows.value()) ready.push_back(std::move(m));
-        }
+    std::size_t deleted = 0;
+    if (!to_delete.empty()) {
+      if (auto r = mailbox_.mark_delivered(to_delete); r.ok()) {
+        deleted = r.value();
       } else {
-        {
-          std::lock_guard g(mu_);
-          ++counters_.mailbox_errors;
-        }
-        if (rows.status().code() != ErrorCode::closed) {
-          detail::log().error("comms: reading the outbox failed: {}", rows.status().message());
-        }
+        mailbox_error = true;
+        detail::log().error("comms: marking {} delivered message(s) failed: {} (they may be sent again)",
+                            to_delete.size(), r.status().message());
       }
+      to_delete.clear();
     }
-
-    std::size_t sent = 0;
-    const std::int64_t wall = wall_clock_ms();
-    while (room > 0 && !ready.empty()) {
-      OutboxMessage& m = ready.front();
-      PublishOptions po;
-      po.qos = 1;
-      po.expiry = std::chrono::seconds(std::max<std::int64_t>(1, (m.expires_ms - wall + 999) / 1000));
-      std::uint64_t session = 0;
-      {
-        std::lock_guard g(mu_);
-        session = session_;
-      }
-      auto mid = transport_.publish(topic_for(m.envelope), m.envelope_json, po);
-      if (!mid.ok() && (mid.status().code() == ErrorCode::again || mid.status().code() == ErrorCode::closed)) {
-        break;  // not connected: nothing was queued; the rows stay read ahead until the state says so
-      }
-      std::string id = std::move(m.envelope.message_id);
-      ready.pop_front();
-      lk.lock();
-      if (mid.ok() && session != session_) {
-        // The session changed while it was being published: its id may belong to
-        // either session, so it counts as lost (sent again; at worst a duplicate).
-        ++counters_.published;
-        ++counters_.lost_in_flight;
-        failed_.push_back(std::move(id));
-        woken_ = true;
-      } else if (mid.ok()) {
-        ++counters_.published;
-        ++sent;
-        --room;
-        const int n = mid.value();
-        if (early_acks_.erase(n) != 0) {
-          to_delete.push_back(std::move(id));
-        } else if (auto r = early_refusals_.find(n); r != early_refusals_.end()) {
-          ++counters_.refused;
-          failed_.push_back(std::move(id));
-          early_refusals_.erase(r);
-          woken_ = true;
-        } else {
-          flights_[n] = Flight{std::move(id), std::chrono::steady_clock::now()};
-        }
+    rows.clear();
+    bool lease_error = false;
+    if (want > 0) {
+      if (auto r = mailbox_.lease(want, lease_for, order); r.ok()) {
+        rows = std::move(r).value();
       } else {
-        ++counters_.publish_errors;
-        failed_.push_back(id);
-        woken_ = true;
-        if (auto v = publish_failed_log_.admit(); v.log) {
-          detail::log().error("comms: publishing message {} failed: {}{}", printable(id), mid.status().message(),
-                              v.suffix());
+        lease_error = true;
+        if (r.status().code() != ErrorCode::closed) {
+          detail::log().error("comms: reading the outbox failed: {}", r.status().message());
         }
       }
-      lk.unlock();
     }
 
     lk.lock();
-    early_acks_.clear();  // any PUBACK for a mid registered above has been matched by now
-    early_refusals_.clear();
-    if (stopping_) break;
-    cv_.notify_all();  // stop() waits for flights_ to empty
-    if (sent > 0 && !ready.empty() && flights_.size() < options_.window) continue;
-    const bool busy = !flights_.empty() || !acked_.empty() || !to_delete.empty();
-    cv_.wait_for(lk, busy ? std::chrono::milliseconds(5) : std::chrono::milliseconds(1000),
-                 [this] { return woken_ || stopping_; });
-    woken_ = false;
+    counters_.delivered += deleted;
+    counters_.mailbox_errors += (mailbox_error ? 1 : 0) + (lease_error ? 1 : 0);
+    deleting_ = 0;
+    if (want > 0) {
+      // A short read: nothing more is due until a commit, a release or the next poll.
+      more_due_ = !lease_error && rows.size() == want;
+      // Newest-first rows go to the front: they are what the round is for.
+      if (order == LeaseOrder::newest_first) {
+        for (auto it = rows.rbegin(); it != rows.rend(); ++it) ready_.push_front(std::move(*it));
+      } else {
+        for (auto& m : rows) ready_.push_back(std::move(m));
+      }
+    }
+    publish_cv_.notify_one();
+    settled_cv_.notify_all();
+    if (mailbox_stopping_) break;
+    auto work = [this, low_water] {
+      return mailbox_stopping_ || mailbox_woken_ || lost_ || !failed_.empty() || acked_.size() >= delete_batch_ ||
+             (!acked_.empty() && flights_.empty()) ||
+             (connected_ && !draining_ && more_due_ && ready_.size() < low_water);
+    };
+    if (work()) continue;
+    auto until = next_poll;
+    if (!flights_.empty()) until = std::min(until, next_check);
+    if (!acked_.empty()) until = std::min(until, SteadyClock::now() + kDeleteDelay);
+    mailbox_cv_.wait_until(lk, until, work);
   }
-  // Stopping: what was acknowledged is deleted; what is still in flight or read ahead
-  // goes back to the outbox, due at once.
-  for (auto& id : acked_) to_delete.push_back(std::move(id));
-  acked_.clear();
-  std::vector<std::string> rest, failed = std::move(failed_);
-  failed_.clear();
+  // Stopping (the publisher has returned): what was acknowledged is deleted; what is
+  // still in flight or read ahead goes back to the outbox, due at once.
+  to_delete.swap(acked_);
+  failed.swap(failed_);
+  std::vector<std::string> rest;
   for (auto& [mid, f] : flights_) rest.push_back(std::move(f.message_id));
   flights_.clear();
+  for (auto& m : ready_) rest.push_back(std::move(m.envelope.message_id));
+  ready_.clear();
   lk.unlock();
-  flush_deletes();
-  give_back();
+  std::size_t deleted = 0;
+  bool mailbox_error = false;
+  if (!to_delete.empty()) {
+    if (auto r = mailbox_.mark_delivered(to_delete); r.ok()) {
+      deleted = r.value();
+    } else {
+      mailbox_error = true;
+      detail::log().error("comms: marking {} delivered message(s) failed: {} (they may be sent again)",
+                          to_delete.size(), r.status().message());
+    }
+  }
   if (!rest.empty()) mailbox_.release(rest);
   // Failures not yet recorded (a refusal, a lost session just before stop): their
   // attempt counts, and their leases end either way.
   if (!failed.empty() && !mailbox_.mark_failed(failed).ok()) mailbox_.release(failed);
+  lk.lock();
+  counters_.delivered += deleted;
+  if (mailbox_error) ++counters_.mailbox_errors;
+  settled_cv_.notify_all();
 }
 
 }  // namespace edgert::comms

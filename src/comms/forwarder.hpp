@@ -1,19 +1,29 @@
 // Forwarder: drains the mailbox outbox to the broker (docs/operations.md, "Delivery").
 //
-// One thread leases up to `window` due rows (Mailbox::lease), publishes each at QoS 1
-// with the row's remaining TTL as the MQTT v5 message expiry, and marks a row
-// delivered only when its PUBACK arrives (batched: one transaction per wake). A row
-// whose PUBACK does not come within ack_timeout, or whose connection is lost first,
-// is marked failed (the mailbox's back-off schedules it again). Leases keep an
-// in-flight row from being handed out twice; after a crash they are gone and every
-// unacknowledged row is published again (at-least-once; receivers deduplicate by
-// message_id).
+// Two threads, so that publishing never waits for SQLite:
+// - "edgert-forward" only publishes: it takes leased rows from a bounded ready queue and
+//   hands them to the transport at QoS 1, with the row's remaining TTL as the MQTT v5
+//   message expiry, as long as the window has room.
+// - "edgert-fwd-db" does every mailbox call: it leases ahead into the ready queue
+//   (Mailbox::lease), deletes the rows whose PUBACK came (all that arrived since its
+//   last round, in one transaction), marks failed the refused ones, those without a
+//   PUBACK within ack_timeout and those in flight when the connection was lost (the
+//   mailbox's back-off schedules them again), and gives read-ahead rows back while
+//   offline.
 //
-// Rounds alternate between the oldest due rows and the newest, so messages emitted
-// while a backlog drains are not queued behind all of it.
+// The window counts rows in flight plus rows acknowledged and not yet deleted: a crash
+// sends again at most `window` rows (leases live in memory; after a crash every
+// unacknowledged row is due again: at-least-once, receivers deduplicate by message_id).
+// A row is deleted only after its PUBACK.
 //
-// The thread sleeps until woken: by a commit (Mailbox::set_commit_listener), a PUBACK,
-// a connection change, or once a second for rows whose retry time came.
+// Leases alternate between the oldest due rows and the newest, and the newest go to the
+// front of the ready queue; a commit also leases its newest rows (up to 32) to the front
+// at once. So messages emitted while a backlog drains do not wait behind it.
+//
+// Neither thread polls: the publisher sleeps until there are rows and room (or a state
+// change); the mailbox thread until a commit (Mailbox::set_commit_listener), PUBACKs, a
+// failure, a connection change, the ready queue running low, or once a second for rows
+// whose retry time came (and every ack_timeout/10 while rows are in flight).
 #pragma once
 
 #include "core/log_limit.hpp"
@@ -25,11 +35,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 namespace edgert::comms {
@@ -58,10 +68,10 @@ class Forwarder {
   Forwarder(const Forwarder&) = delete;
   Forwarder& operator=(const Forwarder&) = delete;
 
-  /// Starts the thread. Once.
+  /// Starts the threads. Once.
   void start();
-  /// Stops leasing, waits up to `linger` for PUBACKs of rows in flight, marks those
-  /// delivered, releases the rest (they stay in the outbox, due at once) and joins.
+  /// Stops leasing and publishing, waits up to `linger` for PUBACKs of rows in flight,
+  /// deletes those, releases the rest (they stay in the outbox, due at once) and joins.
   void stop(std::chrono::milliseconds linger);
 
   // From the transport's network thread; never block.
@@ -79,32 +89,49 @@ class Forwarder {
   std::size_t in_flight() const;
 
  private:
-  void run();
+  void publish_loop();
+  void mailbox_loop();
+  /// Rows a crash would send again: in flight, acknowledged and not yet deleted. mu_ held.
+  std::size_t held() const { return flights_.size() + acked_.size() + deleting_; }
+  /// The topic of `e` without building a string for the node's own topics.
+  const std::string& topic_of(const Envelope& e, std::string& scratch) const;
+
   struct Flight {
     std::string message_id;
     std::chrono::steady_clock::time_point sent;
   };
 
   const ForwarderOptions options_;
+  const std::string payloads_topic_;       // {root}/{node_id}/payloads
+  const std::string notifications_topic_;  // {root}/{node_id}/notifications
+  const std::size_t read_ahead_;           // ready queue bound (+32 a commit's fresh rows)
+  const std::size_t delete_batch_;         // acknowledgements that wake the mailbox thread
   Mailbox& mailbox_;
   Transport& transport_;
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool woken_ = false;
-  bool stopping_ = false;
-  bool draining_ = false;        // stop(): no new leases
+  std::condition_variable publish_cv_;  // the publisher: rows and room, a state change, stop
+  std::condition_variable mailbox_cv_;  // the mailbox thread: work for SQLite
+  std::condition_variable settled_cv_;  // stop(): what was in flight is settled
+  bool mailbox_woken_ = false;          // a commit, a state change or stop(): look again
+  bool more_due_ = true;                // the last lease filled its limit (or a commit came since)
+  bool stopping_ = false;               // the publisher returns
+  bool mailbox_stopping_ = false;       // the mailbox thread settles and returns (after the publisher)
+  bool draining_ = false;               // stop(): no new leases or publishes
   bool connected_ = false;
-  bool lost_ = false;            // the connection dropped since the thread last looked
-  std::uint64_t session_ = 0;    // sessions seen; a message id is only matched within one
-  std::unordered_map<int, Flight> flights_;        // mid -> row
-  std::unordered_set<int> early_acks_;             // PUBACKs that beat the mid's registration
-  std::unordered_map<int, std::string> early_refusals_;
-  std::vector<std::string> acked_;                 // message ids to mark delivered
-  std::vector<std::string> failed_;                // message ids to mark failed
+  bool lost_ = false;                   // the connection dropped since the mailbox thread last looked
+  bool publish_blocked_ = false;        // publish() said "not connected": wait for a state change
+  std::uint64_t session_ = 0;           // sessions seen; a message id is only matched within one
+  std::deque<OutboxMessage> ready_;     // leased, not yet published; newest-first rows at the front
+  std::unordered_map<int, Flight> flights_;                 // mid -> row
+  std::vector<int> early_acks_;                             // PUBACKs that beat their mid's registration
+  std::vector<std::pair<int, std::string>> early_refusals_;
+  std::vector<std::string> acked_;      // message ids to delete
+  std::size_t deleting_ = 0;            // ids the mailbox thread is deleting now (still held)
+  std::vector<std::string> failed_;     // message ids to mark failed
   ForwarderCounters counters_;
-  bool newest_next_ = false;                       // alternate lease order
-  std::thread thread_;
+  std::thread publisher_;
+  std::thread mailbox_thread_;
   // Per-message lines: 10 a minute, then a count (docs/operations.md, "Logs").
   detail::LogLimit refused_log_{10, std::chrono::seconds(60)};
   detail::LogLimit publish_failed_log_{10, std::chrono::seconds(60)};

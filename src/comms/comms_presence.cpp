@@ -1,0 +1,133 @@
+// Comms presence: the "edgert-comms" thread (retained status, heartbeats, offline reports, work_offline).
+#include "comms/comms.hpp"
+
+#include "core/log.hpp"
+#include "core/printable.hpp"
+
+#include <algorithm>
+
+namespace edgert::comms {
+
+using detail::printable;
+namespace {
+
+std::string seconds_text(std::int64_t ms) { return std::to_string(ms / 1000) + " s"; }
+
+}  // namespace
+
+bool Comms::publish_heartbeat(const std::string& status, int qos) {
+  if (!options_.heartbeat_document) return false;
+  std::string doc;
+  try {
+    doc = options_.heartbeat_document(status);
+  } catch (const std::exception& e) {
+    detail::log().error("comms: building the heartbeat failed: {}", e.what());
+    return false;
+  }
+  PublishOptions po;
+  po.qos = qos;
+  po.expiry = std::chrono::seconds(std::max<std::int64_t>(1, options_.heartbeat_period.count() * 3 / 1000));
+  const bool ok = transport_->publish(topic("heartbeat"), doc, po).ok();
+  std::lock_guard lk(mu_);
+  ++(ok ? counters_.heartbeats_published : counters_.heartbeats_skipped);
+  return ok;
+}
+
+void Comms::monitor_loop() {
+  using namespace std::chrono;
+  const auto period = options_.heartbeat_period;
+  auto next_heartbeat = steady_clock::now() + (period.count() > 0 ? period : hours(24 * 365));
+  const std::int64_t log_every = options_.config.offline_log_s * 1000;
+  std::int64_t next_offline_log = 0;
+  bool was_connected = false;
+  bool offline_logged = false;
+  std::unique_lock lk(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lk, milliseconds(250), [this] { return stopping_ || announce_; });
+    if (stopping_) break;
+    const bool connected = state_ == LinkState::connected;
+    const bool announce = std::exchange(announce_, false);
+    const std::string reason = state_reason_;
+    lk.unlock();
+    const std::int64_t now = now_ms();
+    if (announce) {
+      PublishOptions po;
+      po.retain = true;
+      (void)transport_->publish(topic("status"), "online", po);
+      const auto stats = mailbox_->stats();
+      std::lock_guard g(mu_);
+      if (offline_since_ms_ != 0) {
+        detail::log().info("comms: connected to {}:{} after {} offline; {} message(s) in the outbox to send",
+                           printable(options_.config.mqtt.host), options_.config.mqtt.port,
+                           seconds_text(now - offline_since_ms_), stats.ok() ? stats.value().outbox_rows : 0);
+      }
+      offline_since_ms_ = 0;
+      attempts_at_connect_ = transport_->stats().connect_attempts;
+    }
+    if (!connected) {
+      std::int64_t since = 0;
+      bool begin = false;
+      {
+        std::lock_guard g(mu_);
+        if (was_connected || offline_since_ms_ == 0) offline_since_ms_ = now;
+        since = offline_since_ms_;
+        // Reported once the outage is real: the first attempt failed, or 3 s passed.
+        if (!offline_logged && (!reason.empty() || now - since >= 3000)) {
+          offline_logged = true;
+          ++counters_.offline_periods;
+          begin = true;
+        }
+      }
+      if (begin || (offline_logged && now >= next_offline_log)) {
+        const auto stats = mailbox_->stats();
+        detail::log().warn(
+            "comms: {} {}:{} ({}){}; working offline: {} message(s) wait in the outbox, oldest {}",
+            begin ? "cannot reach the broker at" : "still offline from", printable(options_.config.mqtt.host),
+            options_.config.mqtt.port, reason.empty() ? "connecting" : printable(reason, 200),
+            begin ? "" : " for " + seconds_text(now - since), stats.ok() ? stats.value().outbox_rows : 0,
+            stats.ok() ? seconds_text(stats.value().oldest_pending_age_ms) : "?");
+        next_offline_log = now + log_every;
+      }
+      if (!options_.work_offline) {
+        const auto ts = transport_->stats();
+        std::uint64_t base = 0;
+        {
+          std::lock_guard g(mu_);
+          base = attempts_at_connect_;
+        }
+        // The attempt under way may still succeed: the ones before it failed.
+        const std::uint64_t failed = ts.connect_attempts > base + 1 ? ts.connect_attempts - base - 1 : 0;
+        bool fire = false;
+        {
+          std::lock_guard g(mu_);
+          fire = failed >= static_cast<std::uint64_t>(options_.config.mqtt.max_retry_iters) && !shutdown_requested_;
+          if (fire) shutdown_requested_ = true;
+        }
+        if (fire && options_.request_shutdown) {
+          options_.request_shutdown("comms: " + std::to_string(failed) + " connection attempts to " +
+                                    options_.config.mqtt.host + ":" + std::to_string(options_.config.mqtt.port) +
+                                    " failed (last: " + (ts.last_error.empty() ? reason : ts.last_error) +
+                                    ") and node.work_offline is false");
+        }
+      }
+    }
+    if (connected) {
+      offline_logged = false;
+      std::lock_guard g(mu_);
+      offline_since_ms_ = 0;  // also after an unresponsive spell the same session survived
+    }
+    was_connected = connected;
+    if (period.count() > 0 && steady_clock::now() >= next_heartbeat) {
+      next_heartbeat = steady_clock::now() + period;
+      if (connected) {
+        (void)publish_heartbeat("RUNNING", 0);
+      } else {
+        std::lock_guard g(mu_);
+        ++counters_.heartbeats_skipped;
+      }
+    }
+    lk.lock();
+  }
+}
+
+}  // namespace edgert::comms
