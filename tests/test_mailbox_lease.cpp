@@ -6,6 +6,7 @@
 #include <edgert/metrics.hpp>
 
 #include "mailbox_test_util.hpp"
+#include "numbered.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -31,6 +32,7 @@ using edgert::ErrorCode;
 using edgert::Mailbox;
 using edgert::MailboxOptions;
 using edgert::OutboxMessage;
+using edgert::testing::numbered;
 using edgert::testing::raw_count;
 using edgert::testing::raw_exec;
 using namespace std::chrono_literals;
@@ -667,7 +669,7 @@ TEST_CASE("a full disk makes dead_letter() return io_error; the mailbox keeps wo
     int stored = 0, io_errors = 0, other = 0;
     std::string first_error;
     for (int i = 0; i < 200 && io_errors < 3; ++i) {
-      d.message_id = "m" + std::to_string(i);
+      d.message_id = numbered("m", i);
       const auto r = mb->dead_letter(d);
       if (r.ok()) {
         ++stored;
