@@ -26,9 +26,7 @@ using json = nlohmann::json;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("comms") { std::filesystem::create_directories(dir); }
-};
+using Scratch = edgert::testing::MadeScratch;
 
 std::set<std::string> ids_on(const TestClient& c, const std::string& topic) {
   std::set<std::string> ids;

@@ -28,9 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("comms-inbound") { fs::create_directories(dir); }
-};
+using Scratch = edgert::testing::MadeScratch;
 
 // Mounts a tmpfs of `size` on `dir` for the guard's lifetime (needs root).
 struct SmallDisk {

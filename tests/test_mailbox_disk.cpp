@@ -30,9 +30,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-mbox-disk") {}
-};
+using edgert::testing::Scratch;
 
 // Mounts a tmpfs of `size` on `dir` for the guard's lifetime.
 struct SmallDisk {

@@ -8,6 +8,7 @@
 #include "mailbox_test_util.hpp"
 #include "skip.hpp"
 #include "numbered.hpp"
+#include "fake_clock.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -41,25 +42,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-mbox-lease") {}
-};
+using edgert::testing::Scratch;
 
-// Both clocks injected: the wall clock (schedules, TTLs) and the monotonic one (leases).
-struct Clocks {
-  std::atomic<std::int64_t> wall{1'700'000'000'000};
-  std::atomic<std::int64_t> steady{1'000'000};
-  void advance(std::int64_t ms) {
-    wall += ms;
-    steady += ms;
-  }
-};
+using Clocks = edgert::testing::FakeClocks;
 
 MailboxOptions options(const Scratch& s, Clocks& c) {
   MailboxOptions o;
   o.data_dir = s.dir.string();
-  o.clock_ms = [&c] { return c.wall.load(); };
-  o.steady_ms = [&c] { return c.steady.load(); };
+  o.clock_ms = c.wall_fn();
+  o.steady_ms = c.steady_fn();
   return o;
 }
 

@@ -37,9 +37,7 @@ using edgert::testing::capture_stderr;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-mbox-open") {}
-};
+using edgert::testing::Scratch;
 
 Envelope env(int n) {
   Envelope e;

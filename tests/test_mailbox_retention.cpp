@@ -7,6 +7,7 @@
 #include "log_capture.hpp"
 #include "mailbox_test_util.hpp"
 #include "numbered.hpp"
+#include "fake_clock.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -36,24 +37,17 @@ namespace {
 
 constexpr std::int64_t k2026 = 1'785'000'000'000;
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-mbox-retention") {}
-};
+using edgert::testing::Scratch;
 
-struct Clocks {
-  std::atomic<std::int64_t> wall{k2026};
-  std::atomic<std::int64_t> steady{1'000'000};
-  void advance(std::int64_t ms) {
-    wall += ms;
-    steady += ms;
-  }
+struct Clocks : edgert::testing::FakeClocks {
+  Clocks() : FakeClocks(k2026) {}
 };
 
 MailboxOptions options(const Scratch& s, Clocks& c) {
   MailboxOptions o;
   o.data_dir = s.dir.string();
-  o.clock_ms = [&c] { return c.wall.load(); };
-  o.steady_ms = [&c] { return c.steady.load(); };
+  o.clock_ms = c.wall_fn();
+  o.steady_ms = c.steady_fn();
   o.cleanup_interval = seconds(0);  // each test turns the periodic pass on when it wants it
   o.inbox_min_free_bytes = 0;
   return o;
