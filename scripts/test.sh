@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what is missing, then builds three ways and runs the tests:
 #   1. AddressSanitizer + UndefinedBehaviorSanitizer: the whole ctest suite;
-#   2. Release (no sanitizers): builds only, so -O3's extra warnings stay errors too;
+#   2. Release (no sanitizers), tests included: builds only (its ctest is not run, to keep CI
+#      time), so -O3's extra warnings stay errors in the tests too;
 #   3. ThreadSanitizer: the tests labelled `concurrency`.
+# Every tree is configured with EDGERT_WERROR=ON: warnings are errors here and in CI.
 # Build trees: build-asan/, build-release/ and build-tsan/. Extra arguments go to both ctest runs
 # (e.g. ./scripts/test.sh -R queue).
 set -euo pipefail
@@ -17,19 +19,19 @@ no_aslr=()
 if setarch "$(uname -m)" -R true 2>/dev/null; then no_aslr=(setarch "$(uname -m)" -R); fi
 
 echo "== ASan + UBSan: build"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGERT_SANITIZE=address,undefined >/dev/null
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGERT_SANITIZE=address,undefined -DEDGERT_WERROR=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 echo "== ASan + UBSan: ctest"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 (cd build-asan && ctest --output-on-failure -j"$jobs" "$@")
 
-echo "== Release: build the library, edgert-node and the benchmarks (warnings are errors at -O3 too)"
-cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DEDGERT_BUILD_TESTS=OFF >/dev/null
+echo "== Release: build everything, tests included (warnings are errors at -O3 too; its ctest is not run)"
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DEDGERT_BUILD_TESTS=ON -DEDGERT_WERROR=ON >/dev/null
 cmake --build build-release -j"$jobs"
 
 echo "== TSan: build the concurrency tests"
-cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGERT_SANITIZE=thread \
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGERT_SANITIZE=thread -DEDGERT_WERROR=ON \
       -DEDGERT_BUILD_BENCH=OFF -DEDGERT_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build build-tsan -j"$jobs" --target concurrency_tests
 echo "== TSan: ctest -L concurrency"

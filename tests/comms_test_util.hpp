@@ -5,6 +5,7 @@
 
 #include "mqtt_broker.hpp"
 #include "scratch_dir.hpp"
+#include "wait_until.hpp"
 
 #include <edgert/config.hpp>
 #include <edgert/mailbox.hpp>
@@ -51,15 +52,6 @@ inline std::unique_ptr<Node> make_node(const std::string& yaml) {
 }
 
 inline json comms_of(const Node& n) { return json::parse(n.comms_json()); }
-
-inline bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds limit = std::chrono::seconds(60)) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return pred();
-}
 
 inline std::string hmac_hex(const std::string& key, const std::string& text) {
   unsigned char md[EVP_MAX_MD_SIZE];

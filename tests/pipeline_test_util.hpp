@@ -15,10 +15,6 @@
 
 namespace edgert::testing {
 
-struct PipelineScratch : ScratchDir {
-  explicit PipelineScratch(const char* name) : ScratchDir(name) { std::filesystem::create_directories(dir); }
-};
-
 /// node (heartbeat off, data_dir under `dir`), plugins, then `extra` sections, then `streams`.
 inline std::string pipeline_yaml(const std::filesystem::path& dir, const std::string& streams,
                                  const std::string& extra = "") {

@@ -1,6 +1,7 @@
-// A fresh directory under the system temp folder for one test, removed afterwards.
+// Scratch directories: a fresh folder under the system temp folder for one test, removed afterwards.
 #pragma once
 
+#include <errno.h>  // program_invocation_short_name (glibc)
 #include <unistd.h>
 
 #include <atomic>
@@ -24,6 +25,18 @@ struct ScratchDir {
   }
   ScratchDir(const ScratchDir&) = delete;
   ScratchDir& operator=(const ScratchDir&) = delete;
+};
+
+/// The scratch directory of one test case, named after the test binary
+/// (`<binary>-<pid>-<n>`). Not created: the code under test creates it (a mailbox's
+/// data_dir) unless the case does.
+struct Scratch : ScratchDir {
+  Scratch() : ScratchDir(program_invocation_short_name) {}
+};
+
+/// A Scratch whose directory exists from the start (a node's or a pipeline's files go below it).
+struct MadeScratch : Scratch {
+  MadeScratch() { std::filesystem::create_directories(dir); }
 };
 
 }  // namespace edgert::testing

@@ -1,5 +1,7 @@
 #include <edgert/base_worker.hpp>
 
+#include "wait_until.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <pthread.h>
@@ -20,18 +22,9 @@ using edgert::BaseWorker;
 using edgert::ErrorCode;
 using edgert::WorkerOptions;
 using edgert::WorkerState;
+using edgert::testing::wait_until;
 
 namespace {
-
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 5000ms) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return pred();
-}
 
 // A one-way gate: wait() blocks until open() (or `limit`), ignoring any stop token.
 class Gate {
@@ -90,7 +83,7 @@ TEST_CASE("start twice runs one thread", "[worker]") {
   BaseWorker w = s.make();
   CHECK(w.start().ok());
   CHECK(w.start().ok());  // idempotent
-  REQUIRE(eventually([&] { return s.in_run.load(); }));
+  REQUIRE(wait_until([&] { return s.in_run.load(); }));
   CHECK(w.state() == WorkerState::running);
   CHECK(w.stop().ok());
   CHECK(w.state() == WorkerState::stopped);
@@ -102,7 +95,7 @@ TEST_CASE("the thread carries the worker's name", "[worker]") {
   Sleeper s;
   BaseWorker w = s.make("camera-front-left-long");
   REQUIRE(w.start().ok());
-  REQUIRE(eventually([&] { return s.in_run.load(); }));
+  REQUIRE(wait_until([&] { return s.in_run.load(); }));
   CHECK(std::string(s.thread_name) == "camera-front-le");  // 15-byte kernel limit
   CHECK(w.name() == "camera-front-left-long");
 }
@@ -122,7 +115,7 @@ TEST_CASE("stop wakes a worker sleeping in wait_for_stop at once", "[worker]") {
   Sleeper s;
   BaseWorker w = s.make();
   REQUIRE(w.start().ok());
-  REQUIRE(eventually([&] { return s.in_run.load(); }));
+  REQUIRE(wait_until([&] { return s.in_run.load(); }));
   const auto t0 = std::chrono::steady_clock::now();
   CHECK(w.stop().ok());
   CHECK(std::chrono::steady_clock::now() - t0 < 2s);  // not the 10 s sleep
@@ -157,7 +150,7 @@ TEST_CASE("a failed thread creation leaves the worker failed, and start() says s
   REQUIRE(w.start().ok());
   CHECK(w.state() == WorkerState::running);
   CHECK(w.error().empty());
-  REQUIRE(eventually([&] { return runs.load() == 1; }));
+  REQUIRE(wait_until([&] { return runs.load() == 1; }));
   CHECK(w.stop().ok());
   CHECK(w.state() == WorkerState::stopped);
   CHECK(spawned == 1);
@@ -210,7 +203,7 @@ TEST_CASE("an abandoned worker's owned objects outlive its run()", "[worker][own
       },
       edgert::WorkerWakeFn{}, owned);
   REQUIRE(w->start().ok());
-  REQUIRE(eventually([&] { return in_run.load(); }));
+  REQUIRE(wait_until([&] { return in_run.load(); }));
 
   owned.reset();  // the owner's reference
   CHECK(w->stop().code() == ErrorCode::timeout);
@@ -219,7 +212,7 @@ TEST_CASE("an abandoned worker's owned objects outlive its run()", "[worker][own
   CHECK(destroyed == 0);  // still held by the thread
 
   release.open();
-  REQUIRE(eventually([&] { return destroyed.load() == 1; }));
+  REQUIRE(wait_until([&] { return destroyed.load() == 1; }));
   CHECK(touched == 1);
   CHECK(destroyed_after_run);
 }
@@ -266,7 +259,7 @@ TEST_CASE("a WorkerTask's run and wake: stop wakes a run blocked elsewhere", "[w
   auto task = std::make_shared<Channel>();
   BaseWorker w(WorkerOptions{"task", 5000ms, {}}, task);
   REQUIRE(w.start().ok());
-  REQUIRE(eventually([&] { return task->in_run.load(); }));
+  REQUIRE(wait_until([&] { return task->in_run.load(); }));
   const auto t0 = std::chrono::steady_clock::now();
   CHECK(w.stop().ok());
   CHECK(std::chrono::steady_clock::now() - t0 < 3s);  // not the 5 s join timeout
@@ -274,7 +267,7 @@ TEST_CASE("a WorkerTask's run and wake: stop wakes a run blocked elsewhere", "[w
   CHECK(task->returns == 1);
   // Restart after stop: a fresh run.
   REQUIRE(w.start().ok());
-  REQUIRE(eventually([&] { return task->runs.load() == 2 && task->in_run.load(); }));
+  REQUIRE(wait_until([&] { return task->runs.load() == 2 && task->in_run.load(); }));
   CHECK(w.stop().ok());
   CHECK(task->returns == 2);
 }
@@ -290,7 +283,7 @@ TEST_CASE("destroying a worker with a blocked run calls wake first", "[worker]")
   {
     BaseWorker w(WorkerOptions{"dtor-wakes", 5000ms, {}}, task);
     REQUIRE(w.start().ok());
-    REQUIRE(eventually([&] { return task->in_run.load(); }));
+    REQUIRE(wait_until([&] { return task->in_run.load(); }));
     task.reset();  // the worker (and its thread) own it now
     // no stop(): ~BaseWorker must wake run() and join it
   }
@@ -331,11 +324,11 @@ TEST_CASE("an abandoned WorkerTask outlives its run()", "[worker][ownership]") {
   {
     BaseWorker w(WorkerOptions{"stuck-task", 50ms, {}}, std::move(task));
     REQUIRE(w.start().ok());
-    REQUIRE(eventually([&] { return in_run.load(); }));
+    REQUIRE(wait_until([&] { return in_run.load(); }));
   }  // ~BaseWorker: stop() times out, the thread is detached
   CHECK(destroyed == 0);
   release.open();
-  REQUIRE(eventually([&] { return destroyed.load() == 1; }));
+  REQUIRE(wait_until([&] { return destroyed.load() == 1; }));
   CHECK(destroyed_after_run);
 }
 
@@ -371,7 +364,7 @@ TEST_CASE("concurrent stops of a stuck run each wait at most the join timeout", 
     release.wait();
   });
   REQUIRE(w.start().ok());
-  REQUIRE(eventually([&] { return in_run.load(); }));
+  REQUIRE(wait_until([&] { return in_run.load(); }));
   std::atomic<int> timeouts{0};
   std::atomic<long long> slowest_ms{0};
   std::vector<std::thread> stoppers;
@@ -392,7 +385,7 @@ TEST_CASE("concurrent stops of a stuck run each wait at most the join timeout", 
   CHECK(slowest_ms < 1500);
   CHECK(w.state() == WorkerState::stopping);
   release.open();
-  CHECK(eventually([&] { return w.state() == WorkerState::stopped; }));
+  CHECK(wait_until([&] { return w.state() == WorkerState::stopped; }));
   CHECK(w.stop().ok());
 }
 
@@ -403,13 +396,13 @@ TEST_CASE("an exception escaping run() marks the worker failed; it can restart",
     throw std::runtime_error("sensor unplugged");
   });
   REQUIRE(w.start().ok());
-  REQUIRE(eventually([&] { return w.state() == WorkerState::failed; }));
+  REQUIRE(wait_until([&] { return w.state() == WorkerState::failed; }));
   CHECK(w.error() == "sensor unplugged");
   CHECK(w.failures() == 1);
   CHECK(w.stop().ok());
   CHECK(w.state() == WorkerState::failed);
   REQUIRE(w.start().ok());
-  REQUIRE(eventually([&] { return w.failures() == 2; }));
+  REQUIRE(wait_until([&] { return w.failures() == 2; }));
   CHECK(runs == 2);
 }
 
@@ -427,7 +420,7 @@ TEST_CASE("stop is bounded when run() ignores the stop token; start waits for it
   CHECK(w.state() == WorkerState::stopping);
   CHECK(w.start().code() == ErrorCode::again);  // the old thread is still there
   release.open();
-  REQUIRE(eventually([&] { return w.state() == WorkerState::stopped; }));
+  REQUIRE(wait_until([&] { return w.state() == WorkerState::stopped; }));
   CHECK(w.stop().ok());
   CHECK(runs == 1);
 }
@@ -440,12 +433,12 @@ TEST_CASE("a worker whose run() returned can be started again", "[worker]") {
     runs++;
   });
   REQUIRE(w.start().ok());
-  REQUIRE(eventually([&] { return w.state() == WorkerState::stopped; }));
+  REQUIRE(wait_until([&] { return w.state() == WorkerState::stopped; }));
   REQUIRE(w.start().ok());
-  REQUIRE(eventually([&] { return runs.load() == 2; }));
+  REQUIRE(wait_until([&] { return runs.load() == 2; }));
   CHECK(w.stop().ok());
   REQUIRE(w.start().ok());  // after a stop(): the new token must not be the stopped one
-  REQUIRE(eventually([&] { return runs.load() == 3; }));
+  REQUIRE(wait_until([&] { return runs.load() == 3; }));
   CHECK(w.stop().ok());
   CHECK(stale_tokens == 0);
 }
@@ -463,7 +456,7 @@ TEST_CASE("stop() from inside run() requests stop without joining itself", "[wor
   });
   REQUIRE(w.start().ok());
   self = &w;
-  REQUIRE(eventually([&] { return returns.load() == 1; }));
+  REQUIRE(wait_until([&] { return returns.load() == 1; }));
   CHECK(code == static_cast<int>(ErrorCode::again));
   CHECK(saw_stop);
   CHECK(w.stop().ok());

@@ -2,6 +2,8 @@
 // (edgert/plugin_testing.hpp) as a plugin author's own tests would drive theirs.
 #include <edgert/plugin_testing.hpp>
 
+#include "numbered.hpp"
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -173,7 +175,7 @@ TEST_CASE("kit: instances driven from their own threads are all collected") {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kRecords; ++i) {
-        if (!insts[static_cast<std::size_t>(t)].process_record("{}", "s" + std::to_string(t)).ok()) ++failures[t];
+        if (!insts[static_cast<std::size_t>(t)].process_record("{}", edgert::testing::numbered("s", t)).ok()) ++failures[t];
       }
     });
   }
@@ -184,7 +186,7 @@ TEST_CASE("kit: instances driven from their own threads are all collected") {
   for (const auto& e : h.emitted()) {
     const auto j = json::parse(e.json);
     const int t = std::stoi(e.instance.substr(2));
-    CHECK(j.at("stream") == "s" + std::to_string(t));
+    CHECK(j.at("stream") == edgert::testing::numbered("s", t));
     CHECK(j.at("count").get<long>() == last[static_cast<std::size_t>(t)] + 1);  // in order per instance
     last[static_cast<std::size_t>(t)] = j.at("count").get<long>();
   }

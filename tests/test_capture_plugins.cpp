@@ -3,6 +3,7 @@
 #include <edgert/plugin_testing.hpp>
 
 #include "fault_server.hpp"
+#include "skip.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -297,11 +298,8 @@ TEST_CASE("video: bad sources fail start() with an error naming the url and the 
   CHECK(empty.status().message().find("url is empty") != std::string::npos);
 }
 
-TEST_CASE("video: a file the process may not read is refused naming the cause") {
-  if (::geteuid() != 0) {
-    WARN("skipped: needs root to fork a child that drops to uid 65534");
-    return;
-  }
+TEST_CASE("video: a file the process may not read is refused naming the cause", "[root][video_unreadable]") {
+  if (::geteuid() != 0) EDGERT_SKIP("needs root to fork a child that drops to uid 65534");
   ScratchDir s("capture-video");
   fs::create_directories(s.dir);
   fs::permissions(s.dir, fs::perms::all);

@@ -3,6 +3,7 @@
 // letters, commands (stored before they run, run once), signing, offline operation.
 #include "comms_test_util.hpp"
 #include "log_capture.hpp"
+#include "numbered.hpp"
 
 #include <edgert/metrics.hpp>
 
@@ -20,15 +21,14 @@ using edgert::testing::comms_yaml;
 using edgert::testing::envelope;
 using edgert::testing::make_node;
 using edgert::testing::MosquittoBroker;
+using edgert::testing::numbered;
 using edgert::testing::TestClient;
 using edgert::testing::wait_until;
 using json = nlohmann::json;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("comms") { std::filesystem::create_directories(dir); }
-};
+using Scratch = edgert::testing::MadeScratch;
 
 std::set<std::string> ids_on(const TestClient& c, const std::string& topic) {
   std::set<std::string> ids;
@@ -641,7 +641,7 @@ TEST_CASE("process.cpu_percent stays within 0..100 x CPUs under bursts of STATUS
   constexpr int kRounds = 4, kBurst = 40;
   for (int round = 0; round < kRounds; ++round) {
     for (int i = 0; i < kBurst; ++i) {
-      REQUIRE(backend.publish(cmds, edgert::testing::command("s" + std::to_string(round) + "-" + std::to_string(i),
+      REQUIRE(backend.publish(cmds, edgert::testing::command(numbered(numbered("s", round) + "-", i),
                                                               "node-a", "STATUS")));
     }
     std::this_thread::sleep_for(600ms);

@@ -4,6 +4,7 @@
 // delivery of the outbox. Scaled to run in seconds under ASan; bench/ holds the sizes
 // of the issue (EDGERT_INBOUND_FLOOD_MAILS, EDGERT_STATUS_FLOOD_COMMANDS below).
 #include "comms_test_util.hpp"
+#include "skip.hpp"
 #include "log_capture.hpp"
 
 #include <sys/mount.h>
@@ -27,9 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("comms-inbound") { fs::create_directories(dir); }
-};
+using Scratch = edgert::testing::MadeScratch;
 
 // Mounts a tmpfs of `size` on `dir` for the guard's lifetime (needs root).
 struct SmallDisk {
@@ -64,13 +63,10 @@ std::set<std::string> inbox_ids(edgert::Node& n, const std::string& type) {
 
 TEST_CASE("inbound mail the inbox cannot store (its free-space floor reached) is not acknowledged; the broker "
           "delivers it again and every mail is stored once there is room; results are still taken meanwhile",
-          "[comms][inbound]") {
+          "[comms][inbound][root][inbox_floor]") {
   Scratch s;
   SmallDisk disk(s.dir / "node-a", "size=16m");
-  if (!disk.mounted) {
-    WARN("SKIPPED: cannot mount a 16 MiB tmpfs here (needs root / CAP_SYS_ADMIN)");
-    return;
-  }
+  if (!disk.mounted) EDGERT_SKIP("cannot mount a 16 MiB tmpfs here (needs root / CAP_SYS_ADMIN)");
   edgert::testing::BrokerOptions bo;
   bo.extra_config = "max_queued_messages 0\n";  // mosquitto's default (1000) would drop some silently
   MosquittoBroker broker(bo);

@@ -25,9 +25,7 @@ using json = nlohmann::json;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("comms-stress") { std::filesystem::create_directories(dir); }
-};
+using Scratch = edgert::testing::MadeScratch;
 
 // message_id -> times received on `topic`.
 std::map<std::string, int> tally(const TestClient& c, const std::string& topic) {

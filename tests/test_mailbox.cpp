@@ -1,6 +1,7 @@
 // The mailbox on a real SQLite file in a scratch directory.
 #include <edgert/mailbox.hpp>
 
+#include "fake_clock.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -27,16 +28,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-mbox") {}
-};
+using edgert::testing::Scratch;
 
-struct FakeClock {
-  std::atomic<std::int64_t> ms{1'700'000'000'000};
-  std::function<std::int64_t()> fn() {
-    return [this] { return ms.load(); };
-  }
-};
+using edgert::testing::FakeClock;
 
 Envelope env(const std::string& type = "detection", const std::string& payload = R"({"n":1})") {
   Envelope e;

@@ -6,6 +6,7 @@
 #include <edgert/mailbox.hpp>
 
 #include "scratch_dir.hpp"
+#include "skip.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -29,9 +30,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-mbox-disk") {}
-};
+using edgert::testing::Scratch;
 
 // Mounts a tmpfs of `size` on `dir` for the guard's lifetime.
 struct SmallDisk {
@@ -80,13 +79,10 @@ MailboxOptions options(const fs::path& dir) {
 }  // namespace
 
 TEST_CASE("on a 2 MiB volume a full disk refuses sends clearly, bookkeeping still works, and draining restores sends",
-          "[mailbox][mailbox_fault]") {
+          "[mailbox][mailbox_fault][root][disk_full]") {
   Scratch s;
   SmallDisk disk(s.dir, "size=2m");
-  if (!disk.mounted) {
-    WARN("skipped: cannot mount a 2 MiB tmpfs here (needs root / CAP_SYS_ADMIN)");
-    return;
-  }
+  if (!disk.mounted) EDGERT_SKIP("cannot mount a 2 MiB tmpfs here (needs root / CAP_SYS_ADMIN)");
   const fs::path wal = s.dir / "mailbox.db-wal";
   const std::uint64_t free_before = free_bytes(s.dir);
   auto opened = Mailbox::open(options(s.dir));

@@ -3,6 +3,7 @@
 #include <edgert/mailbox.hpp>
 
 #include "mailbox_test_util.hpp"
+#include "fake_clock.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -27,16 +28,9 @@ using edgert::testing::raw_exec;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-mbox-fault") {}
-};
+using edgert::testing::Scratch;
 
-struct FakeClock {
-  std::atomic<std::int64_t> ms{1'700'000'000'000};
-  std::function<std::int64_t()> fn() {
-    return [this] { return ms.load(); };
-  }
-};
+using edgert::testing::FakeClock;
 
 Envelope env(const std::string& payload = R"({"n":1})", const std::string& id = "") {
   Envelope e;

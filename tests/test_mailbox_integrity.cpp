@@ -7,6 +7,7 @@
 
 #include "mailbox_test_util.hpp"
 #include "scratch_dir.hpp"
+#include "wait_until.hpp"
 
 #include <catch2/catch.hpp>
 #include <sqlite3.h>
@@ -43,9 +44,7 @@ using edgert::testing::capture_stderr;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-mbox-integrity") {}
-};
+using edgert::testing::Scratch;
 
 std::string id_of(int n) {
   char buf[16];
@@ -102,13 +101,16 @@ std::uint32_t be32(const std::string& b, std::size_t at) {
 
 // Polls stats() until `done` holds for its counters, or 60 s pass.
 MailboxCounters wait_for(Mailbox& mb, const std::function<bool(const MailboxCounters&)>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  for (;;) {
-    auto st = mb.stats();
-    REQUIRE(st.ok());
-    if (done(st.value().counters) || std::chrono::steady_clock::now() > deadline) return st.value().counters;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  MailboxCounters last;
+  edgert::testing::wait_until(
+      [&] {
+        auto st = mb.stats();
+        REQUIRE(st.ok());
+        last = st.value().counters;
+        return done(last);
+      },
+      std::chrono::seconds(60), std::chrono::milliseconds(20));
+  return last;
 }
 
 // Marks every pending message delivered; returns how many mark_delivered() accepted

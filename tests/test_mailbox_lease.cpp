@@ -6,6 +6,9 @@
 #include <edgert/metrics.hpp>
 
 #include "mailbox_test_util.hpp"
+#include "skip.hpp"
+#include "numbered.hpp"
+#include "fake_clock.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -32,6 +35,7 @@ using edgert::ErrorCode;
 using edgert::Mailbox;
 using edgert::MailboxOptions;
 using edgert::OutboxMessage;
+using edgert::testing::numbered;
 using edgert::testing::raw_count;
 using edgert::testing::raw_exec;
 using namespace std::chrono_literals;
@@ -39,25 +43,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-mbox-lease") {}
-};
+using edgert::testing::Scratch;
 
-// Both clocks injected: the wall clock (schedules, TTLs) and the monotonic one (leases).
-struct Clocks {
-  std::atomic<std::int64_t> wall{1'700'000'000'000};
-  std::atomic<std::int64_t> steady{1'000'000};
-  void advance(std::int64_t ms) {
-    wall += ms;
-    steady += ms;
-  }
-};
+using Clocks = edgert::testing::FakeClocks;
 
 MailboxOptions options(const Scratch& s, Clocks& c) {
   MailboxOptions o;
   o.data_dir = s.dir.string();
-  o.clock_ms = [&c] { return c.wall.load(); };
-  o.steady_ms = [&c] { return c.steady.load(); };
+  o.clock_ms = c.wall_fn();
+  o.steady_ms = c.steady_fn();
   return o;
 }
 
@@ -724,12 +718,12 @@ TEST_CASE("a version 2 mailbox opens, migrates to the current version and keeps 
   CHECK(got.value().size() == 1);
 }
 
-TEST_CASE("a full disk makes dead_letter() return io_error; the mailbox keeps working", "[mailbox][mailbox_fault]") {
+TEST_CASE("a full disk makes dead_letter() return io_error; the mailbox keeps working",
+          "[mailbox][mailbox_fault][root][dead_letter_disk_full]") {
   Scratch s;
   fs::create_directories(s.dir);
   if (::mount("tmpfs", s.dir.c_str(), "tmpfs", 0, "size=2m") != 0) {
-    WARN("skipped: cannot mount a 2 MiB tmpfs here (needs root / CAP_SYS_ADMIN)");
-    return;
+    EDGERT_SKIP("cannot mount a 2 MiB tmpfs here (needs root / CAP_SYS_ADMIN)");
   }
   struct Unmount {
     fs::path dir;
@@ -749,7 +743,7 @@ TEST_CASE("a full disk makes dead_letter() return io_error; the mailbox keeps wo
     int stored = 0, io_errors = 0, other = 0;
     std::string first_error;
     for (int i = 0; i < 200 && io_errors < 3; ++i) {
-      d.message_id = "m" + std::to_string(i);
+      d.message_id = numbered("m", i);
       const auto r = mb->dead_letter(d);
       if (r.ok()) {
         ++stored;

@@ -38,9 +38,7 @@ using edgert::testing::write_all;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-mbox-lock") {}
-};
+using edgert::testing::Scratch;
 
 Envelope env(int n) {
   Envelope e;

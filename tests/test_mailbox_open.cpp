@@ -4,6 +4,7 @@
 #include <edgert/mailbox.hpp>
 
 #include "mailbox_test_util.hpp"
+#include "skip.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -36,9 +37,7 @@ using edgert::testing::capture_stderr;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-mbox-open") {}
-};
+using edgert::testing::Scratch;
 
 Envelope env(int n) {
   Envelope e;
@@ -187,11 +186,9 @@ TEST_CASE("open: a WAL without its mailbox.db is refused and left untouched", "[
   CHECK(Mailbox::open(options(s.dir)).ok());
 }
 
-TEST_CASE("open: a mailbox.db the process may not open is an error naming the cause", "[mailbox][mailbox_fault]") {
-  if (::geteuid() != 0) {
-    WARN("skipped: needs root to fork a child that drops to uid 65534");
-    return;
-  }
+TEST_CASE("open: a mailbox.db the process may not open is an error naming the cause",
+          "[mailbox][mailbox_fault][root][open_denied]") {
+  if (::geteuid() != 0) EDGERT_SKIP("needs root to fork a child that drops to uid 65534");
   Scratch s;
   make_live(s.dir, 2);
   const fs::path db = s.dir / "mailbox.db";
@@ -224,15 +221,15 @@ TEST_CASE("open: a mailbox.db the process may not open is an error naming the ca
   CHECK(pending_count(s.dir) == 2);
 }
 
-TEST_CASE("open: a read-only mailbox.db fails at open, not at the first send", "[mailbox][mailbox_fault]") {
+TEST_CASE("open: a read-only mailbox.db fails at open, not at the first send",
+          "[mailbox][mailbox_fault][root][open_readonly_db]") {
   Scratch s;
   make_live(s.dir, 2);
   const fs::path db = s.dir / "mailbox.db";
   // Root ignores file modes; the immutable attribute binds root as well.
   const std::string chattr = "chattr +i '" + db.string() + "' 2>/dev/null";
   if (std::system(chattr.c_str()) != 0) {
-    WARN("skipped: chattr +i is not supported here");
-    return;
+    EDGERT_SKIP("chattr +i failed (needs root / CAP_LINUX_IMMUTABLE and a file system that has it)");
   }
   auto mb = Mailbox::open(options(s.dir));
   const std::string unchattr = "chattr -i '" + db.string() + "'";
@@ -248,13 +245,12 @@ TEST_CASE("open: a read-only mailbox.db fails at open, not at the first send", "
   CHECK(pending_count(s.dir) == 2);
 }
 
-TEST_CASE("open: a read-only data directory fails at open", "[mailbox][mailbox_fault]") {
+TEST_CASE("open: a read-only data directory fails at open", "[mailbox][mailbox_fault][root][open_readonly_dir]") {
   Scratch s;
   make_live(s.dir, 1);
   const std::string chattr = "chattr +i '" + s.dir.string() + "' 2>/dev/null";
   if (std::system(chattr.c_str()) != 0) {
-    WARN("skipped: chattr +i is not supported here");
-    return;
+    EDGERT_SKIP("chattr +i failed (needs root / CAP_LINUX_IMMUTABLE and a file system that has it)");
   }
   auto mb = Mailbox::open(options(s.dir));
   const std::string unchattr = "chattr -i '" + s.dir.string() + "'";
@@ -271,12 +267,12 @@ TEST_CASE("open: a read-only data directory fails at open", "[mailbox][mailbox_f
   CHECK(pending_count(s.dir) == 1);
 }
 
-TEST_CASE("open: a healthy mailbox on a full disk fails without quarantine", "[mailbox][mailbox_fault]") {
+TEST_CASE("open: a healthy mailbox on a full disk fails without quarantine",
+          "[mailbox][mailbox_fault][root][open_disk_full]") {
   Scratch s;
   fs::create_directories(s.dir);
   if (::mount("tmpfs", s.dir.c_str(), "tmpfs", 0, "size=1m") != 0) {
-    WARN("skipped: cannot mount a 1 MiB tmpfs here (needs root / CAP_SYS_ADMIN)");
-    return;
+    EDGERT_SKIP("cannot mount a 1 MiB tmpfs here (needs root / CAP_SYS_ADMIN)");
   }
   struct Unmount {
     fs::path dir;

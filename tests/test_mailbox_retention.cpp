@@ -6,6 +6,8 @@
 
 #include "log_capture.hpp"
 #include "mailbox_test_util.hpp"
+#include "numbered.hpp"
+#include "fake_clock.hpp"
 #include "scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -26,6 +28,7 @@ using edgert::QuotaPolicy;
 using edgert::SendOptions;
 using edgert::StoreOptions;
 using edgert::StoreResult;
+using edgert::testing::numbered;
 using edgert::testing::raw_count;
 using edgert::testing::raw_exec;
 using std::chrono::seconds;
@@ -34,24 +37,17 @@ namespace {
 
 constexpr std::int64_t k2026 = 1'785'000'000'000;
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-mbox-retention") {}
-};
+using edgert::testing::Scratch;
 
-struct Clocks {
-  std::atomic<std::int64_t> wall{k2026};
-  std::atomic<std::int64_t> steady{1'000'000};
-  void advance(std::int64_t ms) {
-    wall += ms;
-    steady += ms;
-  }
+struct Clocks : edgert::testing::FakeClocks {
+  Clocks() : FakeClocks(k2026) {}
 };
 
 MailboxOptions options(const Scratch& s, Clocks& c) {
   MailboxOptions o;
   o.data_dir = s.dir.string();
-  o.clock_ms = [&c] { return c.wall.load(); };
-  o.steady_ms = [&c] { return c.steady.load(); };
+  o.clock_ms = c.wall_fn();
+  o.steady_ms = c.steady_fn();
   o.cleanup_interval = seconds(0);  // each test turns the periodic pass on when it wants it
   o.inbox_min_free_bytes = 0;
   return o;
@@ -140,7 +136,7 @@ TEST_CASE("the periodic cleanup removes expired rows and keys with no caller", "
   SendOptions so;
   so.ttl = seconds(5);
   for (int i = 0; i < 300; ++i) {
-    so.idempotency_key = "k" + std::to_string(i);
+    so.idempotency_key = numbered("k", i);
     REQUIRE(mb->send(result(i), so).ok());
   }
   REQUIRE(raw_count(s.dir / "mailbox.db", "SELECT COUNT(*) FROM idempotency") == 300);
@@ -194,8 +190,8 @@ TEST_CASE("acknowledged inbox rows leave after inbox_retention; unacknowledged o
   auto o = options(s, c);
   o.inbox_retention = seconds(3600);
   auto mb = open(o);
-  for (int i = 0; i < 200; ++i) REQUIRE(mb->store(mail("m" + std::to_string(i))).value() == StoreResult::stored);
-  for (int i = 0; i < 200; i += 2) REQUIRE(mb->ack("m" + std::to_string(i)).ok());
+  for (int i = 0; i < 200; ++i) REQUIRE(mb->store(mail(numbered("m", i))).value() == StoreResult::stored);
+  for (int i = 0; i < 200; i += 2) REQUIRE(mb->ack(numbered("m", i)).ok());
   CHECK(mb->stats().value().inbox_unacked == 100);
   c.advance(3599 * 1000);
   REQUIRE(mb->cleanup_expired().ok());
@@ -222,7 +218,7 @@ TEST_CASE("the inbox has its own quota: a flood is refused and counted, results 
   auto mb = open(o);
   int stored = 0, refused = 0;
   for (int i = 0; i < 150; ++i) {
-    auto r = mb->store(mail("f" + std::to_string(i)));
+    auto r = mb->store(mail(numbered("f", i)));
     if (r.ok()) {
       ++stored;
     } else {

@@ -32,9 +32,7 @@ using edgert::testing::raw_exec;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-mbox-rowint") {}
-};
+using edgert::testing::Scratch;
 
 Envelope env(const std::string& sender, int n, std::size_t pad = 0) {
   Envelope e;

@@ -31,9 +31,7 @@ using edgert::testing::raw_count;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-mbox-writer") {}
-};
+using edgert::testing::Scratch;
 
 Envelope env(const std::string& payload = R"({"n":1})", const std::string& id = "") {
   Envelope e;

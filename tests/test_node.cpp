@@ -28,9 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("edgert-node") { fs::create_directories(dir); }
-};
+using Scratch = edgert::testing::MadeScratch;
 
 edgert::Config config_in(const fs::path& dir) {
   edgert::Config cfg;

@@ -10,6 +10,7 @@
 
 #include "pipeline_test_util.hpp"
 #include "scratch_dir.hpp"
+#include "wait_until.hpp"
 
 #include <catch2/catch.hpp>
 #include <dlfcn.h>
@@ -30,9 +31,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch : edgert::testing::PipelineScratch {
-  Scratch() : PipelineScratch("edgert-pipeline") {}
-};
+using Scratch = edgert::testing::MadeScratch;
 using edgert::testing::pipeline_yaml;
 
 
@@ -70,12 +69,7 @@ struct Running {
   }
   json stats() const { return json::parse(node->stats_json()); }
   bool wait_until(const std::function<bool(const json&)>& pred, std::chrono::seconds limit = 60s) const {
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-      if (pred(stats())) return true;
-      std::this_thread::sleep_for(20ms);
-    }
-    return false;
+    return edgert::testing::wait_until([&] { return pred(stats()); }, limit, 20ms);
   }
 };
 

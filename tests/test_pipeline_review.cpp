@@ -25,9 +25,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Scratch : edgert::testing::PipelineScratch {
-  Scratch() : PipelineScratch("edgert-review") {}
-};
+using Scratch = edgert::testing::MadeScratch;
 using edgert::testing::pipeline_yaml;
 
 

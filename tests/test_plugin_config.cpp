@@ -71,7 +71,7 @@ struct Recorder : edgert::PluginSink {
 
 edgert::PluginInput record(const json& r) {
   edgert::PluginInput in;
-  in.stream = "s";
+  in.stream = std::string("s");  // a move, not assign(const char*): gcc 12 -O3 reports a false -Wrestrict there
   in.record_json = r.dump();
   return in;
 }

@@ -58,9 +58,7 @@ void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); 
 
 namespace {
 
-struct Scratch : edgert::testing::ScratchDir {
-  Scratch() : ScratchDir("result_path") { std::filesystem::create_directories(dir); }
-};
+using Scratch = edgert::testing::MadeScratch;
 
 std::uint64_t delivered(const edgert::Node& n) { return comms_of(n)["delivered"].get<std::uint64_t>(); }
 

@@ -91,9 +91,17 @@ int Checkpointer::on_commit(void* self, sqlite3* db, const char* /*schema*/, int
   // the limit, the commit checkpoints inline, as SQLite's own auto-checkpoint would.
   const int restart = c->restart_frames_.load(std::memory_order_relaxed);
   const bool behind = wal_frames - done >= restart + restart / 4;
-  if ((due && c->inline_.load(std::memory_order_relaxed)) || behind) {
+  const bool full_disk = c->inline_.load(std::memory_order_relaxed);
+  if ((due && full_disk) || behind) {
     int wal = 0, copied = 0;
-    const int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal, &copied);
+    int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal, &copied);
+    if (rc == SQLITE_BUSY && full_disk) {
+      // The background thread's round holds SQLite's checkpoint lock (it may have been
+      // descheduled mid-round). Wait for it rather than commit on into a WAL that
+      // cannot be reset; the disk has no room for that.
+      { std::lock_guard round_done(c->round_mu_); }
+      rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal, &copied);
+    }
     ++c->rounds_;
     if (rc == SQLITE_OK && wal >= 0) {
       c->backfilled_.store(copied, std::memory_order_relaxed);
@@ -148,12 +156,16 @@ void Checkpointer::run() {
       // First catch up without blocking anyone, so that what runs under the lock
       // copies and fsyncs only the frames committed meanwhile (the fsync of a large
       // round under the lock measured ~20 ms of stalled senders).
-      (void)sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      {
+        std::lock_guard round(round_mu_);
+        (void)sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      }
       // Holding the writer's mutex: the writer is between transactions, so only
       // readers in other processes can make this wait (50 ms at most).
       std::lock_guard writer_idle(writer_mu_);
       rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_RESTART, &wal, &copied);
     } else {
+      std::lock_guard round(round_mu_);
       rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal, &copied);
     }
     ++rounds_;
@@ -189,7 +201,11 @@ bool Checkpointer::idle_round() {
   // Cleared first: a commit from here on marks the WAL dirty again.
   dirty_.store(false, std::memory_order_relaxed);
   int wal = 0, copied = 0;
-  int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal, &copied);
+  int rc = SQLITE_OK;
+  {
+    std::lock_guard round(round_mu_);
+    rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal, &copied);
+  }
   ++rounds_;
   if (rc == SQLITE_OK && wal >= 0 && copied == wal) {
     // Everything is in the database: cutting the WAL to zero bytes waits only for the

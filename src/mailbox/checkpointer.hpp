@@ -67,7 +67,8 @@ class Checkpointer {
   /// automatic checkpoint does), so that with no concurrent writer they copy every
   /// frame and the WAL is reused instead of growing into the space the bookkeeping
   /// needs. The background thread could be starved of the writer's mutex by a caller
-  /// marking messages delivered back to back. Any thread, never blocks.
+  /// marking messages delivered back to back. A commit whose round finds this thread's
+  /// round in progress waits for it and runs its own. Any thread, never blocks.
   void set_inline(bool on) noexcept { inline_.store(on, std::memory_order_relaxed); }
 
  private:
@@ -92,6 +93,13 @@ class Checkpointer {
   std::atomic<bool> inline_{false};
   std::atomic<int> backfilled_{0};  // WAL frames already copied by the last round
   std::atomic<std::uint64_t> rounds_{0}, failures_{0};
+  // Held by this thread around each checkpoint it runs without the writer's mutex (the
+  // PASSIVE ones): SQLite lets one checkpoint run at a time, so while this thread's round
+  // is in progress the commit's own round returns SQLITE_BUSY. On a full disk the commit
+  // waits on this mutex and tries again, rather than committing on into a WAL nobody can
+  // reset (a round starved on a loaded machine grew it past its bound). Never taken while
+  // holding it: writer_mu_ (no lock-order cycle with the commit, which holds writer_mu_).
+  std::mutex round_mu_;
   std::mutex mu_;
   std::condition_variable cv_;
   int wanted_frames_ = 0;  // under mu_: WAL size reported by the commit that asked
