@@ -66,6 +66,8 @@ PluginLoaderOptions loader_options(const Config& cfg) {
   o.allow = cfg.plugins.allow;
   o.max_payload_bytes = static_cast<std::size_t>(cfg.mailbox.max_payload_bytes);  // what emit may send is storable
   o.max_json_depth = static_cast<std::size_t>(cfg.mailbox.max_json_depth);
+  // An unchanged plugin file is not loaded in a helper again (docs/plugins.md, "The scan cache").
+  o.scan_cache_path = (std::filesystem::path(cfg.node.data_dir) / "plugin-scan-cache.json").string();
   return o;
 }
 
