@@ -1,6 +1,6 @@
 // Input checks shared by the mailbox's write path (send, store) and read path
 // (pending, unacked): exact JSON text with bounded nesting, and identifiers made safe
-// to print. Header-only; used by mailbox.cpp alone.
+// to print. Header-only; used by the mailbox (mailbox_codec.cpp, integrity.cpp, wal_scan.cpp).
 #pragma once
 
 #include "core/json_depth.hpp"  // json_depth(), shared with the plugin host

@@ -2,6 +2,7 @@
 
 #include "core/log.hpp"
 #include "core/printable.hpp"
+#include "plugins/checked_sink.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -51,16 +52,19 @@ struct InstanceRunner::State {
   }
 
   // What an emit made during a process() call refers to.
-  class Sink final : public PluginSink {
+  class Sink final : public detail::CheckedSink {
    public:
     explicit Sink(State* s) : s_(s) {}
-    void on_emit(const std::string&, std::string_view type, std::string_view json) override {
-      ResultOrigin o;
-      {
-        std::lock_guard lk(s_->current_mu);
-        o = s_->current;
-      }
-      s_->outputs->publish(o, type, json);
+    void on_checked_emit(const std::string&, std::string_view type, std::string_view json,
+                         const detail::JsonShape& shape) override {
+      s_->outputs->publish(origin(), type, json, shape);
+    }
+    void on_unchecked_refused(const std::string&, std::string_view type, std::string_view json) override {
+      s_->outputs->publish_unchecked(origin(), type, json);
+    }
+    ResultOrigin origin() const {
+      std::lock_guard lk(s_->current_mu);
+      return s_->current;
     }
     void on_notify(const std::string&, int level, std::string_view message) override {
       static const char* names[] = {"trace", "debug", "info", "warning", "error"};

@@ -1,15 +1,15 @@
+// Outputs: builds each result once (the payload extended as text) and hands it to the sinks of result_sinks.cpp.
 #include "pipeline/outputs.hpp"
 
-#include <edgert/mailbox.hpp>
+#include "pipeline/result_sinks.hpp"
 
 #include "core/log.hpp"
 #include "core/printable.hpp"
 
 #include <nlohmann/json.hpp>
 
-#include <cerrno>
 #include <chrono>
-#include <cstring>
+#include <mutex>
 
 namespace edgert::pipeline {
 
@@ -22,40 +22,64 @@ std::int64_t wall_ms_now() noexcept {
 
 namespace {
 
-// The mailbox priority a payload asks for: its top-level integer "priority", clamped
-// (docs/pipeline.md, "Priority").
-int priority_of(const json& payload) {
-  const auto it = payload.find("priority");
-  if (it == payload.end() || !it->is_number_integer()) return 0;
-  const auto p = it->get<std::int64_t>();
-  return static_cast<int>(p < -1000 ? -1000 : p > 1000 ? 1000 : p);
+// The mailbox priority a payload asks for: its top-level integer "priority", clamped (docs/pipeline.md, "Priority").
+int clamp_priority(std::int64_t p) { return static_cast<int>(p < -1000 ? -1000 : p > 1000 ? 1000 : p); }
+
+// Room reserved after a payload for the mailbox's envelope fields, so storing it needs no second buffer
+// (mailbox/envelope_headroom in docs/architecture.md): ids are short, 512 bytes covers them.
+constexpr std::size_t kEnvelopeHeadroom = 512;
+
+void append_origin(std::string& out, const PipelineResult& r) {
+  out += "\"stream\":";
+  detail::append_json_string(out, r.stream);
+  out += ",\"signature\":";
+  detail::append_json_string(out, r.signature);
+  out += ",\"instance_id\":";
+  detail::append_json_string(out, r.instance_id);
+  out += ",\"sequence\":";
+  out += std::to_string(r.sequence);
+  out += ",\"captured_at\":";
+  out += std::to_string(r.captured_at_ms);
+  out += ",\"detected_at\":";
+  out += std::to_string(r.detected_at_ms);
 }
 
 }  // namespace
 
-Outputs::Outputs(std::string node_id, PipelineSection config) : node_id_(std::move(node_id)), config_(std::move(config)) {}
+Outputs::Outputs(std::string node_id, PipelineSection config)
+    : node_id_(std::move(node_id)), config_(std::move(config)), closed_(false) {}
 
 Outputs::~Outputs() { close(); }
 
 void Outputs::add_sink(ResultSink sink) {
-  if (sink) sinks_.push_back(std::move(sink));
+  if (!sink) return;
+  std::unique_lock lk(mu_);
+  // The host's sinks run first, in the order added; the file and the outbox (added by open()) after them.
+  auto it = sinks_.begin();
+  while (it != sinks_.end() && dynamic_cast<HostSink*>(it->get()) != nullptr) ++it;
+  sinks_.insert(it, std::make_unique<HostSink>(std::move(sink), counters_));
 }
 
 Status Outputs::open(Mailbox* mailbox) {
-  std::lock_guard lk(mu_);
-  if (!config_.results_jsonl.empty() && !file_) {
-    file_ = std::fopen(config_.results_jsonl.c_str(), "ae");
-    if (!file_) {
-      return {ErrorCode::io_error,
-              "pipeline.results_jsonl: cannot open " + config_.results_jsonl + ": " + std::strerror(errno)};
-    }
+  std::unique_lock lk(mu_);
+  for (const auto& s : sinks_) {
+    if (dynamic_cast<HostSink*>(s.get()) == nullptr) return {};  // already open
   }
-  mailbox_ = config_.outbox ? mailbox : nullptr;
+  if (!config_.results_jsonl.empty()) {
+    auto file = JsonlSink::open(config_.results_jsonl, counters_);
+    if (!file.ok()) return file.status();
+    sinks_.push_back(std::move(file).value());
+  }
+  if (config_.outbox && mailbox) {
+    sinks_.push_back(std::make_unique<OutboxSink>(*mailbox, node_id_, std::chrono::seconds(config_.result_ttl_s),
+                                                  counters_));
+  }
   closed_ = false;
   return {};
 }
 
-void Outputs::publish(const ResultOrigin& origin, std::string_view payload_type, std::string_view text) {
+void Outputs::publish(const ResultOrigin& origin, std::string_view payload_type, std::string_view text,
+                      const detail::JsonShape& shape) {
   PipelineResult r;
   r.stream = origin.stream;
   r.signature = origin.signature;
@@ -64,18 +88,50 @@ void Outputs::publish(const ResultOrigin& origin, std::string_view payload_type,
   r.captured_at_ms = origin.captured_wall_ns / 1000000;
   r.detected_at_ms = wall_ms_now();
   r.payload_type = std::string(payload_type);
-  json payload = json::parse(text, nullptr, false);
-  if (payload.is_discarded()) payload = json(std::string(text));  // emit checked it; keep it whatever happens
-  if (!payload.is_object()) payload = json{{"data", std::move(payload)}};
-  r.priority = priority_of(payload);
-  payload["stream"] = r.stream;
-  payload["signature"] = r.signature;
-  payload["instance_id"] = r.instance_id;
-  payload["sequence"] = r.sequence;
-  payload["captured_at"] = r.captured_at_ms;
-  payload["detected_at"] = r.detected_at_ms;
-  r.payload = payload.dump(-1, ' ', false, json::error_handler_t::replace);
+  r.priority = shape.has_priority ? clamp_priority(shape.priority) : 0;
+  const std::string_view value = text.substr(shape.begin, shape.end - shape.begin);
+  if (shape.object && shape.result_keys == 0) {
+    // {"stream":...,"detected_at":N,<the plugin's members>}: the plugin's bytes copied once, verbatim.
+    r.payload.reserve(value.size() + 192 + kEnvelopeHeadroom);
+    r.payload += '{';
+    append_origin(r.payload, r);
+    if (!shape.empty_object) r.payload += ',';
+    r.payload.append(value.data() + 1, value.size() - 1);
+  } else if (!shape.object) {
+    r.payload.reserve(value.size() + 200 + kEnvelopeHeadroom);
+    r.payload += "{\"data\":";
+    r.payload.append(value.data(), value.size());
+    r.payload += ',';
+    append_origin(r.payload, r);
+    r.payload += '}';
+  } else {
+    // The plugin set an origin key: ours win, as documented; the one case that parses the payload again.
+    detail::count_full_parse();
+    json payload = json::parse(value, nullptr, false);
+    if (payload.is_discarded() || !payload.is_object()) payload = json{{"data", std::string(value)}};
+    payload["stream"] = r.stream;
+    payload["signature"] = r.signature;
+    payload["instance_id"] = r.instance_id;
+    payload["sequence"] = r.sequence;
+    payload["captured_at"] = r.captured_at_ms;
+    payload["detected_at"] = r.detected_at_ms;
+    r.payload = payload.dump(-1, ' ', false, json::error_handler_t::replace);
+  }
   emit(std::move(r));
+}
+
+void Outputs::publish_unchecked(const ResultOrigin& origin, std::string_view payload_type, std::string_view text) {
+  detail::JsonShape shape;
+  if (const auto problem = detail::check_json(text, detail::kMaxJsonDepthCap, &shape)) {
+    const auto n = counters_.store_errors.fetch_add(1, std::memory_order_relaxed);
+    if (n < 10 || n % 1000 == 0) {
+      detail::log().error("pipeline: a '{}' result from {} was dropped: its payload {} ({} so far)",
+                          detail::printable(payload_type), detail::printable(origin.instance_id),
+                          problem.text(detail::kMaxJsonDepthCap), n + 1);
+    }
+    return;
+  }
+  publish(origin, payload_type, text, shape);
 }
 
 void Outputs::publish_error(const ResultOrigin& origin, std::string_view reason, std::string_view detail,
@@ -125,83 +181,25 @@ void Outputs::notify(const ResultOrigin& origin, std::string_view level, std::st
 }
 
 void Outputs::emit(PipelineResult r) {
-  std::shared_lock sinks_lock(sinks_mu_);
-  if (sinks_closed_) {
-    // Only counted: this runs on a thread that outlived the node (a stuck call that
-    // returned), possibly while the process exits and the logger is torn down.
+  std::shared_lock lk(mu_);  // held while sinks run; close() waits for it
+  if (closed_) {
+    // Only counted: this runs on a thread that outlived the node (a stuck call that returned), possibly while
+    // the process exits and the logger is torn down.
     counters_.late.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   counters_.results.fetch_add(1, std::memory_order_relaxed);
-  for (const auto& sink : sinks_) {
-    try {
-      sink(r);
-    } catch (const std::exception& e) {
-      counters_.sink_errors.fetch_add(1, std::memory_order_relaxed);
-      detail::log().error("pipeline: a result sink threw: {}", detail::printable(e.what(), 200));
-    } catch (...) {
-      counters_.sink_errors.fetch_add(1, std::memory_order_relaxed);
-      detail::log().error("pipeline: a result sink threw an unknown exception");
-    }
-  }
-  std::lock_guard lk(mu_);
-  if (file_) {
-    json line{{"payload_type", r.payload_type}, {"priority", r.priority}};
-    std::string text = line.dump();
-    text.pop_back();
-    text += ",\"payload\":" + r.payload + "}\n";
-    if (std::fwrite(text.data(), 1, text.size(), file_) != text.size() || std::fflush(file_) != 0) {
-      if (counters_.file_errors.fetch_add(1, std::memory_order_relaxed) == 0) {
-        detail::log().error("pipeline.results_jsonl: cannot write {}: {} (further failures are only counted)",
-                            config_.results_jsonl, std::strerror(errno));
-      }
-      std::clearerr(file_);
-    }
-  }
-  if (!mailbox_ || closed_) return;
-  Envelope env;
-  env.sender_node_id = node_id_;
-  env.payload_type = r.payload_type;
-  env.payload = std::move(r.payload);
-  env.timestamp_ms = r.detected_at_ms;
-  SendOptions so;
-  so.ttl = std::chrono::seconds(config_.result_ttl_s);
-  so.priority = r.priority;
-  in_flight_.push_back(mailbox_->send_async(std::move(env), std::move(so)));
-  reap(false);
-}
-
-void Outputs::reap(bool wait) {
-  while (!in_flight_.empty() && (wait || in_flight_.front().ready())) {
-    auto res = in_flight_.front().get();
-    in_flight_.pop_front();
-    if (res.ok()) {
-      counters_.stored.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      const auto n = counters_.store_errors.fetch_add(1, std::memory_order_relaxed);
-      if (n < 10 || n % 1000 == 0) {
-        detail::log().error("pipeline: a result was not stored in the outbox ({} so far): {}", n + 1,
-                            res.status().message());
-      }
-    }
-  }
+  if (sinks_.empty()) return;
+  for (std::size_t i = 0; i + 1 < sinks_.size(); ++i) sinks_[i]->write(r);
+  sinks_.back()->take(std::move(r));
 }
 
 void Outputs::close() {
-  {
-    std::unique_lock sinks_lock(sinks_mu_);  // waits for sink calls in progress
-    sinks_closed_ = true;
-    sinks_.clear();
-  }
-  std::lock_guard lk(mu_);
-  if (closed_ && !file_ && in_flight_.empty()) return;
+  std::unique_lock lk(mu_);  // waits for writes in progress
+  if (closed_ && sinks_.empty()) return;
   closed_ = true;
-  reap(true);
-  mailbox_ = nullptr;
-  if (file_) {
-    std::fclose(file_);
-    file_ = nullptr;
-  }
+  for (auto& s : sinks_) s->close();
+  sinks_.clear();
 }
 
 }  // namespace edgert::pipeline

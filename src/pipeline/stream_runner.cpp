@@ -4,6 +4,7 @@
 
 #include "core/log.hpp"
 #include "core/printable.hpp"
+#include "plugins/checked_sink.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -36,13 +37,17 @@ struct Trigger {
 };
 
 // Forwards what a capture plugin notifies (or emits) to the outputs under the stream's name.
-class CaptureSink final : public PluginSink {
+class CaptureSink final : public detail::CheckedSink {
  public:
   CaptureSink(std::shared_ptr<Outputs> out, ResultOrigin origin) : out_(std::move(out)), origin_(std::move(origin)) {}
-  void on_emit(const std::string&, std::string_view type, std::string_view json) override {
+  void on_checked_emit(const std::string&, std::string_view type, std::string_view json,
+                       const detail::JsonShape& shape) override {
     ResultOrigin o = origin_;
     o.captured_wall_ns = wall_ns_now();
-    out_->publish(o, type, json);
+    out_->publish(o, type, json, shape);
+  }
+  void on_unchecked_refused(const std::string&, std::string_view type, std::string_view json) override {
+    out_->publish_unchecked(origin_, type, json);
   }
   void on_notify(const std::string&, int level, std::string_view message) override {
     out_->notify(origin_, level >= 4 ? "error" : level == 3 ? "warning" : "info", message);

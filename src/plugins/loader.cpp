@@ -4,7 +4,8 @@
 #include "plugins/environment.hpp"
 
 #include "core/frame_internal.hpp"
-#include "core/json_depth.hpp"
+#include "core/json_check.hpp"
+#include "plugins/checked_sink.hpp"
 #include "core/log.hpp"
 #include "plugins/config_schema.hpp"
 #include "core/printable.hpp"
@@ -78,6 +79,7 @@ struct edgert_host_ctx {
   std::string instance;
   std::string signature;
   std::shared_ptr<edgert::PluginSink> sink;
+  edgert::detail::CheckedSink* checked_sink = nullptr;  // `sink` when it is one: emit hands it the checked shape
   // The instance configuration, immutable once published. Instance::update_config
   // swaps in a new one while config_get may be reading on a plugin thread: a reader
   // copies the pointer under config_mu (held only for that copy) and reads its own
@@ -244,24 +246,29 @@ edgert_status host_emit(edgert_host_ctx* ctx, const char* payload_type, const ch
                              std::to_string(ctx->max_payload_bytes) + " bytes (the mailbox's max_payload_bytes)");
     }
     const std::string_view text(data ? data : "", len);
-    // The JSON parser stops at a NUL and skips a byte order mark; the payload must be
-    // exactly one JSON value, or the mailbox could store what it cannot deliver.
-    if (const auto nul = text.find('\0'); nul != std::string_view::npos) {
-      return refuse_call(ctx, call, "payload is not valid JSON (a NUL byte at offset " + std::to_string(nul) + ")");
+    // The result path's one pass over the payload (core/json_check.hpp): exactly one JSON value within the
+    // mailbox's nesting limit, and the shape the pipeline needs, so no later stage parses it again.
+    detail::JsonShape shape;
+    switch (const auto problem = detail::check_json(text, ctx->max_json_depth, &shape); problem.kind) {
+      case detail::JsonProblem::none: break;
+      case detail::JsonProblem::nul_byte:
+        return refuse_call(ctx, call, "payload is not valid JSON (a NUL byte at offset " + std::to_string(problem.offset) + ")");
+      case detail::JsonProblem::byte_order_mark:
+        return refuse_call(ctx, call, "payload is not valid JSON (it starts with a UTF-8 byte order mark)");
+      case detail::JsonProblem::too_deep:
+        return refuse_call(ctx, call,
+                           "payload nests arrays/objects deeper than the limit of " +
+                               std::to_string(ctx->max_json_depth) + " (the mailbox's max_json_depth)");
+      case detail::JsonProblem::empty:
+      case detail::JsonProblem::invalid:
+        return refuse_call(ctx, call, "payload is not valid JSON (" + std::to_string(len) + " bytes: " +
+                                          detail::printable(text, 40) + ")");
     }
-    if (text.substr(0, 3) == "\xef\xbb\xbf") {
-      return refuse_call(ctx, call, "payload is not valid JSON (it starts with a UTF-8 byte order mark)");
+    if (ctx->checked_sink) {
+      ctx->checked_sink->on_checked_emit(ctx->instance, type, text, shape);
+    } else if (ctx->sink) {
+      ctx->sink->on_emit(ctx->instance, type, text);
     }
-    if (detail::json_depth(text, ctx->max_json_depth) > ctx->max_json_depth) {
-      return refuse_call(ctx, call,
-                         "payload nests arrays/objects deeper than the limit of " +
-                             std::to_string(ctx->max_json_depth) + " (the mailbox's max_json_depth)");
-    }
-    if (!json::accept(text)) {
-      return refuse_call(ctx, call, "payload is not valid JSON (" + std::to_string(len) + " bytes: " +
-                                        detail::printable(text, 40) + ")");
-    }
-    if (ctx->sink) ctx->sink->on_emit(ctx->instance, type, text);
     return EDGERT_OK;
   } catch (...) {
     return EDGERT_ERR_INTERNAL;
@@ -857,6 +864,7 @@ Result<std::unique_ptr<PluginInstance>> PluginLoader::create_instance(const std:
   ctx->instance = instance_name;
   ctx->signature = signature;
   ctx->sink = std::move(sink);
+  ctx->checked_sink = dynamic_cast<detail::CheckedSink*>(ctx->sink.get());
   const std::string text = merged->dump();
   ctx->publish_config(std::move(merged));
   auto inst = std::make_unique<Instance>(lib, std::move(ctx));

@@ -8,7 +8,8 @@
 // items; stall_after: capture() answers AGAIN forever after that many items.
 // pl_probe: emits {"seq", "ptr", "kind"} for every input; sleep_ms per call; block:
 // stays inside process() until pl_probe_release() is called (found with dlsym); fail:
-// "error" returns an error, "throw" throws, for the first fail_count calls (0: always).
+// "error" returns an error, "throw" throws, for the first fail_count calls (0: always);
+// blob_bytes > 0: emits the same {"priority": 3, "blob": "xx..."} every call, built once.
 #include <edgert/plugin.hpp>
 
 #include <nlohmann/json.hpp>
@@ -143,6 +144,7 @@ class Probe : public edgert::sdk::Plugin {
     fail_ = c.value("fail", std::string("none"));
     fail_count_ = c.value("fail_count", 0);
     emit_ = c.value("emit", true);
+    if (const int n = c.value("blob_bytes", 0); n > 0) blob_ = json{{"priority", 3}, {"blob", std::string(n, 'x')}}.dump();
     std::lock_guard lk(g_mu);
     generation_ = g_generation;
   }
@@ -159,6 +161,10 @@ class Probe : public edgert::sdk::Plugin {
       throw std::runtime_error("pl_probe fails on purpose");
     }
     if (!emit_) return;
+    if (!blob_.empty()) {  // built once: the emit allocates nothing in the plugin (tests/test_result_path.cpp)
+      host().emit("probe.blob", blob_);
+      return;
+    }
     json j{{"calls", calls_}};
     if (const edgert_frame* f = in.frame()) {
       j["seq"] = f->sequence;
@@ -175,6 +181,7 @@ class Probe : public edgert::sdk::Plugin {
   int sleep_ms_, fail_count_;
   bool block_, emit_;
   std::string fail_;
+  std::string blob_;
   std::int64_t calls_ = 0;
   std::uint64_t generation_ = 0;
 };
@@ -193,6 +200,7 @@ EDGERT_PLUGIN_CLASS(Probe, EDGERT_KIND_BUSINESS, "pl_probe", "1.0.0", "pipeline 
                         "block": {"type": "boolean", "default": false},
                         "fail": {"type": "string", "default": "none", "enum": ["none", "error", "throw"]},
                         "fail_count": {"type": "integer", "default": 0, "minimum": 0},
-                        "emit": {"type": "boolean", "default": true}})");
+                        "emit": {"type": "boolean", "default": true},
+                        "blob_bytes": {"type": "integer", "default": 0, "minimum": 0}})");
 
 #endif
