@@ -1,5 +1,6 @@
 // edgert::Node, the composition root: components in the right stages, errors that
 // name the component, the heartbeat document and the metrics snapshot.
+#include <edgert/config.hpp>
 #include <edgert/mailbox.hpp>
 #include <edgert/metrics.hpp>
 #include <edgert/node.hpp>
@@ -19,6 +20,7 @@
 #include <fstream>
 #include <limits>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -318,4 +320,53 @@ TEST_CASE("on_heartbeat runs off the loop and may stop the node", "[node]") {
   CHECK(stats.contains("edgert_queue_pushed_total"));
   CHECK(stats.contains("edgert_worker_state"));
   CHECK(calls >= 2);
+}
+
+TEST_CASE("a node loads only the plugins its streams use; the others are scanned, not mapped", "[node][plugins]") {
+  Scratch s;
+  const std::string bundled = EDGERT_BUNDLED_PLUGIN_DIR;
+  std::size_t files = 0;
+  for (const auto& e : fs::directory_iterator(bundled)) files += e.path().extension() == ".so";
+  REQUIRE(files >= 1);
+  const std::string yaml = "node: {id: lazy, data_dir: " + (s.dir / "data").string() +
+                           ", heartbeat_hz: 0}\n"
+                           "plugins: {paths: [" + bundled + "]}\n"
+                           "pipeline: {outbox: false}\n"
+                           "streams:\n"
+                           "  - name: records\n"
+                           "    trigger: {type: manual}\n"
+                           "    plugins:\n"
+                           "      - signature: threshold\n"
+                           "        instances: [{instance_id: t}]\n";
+  auto cfg = edgert::parse_config(yaml, "lazy.yaml", {});
+  REQUIRE(cfg.ok());
+  // What this process maps from the bundled folder, read independently of the loader.
+  auto mapped = [&] {
+    std::set<std::string> out;
+    std::ifstream maps("/proc/self/maps");
+    for (std::string line; std::getline(maps, line);) {
+      const auto at = line.find(bundled + "/");
+      if (at != std::string::npos) out.insert(fs::path(line.substr(at)).filename().string());
+    }
+    return out;
+  };
+  REQUIRE(mapped().empty());
+  for (int round = 0; round < 2; ++round) {  // the second start answers the scan from the cache
+    INFO("start " << round + 1);
+    auto node = edgert::Node::create(cfg.value());
+    REQUIRE(node.ok());
+    auto& n = *node.value();
+    const auto st = n.start();
+    REQUIRE(st.ok());
+    std::vector<std::string> loaded;
+    for (const auto& p : n.plugins()->plugins()) loaded.push_back(p.signature);
+    CHECK(loaded == std::vector<std::string>{"threshold"});
+    CHECK(mapped() == std::set<std::string>{"threshold.so"});
+    const auto doc = nlohmann::json::parse(n.stats_json());
+    CHECK(doc["edgert_plugins_loaded"]["series"][0]["value"].get<double>() == 1);
+    CHECK(doc["edgert_plugins_unused"]["series"][0]["value"].get<double>() == double(files - 1));
+    CHECK(fs::exists(s.dir / "data" / "plugin-scan-cache.json"));
+    n.stop();
+  }
+  CHECK(mapped().empty());  // unloaded with the node
 }

@@ -124,6 +124,13 @@ struct PluginLoaderOptions {
   /// EDGERT_PLUGIN_SCANNER variable (if use_environment), else the helper installed
   /// with libedgert (<prefix>/libexec/edgert/, found relative to the library).
   std::string scanner_path;
+  /// scan_plugins_isolated only: a file keeping what each accepted file's scan found,
+  /// keyed by its path, size, mtime, inode and SHA-256, so an unchanged file is not
+  /// loaded in a helper again (the SHA-256 is computed on every scan: a changed file is
+  /// always scanned). Empty: no cache. A node uses <data_dir>/plugin-scan-cache.json.
+  /// A missing, corrupt or foreign file is ignored (a WARNING for a corrupt one) and
+  /// rewritten atomically. See docs/plugins.md, "The scan cache".
+  std::string scan_cache_path;
   /// Largest payload a plugin may emit(), in bytes; larger ones are refused with
   /// EDGERT_ERR_INVALID_ARGUMENT and logged. The default is MailboxOptions'
   /// max_payload_bytes default (1 MiB), so what a plugin emits can be stored; a node
@@ -194,6 +201,8 @@ struct PluginScan {
   bool shadowed = false;
   PluginInfo info;     // when accepted or shadowed
   std::string reason;  // when refused or shadowed
+  /// Answered from PluginLoaderOptions::scan_cache_path, without a helper process.
+  bool cached = false;
 };
 
 /// Scans each file, or each *.so in each directory, in a fresh process (the

@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <stdexcept>
 
 namespace edgert {
@@ -66,28 +67,55 @@ PluginLoaderOptions loader_options(const Config& cfg) {
   o.allow = cfg.plugins.allow;
   o.max_payload_bytes = static_cast<std::size_t>(cfg.mailbox.max_payload_bytes);  // what emit may send is storable
   o.max_json_depth = static_cast<std::size_t>(cfg.mailbox.max_json_depth);
+  // An unchanged plugin file is not loaded in a helper again (docs/plugins.md, "The scan cache").
+  o.scan_cache_path = (std::filesystem::path(cfg.node.data_dir) / "plugin-scan-cache.json").string();
   return o;
 }
 
-// Loads the plugins on the search paths; returns how many files were refused (docs/plugins.md,
-// "Where plugins are found"). Each file is first loaded in a child (scan_plugins_isolated),
-// so one that crashes or hangs while loading is logged at ERROR and skipped instead of
-// killing the node; only files that scanned clean are loaded in-process. Without the scan
-// helper (an embedder that did not install it) everything is loaded in-process, after
-// one WARNING.
-std::size_t load_plugins(PluginLoader& loader, const PluginLoaderOptions& options) {
+// The signatures the configuration's streams use: capture types and stream plugins
+// (disabled instances included: the pipeline creates them).
+std::set<std::string> used_signatures(const Config& cfg) {
+  std::set<std::string> used;
+  for (const auto& stream : cfg.streams) {
+    if (stream.capture) used.insert(stream.capture->type);
+    for (const auto& p : stream.plugins) used.insert(p.signature);
+  }
+  return used;
+}
+
+struct LoadedPlugins {
+  std::size_t refused = 0;
+  std::size_t unused = 0;  // files scanned and accepted that no stream uses: not loaded
+};
+
+// Loads the plugins the configuration uses from the search paths (docs/plugins.md,
+// "Where plugins are found"). Every file is first scanned in a child
+// (scan_plugins_isolated, answered from the scan cache when the file is unchanged), so
+// one that crashes or hangs while loading is logged at ERROR and skipped instead of
+// killing the node; of the files that scanned clean, only those providing a signature
+// in `used` are loaded in-process (a pack loads whole). Without the scan helper (an
+// embedder that did not install it) everything is loaded in-process, after one WARNING.
+LoadedPlugins load_plugins(PluginLoader& loader, const PluginLoaderOptions& options, const std::set<std::string>& used) {
+  LoadedPlugins n;
   if (const auto problem = detail::scanner_helper_problem(options); !problem.empty()) {
     detail::log().warn("plugins are loaded without a crash check: {}", problem);
-    return loader.load_all().size();
+    n.refused = loader.load_all().size();
+    return n;
   }
   std::vector<std::string> dirs;
   for (const auto& dir : loader.search_paths()) {
     std::error_code ec;
     if (std::filesystem::is_directory(dir, ec)) dirs.push_back(dir);
   }
-  std::size_t refused = 0;
-  std::string loaded_path;  // a pack scans as one entry per plugin, all with its path: load it once
-  for (const auto& scan : scan_plugins_isolated(dirs, options)) {
+  const auto scans = scan_plugins_isolated(dirs, options);
+  std::set<std::string> wanted;  // files providing a used signature
+  std::set<std::string> accepted;
+  for (const auto& scan : scans) {
+    if (!scan.accepted) continue;
+    accepted.insert(scan.path);
+    if (used.count(scan.info.signature) > 0) wanted.insert(scan.path);
+  }
+  for (const auto& scan : scans) {
     // A refusal's reason may come from the plugin's own process (it can write to the
     // scan's answer pipe): printable() keeps it to one safe line. A shadow reason is
     // built from printable() parts already (detail::shadowed_text).
@@ -96,14 +124,14 @@ std::size_t load_plugins(PluginLoader& loader, const PluginLoaderOptions& option
     } else if (!scan.accepted) {
       detail::log().error("plugin {} refused: {}", detail::printable(scan.path, detail::kMaxLoggedText),
                           detail::printable(scan.reason, detail::kMaxLoggedText));
-      ++refused;
-    } else if (scan.path == loaded_path) {
-      continue;
-    } else if (loaded_path = scan.path; !loader.load(scan.path).ok()) {  // load() logged why
-      ++refused;
+      ++n.refused;
     }
   }
-  return refused;
+  n.unused = accepted.size() - wanted.size();
+  for (const auto& path : wanted) {  // a pack scans as one entry per plugin, all with its path: loaded once
+    if (!loader.load(path).ok()) ++n.refused;  // load() logged why
+  }
+  return n;
 }
 
 }  // namespace
@@ -187,22 +215,26 @@ std::string Node::Impl::comms_heartbeat(const std::string& status) {
 }
 
 void Node::Impl::register_components() {
-  // build: load every plugin on the search paths, each checked in a child first
-  // (load_plugins); a refused file is logged with its reason and the others still
-  // load. (The pipeline will create instances of them.)
+  // build: load the plugins the streams use, every file on the search paths checked in
+  // a child first (load_plugins); a refused file is logged with its reason and the
+  // others still load. (The pipeline will create instances of them.)
   LifecycleHooks plugins;
   plugins.name = "plugins";
   plugins.start = [this] {
     const auto loader_opts = loader_options(config);
     loader = std::make_unique<PluginLoader>(loader_opts);
-    const std::size_t refused = load_plugins(*loader, loader_opts);
-    detail::log().info("{} plugin(s) loaded, {} refused", loader->plugins().size(), refused);
+    const LoadedPlugins got = load_plugins(*loader, loader_opts, used_signatures(config));
+    detail::log().info("{} plugin(s) loaded, {} refused, {} file(s) not used by the configuration and not loaded",
+                       loader->plugins().size(), got.refused, got.unused);
     plugin_metrics = metrics.register_collector(
         {{"edgert_plugins_loaded", {}, "plugin libraries loaded", MetricType::gauge},
-         {"edgert_plugins_refused", {}, "plugin files refused at load (crashed, hung or rejected)", MetricType::gauge}},
-        [n = loader->plugins().size(), r = refused](std::span<double> out) {
+         {"edgert_plugins_refused", {}, "plugin files refused at load (crashed, hung or rejected)", MetricType::gauge},
+         {"edgert_plugins_unused", {}, "plugin files scanned clean but not loaded: no stream uses them",
+          MetricType::gauge}},
+        [n = loader->plugins().size(), r = got.refused, u = got.unused](std::span<double> out) {
           out[0] = static_cast<double>(n);
           out[1] = static_cast<double>(r);
+          out[2] = static_cast<double>(u);
         });
     loader_view.store(loader.get());
     return Status{};

@@ -17,7 +17,10 @@
 #include <edgert/plugin_abi.h>
 #include <edgert/plugin_host.hpp>
 
+#include "core/log.hpp"
+#include "core/printable.hpp"
 #include "plugins/environment.hpp"
+#include "plugins/scan_cache.hpp"
 #include "plugins/search_paths.hpp"
 
 #include <nlohmann/json.hpp>
@@ -201,9 +204,39 @@ bool try_reap(pid_t pid, std::optional<int>& status) {
   }
 }
 
+// The "plugins" list of an accepted answer (the helper's, or the cache's copy of one),
+// one entry per plugin of the file; throws std::exception naming what is malformed.
+std::vector<PluginScan> accepted_plugins(const std::string& path, const json& plugins) {
+  if (!plugins.is_array() || plugins.empty() || plugins.size() > EDGERT_MAX_PACK_DESCRIPTORS) {
+    throw std::out_of_range("plugins: expected 1-" + std::to_string(EDGERT_MAX_PACK_DESCRIPTORS) + " entries");
+  }
+  std::vector<PluginScan> out;
+  for (const auto& p : plugins) {
+    if (!p.is_object()) throw std::out_of_range("a plugin entry is not an object");
+    PluginScan one;
+    one.path = path;
+    one.accepted = true;
+    one.info.signature = p.value("signature", std::string());
+    const int kind = p.value("kind", -1);
+    if (kind < static_cast<int>(PluginKind::capture) || kind > static_cast<int>(PluginKind::business)) {
+      throw std::out_of_range("kind " + std::to_string(kind));
+    }
+    one.info.kind = static_cast<PluginKind>(kind);
+    one.info.plugin_version = p.value("version", std::string());
+    one.info.description = p.value("description", std::string());
+    one.info.config_schema = p.value("schema", std::string());
+    one.info.abi_version = p.value("abi", 0u);
+    one.info.path = path;
+    out.push_back(std::move(one));
+  }
+  return out;
+}
+
 // One entry per plugin the file provides (several for a pack), or one refusal.
+// `plugins_answer`, when given, receives the accepted answer's "plugins" list (what the
+// cache keeps).
 std::vector<PluginScan> scan_one(const std::string& path, const Helper& helper, const PluginLoaderOptions& options,
-                                 int timeout_ms) {
+                                 int timeout_ms, json* plugins_answer = nullptr) {
   PluginScan scan;
   scan.path = path;
   if (!helper.error.empty()) {
@@ -277,38 +310,42 @@ std::vector<PluginScan> scan_one(const std::string& path, const Helper& helper, 
   }
   // The plugin ran with the answer pipe open and could have written to it itself: a
   // reply of the wrong shape is a refusal, never an exception out of the scan.
-  std::vector<PluginScan> out;
   try {
     if (!j.value("accepted", false)) {
       scan.reason = j.value("reason", std::string("refused"));
       return {scan};
     }
-    const json& plugins = j.at("plugins");
-    if (!plugins.is_array() || plugins.empty() || plugins.size() > EDGERT_MAX_PACK_DESCRIPTORS) {
-      throw std::out_of_range("plugins: expected 1-" + std::to_string(EDGERT_MAX_PACK_DESCRIPTORS) + " entries");
-    }
-    for (const auto& p : plugins) {
-      PluginScan one;
-      one.path = path;
-      one.accepted = true;
-      one.info.signature = p.value("signature", std::string());
-      const int kind = p.value("kind", -1);
-      if (kind < static_cast<int>(PluginKind::capture) || kind > static_cast<int>(PluginKind::business)) {
-        throw std::out_of_range("kind " + std::to_string(kind));
-      }
-      one.info.kind = static_cast<PluginKind>(kind);
-      one.info.plugin_version = p.value("version", std::string());
-      one.info.description = p.value("description", std::string());
-      one.info.config_schema = p.value("schema", std::string());
-      one.info.abi_version = p.value("abi", 0u);
-      one.info.path = path;
-      out.push_back(std::move(one));
-    }
+    std::vector<PluginScan> out = accepted_plugins(path, j.at("plugins"));
+    if (plugins_answer) *plugins_answer = std::move(j.at("plugins"));
+    return out;
   } catch (const std::exception& e) {
     scan = PluginScan{};
     scan.path = path;
     scan.reason = std::string("the scanner's answer is malformed (") + e.what() + ")";
     return {scan};
+  }
+}
+
+// A file answered from the cache: its entry read as a helper's answer, and in secured
+// mode only if plugins.allow lists each of its signatures with the file's SHA-256 (as
+// the helper would check). Empty when the entry cannot answer: the file is scanned.
+std::vector<PluginScan> from_cache(const std::string& path, const json& plugins, const std::string& sha256,
+                                   const PluginLoaderOptions& options) {
+  std::vector<PluginScan> out;
+  try {
+    out = accepted_plugins(path, plugins);
+  } catch (const std::exception& e) {
+    detail::log().warn("plugin scan cache {}: the entry for {} is malformed ({}); scanning the file again",
+                       detail::printable(options.scan_cache_path, detail::kMaxLoggedText),
+                       detail::printable(path, detail::kMaxLoggedText), detail::printable(e.what(), 200));
+    return {};
+  }
+  for (auto& s : out) {
+    if (options.secured) {
+      const auto it = options.allow.find(s.info.signature);
+      if (it == options.allow.end() || it->second != sha256) return {};
+    }
+    s.cached = true;
   }
   return out;
 }
@@ -346,9 +383,36 @@ std::vector<PluginScan> scan_plugins_isolated(const std::vector<std::string>& fi
   if (helper.error.empty() && timeout_ms <= 0) {
     helper.error = "timeout_ms must be positive (got " + std::to_string(timeout_ms) + ")";
   }
+  std::optional<detail::ScanCache> cache;
+  if (!options.scan_cache_path.empty() && helper.error.empty()) cache = detail::ScanCache::load(options.scan_cache_path);
   std::vector<PluginScan> out;
-  for (const auto& f : files) {
-    std::vector<PluginScan> batch = scan_one(f, helper, options, timeout_ms);
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    const std::string& f = files[i];
+    std::vector<PluginScan> batch;
+    std::optional<detail::FileIdentity> id;
+    if (cache) {
+      // Hashed on every lookup: the SHA-256 is the key, the stat fields only narrow it.
+      id = detail::identify_file(f);
+      if (id) {
+        if (const json* cached = cache->find(seen[i], *id)) batch = from_cache(f, *cached, id->sha256, options);
+      }
+    }
+    if (batch.empty()) {
+      json answer;
+      batch = scan_one(f, helper, options, timeout_ms, cache ? &answer : nullptr);
+      if (cache) {
+        // Only an accepted answer is kept, and only when the file did not change while
+        // the helper loaded it; a refusal (or a crash, maybe of a dependency) is
+        // scanned again next time.
+        const bool accepted = !batch.empty() && batch.front().accepted;
+        const auto after = accepted && id ? detail::identify_file(f) : std::nullopt;
+        if (accepted && after && *after == *id) {
+          cache->put(seen[i], *id, std::move(answer));
+        } else {
+          cache->forget(seen[i]);
+        }
+      }
+    }
     const PluginScan* clash = nullptr;  // the first plugin of this file that clashed
     for (PluginScan& s : batch) {
       if (s.accepted) {
@@ -382,6 +446,7 @@ std::vector<PluginScan> scan_plugins_isolated(const std::vector<std::string>& fi
     }
     for (PluginScan& s : batch) out.push_back(std::move(s));
   }
+  if (cache) cache->save();
   return out;
 }
 
