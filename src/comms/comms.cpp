@@ -105,7 +105,12 @@ Status Comms::start(Mailbox& mailbox) {
   TransportEvents ev;
   ev.on_state = [this](LinkState s, const std::string& why) { on_state(s, why); };
   ev.on_published = [this](int mid, bool ok, const std::string& why) { forwarder_->on_published(mid, ok, why); };
-  ev.on_message = [this](const InboundMessage& m) { return on_message(m); };
+  ev.on_message = [this](const InboundMessage& m) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const InboundVerdict v = on_message(m);
+    forwarder_->add_network_busy(std::chrono::steady_clock::now() - t0);
+    return v;
+  };
   started_ = true;
   if (Status st = transport_->start(std::move(ev)); !st.ok()) {
     stop();

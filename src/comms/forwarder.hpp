@@ -79,6 +79,12 @@ class Forwarder {
   void on_state(LinkState state);
   /// Any thread, never blocks: there may be new rows (the mailbox's commit listener).
   void wake();
+  /// The network thread, never blocks: it spent `d` in an inbound handler (storing a
+  /// message), time in which no PUBACK could be read. ack_timeout does not count it: a
+  /// flood of inbound mail must not make the broker look as if it lost PUBACKs.
+  void add_network_busy(std::chrono::nanoseconds d) noexcept {
+    network_busy_ns_.fetch_add(d.count(), std::memory_order_relaxed);
+  }
 
   /// The topic a row is published on: {root}/{recipient}/inbox for another node,
   /// {root}/{node_id}/notifications for payload_type "notification", else
@@ -99,7 +105,9 @@ class Forwarder {
   struct Flight {
     std::string message_id;
     std::chrono::steady_clock::time_point sent;
+    std::int64_t busy_at_send = 0;  // network_busy_ns_ when it was published
   };
+  std::atomic<std::int64_t> network_busy_ns_{0};  // add_network_busy() total
 
   const ForwarderOptions options_;
   const std::string payloads_topic_;       // {root}/{node_id}/payloads
