@@ -54,7 +54,7 @@ struct JsonProblem {
 /// UTF-8 BOM, skipped). One pass, iterative (never recurses, whatever the input), no allocation per value beyond
 /// the parser's token buffer. Fills `shape` when given and the text is valid. Any thread; never throws (bad_alloc
 /// aside). Counted in json_full_checks().
-JsonProblem check_json(std::string_view text, std::size_t max_depth, JsonShape* shape = nullptr);
+EDGERT_API JsonProblem check_json(std::string_view text, std::size_t max_depth, JsonShape* shape = nullptr);
 
 /// The cheap half of check_json, for a caller that parses the text next anyway: empty, NUL byte, BOM and depth
 /// (json_depth), no grammar check. Not counted.
