@@ -50,10 +50,10 @@ struct JsonProblem {
 };
 
 /// Checks that `text` is exactly one JSON value, nested at most `max_depth` deep, with nothing but whitespace
-/// around it; refuses what nlohmann's parser lets through (a NUL byte, read as the end of input, and a leading
-/// UTF-8 BOM, skipped). One pass, iterative (never recurses, whatever the input), no allocation per value beyond
-/// the parser's token buffer. Fills `shape` when given and the text is valid. Any thread; never throws (bad_alloc
-/// aside). Counted in json_full_checks().
+/// around it, accepting exactly what nlohmann's strict parser accepts, and refusing besides what that parser lets
+/// through (a NUL byte, read as the end of input, and a leading UTF-8 BOM, skipped). One pass, iterative (never
+/// recurses, whatever the input), copies nothing (no allocation unless max_depth >= 2048). Fills `shape` when given
+/// and the text is valid. Any thread; never throws (bad_alloc aside). Counted in json_full_checks().
 EDGERT_API JsonProblem check_json(std::string_view text, std::size_t max_depth, JsonShape* shape = nullptr);
 
 /// The cheap half of check_json, for a caller that parses the text next anyway: empty, NUL byte, BOM and depth
