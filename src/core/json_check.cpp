@@ -14,7 +14,12 @@ namespace edgert::detail {
 
 namespace {
 
+std::atomic<bool> g_counting{false};
 std::atomic<std::uint64_t> g_full_checks{0};
+
+void count_pass() noexcept {
+  if (g_counting.load(std::memory_order_relaxed)) g_full_checks.fetch_add(1, std::memory_order_relaxed);
+}
 
 // The validator: RFC 8259 as nlohmann's strict parser reads it, so a text it accepts parses there and one it
 // refuses does not (tests/test_json_check.cpp compares the two on hand-written and mutated inputs):
@@ -419,7 +424,7 @@ JsonProblem precheck_json(std::string_view text, std::size_t max_depth) {
 }
 
 JsonProblem check_json(std::string_view text, std::size_t max_depth, JsonShape* shape) {
-  g_full_checks.fetch_add(1, std::memory_order_relaxed);
+  count_pass();
   JsonProblem p;
   if (text.empty()) {
     p.kind = JsonProblem::empty;
@@ -447,7 +452,9 @@ JsonProblem check_json(std::string_view text, std::size_t max_depth, JsonShape* 
   return p;
 }
 
-void count_full_parse() noexcept { g_full_checks.fetch_add(1, std::memory_order_relaxed); }
+void count_full_parse() noexcept { count_pass(); }
+
+void count_json_passes(bool on) noexcept { g_counting.store(on, std::memory_order_relaxed); }
 
 std::uint64_t json_full_checks() noexcept { return g_full_checks.load(std::memory_order_relaxed); }
 

@@ -64,8 +64,11 @@ JsonProblem precheck_json(std::string_view text, std::size_t max_depth);
 /// re-parse), so json_full_checks() sees every pass over a result's bytes.
 void count_full_parse() noexcept;
 
-/// How many check_json() calls and count_full_parse() notes (full passes over a text) this process made. A test hook: the result path promises
-/// one per result, at emit (tests/test_result_path.cpp).
+/// A test hook: from count_json_passes(true) on, check_json() calls and count_full_parse() notes (full passes over
+/// a text) are counted, and json_full_checks() returns the count; the result path promises one per result, at emit
+/// (tests/test_result_path.cpp). Off by default, so the hot path reads a flag that never changes instead of
+/// writing one cache line shared by every instance thread. Any thread.
+EDGERT_API void count_json_passes(bool on) noexcept;
 EDGERT_API std::uint64_t json_full_checks() noexcept;  // exported for the tests
 
 /// Appends `s` as a JSON string (quotes, escapes; invalid UTF-8 replaced by U+FFFD as nlohmann's dump does with
