@@ -5,6 +5,7 @@
 // before SQLite silently drops what they held.
 #include <edgert/mailbox.hpp>
 
+#include "envelope_builder.hpp"
 #include "mailbox_test_util.hpp"
 #include "scratch_dir.hpp"
 #include "wait_until.hpp"
@@ -53,12 +54,8 @@ std::string id_of(int n) {
 }
 
 Envelope env(int n) {
-  Envelope e;
+  Envelope e = edgert::testing::numbered_envelope(n);
   e.message_id = id_of(n);
-  e.sender_node_id = "node-a";
-  e.recipient_node_id = "fleet";
-  e.payload_type = "detection";
-  e.payload = R"({"n":)" + std::to_string(n) + "}";
   return e;
 }
 
