@@ -172,6 +172,15 @@ std::string bounded_check(SQLite::Database& db) {
   return {};
 }
 
+// The index walk needs SQLite's dbstat table (SQLITE_ENABLE_DBSTAT_VTAB, on in Debian's
+// build); a library without it gets the full check instead of an open that fails.
+bool has_dbstat(SQLite::Database& db) {
+  sqlite3_stmt* st = nullptr;
+  const int rc = sqlite3_prepare_v2(db.getHandle(), "SELECT pageno FROM dbstat LIMIT 0", -1, &st, nullptr);
+  sqlite3_finalize(st);
+  return rc == SQLITE_OK;
+}
+
 Attempt try_open(const std::string& path, int busy_timeout_ms, Check check = Check::full,
                  std::uint64_t max_bytes = 0, bool* bounded = nullptr) {
   Attempt a;
@@ -203,7 +212,7 @@ Attempt try_open(const std::string& path, int busy_timeout_ms, Check check = Che
       const auto pages = static_cast<std::uint64_t>(db->execAndGet("PRAGMA page_count").getInt64());
       const auto page_size = static_cast<std::uint64_t>(db->execAndGet("PRAGMA page_size").getInt64());
       const auto free_pages = db->execAndGet("PRAGMA freelist_count").getInt64();
-      if (pages * page_size <= max_bytes || free_pages != 0) {
+      if (pages * page_size <= max_bytes || free_pages != 0 || !has_dbstat(*db)) {
         check = Check::full;
       } else if (std::string found = bounded_check(*db); !found.empty()) {
         a.verdict = Verdict::corrupt;
