@@ -654,14 +654,15 @@ TEST_CASE("the published heartbeat is the document on_heartbeat got, one beat ev
   std::lock_guard lk(mu);
   REQUIRE(!local.empty());
   std::set<std::string> local_keys;
-  for (const auto& [k, v] : json::parse(local.begin()->second).items()) local_keys.insert(k);
+  const auto first_local = json::parse(local.begin()->second);
+  for (const auto& item : first_local.items()) local_keys.insert(item.key());
   std::size_t running = 0;
   std::uint64_t last_seq = 0;
   std::int64_t first_ms = 0, last_ms = 0;
   for (const auto& p : published) {
     const auto doc = json::parse(p);
     std::set<std::string> keys;
-    for (const auto& [k, v] : doc.items()) keys.insert(k);
+    for (const auto& item : doc.items()) keys.insert(item.key());
     CHECK(keys == local_keys);
     if (doc["status"] != "RUNNING") continue;
     ++running;
