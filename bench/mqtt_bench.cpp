@@ -204,7 +204,7 @@ double bare_qos1(int port, std::size_t n, std::size_t window) {
 }
 
 std::string node_yaml(const fs::path& data, int port, std::size_t window, const std::string& extra = "") {
-  return "node: {id: bench-node, data_dir: " + data.string() + ", heartbeat_hz: 0, heartbeat_s: 0}\n" +
+  return "node: {id: bench-node, data_dir: " + data.string() + ", heartbeat_interval_ms: 0}\n" +
          "plugins: {paths: [" + kPluginDir + ", " + kBenchPluginDir + "]}\n" +
          "comms:\n  inflight_window: " + std::to_string(window) + "\n  mqtt: {host: 127.0.0.1, port: " +
          std::to_string(port) + ", reconnect_min_ms: 50, reconnect_max_ms: 200}\n" + extra;

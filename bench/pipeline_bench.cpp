@@ -131,7 +131,7 @@ class NodeRun {
 
   NodeRun(const fs::path& data_dir, const std::string& streams_yaml) {
     const std::string yaml = "node: {id: pipeline-bench, data_dir: " + (data_dir / "data").string() +
-                             ", heartbeat_hz: 0}\n"
+                             ", heartbeat_interval_ms: 0}\n"
                              "plugins: {paths: [" + kPluginDir + ", " + kBenchPluginDir + "]}\n"
                              "pipeline: {outbox: false}\n"
                              "streams:\n" + streams_yaml;

@@ -37,7 +37,7 @@ inline std::int64_t now_ms() {
 inline std::string comms_yaml(const std::filesystem::path& dir, const std::string& id, int port,
                               const std::string& comms_extra = "", const std::string& extra = "",
                               const std::string& node_extra = "") {
-  return "node: {id: " + id + ", data_dir: " + (dir / id).string() + ", heartbeat_hz: 0, heartbeat_s: 1" +
+  return "node: {id: " + id + ", data_dir: " + (dir / id).string() + ", heartbeat_interval_ms: 1000" +
          node_extra + "}\n" + "plugins: {paths: [" + std::string(EDGERT_PIPELINE_PLUGIN_DIR) + "]}\n" +
          "comms:\n  mqtt: {host: 127.0.0.1, port: " + std::to_string(port) +
          ", keepalive_s: 5, reconnect_min_ms: 100, reconnect_max_ms: 1000}\n" + comms_extra + extra;

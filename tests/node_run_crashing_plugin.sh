@@ -17,7 +17,7 @@ cat > "$w/node.yaml" <<YAML
 node:
   id: crash-test
   data_dir: $w/data
-  heartbeat_hz: 0
+  heartbeat_interval_ms: 0
 plugins:
   paths: [$crash, $bundled, $w/extra, $w/pack]
 streams:   # only what a stream uses is loaded; a manual trigger nobody fires runs nothing
@@ -66,7 +66,7 @@ cat > "$w/plain.yaml" <<YAML
 node:
   id: no-scanner
   data_dir: $w/data2
-  heartbeat_hz: 0
+  heartbeat_interval_ms: 0
 plugins:
   paths: [$bundled]
 YAML

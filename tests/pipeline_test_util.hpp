@@ -18,7 +18,7 @@ namespace edgert::testing {
 /// node (heartbeat off, data_dir under `dir`), plugins, then `extra` sections, then `streams`.
 inline std::string pipeline_yaml(const std::filesystem::path& dir, const std::string& streams,
                                  const std::string& extra = "") {
-  return "node: {id: pipe-test, data_dir: " + (dir / "data").string() + ", heartbeat_hz: 0}\n" +
+  return "node: {id: pipe-test, data_dir: " + (dir / "data").string() + ", heartbeat_interval_ms: 0}\n" +
          "plugins: {paths: [" + std::string(EDGERT_PIPELINE_PLUGIN_DIR) + "]}\n" + extra + "streams:\n" + streams;
 }
 

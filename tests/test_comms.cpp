@@ -11,6 +11,7 @@
 #include <csignal>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -615,6 +616,78 @@ TEST_CASE("a command with a message id of the full 256 bytes gets its reply", "[
   CHECK(c["replies_failed"] == 0);
   CHECK(c["commands_run"] == 2);
   a->stop();
+}
+
+// One heartbeat model (node.heartbeat_interval_ms): the beat comms publishes is the very
+// document on_heartbeat received for the same seq, built once by one builder; the
+// SHUTDOWN heartbeat (built by the same function) carries the same fields.
+TEST_CASE("the published heartbeat is the document on_heartbeat got, one beat every interval", "[comms]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  TestClient watcher(broker.port(), "watcher");
+  watcher.subscribe("edgert/node-h/heartbeat");
+  std::string yaml = comms_yaml(s.dir, "node-h", broker.port());
+  const std::string from = "heartbeat_interval_ms: 1000";
+  REQUIRE(yaml.find(from) != std::string::npos);
+  yaml.replace(yaml.find(from), from.size(), "heartbeat_interval_ms: 200");
+  auto cfg = edgert::parse_config(yaml, "test.yaml", {});
+  REQUIRE(cfg.ok());
+  std::mutex mu;
+  std::map<std::uint64_t, std::string> local;  // seq -> document, this test's own tally
+  edgert::NodeOptions opts;
+  opts.on_heartbeat = [&](const edgert::NodeHeartbeat& hb) {
+    std::lock_guard lk(mu);
+    local[hb.tick.seq] = hb.document;
+  };
+  auto made = edgert::Node::create(std::move(cfg).value(), opts);
+  REQUIRE(made.ok());
+  auto node = std::move(made).value();
+  REQUIRE(node->start().ok());
+  REQUIRE(wait_until([&] { return count_on(watcher, "edgert/node-h/heartbeat") >= 5; }, 20s));
+  node->stop();
+  REQUIRE(wait_until([&] {
+    const auto ps = payloads_on(watcher, "edgert/node-h/heartbeat");
+    return !ps.empty() && json::parse(ps.back())["status"] == "SHUTDOWN";
+  }, 10s));
+  const auto published = payloads_on(watcher, "edgert/node-h/heartbeat");
+  std::lock_guard lk(mu);
+  REQUIRE(!local.empty());
+  std::set<std::string> local_keys;
+  const auto first_local = json::parse(local.begin()->second);
+  for (const auto& item : first_local.items()) local_keys.insert(item.key());
+  std::size_t running = 0;
+  std::uint64_t last_seq = 0;
+  std::int64_t first_ms = 0, last_ms = 0;
+  for (const auto& p : published) {
+    const auto doc = json::parse(p);
+    std::set<std::string> keys;
+    for (const auto& item : doc.items()) keys.insert(item.key());
+    CHECK(keys == local_keys);
+    if (doc["status"] != "RUNNING") continue;
+    ++running;
+    const auto seq = doc["seq"].get<std::uint64_t>();
+    INFO("seq " << seq);
+    CHECK(seq > last_seq);  // one clock: beats published in order, none twice
+    last_seq = seq;
+    REQUIRE(local.count(seq) == 1);
+    CHECK(local.at(seq) == p);  // the same bytes: built once
+    const auto t = doc["time_ms"].get<std::int64_t>();
+    if (first_ms == 0) first_ms = t;
+    last_ms = t;
+  }
+  CHECK(running >= 5);
+  // 200 ms apart on average (not 1 s, not 10 s: the interval reaches the publisher).
+  if (running >= 2 && last_ms > first_ms) {
+    const auto gap = (last_ms - first_ms) / static_cast<std::int64_t>(running - 1);
+    INFO("mean gap " << gap << " ms");
+    CHECK(gap >= 100);
+    CHECK(gap <= 600);
+  }
+  // The SHUTDOWN heartbeat carries the last beat's seq.
+  CHECK(json::parse(published.back())["seq"].get<std::uint64_t>() == local.rbegin()->first);
+  const auto c = comms_of(*node);
+  CHECK(c["heartbeats_published"].get<std::uint64_t>() >= running + 1);
 }
 
 TEST_CASE("process.cpu_percent stays within 0..100 x CPUs under bursts of STATUS commands and heartbeats", "[comms]") {

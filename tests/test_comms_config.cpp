@@ -25,9 +25,9 @@ TEST_CASE("comms: keys are read, defaulted and checked with the file, line and k
   CHECK(cfg->comms.mqtt.host.empty());  // no broker: the node runs offline
   CHECK(cfg->comms.root == "edgert");
   CHECK(cfg->node.work_offline);
-  CHECK(cfg->node.heartbeat_s == 10);
+  CHECK(cfg->node.heartbeat_interval_ms == 10000);
 
-  cfg = edgert::parse_config(R"(node: {id: n1, work_offline: false, heartbeat_s: 5}
+  cfg = edgert::parse_config(R"(node: {id: n1, work_offline: false, heartbeat_interval_ms: 5000}
 comms:
   root: fleet
   inflight_window: 20

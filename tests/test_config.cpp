@@ -23,7 +23,7 @@ const auto no_env = env({});
 TEST_CASE("an empty document gives the defaults", "[config]") {
   auto cfg = parse_config("", "node.yaml", no_env);
   REQUIRE(cfg.ok());
-  CHECK(cfg->node.heartbeat_hz == 1.0);
+  CHECK(cfg->node.heartbeat_interval_ms == 10000);
   CHECK(cfg->node.id == "edgert-node");
   CHECK(cfg->runtime.task_timeout_ms == 2000);
   CHECK(cfg->streams.empty());
@@ -31,11 +31,11 @@ TEST_CASE("an empty document gives the defaults", "[config]") {
 }
 
 TEST_CASE("values are read into typed fields", "[config]") {
-  auto cfg = parse_config("node:\n  id: cam-7\n  heartbeat_hz: 2.5\nruntime:\n  stop_stage_warn_ms: 64\n",
+  auto cfg = parse_config("node:\n  id: cam-7\n  heartbeat_interval_ms: 2500\nruntime:\n  stop_stage_warn_ms: 64\n",
                           "node.yaml", no_env);
   REQUIRE(cfg.ok());
   CHECK(cfg->node.id == "cam-7");
-  CHECK(cfg->node.heartbeat_hz == 2.5);
+  CHECK(cfg->node.heartbeat_interval_ms == 2500);
   CHECK(cfg->runtime.stop_stage_warn_ms == 64);
 }
 
@@ -44,18 +44,18 @@ TEST_CASE("a wrong type names file, line and key", "[config]") {
       "# comment\n"
       "node:\n"
       "  id: cam\n"
-      "  heartbeat_hz: fast\n";
+      "  heartbeat_interval_ms: fast\n";
   auto cfg = parse_config(text, "node.yaml", no_env);
   REQUIRE_FALSE(cfg.ok());
   CHECK(cfg.status().code() == edgert::ErrorCode::config_error);
-  CHECK(cfg.status().message() == "node.yaml:4: node.heartbeat_hz: expected a number, got 'fast'");
+  CHECK(cfg.status().message() == "node.yaml:4: node.heartbeat_interval_ms: expected an integer, got 'fast'");
 }
 
 TEST_CASE("an unknown key is an error with a suggestion", "[config]") {
-  auto cfg = parse_config("node:\n  hearbeat_hz: 2\n", "node.yaml", no_env);
+  auto cfg = parse_config("node:\n  hearbeat_interval_ms: 2\n", "node.yaml", no_env);
   REQUIRE_FALSE(cfg.ok());
-  CHECK_THAT(cfg.status().message(), Contains("node.yaml:2") && Contains("unknown key 'node.hearbeat_hz'") &&
-                                         Contains("did you mean 'heartbeat_hz'"));
+  CHECK_THAT(cfg.status().message(), Contains("node.yaml:2") && Contains("unknown key 'node.hearbeat_interval_ms'") &&
+                                         Contains("did you mean 'heartbeat_interval_ms'"));
   auto sec = parse_config("\n\nruntme:\n  task_timeout_ms: 3\n", "node.yaml", no_env);
   REQUIRE_FALSE(sec.ok());
   CHECK_THAT(sec.status().message(), Contains("node.yaml:3") && Contains("did you mean 'runtime'"));
@@ -83,10 +83,10 @@ TEST_CASE("YAML syntax errors carry the line", "[config]") {
 }
 
 TEST_CASE("environment overrides win over the file and are validated", "[config]") {
-  auto cfg = parse_config("node:\n  heartbeat_hz: 1\n", "node.yaml",
-                          env({{"EDGERT_NODE_HEARTBEAT_HZ", "4"}, {"EDGERT_NODE_ID", "from-env"}}));
+  auto cfg = parse_config("node:\n  heartbeat_interval_ms: 1000\n", "node.yaml",
+                          env({{"EDGERT_NODE_HEARTBEAT_INTERVAL_MS", "250"}, {"EDGERT_NODE_ID", "from-env"}}));
   REQUIRE(cfg.ok());
-  CHECK(cfg->node.heartbeat_hz == 4.0);
+  CHECK(cfg->node.heartbeat_interval_ms == 250);
   CHECK(cfg->node.id == "from-env");
   auto bad = parse_config("", "node.yaml", env({{"EDGERT_RUNTIME_TASK_TIMEOUT_MS", "many"}}));
   REQUIRE_FALSE(bad.ok());
@@ -169,11 +169,11 @@ TEST_CASE("a config path that is a directory is an error", "[config]") {
 }
 
 TEST_CASE("an EDGERT_ variable that matches no key is an error with a did-you-mean", "[config]") {
-  auto cfg = parse_config("", "node.yaml", env({{"EDGERT_NODE_HEARTBEATHZ", "2"}}));
+  auto cfg = parse_config("", "node.yaml", env({{"EDGERT_NODE_HEARTBEAT_INTERVALMS", "2"}}));
   REQUIRE_FALSE(cfg.ok());
   CHECK(cfg.status().message() ==
-        "environment variable EDGERT_NODE_HEARTBEATHZ: matches no configuration key "
-        "(did you mean EDGERT_NODE_HEARTBEAT_HZ?)");
+        "environment variable EDGERT_NODE_HEARTBEAT_INTERVALMS: matches no configuration key "
+        "(did you mean EDGERT_NODE_HEARTBEAT_INTERVAL_MS?)");
   // Variables edgert reads elsewhere are allowed; others outside the prefix are ignored.
   auto fine = parse_config("", "node.yaml",
                            env({{"EDGERT_PLUGIN_PATH", "/opt/p"},
@@ -183,22 +183,44 @@ TEST_CASE("an EDGERT_ variable that matches no key is an error with a did-you-me
   CHECK(fine.ok());
 }
 
-TEST_CASE("rates are refused when their period is not representable", "[config]") {
-  for (const char* bad : {".inf", "-.inf", ".nan", "1e-300", "1e-10", "0.0009", "100.5", "-1"}) {
+TEST_CASE("the heartbeat interval is 0 (off) or within [10, 86400000] ms", "[config]") {
+  for (const char* bad : {"-1", "1", "9", "86400001", "9223372036854775807", "1.5", ".inf"}) {
     INFO(bad);
-    auto cfg = parse_config(std::string("node:\n  heartbeat_hz: ") + bad + "\n", "n.yaml", no_env);
+    auto cfg = parse_config(std::string("node:\n  heartbeat_interval_ms: ") + bad + "\n", "n.yaml", no_env);
     REQUIRE_FALSE(cfg.ok());
-    CHECK_THAT(cfg.status().message(), Contains("n.yaml:2: node.heartbeat_hz: ") &&
-                                           Contains("0 (off) or within [0.001, 100]"));
+    CHECK_THAT(cfg.status().message(), StartsWith("n.yaml:2: node.heartbeat_interval_ms: "));
   }
-  for (const char* good : {"0", "0.001", "1", "100"}) {
+  auto small = parse_config("node:\n  heartbeat_interval_ms: 9\n", "n.yaml", no_env);
+  CHECK(small.status().message() ==
+        "n.yaml:2: node.heartbeat_interval_ms: expected 0 (off) or within [10, 86400000], got 9");
+  for (const char* good : {"0", "10", "1000", "86400000"}) {
     INFO(good);
-    auto cfg = parse_config(std::string("node:\n  heartbeat_hz: ") + good + "\n", "n.yaml", no_env);
+    auto cfg = parse_config(std::string("node:\n  heartbeat_interval_ms: ") + good + "\n", "n.yaml", no_env);
     CHECK(cfg.ok());
   }
-  auto from_env = parse_config("", "n.yaml", env({{"EDGERT_NODE_HEARTBEAT_HZ", ".inf"}}));
+  auto from_env = parse_config("", "n.yaml", env({{"EDGERT_NODE_HEARTBEAT_INTERVAL_MS", "5"}}));
   REQUIRE_FALSE(from_env.ok());
-  CHECK_THAT(from_env.status().message(), Contains("EDGERT_NODE_HEARTBEAT_HZ"));
+  CHECK_THAT(from_env.status().message(), Contains("EDGERT_NODE_HEARTBEAT_INTERVAL_MS"));
+}
+
+TEST_CASE("the old heartbeat keys are refused, naming what they became and how to convert", "[config]") {
+  auto hz = parse_config("node:\n  id: n\n  heartbeat_hz: 2\n", "n.yaml", no_env);
+  REQUIRE_FALSE(hz.ok());
+  CHECK(hz.status().code() == edgert::ErrorCode::config_error);
+  CHECK_THAT(hz.status().message(), StartsWith("n.yaml:3: node.heartbeat_hz: ") &&
+                                        Contains("node.heartbeat_interval_ms") && Contains("1000 / hz"));
+  auto s = parse_config("node:\n  heartbeat_s: 10\n", "n.yaml", no_env);
+  REQUIRE_FALSE(s.ok());
+  CHECK_THAT(s.status().message(), StartsWith("n.yaml:2: node.heartbeat_s: ") &&
+                                       Contains("node.heartbeat_interval_ms") && Contains("seconds x 1000"));
+  // Both in one file: both reported.
+  auto both = parse_config("node:\n  heartbeat_hz: 1\n  heartbeat_s: 10\n", "n.yaml", no_env);
+  REQUIRE_FALSE(both.ok());
+  CHECK_THAT(both.status().message(), Contains("n.yaml:2: node.heartbeat_hz") && Contains("n.yaml:3: node.heartbeat_s"));
+  auto from_env = parse_config("", "n.yaml", env({{"EDGERT_NODE_HEARTBEAT_HZ", "1"}}));
+  REQUIRE_FALSE(from_env.ok());
+  CHECK_THAT(from_env.status().message(),
+             Contains("EDGERT_NODE_HEARTBEAT_HZ") && Contains("node.heartbeat_interval_ms"));
 }
 
 TEST_CASE("durations are range-checked in milliseconds", "[config]") {
@@ -228,11 +250,11 @@ TEST_CASE("renamed and removed keys say what they became", "[config]") {
 }
 
 TEST_CASE("every error of a file is reported in one run, at most 20", "[config]") {
-  auto three = parse_config("node:\n  heartbeat_hz: fast\n  log_level: loud\nmailbox:\n  max_bytes: -1\n",
+  auto three = parse_config("node:\n  heartbeat_interval_ms: fast\n  log_level: loud\nmailbox:\n  max_bytes: -1\n",
                             "n.yaml", no_env);
   REQUIRE_FALSE(three.ok());
   CHECK(three.status().message() ==
-        "n.yaml:2: node.heartbeat_hz: expected a number, got 'fast'\n"
+        "n.yaml:2: node.heartbeat_interval_ms: expected an integer, got 'fast'\n"
         "n.yaml:3: node.log_level: expected one of trace, debug, info, warning, error, critical, off; got 'loud'\n"
         "n.yaml:5: mailbox.max_bytes: expected >= 0, got -1");
   std::string many = "node:\n";
@@ -271,7 +293,7 @@ TEST_CASE("a YAML nesting-depth error says so", "[config]") {
 TEST_CASE("tests/data/bad_type.yaml keeps the message edgert-node prints", "[config]") {
   auto cfg = edgert::load_config(EDGERT_TEST_DATA_DIR "/bad_type.yaml", no_env);
   REQUIRE_FALSE(cfg.ok());
-  CHECK_THAT(cfg.status().message(), EndsWith("bad_type.yaml:3: node.heartbeat_hz: expected a number, got 'fast'"));
+  CHECK_THAT(cfg.status().message(), EndsWith("bad_type.yaml:3: node.heartbeat_interval_ms: expected an integer, got 'fast'"));
 }
 
 TEST_CASE("streams parse into typed structs with free-form instance objects", "[config]") {
@@ -391,5 +413,5 @@ TEST_CASE("the example node.yaml is valid and shows the defaults", "[config]") {
   CHECK(cfg->runtime.stop_stage_warn_ms == defaults.runtime.stop_stage_warn_ms);
   CHECK(cfg->runtime.task_timeout_ms == defaults.runtime.task_timeout_ms);
   CHECK(cfg->mailbox.wal_limit_bytes == defaults.mailbox.wal_limit_bytes);
-  CHECK(cfg->node.heartbeat_hz == defaults.node.heartbeat_hz);
+  CHECK(cfg->node.heartbeat_interval_ms == defaults.node.heartbeat_interval_ms);
 }

@@ -36,7 +36,7 @@ edgert::Config config_in(const fs::path& dir) {
   edgert::Config cfg;
   cfg.node.id = "node-under-test";
   cfg.node.data_dir = (dir / "data").string();
-  cfg.node.heartbeat_hz = 0;
+  cfg.node.heartbeat_interval_ms = 0;
   cfg.plugins.paths = {(dir / "no-plugins").string()};
   return cfg;
 }
@@ -201,7 +201,7 @@ TEST_CASE("a data_dir another mailbox holds reaches the host as the mailbox's ow
 TEST_CASE("a start that fails while on_heartbeat's stop() waits returns the error and the node stops", "[node]") {
   Scratch s;
   auto cfg = config_in(s.dir);
-  cfg.node.heartbeat_hz = 200;
+  cfg.node.heartbeat_interval_ms = 10;
   edgert::Node* self = nullptr;
   std::atomic<bool> stop_returned{false};
   edgert::NodeOptions opts;
@@ -243,22 +243,67 @@ TEST_CASE("a start that fails while on_heartbeat's stop() waits returns the erro
   CHECK(self->plugins() == nullptr);
 }
 
-TEST_CASE("create refuses a heartbeat rate the runtime cannot run", "[node]") {
+TEST_CASE("create refuses a heartbeat interval out of the node's range, naming the key", "[node]") {
   Scratch s;
-  for (double hz : {std::numeric_limits<double>::infinity(), 1e-300, -2.0}) {
+  // The runtime accepts 1 ms; the node's range is [10, 86400000] ms, a Config built in
+  // code included.
+  for (std::int64_t ms : {std::int64_t{-1}, std::int64_t{1}, std::int64_t{9}, std::int64_t{86400001},
+                          std::numeric_limits<std::int64_t>::max(), std::numeric_limits<std::int64_t>::min()}) {
     auto cfg = config_in(s.dir);
-    cfg.node.heartbeat_hz = hz;
+    cfg.node.heartbeat_interval_ms = ms;
     auto node = edgert::Node::create(cfg);
+    INFO(ms);
     REQUIRE_FALSE(node.ok());
     CHECK(node.status().code() == edgert::ErrorCode::invalid_argument);
-    CHECK_THAT(node.status().message(), Catch::Contains("heartbeat_hz"));
+    CHECK_THAT(node.status().message(),
+               Catch::Contains("node.heartbeat_interval_ms") && Catch::Contains(std::to_string(ms)));
+  }
+  for (std::int64_t ms : {0, 10, 86400000}) {
+    auto cfg = config_in(s.dir);
+    cfg.node.heartbeat_interval_ms = ms;
+    INFO(ms);
+    CHECK(edgert::Node::create(cfg).ok());
   }
 }
 
-TEST_CASE("heartbeats carry the node id and the metrics, and stop before the mailbox closes", "[node]") {
+TEST_CASE("on_heartbeat fires every heartbeat_interval_ms", "[node]") {
   Scratch s;
   auto cfg = config_in(s.dir);
-  cfg.node.heartbeat_hz = 50;
+  cfg.node.heartbeat_interval_ms = 250;
+  std::mutex mu;
+  std::vector<std::chrono::steady_clock::time_point> at;  // this test's own tally
+  edgert::NodeOptions opts;
+  opts.on_heartbeat = [&](const edgert::NodeHeartbeat&) {
+    std::lock_guard lk(mu);
+    at.push_back(std::chrono::steady_clock::now());
+  };
+  auto node = edgert::Node::create(cfg, opts);
+  REQUIRE(node.ok());
+  auto& n = *node.value();
+  REQUIRE(n.start().ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(2100ms);
+  n.stop();
+  std::lock_guard lk(mu);
+  // Beats at ~0.25 s, 0.5 s, ... 2.0 s: 8. Generous bounds for a loaded machine
+  // under ASan; a 1 Hz or 10 Hz clock (a unit mixed up) falls outside them.
+  INFO(at.size() << " beats");
+  CHECK(at.size() >= 4);
+  CHECK(at.size() <= 10);
+  REQUIRE(at.size() >= 2);
+  const auto first = std::chrono::duration_cast<std::chrono::milliseconds>(at.front() - t0);
+  CHECK(first < 1000ms);
+  const auto span = std::chrono::duration_cast<std::chrono::milliseconds>(at.back() - at.front());
+  const auto mean = span / static_cast<int>(at.size() - 1);
+  INFO("mean gap " << mean.count() << " ms");
+  CHECK(mean >= 150ms);
+  CHECK(mean <= 500ms);
+}
+
+TEST_CASE("heartbeats carry the node's heartbeat document, and stop before the mailbox closes", "[node]") {
+  Scratch s;
+  auto cfg = config_in(s.dir);
+  cfg.node.heartbeat_interval_ms = 20;
   std::mutex mu;
   std::vector<std::string> docs;
   std::atomic<bool> mailbox_closing{false};
@@ -290,13 +335,20 @@ TEST_CASE("heartbeats carry the node id and the metrics, and stop before the mai
   const auto doc = nlohmann::json::parse(docs.back());
   CHECK(doc["node_id"] == "node-under-test");
   CHECK(doc["seq"].get<int>() >= 3);
-  CHECK(doc["metrics"].contains("edgert_mailbox_outbox_rows"));
+  CHECK(doc["status"] == "RUNNING");
+  // The published document's fields (node::heartbeat_json, the one builder).
+  for (const char* key : {"edgert_version", "time_ms", "uptime_s", "process", "disk", "streams", "instances",
+                          "outbox", "inbox", "comms"}) {
+    INFO(key);
+    CHECK(doc.contains(key));
+  }
+  CHECK(doc["outbox"].contains("messages"));
 }
 
 TEST_CASE("on_heartbeat runs off the loop and may stop the node", "[node]") {
   Scratch s;
   auto cfg = config_in(s.dir);
-  cfg.node.heartbeat_hz = 100;
+  cfg.node.heartbeat_interval_ms = 10;
   std::atomic<int> calls{0};
   edgert::Node* self = nullptr;
   edgert::NodeOptions opts;
@@ -329,7 +381,7 @@ TEST_CASE("a node loads only the plugins its streams use; the others are scanned
   for (const auto& e : fs::directory_iterator(bundled)) files += e.path().extension() == ".so";
   REQUIRE(files >= 1);
   const std::string yaml = "node: {id: lazy, data_dir: " + (s.dir / "data").string() +
-                           ", heartbeat_hz: 0}\n"
+                           ", heartbeat_interval_ms: 0}\n"
                            "plugins: {paths: [" + bundled + "]}\n"
                            "pipeline: {outbox: false}\n"
                            "streams:\n"

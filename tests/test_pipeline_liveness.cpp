@@ -59,7 +59,7 @@ std::string mjpeg_body(int frames) {
 }
 
 std::string yaml_head(const fs::path& dir) {
-  return "node: {id: liveness, data_dir: " + (dir / "data").string() + ", heartbeat_hz: 0}\n" +
+  return "node: {id: liveness, data_dir: " + (dir / "data").string() + ", heartbeat_interval_ms: 0}\n" +
          "plugins: {paths: [" + std::string(EDGERT_PIPELINE_PLUGIN_DIR) + "]}\n" +
          "pipeline: {monitor_period_ms: 50}\nstreams:\n";
 }

@@ -51,7 +51,7 @@ int write_video(const fs::path& path, int frames) {
 }
 
 std::string head(const fs::path& dir) {
-  return "node: {id: video-test, data_dir: " + (dir / "data").string() + ", heartbeat_hz: 0}\n" +
+  return "node: {id: video-test, data_dir: " + (dir / "data").string() + ", heartbeat_interval_ms: 0}\n" +
          "plugins: {paths: [" + std::string(EDGERT_PIPELINE_PLUGIN_DIR) + "]}\nstreams:\n";
 }
 

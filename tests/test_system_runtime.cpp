@@ -50,7 +50,7 @@ struct Recorder {
 
 edgert::RuntimeOptions quiet() {
   edgert::RuntimeOptions o;
-  o.heartbeat_hz = 0;
+  o.heartbeat_interval = 0ms;
   return o;
 }
 
@@ -59,7 +59,7 @@ edgert::RuntimeOptions quiet() {
 TEST_CASE("start follows dependencies and stop is its exact reverse", "[runtime]") {
   Recorder rec;
   auto opts = quiet();
-  opts.heartbeat_hz = 1;  // started after outputs, stopped before them
+  opts.heartbeat_interval = 1000ms;  // started after outputs, stopped before them
   SystemRuntime rt(opts);
   // Registered out of order on purpose.
   REQUIRE(rt.add_participant(Stage::triggers, rec.hooks("trigger")).ok());
@@ -314,11 +314,11 @@ TEST_CASE("a task that ignores cancellation does not hang shutdown", "[runtime]"
   std::this_thread::sleep_for(50ms);
 }
 
-TEST_CASE("heartbeat ticks at about 1 Hz into the sink", "[runtime][slow]") {
+TEST_CASE("heartbeat ticks every heartbeat_interval (1 s) into the sink", "[runtime][slow]") {
   std::mutex mu;
   std::vector<edgert::HeartbeatTick> ticks;
   edgert::RuntimeOptions opts;
-  opts.heartbeat_hz = 1.0;
+  opts.heartbeat_interval = 1000ms;
   opts.heartbeat_sink = [&](const edgert::HeartbeatTick& t) {
     std::lock_guard lk(mu);
     ticks.push_back(t);
@@ -393,7 +393,7 @@ TEST_CASE("the heartbeat never ticks after the outputs it feeds began to stop", 
   // A fast heartbeat makes an already-expired timer likely at the moment it is cancelled.
   for (int round = 0; round < 40; ++round) {
     auto opts = quiet();
-    opts.heartbeat_hz = 2000;
+    opts.heartbeat_interval = 1ms;  // the shortest the runtime accepts
     auto outputs_stopped = std::make_shared<std::atomic<bool>>(false);
     auto late_ticks = std::make_shared<std::atomic<int>>(0);
     auto ticks = std::make_shared<std::atomic<int>>(0);
@@ -472,22 +472,27 @@ TEST_CASE("a periodic task may cancel itself from inside its call", "[runtime]")
   handle.cancel();  // after the runtime stopped: still safe
 }
 
-TEST_CASE("start refuses heartbeat rates whose period cannot be represented", "[runtime]") {
-  for (double hz : {std::numeric_limits<double>::infinity(), 1e-300, 1e-10, -1.0, 1e9,
-                    std::numeric_limits<double>::quiet_NaN()}) {
+TEST_CASE("start refuses a heartbeat_interval out of range, naming the field", "[runtime]") {
+  using std::chrono::milliseconds;
+  for (milliseconds bad : {milliseconds(-1), milliseconds(-86400000), milliseconds(86400001),
+                           milliseconds(std::numeric_limits<milliseconds::rep>::max()),
+                           milliseconds(std::numeric_limits<milliseconds::rep>::min())}) {
     auto opts = quiet();
-    opts.heartbeat_hz = hz;
+    opts.heartbeat_interval = bad;
     CHECK(edgert::validate(opts).code() == edgert::ErrorCode::invalid_argument);
     SystemRuntime rt(opts);
     const auto st = rt.start();
-    INFO("heartbeat_hz " << hz);
+    INFO("heartbeat_interval " << bad.count() << " ms");
     CHECK(st.code() == edgert::ErrorCode::invalid_argument);
-    CHECK_THAT(st.message(), Catch::Contains("heartbeat_hz"));
+    CHECK_THAT(st.message(), Catch::Contains("heartbeat_interval") && Catch::Contains(std::to_string(bad.count())));
     CHECK(rt.heartbeats() == 0);
   }
-  auto ok = quiet();
-  ok.heartbeat_hz = 0.001;
-  CHECK(edgert::validate(ok).ok());
+  for (milliseconds good : {0ms, 1ms, 10ms, 86400000ms}) {
+    auto ok = quiet();
+    ok.heartbeat_interval = good;
+    INFO(good.count());
+    CHECK(edgert::validate(ok).ok());
+  }
 }
 
 TEST_CASE("stop() from a heartbeat callback stops the runtime from another thread", "[runtime]") {
@@ -497,7 +502,7 @@ TEST_CASE("stop() from a heartbeat callback stops the runtime from another threa
   std::mutex mu;
   std::thread::id stop_thread;
   auto opts = quiet();
-  opts.heartbeat_hz = 200;
+  opts.heartbeat_interval = 5ms;
   SystemRuntime* self = nullptr;
   opts.heartbeat_sink = [&](const edgert::HeartbeatTick&) {
     {

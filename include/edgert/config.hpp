@@ -4,7 +4,7 @@
 //
 // Errors name the place at fault, one per line, every error of the file at once (at
 // most 20, then "... and N more"):
-//   node.yaml:12: node.heartbeat_hz: expected a number, got 'fast'
+//   node.yaml:12: node.heartbeat_interval_ms: expected an integer, got 'fast'
 //   node.yaml:23: streams[0].plugins[1].instances[0].threshold: expected a number
 // Unknown sections, keys and EDGERT_ variables, keys given twice and out-of-range
 // values are errors, so a typo never silently falls back to a default.

@@ -7,8 +7,9 @@
 //   storage  the mailbox (<node.data_dir>/mailbox.db)
 //   outputs  the pipeline's outputs (outbox, JSONL file, result sinks)
 //   processing / acquisition / triggers  instance workers, capture workers, triggers
-//   heartbeat the publisher, next to the runtime's heartbeat: at node.heartbeat_hz, a
-//            document with the node id and the metrics snapshot for on_heartbeat
+//   heartbeat the publisher, next to the runtime's heartbeat: every
+//            node.heartbeat_interval_ms, one document, published by comms on
+//            {root}/{id}/heartbeat and handed to on_heartbeat
 // The pipeline, comms, registry and HTTP endpoint register here as they arrive.
 //
 // Embedding (the whole of a host application; docs/runtime.md, "Node"):
@@ -47,7 +48,10 @@ class PluginLoader;
 struct NodeHeartbeat {
   std::string node_id;
   HeartbeatTick tick;
-  /// JSON: {"node_id", "seq", "uptime_ms", "time_ms", "metrics": <the snapshot>}.
+  /// JSON, the same document comms publishes on {root}/{id}/heartbeat (one builder):
+  /// {"node_id", "edgert_version", "status", "seq", "time_ms", "uptime_s", "process",
+  /// "disk", "streams", "instances", "outbox", "inbox", "comms"} (docs/operations.md).
+  /// The full metrics snapshot is not in it: Node::stats_json() has that.
   std::string document;
 };
 

@@ -7,12 +7,18 @@
 
 namespace edgert {
 
+inline constexpr std::int64_t kMinHeartbeatIntervalMs = 10;        // faster floods the loop and the broker
+inline constexpr std::int64_t kMaxHeartbeatIntervalMs = 86400000;  // one a day: slower looks dead
+
 struct NodeSection {
   std::string id = "edgert-node";   // this node's id on the wire; not empty
   std::string data_dir = "./data";  // mailbox.db, registry.db; relative: to the config file's folder
   std::string log_level = "info";   // trace, debug, info, warning, error, critical, off
-  double heartbeat_hz = 1.0;        // the local heartbeat (on_heartbeat); 0 disables it; else [0.001, 100]
-  double heartbeat_s = 10;          // period of the heartbeat published over comms; 0 disables it; else [1, 86400]
+  /// The node's one heartbeat: every beat builds one document, handed to
+  /// NodeOptions::on_heartbeat and published on {root}/{id}/heartbeat. 0 disables it;
+  /// else [kMinHeartbeatIntervalMs, kMaxHeartbeatIntervalMs]. Replaces heartbeat_hz
+  /// and heartbeat_s (the config loader refuses those, saying how to convert).
+  std::int64_t heartbeat_interval_ms = 10000;
   /// true: the node keeps running whatever the broker does (results wait in the outbox);
   /// false: after comms.mqtt.max_retry_iters failed connection attempts in a row the node
   /// asks to be stopped (Node::shutdown_reason()).

@@ -24,7 +24,7 @@ enum class ErrorCode {
   quota_exceeded,    // a configured limit (disk, messages) refused the request
 };
 
-/// An error code and a message meant for a human ("node.yaml:12: node.heartbeat_hz: ...").
+/// An error code and a message meant for a human ("node.yaml:12: node.heartbeat_interval_ms: ...").
 class [[nodiscard]] Status {
  public:
   Status() = default;

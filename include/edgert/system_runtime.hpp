@@ -87,9 +87,11 @@ struct HeartbeatTick {
 };
 
 struct RuntimeOptions {
-  /// 0 disables the heartbeat; otherwise within [0.001, 10000] (start() refuses other
-  /// values, nan and inf included, with invalid_argument).
-  double heartbeat_hz = 1.0;
+  /// Time between heartbeat ticks; 0 disables the heartbeat; otherwise within
+  /// [min_heartbeat_interval, max_heartbeat_interval] (start() refuses other values
+  /// with invalid_argument naming `heartbeat_interval`). The default is the node's
+  /// (node.heartbeat_interval_ms, docs/configuration.md).
+  std::chrono::milliseconds heartbeat_interval{10000};
   /// Receives each tick on the loop thread; must not block. Never called once the
   /// stop step for the heartbeat has returned (before any outputs hook stops).
   std::function<void(const HeartbeatTick&)> heartbeat_sink;
@@ -97,12 +99,14 @@ struct RuntimeOptions {
   std::chrono::milliseconds task_timeout{2000};   // shutdown_loop waits this long for tasks
   std::chrono::milliseconds loop_timeout{2000};   // and this long for the loop thread
 
-  static constexpr double min_heartbeat_hz = 0.001;  // a tick every 1000 s
-  static constexpr double max_heartbeat_hz = 10000;  // every 100 us; far from overflow
+  // The runtime can tick every millisecond (tests do); a Node narrows this to
+  // [10 ms, 24 h] (node.heartbeat_interval_ms). Slower than a day looks dead.
+  static constexpr std::chrono::milliseconds min_heartbeat_interval{1};
+  static constexpr std::chrono::milliseconds max_heartbeat_interval{86400000};
 };
 
 /// Any thread; never blocks. invalid_argument naming the field when start() would
-/// refuse these options (a heartbeat_hz out of range, nan or inf; a negative timeout).
+/// refuse these options (a heartbeat_interval out of range; a negative timeout).
 EDGERT_API Status validate(const RuntimeOptions& options);
 
 namespace detail {

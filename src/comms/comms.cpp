@@ -133,7 +133,7 @@ void Comms::stop() {
   // The goodbye: the last heartbeat and the retained `offline`, both at QoS 1 so the
   // transport's linger below waits for them to be written.
   if (transport_ && transport_->state() == LinkState::connected) {
-    if (options_.heartbeat_period.count() > 0) (void)publish_heartbeat("SHUTDOWN", 1);
+    if (options_.heartbeat_interval.count() > 0) (void)publish_heartbeat("SHUTDOWN", 1);
     PublishOptions po;
     po.retain = true;
     (void)transport_->publish(topic("status"), "offline", po);

@@ -39,10 +39,14 @@ struct CommsOptions {
   std::string node_id;
   CommsSection config;
   bool work_offline = true;
-  std::chrono::milliseconds heartbeat_period{10000};  // 0: no published heartbeat
+  /// The node's heartbeat interval (node.heartbeat_interval_ms). Comms keeps no
+  /// heartbeat clock of its own: the node hands it each beat (beat()). This sets the
+  /// documents' expiry (3 intervals); 0: no heartbeat, not even the SHUTDOWN one.
+  std::chrono::milliseconds heartbeat_interval{10000};
   std::size_t max_json_depth = 64;                    // inbound limits (the mailbox's)
   std::size_t max_id_bytes = 256;
-  /// The heartbeat document for `status` ("RUNNING", "SHUTDOWN"): also STATUS's reply.
+  /// The node's one heartbeat builder, for `status` ("RUNNING", "SHUTDOWN"): the
+  /// SHUTDOWN heartbeat and STATUS's reply (the beats come built, through beat()).
   std::function<std::string(const std::string& status)> heartbeat_document;
   /// Called once (from the comms thread) when work_offline is false and the broker
   /// stayed out of reach for max_retry_iters attempts.
@@ -116,6 +120,11 @@ class Comms {
   /// connected), returns rows in flight to the outbox, disconnects. Idempotent.
   void stop();
 
+  /// Any thread: publishes one beat's document on {root}/{id}/heartbeat at QoS 0 if
+  /// connected, else counts it in heartbeats_skipped. Does nothing when no broker is
+  /// configured or comms is not running. Never blocks on the network.
+  void beat(const std::string& document);
+
   /// Registers the comms figures with `registry` (edgert_comms_*, docs/metrics.md);
   /// valid until the returned registration is destroyed, which must happen before this.
   [[nodiscard]] MetricsRegistration register_metrics(MetricsRegistry& registry) const;
@@ -137,6 +146,7 @@ class Comms {
   std::int64_t now_ms() const;
   CommsSample sample() const;
   bool publish_heartbeat(const std::string& status, int qos);
+  bool publish_heartbeat_document(const std::string& document, int qos);
 
   CommsOptions options_;
   Mailbox* mailbox_ = nullptr;

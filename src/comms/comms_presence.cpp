@@ -1,4 +1,5 @@
-// Comms presence: the "edgert-comms" thread (retained status, heartbeats, offline reports, work_offline).
+// Comms presence: the "edgert-comms" thread (retained status, offline reports, work_offline) and the
+// heartbeat's publishing (the node's beat hands each document to beat()).
 #include "comms/comms.hpp"
 
 #include "core/log.hpp"
@@ -24,19 +25,33 @@ bool Comms::publish_heartbeat(const std::string& status, int qos) {
     detail::log().error("comms: building the heartbeat failed: {}", e.what());
     return false;
   }
+  return publish_heartbeat_document(doc, qos);
+}
+
+bool Comms::publish_heartbeat_document(const std::string& document, int qos) {
   PublishOptions po;
   po.qos = qos;
-  po.expiry = std::chrono::seconds(std::max<std::int64_t>(1, options_.heartbeat_period.count() * 3 / 1000));
-  const bool ok = transport_->publish(topic("heartbeat"), doc, po).ok();
+  // Stale after three missed beats: a reader of an old document sees it expired.
+  po.expiry = std::chrono::seconds(std::max<std::int64_t>(1, options_.heartbeat_interval.count() * 3 / 1000));
+  const bool ok = transport_->publish(topic("heartbeat"), document, po).ok();
   std::lock_guard lk(mu_);
   ++(ok ? counters_.heartbeats_published : counters_.heartbeats_skipped);
   return ok;
 }
 
+void Comms::beat(const std::string& document) {
+  // built_: transport_ exists and stays until destruction; started_: not stopped.
+  if (!started_.load() || !built_.load() || options_.heartbeat_interval.count() <= 0) return;
+  if (transport_->state() != LinkState::connected) {
+    std::lock_guard lk(mu_);
+    ++counters_.heartbeats_skipped;  // offline: a heartbeat is news, not kept for later
+    return;
+  }
+  (void)publish_heartbeat_document(document, 0);
+}
+
 void Comms::monitor_loop() {
   using namespace std::chrono;
-  const auto period = options_.heartbeat_period;
-  auto next_heartbeat = steady_clock::now() + (period.count() > 0 ? period : hours(24 * 365));
   const std::int64_t log_every = options_.config.offline_log_s * 1000;
   std::int64_t next_offline_log = 0;
   bool was_connected = false;
@@ -117,15 +132,6 @@ void Comms::monitor_loop() {
       offline_since_ms_ = 0;  // also after an unresponsive spell the same session survived
     }
     was_connected = connected;
-    if (period.count() > 0 && steady_clock::now() >= next_heartbeat) {
-      next_heartbeat = steady_clock::now() + period;
-      if (connected) {
-        (void)publish_heartbeat("RUNNING", 0);
-      } else {
-        std::lock_guard g(mu_);
-        ++counters_.heartbeats_skipped;
-      }
-    }
     lk.lock();
   }
 }

@@ -183,6 +183,14 @@ Rule<double> zero_or_between(double lo, double hi, const char* zero_means) {
   };
 }
 
+Rule<std::int64_t> zero_or_range(std::int64_t lo, std::int64_t hi, const char* zero_means) {
+  return [lo, hi, zero_means](const std::int64_t& v, const std::string& raw) -> std::string {
+    if (v == 0 || (v >= lo && v <= hi)) return {};
+    return "expected 0 (" + std::string(zero_means) + ") or within [" + std::to_string(lo) + ", " +
+           std::to_string(hi) + "], got " + raw;
+  };
+}
+
 Rule<double> finite() {
   return [](const double& v, const std::string& raw) -> std::string {
     return std::isfinite(v) ? std::string() : "expected a finite number, got " + raw;

@@ -76,6 +76,7 @@ Rule<std::int64_t> between(std::int64_t lo, std::int64_t hi);
 Rule<std::int64_t> at_least(std::int64_t lo);
 Rule<double> number_between(double lo, double hi);          // refuses nan and infinities
 Rule<double> zero_or_between(double lo, double hi, const char* zero_means);
+Rule<std::int64_t> zero_or_range(std::int64_t lo, std::int64_t hi, const char* zero_means);
 Rule<double> finite();
 Rule<std::string> non_empty();
 Rule<std::string> one_of(std::vector<std::string> words);

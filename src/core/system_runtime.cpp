@@ -157,11 +157,13 @@ void arm(const std::shared_ptr<detail::PeriodicTimer>& task) {
 }  // namespace
 
 Status validate(const RuntimeOptions& o) {
-  const double hz = o.heartbeat_hz;
-  if (!(hz == 0 || (hz >= RuntimeOptions::min_heartbeat_hz && hz <= RuntimeOptions::max_heartbeat_hz))) {
-    return {ErrorCode::invalid_argument, fmt::format("heartbeat_hz must be 0 or within [{}, {}], got {}",
-                                                     RuntimeOptions::min_heartbeat_hz,
-                                                     RuntimeOptions::max_heartbeat_hz, hz)};
+  const auto hb = o.heartbeat_interval;
+  if (!(hb.count() == 0 ||
+        (hb >= RuntimeOptions::min_heartbeat_interval && hb <= RuntimeOptions::max_heartbeat_interval))) {
+    return {ErrorCode::invalid_argument,
+            fmt::format("heartbeat_interval must be 0 (off) or within [{}, {}] ms, got {} ms",
+                        RuntimeOptions::min_heartbeat_interval.count(),
+                        RuntimeOptions::max_heartbeat_interval.count(), hb.count())};
   }
   for (auto [name, v] : {std::pair{"stop_stage_warn", o.stop_stage_warn}, std::pair{"task_timeout", o.task_timeout},
                          std::pair{"loop_timeout", o.loop_timeout}}) {
@@ -252,7 +254,7 @@ Status SystemRuntime::start() {
   if (m.stopped || m.stopping) return {ErrorCode::closed, "the runtime was stopped; create a new one"};
   if (m.started) return {};
   if (Status st = validate(m.options); !st.ok()) return st;
-  const double hz = m.options.heartbeat_hz;
+  const auto heartbeat_interval = m.options.heartbeat_interval;
   m.started = true;
   m.start_time = Clock::now();
   lk.unlock();
@@ -306,9 +308,8 @@ Status SystemRuntime::start() {
       if (stopped_meanwhile()) return {ErrorCode::closed, "stop() was called during start() (by '" + hooks.name + "')"};
     }
     detail::log().debug("start stage {} took {} ms", to_string(stage), ms_since(t0));
-    if (stage == Stage::outputs && hz > 0) {
-      const auto period = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / hz));
-      m.heartbeat = spawn_periodic("heartbeat", period, [&m] {
+    if (stage == Stage::outputs && heartbeat_interval.count() > 0) {
+      m.heartbeat = spawn_periodic("heartbeat", heartbeat_interval, [&m] {
         HeartbeatTick tick;
         tick.seq = m.heartbeats.fetch_add(1) + 1;
         tick.uptime = Clock::now() - m.start_time;

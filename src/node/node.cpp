@@ -32,7 +32,7 @@ namespace {
 
 RuntimeOptions runtime_options(const Config& cfg) {
   RuntimeOptions o;
-  o.heartbeat_hz = cfg.node.heartbeat_hz;
+  o.heartbeat_interval = std::chrono::milliseconds(cfg.node.heartbeat_interval_ms);
   o.stop_stage_warn = std::chrono::milliseconds(cfg.runtime.stop_stage_warn_ms);
   o.task_timeout = std::chrono::milliseconds(cfg.runtime.task_timeout_ms);
   return o;
@@ -178,30 +178,20 @@ struct Node::Impl {
   const std::chrono::steady_clock::time_point created_at = std::chrono::steady_clock::now();
   mutable std::mutex shutdown_mu;
   std::string shutdown_reason;
-  std::string comms_heartbeat(const std::string& status);
+  std::atomic<std::uint64_t> last_beat{0};  // the seq of the newest beat built
 
   void register_components();
-  std::string heartbeat_document(const HeartbeatTick& tick) const;
+  /// The one heartbeat builder (node::heartbeat_json): each beat's document, handed to
+  /// on_heartbeat and published by comms, the SHUTDOWN heartbeat and STATUS's reply.
+  /// `seq` 0: not a beat; the document carries the last beat's number.
+  std::string heartbeat_document(const std::string& status, std::uint64_t seq = 0);
 };
 
-std::string Node::Impl::heartbeat_document(const HeartbeatTick& tick) const {
-  nlohmann::json head;
-  head["node_id"] = config.node.id;
-  head["seq"] = tick.seq;
-  head["uptime_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(tick.uptime).count();
-  head["time_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(tick.wall.time_since_epoch()).count();
-  std::string doc = head.dump();  // {"node_id":...,"seq":...}: the snapshot is spliced in, not re-parsed
-  doc.pop_back();
-  doc += ",\"metrics\":";
-  doc += to_json(metrics.snapshot());
-  doc += '}';
-  return doc;
-}
-
-std::string Node::Impl::comms_heartbeat(const std::string& status) {
+std::string Node::Impl::heartbeat_document(const std::string& status, std::uint64_t seq) {
   node::HeartbeatInputs in;
   in.node_id = config.node.id;
   in.status = status;
+  in.seq = seq != 0 ? seq : last_beat.load();
   in.uptime_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - created_at).count();
   {
@@ -320,23 +310,31 @@ void Node::Impl::register_components() {
   triggers.stop = [this] { pipeline->stop_triggers(); };
   (void)runtime->add_participant(Stage::triggers, std::move(triggers));
 
-  // The heartbeat publisher belongs with the runtime's heartbeat, which runs from
-  // after the outputs start until before they stop: registered in `processing`, it
-  // starts just after the heartbeat and stops just before it, so every outputs hook
-  // (a host's included) starts before the first document and stops after the last.
-  // A tick queued after it stopped is refused by the closed queue.
-  if (options.on_heartbeat && config.node.heartbeat_hz > 0) {
-    published = &metrics.counter("edgert_heartbeats_published_total", {}, "heartbeat documents handed to on_heartbeat");
+  // The one heartbeat (node.heartbeat_interval_ms): the runtime's tick, turned here,
+  // off the loop, into one document that comms publishes and on_heartbeat receives.
+  // The publisher belongs with the runtime's heartbeat, which runs from after the
+  // outputs start until before they stop: registered in `processing`, it starts just
+  // after the heartbeat and stops just before it, so every outputs hook (a host's
+  // included) starts before the first document and stops after the last, and comms
+  // (stopped after the outputs) is running for every beat. A tick queued after it
+  // stopped is refused by the closed queue.
+  if (config.node.heartbeat_interval_ms > 0) {
+    published = &metrics.counter("edgert_heartbeats_published_total", {},
+                                 "heartbeat documents built (each handed to comms and on_heartbeat)");
     publisher = std::make_unique<BaseWorker>(
         WorkerOptions("edgert-heartbeat"),
         [this](std::stop_token stop) {
           while (!stop.stop_requested()) {
             auto tick = ticks.pop_for(std::chrono::milliseconds(200));
             if (!tick) continue;
+            last_beat.store(tick->seq);
             NodeHeartbeat hb;
             hb.node_id = config.node.id;
             hb.tick = *tick;
-            hb.document = heartbeat_document(*tick);
+            hb.document = heartbeat_document("RUNNING", tick->seq);
+            comms->beat(hb.document);
+            published->add();
+            if (!options.on_heartbeat) continue;
             try {
               options.on_heartbeat(hb);
             } catch (const std::exception& e) {
@@ -348,7 +346,6 @@ void Node::Impl::register_components() {
                 detail::log().error("on_heartbeat threw an unknown exception{}", v.suffix());
               }
             }
-            published->add();
           }
         },
         [this] { ticks.close(); });
@@ -368,6 +365,15 @@ void Node::Impl::register_components() {
 
 Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
   auto impl = std::make_unique<Impl>(std::move(config), std::move(options));
+  // The node's range is narrower than the runtime's (which accepts 1 ms): the config
+  // loader enforces it for files; a Config built in code is checked here.
+  if (const auto ms = impl->config.node.heartbeat_interval_ms;
+      ms != 0 && (ms < kMinHeartbeatIntervalMs || ms > kMaxHeartbeatIntervalMs)) {
+    return Status{ErrorCode::invalid_argument, "node settings: node.heartbeat_interval_ms must be 0 (off) or within [" +
+                                                   std::to_string(kMinHeartbeatIntervalMs) + ", " +
+                                                   std::to_string(kMaxHeartbeatIntervalMs) + "], got " +
+                                                   std::to_string(ms)};
+  }
   RuntimeOptions ro = runtime_options(impl->config);
   if (Status st = validate(ro); !st.ok()) return Status{st.code(), "node settings: " + st.message()};
   Impl* raw = impl.get();
@@ -386,16 +392,16 @@ Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
     co.node_id = raw->config.node.id;
     co.config = raw->config.comms;
     co.work_offline = raw->config.node.work_offline;
-    co.heartbeat_period = std::chrono::milliseconds(static_cast<std::int64_t>(raw->config.node.heartbeat_s * 1000));
+    co.heartbeat_interval = std::chrono::milliseconds(raw->config.node.heartbeat_interval_ms);
     co.max_json_depth = static_cast<std::size_t>(raw->config.mailbox.max_json_depth);
     co.max_id_bytes = static_cast<std::size_t>(raw->config.mailbox.max_id_bytes);
-    co.heartbeat_document = [raw](const std::string& status) { return raw->comms_heartbeat(status); };
+    co.heartbeat_document = [raw](const std::string& status) { return raw->heartbeat_document(status); };
     co.request_shutdown = [raw](const std::string& reason) {
       detail::log().error("{}; asking the host to stop the node", reason);
       std::lock_guard lk(raw->shutdown_mu);
       if (raw->shutdown_reason.empty()) raw->shutdown_reason = reason;
     };
-    co.commands = node::builtin_commands([raw] { return raw->comms_heartbeat("RUNNING"); },
+    co.commands = node::builtin_commands([raw] { return raw->heartbeat_document("RUNNING"); },
                                          [raw](const std::string& stream) { return raw->pipeline->trigger(stream); },
                                          raw->config.node.id);
     impl->comms = std::make_unique<comms::Comms>(std::move(co));

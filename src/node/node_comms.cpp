@@ -58,6 +58,7 @@ std::string heartbeat_json(const HeartbeatInputs& in) {
   j["node_id"] = in.node_id;
   j["edgert_version"] = version_string();
   j["status"] = in.status;
+  j["seq"] = in.seq;
   j["time_ms"] = wall_clock_ms();
   j["uptime_s"] = static_cast<double>(in.uptime_ms) / 1000.0;
   j["process"] = {{"cpu_percent", in.process.cpu_percent},

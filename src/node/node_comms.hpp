@@ -48,6 +48,7 @@ class ProcessSampler {
 struct HeartbeatInputs {
   std::string node_id;
   std::string status;               // RUNNING, SHUTDOWN
+  std::uint64_t seq = 0;            // the beat's number (1, 2, ...); STATUS and SHUTDOWN: the last beat's
   std::int64_t uptime_ms = 0;
   ProcessFigures process;
   nlohmann::json pipeline;          // {"streams": ..., "instances": ..., "outputs": ...}
@@ -55,7 +56,8 @@ struct HeartbeatInputs {
   nlohmann::json comms;
 };
 
-/// The document on {root}/{node_id}/heartbeat and STATUS's reply.
+/// The one heartbeat document: each beat's (NodeHeartbeat::document, published on
+/// {root}/{node_id}/heartbeat), the SHUTDOWN heartbeat's and STATUS's reply.
 std::string heartbeat_json(const HeartbeatInputs& in);
 
 /// PING, STATUS (`status` builds the heartbeat document) and TRIGGER (`trigger` fires

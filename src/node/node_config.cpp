@@ -22,10 +22,15 @@ const Table<NodeSection>& node_table() {
     s.key("id", &NodeSection::id, non_empty())
         .path_key("data_dir", &NodeSection::data_dir, non_empty())
         .key<std::string>("log_level", &NodeSection::log_level, log_level_name)
-        // 1/heartbeat_hz is the tick period: beyond 100 Hz it floods the loop, below
-        // 0.001 Hz (one per 16 min) it overflows nothing but is indistinguishable from off.
-        .key("heartbeat_hz", &NodeSection::heartbeat_hz, zero_or_between(0.001, 100, "off"))
-        .key("heartbeat_s", &NodeSection::heartbeat_s, zero_or_between(1, 86400, "off"))
+        .key("heartbeat_interval_ms", &NodeSection::heartbeat_interval_ms,
+             zero_or_range(kMinHeartbeatIntervalMs, kMaxHeartbeatIntervalMs, "off"))
+        // The two heartbeats (a local one in Hz, a published one in seconds) became one.
+        .removed("heartbeat_hz",
+                 "became node.heartbeat_interval_ms, the one heartbeat (on_heartbeat and the published "
+                 "document): milliseconds between beats, 1000 / hz (1 Hz -> 1000); 0 still disables it")
+        .removed("heartbeat_s",
+                 "became node.heartbeat_interval_ms, the one heartbeat (on_heartbeat and the published "
+                 "document): seconds x 1000 (10 -> 10000); 0 still disables it")
         .key("work_offline", &NodeSection::work_offline);
     return s;
   }();
