@@ -272,6 +272,24 @@ void Forwarder::publish_loop() {
   }
 }
 
+// Deletes the acknowledged rows in `ids` in one transaction (mailbox thread, mu_ not
+// held) and empties `ids`. On a failure the rows stay in the outbox (their leases run
+// out and they are sent again: a duplicate, never a loss), `error` is set and the
+// failure logged; returns the rows deleted.
+std::size_t Forwarder::delete_acknowledged(std::vector<std::string>& ids, bool& error) {
+  if (ids.empty()) return 0;
+  std::size_t deleted = 0;
+  if (auto r = mailbox_.mark_delivered(ids); r.ok()) {
+    deleted = r.value();
+  } else {
+    error = true;
+    detail::log().error("comms: marking {} delivered message(s) failed: {} (they may be sent again)", ids.size(),
+                        r.status().message());
+  }
+  ids.clear();
+  return deleted;
+}
+
 // The mailbox thread: every SQLite call of the forwarder.
 void Forwarder::mailbox_loop() {
   // A row is leased a little longer than its PUBACK may take, so the lease never runs
@@ -351,17 +369,7 @@ void Forwarder::mailbox_loop() {
       }
       failed.clear();
     }
-    std::size_t deleted = 0;
-    if (!to_delete.empty()) {
-      if (auto r = mailbox_.mark_delivered(to_delete); r.ok()) {
-        deleted = r.value();
-      } else {
-        mailbox_error = true;
-        detail::log().error("comms: marking {} delivered message(s) failed: {} (they may be sent again)",
-                            to_delete.size(), r.status().message());
-      }
-      to_delete.clear();
-    }
+    const std::size_t deleted = delete_acknowledged(to_delete, mailbox_error);
     rows.clear();
     bool lease_error = false;
     if (want > 0) {
@@ -413,17 +421,8 @@ void Forwarder::mailbox_loop() {
   for (auto& m : ready_) rest.push_back(std::move(m.envelope.message_id));
   ready_.clear();
   lk.unlock();
-  std::size_t deleted = 0;
   bool mailbox_error = false;
-  if (!to_delete.empty()) {
-    if (auto r = mailbox_.mark_delivered(to_delete); r.ok()) {
-      deleted = r.value();
-    } else {
-      mailbox_error = true;
-      detail::log().error("comms: marking {} delivered message(s) failed: {} (they may be sent again)",
-                          to_delete.size(), r.status().message());
-    }
-  }
+  const std::size_t deleted = delete_acknowledged(to_delete, mailbox_error);
   if (!rest.empty()) mailbox_.release(rest);
   // Failures not yet recorded (a refusal, a lost session just before stop): their
   // attempt counts, and their leases end either way.

@@ -97,6 +97,9 @@ class Forwarder {
  private:
   void publish_loop();
   void mailbox_loop();
+  /// mark_delivered(ids) in one transaction; empties ids, sets `error` on a failure
+  /// (logged). The mailbox thread, mu_ not held. Returns the rows deleted.
+  std::size_t delete_acknowledged(std::vector<std::string>& ids, bool& error);
   /// Rows a crash would send again: in flight, acknowledged and not yet deleted. mu_ held.
   std::size_t held() const { return flights_.size() + acked_.size() + deleting_; }
   /// The topic of `e` without building a string for the node's own topics.
