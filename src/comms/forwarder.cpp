@@ -356,11 +356,23 @@ void Forwarder::mailbox_loop() {
     }
     lk.unlock();
 
+    // The deletes first, and their rows leave the window at once: acknowledged rows
+    // count against the window until deleted (a crash resends at most the window), so
+    // a delete that waited for this round's lease would keep the publisher idle.
+    bool mailbox_error = false;
+    if (!to_delete.empty()) {
+      const std::size_t deleted = delete_acknowledged(to_delete, mailbox_error);
+      lk.lock();
+      counters_.delivered += deleted;
+      deleting_ = 0;
+      publish_cv_.notify_one();
+      settled_cv_.notify_all();
+      lk.unlock();
+    }
     if (!give_back.empty()) {
       mailbox_.release(give_back);
       give_back.clear();
     }
-    bool mailbox_error = false;
     if (!failed.empty()) {
       if (auto r = mailbox_.mark_failed(failed); !r.ok()) {
         mailbox_error = true;
@@ -369,7 +381,6 @@ void Forwarder::mailbox_loop() {
       }
       failed.clear();
     }
-    const std::size_t deleted = delete_acknowledged(to_delete, mailbox_error);
     rows.clear();
     bool lease_error = false;
     if (want > 0) {
@@ -384,9 +395,7 @@ void Forwarder::mailbox_loop() {
     }
 
     lk.lock();
-    counters_.delivered += deleted;
     counters_.mailbox_errors += (mailbox_error ? 1 : 0) + (lease_error ? 1 : 0);
-    deleting_ = 0;
     if (want > 0) {
       // A short read: nothing more is due until a commit, a release or the next poll.
       more_due_ = !lease_error && rows.size() == want;

@@ -9,7 +9,8 @@
 //   last round, in one transaction), marks failed the refused ones, those without a
 //   PUBACK within ack_timeout and those in flight when the connection was lost (the
 //   mailbox's back-off schedules them again), and gives read-ahead rows back while
-//   offline.
+//   offline. A round deletes first and frees those rows from the window before it
+//   marks failures or leases.
 //
 // The window counts rows in flight plus rows acknowledged and not yet deleted: a crash
 // sends again at most `window` rows (leases live in memory; after a crash every
