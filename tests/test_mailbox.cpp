@@ -1,6 +1,7 @@
 // The mailbox on a real SQLite file in a scratch directory.
 #include <edgert/mailbox.hpp>
 
+#include "envelope_builder.hpp"
 #include "fake_clock.hpp"
 #include "scratch_dir.hpp"
 
@@ -33,12 +34,7 @@ using edgert::testing::Scratch;
 using edgert::testing::FakeClock;
 
 Envelope env(const std::string& type = "detection", const std::string& payload = R"({"n":1})") {
-  Envelope e;
-  e.sender_node_id = "node-a";
-  e.recipient_node_id = "fleet";
-  e.payload_type = type;
-  e.payload = payload;
-  return e;
+  return edgert::testing::result_envelope(payload, "", "node-a", type);
 }
 
 std::unique_ptr<Mailbox> open(MailboxOptions o) {

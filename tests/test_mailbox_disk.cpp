@@ -5,6 +5,7 @@
 // sends work again.
 #include <edgert/mailbox.hpp>
 
+#include "envelope_builder.hpp"
 #include "scratch_dir.hpp"
 #include "skip.hpp"
 
@@ -59,14 +60,7 @@ std::uint64_t size_of(const fs::path& p) {
   return ec ? 0 : n;
 }
 
-Envelope env(int n, std::size_t pad) {
-  Envelope e;
-  e.sender_node_id = "node-a";
-  e.recipient_node_id = "fleet";
-  e.payload_type = "detection";
-  e.payload = R"({"n":)" + std::to_string(n) + R"(,"pad":")" + std::string(pad, 'x') + "\"}";
-  return e;
-}
+Envelope env(int n, std::size_t pad) { return edgert::testing::numbered_envelope(n, pad); }
 
 MailboxOptions options(const fs::path& dir) {
   MailboxOptions o;

@@ -2,6 +2,7 @@
 // cannot handle, callbacks that throw, and priority-respecting eviction.
 #include <edgert/mailbox.hpp>
 
+#include "envelope_builder.hpp"
 #include "mailbox_test_util.hpp"
 #include "fake_clock.hpp"
 #include "scratch_dir.hpp"
@@ -33,13 +34,7 @@ using edgert::testing::Scratch;
 using edgert::testing::FakeClock;
 
 Envelope env(const std::string& payload = R"({"n":1})", const std::string& id = "") {
-  Envelope e;
-  e.message_id = id;
-  e.sender_node_id = "node-a";
-  e.recipient_node_id = "fleet";
-  e.payload_type = "detection";
-  e.payload = payload;
-  return e;
+  return edgert::testing::result_envelope(payload, id);
 }
 
 std::unique_ptr<Mailbox> open(MailboxOptions o) {

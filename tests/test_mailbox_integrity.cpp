@@ -5,6 +5,7 @@
 // before SQLite silently drops what they held.
 #include <edgert/mailbox.hpp>
 
+#include "envelope_builder.hpp"
 #include "mailbox_test_util.hpp"
 #include "scratch_dir.hpp"
 #include "wait_until.hpp"
@@ -53,12 +54,8 @@ std::string id_of(int n) {
 }
 
 Envelope env(int n) {
-  Envelope e;
+  Envelope e = edgert::testing::numbered_envelope(n);
   e.message_id = id_of(n);
-  e.sender_node_id = "node-a";
-  e.recipient_node_id = "fleet";
-  e.payload_type = "detection";
-  e.payload = R"({"n":)" + std::to_string(n) + "}";
   return e;
 }
 
@@ -455,6 +452,141 @@ TEST_CASE("integrity: open skips quick_check only on a file unchanged since a ve
   });
   INFO(log);
   CHECK(log.find("quick_check skipped") == std::string::npos);
+  CHECK_THAT(log, Contains("is corrupt"));
+  CHECK_FALSE(files_with_prefix(s.dir, "mailbox.db.corrupt-").empty());
+}
+
+namespace {
+
+// Destroys the header of a leaf page of b-tree `name` (a table or an index) in use
+// (dbstat, so never a free page that still holds old content): the middle one of its
+// leaves. Returns whether it had one.
+bool destroy_page(const fs::path& db, const std::string& name) {
+  const auto page_size = static_cast<std::size_t>(std::stoi(query(db, "PRAGMA page_size")));
+  const std::string leaves = query(db, "SELECT count(*) FROM dbstat WHERE name = '" + name + "' AND pagetype = 'leaf'");
+  if (leaves.empty() || std::stoi(leaves) == 0) return false;
+  const std::string pageno = query(db, "SELECT pageno FROM dbstat WHERE name = '" + name +
+                                           "' AND pagetype = 'leaf' ORDER BY pageno LIMIT 1 OFFSET " +
+                                           std::to_string(std::stoi(leaves) / 2));
+  const std::size_t page = (static_cast<std::size_t>(std::stoll(pageno)) - 1) * page_size;
+  std::string bytes = read_all(db);
+  if (page + page_size > bytes.size()) return false;
+  for (std::size_t i = 0; i < 16; ++i) bytes[page + i] = static_cast<char>(0xA5);
+  write_all(db, bytes);
+  return true;
+}
+
+// The file's modification time moved on: to the marker, no longer the file the last
+// close vouched for.
+void touch(const fs::path& db) {
+  const timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_NOW}};
+  REQUIRE(::utimensat(AT_FDCWD, db.c_str(), times, 0) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("integrity: a file over quick_check_max_bytes is checked in part at open; outbox table damage is found in "
+          "the background and the next open checks in full and salvages",
+          "[mailbox][mailbox_fault]") {
+  Scratch s;
+  const fs::path db = s.dir / "mailbox.db";
+  const fs::path owed = s.dir / "mailbox.db-check-owed";
+  constexpr int kRows = 2000;
+  make_live(s.dir, kRows);
+  MailboxOptions o = options(s.dir);
+  o.quick_check_max_bytes = 4096;  // every file here is larger
+  REQUIRE(query(db, "PRAGMA freelist_count") == "0");
+
+  // A healthy file: opened on the bounded check, owed a full check until this run's
+  // integrity_check vouches for it.
+  touch(db);
+  std::string log = capture_stderr(s.dir, [&] {
+    auto mb = Mailbox::open(o);
+    REQUIRE(mb.ok());
+    CHECK(fs::exists(owed));
+    CHECK(pending_count(*mb.value()) == static_cast<std::size_t>(kRows));
+    const auto c = wait_for(*mb.value(), [](const MailboxCounters& k) { return k.integrity_checks >= 1; });
+    CHECK(c.integrity_failures == 0);
+  });
+  INFO(log);
+  CHECK_THAT(log, Contains("checked at open only in part"));
+  CHECK_FALSE(fs::exists(owed));
+  CHECK_THAT(read_all(s.dir / "mailbox.db-state"), Contains("clean verified"));
+
+  // Damage in an outbox table leaf, which the bounded check does not read: the open
+  // succeeds, the background check finds it...
+  REQUIRE(destroy_page(db, "outbox"));
+  MailboxCounters c;
+  log = capture_stderr(s.dir, [&] {
+    auto mb = Mailbox::open(o);
+    REQUIRE(mb.ok());
+    c = wait_for(*mb.value(), [](const MailboxCounters& k) { return k.integrity_failures > 0; });
+  });
+  INFO(log);
+  CHECK_THAT(log, Contains("checked at open only in part"));
+  CHECK(c.integrity_failures == 1);
+  CHECK(files_with_prefix(s.dir, "mailbox.db.corrupt-").empty());
+  CHECK(fs::exists(owed));
+  CHECK(read_all(s.dir / "mailbox.db-state").find("verified") == std::string::npos);
+
+  // ...and the next open, owed a full check, runs quick_check over every page: SQLite
+  // calls the file corrupt, it is moved aside and its readable rows salvaged.
+  log = capture_stderr(s.dir, [&] {
+    auto mb = Mailbox::open(o);
+    REQUIRE(mb.ok());
+    const std::size_t kept = pending_count(*mb.value());
+    CHECK(kept > 0);
+    CHECK(kept < static_cast<std::size_t>(kRows));
+  });
+  INFO(log);
+  CHECK(log.find("checked at open only in part") == std::string::npos);
+  CHECK_THAT(log, Contains("is corrupt"));
+  CHECK_FALSE(files_with_prefix(s.dir, "mailbox.db.corrupt-").empty());
+  CHECK_FALSE(fs::exists(owed));
+}
+
+TEST_CASE("integrity: the bounded check at open reads every outbox index page: a damaged one is salvaged at once",
+          "[mailbox][mailbox_fault]") {
+  Scratch s;
+  const fs::path db = s.dir / "mailbox.db";
+  make_live(s.dir, 2000);
+  MailboxOptions o = options(s.dir);
+  o.quick_check_max_bytes = 4096;
+  // A leaf of the UNIQUE index on outbox.message_id.
+  REQUIRE(destroy_page(db, "sqlite_autoindex_outbox_1"));
+  const std::string log = capture_stderr(s.dir, [&] {
+    auto mb = Mailbox::open(o);
+    REQUIRE(mb.ok());
+    CHECK(pending_count(*mb.value()) == 2000);  // an index page holds no row: nothing lost
+  });
+  INFO(log);
+  CHECK_THAT(log, Contains("is corrupt"));
+  CHECK_FALSE(files_with_prefix(s.dir, "mailbox.db.corrupt-").empty());
+  CHECK_FALSE(fs::exists(s.dir / "mailbox.db-check-owed"));
+}
+
+TEST_CASE("integrity: a large file with free pages gets the full quick_check at open", "[mailbox][mailbox_fault]") {
+  Scratch s;
+  const fs::path db = s.dir / "mailbox.db";
+  make_live(s.dir, 2000);
+  {
+    auto mb = Mailbox::open(options(s.dir));
+    REQUIRE(mb.ok());
+    auto p = mb.value()->pending(1000);  // the first 1000 delivered: the deletes leave free pages
+    REQUIRE(p.ok());
+    REQUIRE(p.value().size() == 1000);
+    for (const auto& m : p.value()) REQUIRE(mb.value()->mark_delivered(m.envelope.message_id).ok());
+  }
+  REQUIRE(query(db, "PRAGMA freelist_count") != "0");
+  REQUIRE(destroy_page(db, "outbox"));
+  MailboxOptions o = options(s.dir);
+  o.quick_check_max_bytes = 4096;
+  const std::string log = capture_stderr(s.dir, [&] {
+    auto mb = Mailbox::open(o);
+    REQUIRE(mb.ok());
+  });
+  INFO(log);
+  CHECK(log.find("checked at open only in part") == std::string::npos);
   CHECK_THAT(log, Contains("is corrupt"));
   CHECK_FALSE(files_with_prefix(s.dir, "mailbox.db.corrupt-").empty());
 }

@@ -5,6 +5,7 @@
 #include <edgert/mailbox.hpp>
 #include <edgert/metrics.hpp>
 
+#include "envelope_builder.hpp"
 #include "mailbox_test_util.hpp"
 #include "skip.hpp"
 #include "numbered.hpp"
@@ -61,14 +62,7 @@ std::unique_ptr<Mailbox> open(MailboxOptions o) {
   return std::move(m).value();
 }
 
-Envelope env(int n) {
-  Envelope e;
-  e.sender_node_id = "node-a";
-  e.recipient_node_id = "fleet";
-  e.payload_type = "detection";
-  e.payload = R"({"n":)" + std::to_string(n) + "}";
-  return e;
-}
+Envelope env(int n) { return edgert::testing::numbered_envelope(n); }
 
 std::vector<std::string> send_n(Mailbox& mb, int n) {
   std::vector<std::string> ids;

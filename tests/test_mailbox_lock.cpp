@@ -2,6 +2,7 @@
 // data_dir" and "Restoring a backup").
 #include <edgert/mailbox.hpp>
 
+#include "envelope_builder.hpp"
 #include "mailbox_test_util.hpp"
 #include "scratch_dir.hpp"
 
@@ -40,14 +41,7 @@ namespace {
 
 using edgert::testing::Scratch;
 
-Envelope env(int n) {
-  Envelope e;
-  e.sender_node_id = "node-a";
-  e.recipient_node_id = "fleet";
-  e.payload_type = "detection";
-  e.payload = R"({"n":)" + std::to_string(n) + "}";
-  return e;
-}
+Envelope env(int n) { return edgert::testing::numbered_envelope(n); }
 
 MailboxOptions options(const fs::path& dir) {
   MailboxOptions o;

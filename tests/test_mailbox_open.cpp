@@ -3,6 +3,7 @@
 // leaves the file untouched and makes open fail with a message naming cause and file.
 #include <edgert/mailbox.hpp>
 
+#include "envelope_builder.hpp"
 #include "mailbox_test_util.hpp"
 #include "skip.hpp"
 #include "scratch_dir.hpp"
@@ -39,14 +40,7 @@ namespace {
 
 using edgert::testing::Scratch;
 
-Envelope env(int n) {
-  Envelope e;
-  e.sender_node_id = "node-a";
-  e.recipient_node_id = "fleet";
-  e.payload_type = "detection";
-  e.payload = R"({"n":)" + std::to_string(n) + "}";
-  return e;
-}
+Envelope env(int n) { return edgert::testing::numbered_envelope(n); }
 
 MailboxOptions options(const fs::path& dir) {
   MailboxOptions o;

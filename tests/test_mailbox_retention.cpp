@@ -4,6 +4,7 @@
 // and per-message log lines that stay few under floods.
 #include <edgert/mailbox.hpp>
 
+#include "envelope_builder.hpp"
 #include "log_capture.hpp"
 #include "mailbox_test_util.hpp"
 #include "numbered.hpp"
@@ -60,21 +61,12 @@ std::unique_ptr<Mailbox> open(MailboxOptions o) {
 }
 
 Envelope result(int n) {
-  Envelope e;
-  e.sender_node_id = "cam-1";
-  e.recipient_node_id = "fleet";
-  e.payload_type = "telemetry";
-  e.payload = R"({"n":)" + std::to_string(n) + "}";
-  return e;
+  return edgert::testing::result_envelope(edgert::testing::numbered_payload(n), "", "cam-1", "telemetry");
 }
 
 Envelope mail(const std::string& id, const std::string& body = "1") {
-  Envelope e;
-  e.message_id = id;
-  e.sender_node_id = "peer";
+  Envelope e = edgert::testing::result_envelope(R"({"body":)" + body + "}", id, "peer", "mail");
   e.recipient_node_id = "cam-1";
-  e.payload_type = "mail";
-  e.payload = R"({"body":)" + body + "}";
   e.timestamp_ms = k2026;
   return e;
 }

@@ -4,6 +4,7 @@
 // Every count here is the test's own: the ids it sent, minus the ones it damaged.
 #include <edgert/mailbox.hpp>
 
+#include "envelope_builder.hpp"
 #include "log_capture.hpp"
 #include "mailbox_test_util.hpp"
 #include "scratch_dir.hpp"
@@ -35,12 +36,7 @@ namespace {
 using edgert::testing::Scratch;
 
 Envelope env(const std::string& sender, int n, std::size_t pad = 0) {
-  Envelope e;
-  e.sender_node_id = sender;
-  e.recipient_node_id = "fleet";
-  e.payload_type = "detection";
-  e.payload = R"({"n":)" + std::to_string(n) + R"(,"pad":")" + std::string(pad, 'x') + R"("})";
-  return e;
+  return edgert::testing::result_envelope(edgert::testing::numbered_payload(n, pad), "", sender);
 }
 
 MailboxOptions options(const fs::path& dir) {

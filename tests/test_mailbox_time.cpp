@@ -6,6 +6,7 @@
 #include <edgert/mailbox.hpp>
 #include <edgert/metrics.hpp>
 
+#include "envelope_builder.hpp"
 #include "log_capture.hpp"
 #include "fake_clock.hpp"
 #include "scratch_dir.hpp"
@@ -62,15 +63,7 @@ std::unique_ptr<Mailbox> open(MailboxOptions o) {
   return std::move(m).value();
 }
 
-Envelope env(const std::string& id = "") {
-  Envelope e;
-  e.message_id = id;
-  e.sender_node_id = "node-a";
-  e.recipient_node_id = "fleet";
-  e.payload_type = "detection";
-  e.payload = R"({"n":1})";
-  return e;
-}
+Envelope env(const std::string& id = "") { return edgert::testing::result_envelope(R"({"n":1})", id); }
 
 // Queues `n` messages with up to 64 in flight; returns the ids the mailbox confirmed.
 std::set<std::string> queue_backlog(Mailbox& mb, int n, SendOptions o = {}) {

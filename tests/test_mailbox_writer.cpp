@@ -4,6 +4,7 @@
 // holds the write lock, and answers every queued message.
 #include <edgert/mailbox.hpp>
 
+#include "envelope_builder.hpp"
 #include "mailbox_test_util.hpp"
 #include "scratch_dir.hpp"
 
@@ -34,13 +35,7 @@ namespace {
 using edgert::testing::Scratch;
 
 Envelope env(const std::string& payload = R"({"n":1})", const std::string& id = "") {
-  Envelope e;
-  e.message_id = id;
-  e.sender_node_id = "node-a";
-  e.recipient_node_id = "fleet";
-  e.payload_type = "detection";
-  e.payload = payload;
-  return e;
+  return edgert::testing::result_envelope(payload, id);
 }
 
 std::unique_ptr<Mailbox> open(MailboxOptions o) {

@@ -162,6 +162,12 @@ struct MailboxOptions {
   std::string data_dir = "./data";
   bool synchronous_full = false;  // false: NORMAL (survives a process crash); true: FULL (power loss)
   int busy_timeout_ms = 5000;
+  /// Open runs PRAGMA quick_check (every page) on a file up to this size. A larger file
+  /// with no free pages is checked only in part at open (header, schema, the tables
+  /// other than the outbox, the outbox's indexes) and its outbox table by the background
+  /// integrity_check; until that check vouches for the file, every later open runs the
+  /// full quick_check (docs/mailbox.md, "Bounded check at open"). UINT64_MAX: always in full.
+  std::uint64_t quick_check_max_bytes = 64ull << 20;
   std::size_t max_payload_bytes = 1 << 20;  // larger payloads are refused
   /// Deepest nesting of arrays and objects a payload may have; deeper ones are refused
   /// (a reader re-serialising them would recurse once per level). Values above 1024

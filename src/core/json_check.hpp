@@ -50,10 +50,10 @@ struct JsonProblem {
 };
 
 /// Checks that `text` is exactly one JSON value, nested at most `max_depth` deep, with nothing but whitespace
-/// around it; refuses what nlohmann's parser lets through (a NUL byte, read as the end of input, and a leading
-/// UTF-8 BOM, skipped). One pass, iterative (never recurses, whatever the input), no allocation per value beyond
-/// the parser's token buffer. Fills `shape` when given and the text is valid. Any thread; never throws (bad_alloc
-/// aside). Counted in json_full_checks().
+/// around it, accepting exactly what nlohmann's strict parser accepts, and refusing besides what that parser lets
+/// through (a NUL byte, read as the end of input, and a leading UTF-8 BOM, skipped). One pass, iterative (never
+/// recurses, whatever the input), copies nothing (no allocation unless max_depth >= 2048). Fills `shape` when given
+/// and the text is valid. Any thread; never throws (bad_alloc aside). Counted in json_full_checks().
 EDGERT_API JsonProblem check_json(std::string_view text, std::size_t max_depth, JsonShape* shape = nullptr);
 
 /// The cheap half of check_json, for a caller that parses the text next anyway: empty, NUL byte, BOM and depth
@@ -64,8 +64,11 @@ JsonProblem precheck_json(std::string_view text, std::size_t max_depth);
 /// re-parse), so json_full_checks() sees every pass over a result's bytes.
 void count_full_parse() noexcept;
 
-/// How many check_json() calls and count_full_parse() notes (full passes over a text) this process made. A test hook: the result path promises
-/// one per result, at emit (tests/test_result_path.cpp).
+/// A test hook: from count_json_passes(true) on, check_json() calls and count_full_parse() notes (full passes over
+/// a text) are counted, and json_full_checks() returns the count; the result path promises one per result, at emit
+/// (tests/test_result_path.cpp). Off by default, so the hot path reads a flag that never changes instead of
+/// writing one cache line shared by every instance thread. Any thread.
+EDGERT_API void count_json_passes(bool on) noexcept;
 EDGERT_API std::uint64_t json_full_checks() noexcept;  // exported for the tests
 
 /// Appends `s` as a JSON string (quotes, escapes; invalid UTF-8 replaced by U+FFFD as nlohmann's dump does with

@@ -31,7 +31,8 @@ Result<std::unique_ptr<Mailbox>> Mailbox::open(MailboxOptions options) {
   // disk that filled up, it is the room opening needs (it is re-created below).
   ::unlink((fs::path(impl->options.data_dir) / "mailbox.reserve").c_str());
 
-  auto db = detail::open_mailbox_db(impl->path, impl->options.busy_timeout_ms, impl->now());
+  auto db = detail::open_mailbox_db(impl->path, impl->options.busy_timeout_ms, impl->now(),
+                                    impl->options.quick_check_max_bytes);
   if (!db.ok()) return db.status();
   impl->db = std::move(db).value();
   try {

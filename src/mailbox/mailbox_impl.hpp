@@ -262,6 +262,8 @@ struct Mailbox::Impl {
     std::error_code ec;
     const bool verified = integrity && integrity->checks() > 0 && integrity->failures() == 0;
     if (marked_open && !fs::exists(path + "-wal", ec) && !ec) detail::mark_clean(path, verified);
+    // A bounded check at open (open.hpp) is settled once the full check vouched for the file.
+    if (verified) fs::remove(path + "-check-owed", ec);
     marked_open = false;
     lock = detail::DataDirLock{};
   }

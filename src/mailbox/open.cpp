@@ -7,6 +7,7 @@
 #include "mailbox/wal_scan.hpp"
 
 #include <SQLiteCpp/Exception.h>
+#include <SQLiteCpp/Statement.h>
 #include <sqlite3.h>
 
 #include <fcntl.h>
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <vector>
 
 namespace edgert::detail {
 namespace {
@@ -25,6 +27,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr const char* kSalvageSuffix = ".salvage-tmp";
+constexpr const char* kCheckOwedSuffix = "-check-owed";
 
 std::string errno_text(int err) { return std::strerror(err); }
 
@@ -125,9 +128,52 @@ struct Attempt {
   Status error;     // Verdict::error
 };
 
-// `check`: run PRAGMA quick_check (every page of the file); without it only the
-// header and the schema are read (enough for SQLITE_NOTADB and a damaged schema).
-Attempt try_open(const std::string& path, int busy_timeout_ms, bool check = true) {
+// What try_open checks before it trusts the file:
+//  - full: PRAGMA quick_check, every page of the file;
+//  - header: only the header and the schema are read (enough for SQLITE_NOTADB and a
+//    damaged schema);
+//  - bounded: full when the file is at most `max_bytes`; on a larger one, what the
+//    mailbox's open and first writes rely on (docs/mailbox.md, "Bounded check at open"):
+//    the header and schema, an empty freelist (else full: a damaged freelist could hand
+//    a page still in use to the next write, before any later check sees it),
+//    quick_check of every table but the outbox's (with their indexes), and every page of
+//    each outbox index (leases, mark_* and quota eviction find rows through them). The
+//    outbox table's own pages are left to the background integrity_check.
+enum class Check { full, header, bounded };
+
+// The bounded check of a file over the limit; "" when it passed, else the damage found.
+// Throws SQLite::Exception as the queries do (corruption included).
+std::string bounded_check(SQLite::Database& db) {
+  std::vector<std::string> tables, indexes;
+  {
+    SQLite::Statement q(db, "SELECT type, name FROM sqlite_schema WHERE type IN ('table', 'index') AND "
+                            "(type = 'table' AND name <> 'outbox' OR type = 'index' AND tbl_name = 'outbox') "
+                            "ORDER BY name");
+    while (q.executeStep()) (q.getColumn(0).getString() == "table" ? tables : indexes).push_back(q.getColumn(1));
+  }
+  auto quoted = [](const std::string& name) {
+    std::string out = "\"";
+    for (const char c : name) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+    return out + "\"";
+  };
+  for (const auto& t : tables) {
+    const std::string verdict = db.execAndGet("PRAGMA quick_check(" + quoted(t) + ")").getString();
+    if (verdict != "ok") return "quick_check(" + t + "): " + verdict;
+  }
+  // dbstat walks every page of the b-tree named (not count(*): its planner counts the
+  // smallest index whatever INDEXED BY says); a page that is not a b-tree page of the
+  // right kind is reported "corrupted", one it cannot read stops it with an error.
+  for (const auto& i : indexes) {
+    SQLite::Statement q(db, "SELECT pageno FROM dbstat WHERE name = ? AND pagetype NOT IN ('internal', 'leaf', "
+                            "'overflow') LIMIT 1");
+    q.bind(1, i);
+    if (q.executeStep()) return "index " + i + ": page " + q.getColumn(0).getString() + " is not a valid b-tree page";
+  }
+  return {};
+}
+
+Attempt try_open(const std::string& path, int busy_timeout_ms, Check check = Check::full,
+                 std::uint64_t max_bytes = 0, bool* bounded = nullptr) {
   Attempt a;
   std::unique_ptr<SQLite::Database> db;
   try {
@@ -152,11 +198,22 @@ Attempt try_open(const std::string& path, int busy_timeout_ms, bool check = true
   }
   try {
     std::string verdict = "ok";
-    if (check) {
-      verdict = db->execAndGet("PRAGMA quick_check").getString();
-    } else {
-      (void)db->execAndGet("SELECT count(*) FROM sqlite_schema").getInt64();  // the header and the schema
+    (void)db->execAndGet("SELECT count(*) FROM sqlite_schema").getInt64();  // the header and the schema
+    if (check == Check::bounded) {
+      const auto pages = static_cast<std::uint64_t>(db->execAndGet("PRAGMA page_count").getInt64());
+      const auto page_size = static_cast<std::uint64_t>(db->execAndGet("PRAGMA page_size").getInt64());
+      const auto free_pages = db->execAndGet("PRAGMA freelist_count").getInt64();
+      if (pages * page_size <= max_bytes || free_pages != 0) {
+        check = Check::full;
+      } else if (std::string found = bounded_check(*db); !found.empty()) {
+        a.verdict = Verdict::corrupt;
+        a.why = found;
+        return a;
+      } else if (bounded != nullptr) {
+        *bounded = true;
+      }
     }
+    if (check == Check::full) verdict = db->execAndGet("PRAGMA quick_check").getString();
     if (verdict != "ok") {
       a.verdict = Verdict::corrupt;
       a.why = "quick_check: " + verdict;
@@ -179,10 +236,14 @@ Attempt try_open(const std::string& path, int busy_timeout_ms, bool check = true
 }  // namespace
 
 Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& path, int busy_timeout_ms,
-                                                          std::int64_t now_ms) {
+                                                          std::int64_t now_ms, std::uint64_t quick_check_max_bytes) {
   if (Status st = check_access(path); !st.ok()) return st;
   // Looked at before anything here touches the file (docs/mailbox.md, "Corruption").
   const bool verified = verified_unchanged(path);
+  // An earlier open checked this file only in part and its full check has not vouched
+  // for it since (it found damage, or the run ended first): this open checks it all.
+  const std::string owed_path = path + kCheckOwedSuffix;
+  const bool owed = exists(owed_path);
 
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) {
@@ -250,13 +311,36 @@ Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& pat
     if (Status kept = keep_damaged_wal(path, utc_stamp(now_ms)); !kept.ok()) return kept;
   }
 
-  Attempt a = try_open(path, busy_timeout_ms, /*check=*/!verified);
+  bool bounded = false;
+  Attempt a = try_open(path, busy_timeout_ms, verified ? Check::header : owed ? Check::full : Check::bounded,
+                       quick_check_max_bytes, &bounded);
+  if (a.verdict == Verdict::ok && bounded) {
+    // Written before the mailbox writes anything: a run that ends before its background
+    // integrity_check vouches for the file leaves it, and the next open checks all.
+    const int fd = ::open(owed_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0) ::close(fd);
+    if (fd < 0) {
+      const int err = errno;
+      log().warn("mailbox {}: cannot create {} ({}); running the full quick_check instead of the bounded one", path,
+                 owed_path, errno_text(err));
+      a.db.reset();
+      bounded = false;
+      a = try_open(path, busy_timeout_ms, Check::full);
+    } else {
+      log().info("mailbox {}: larger than quick_check_max_bytes ({} bytes) with no free pages: checked at open only "
+                 "in part (header, schema, the tables other than the outbox, the outbox's indexes); the outbox "
+                 "table is left to the background integrity_check, and {} makes the next open run the full "
+                 "quick_check until that check has vouched for the file",
+                 path, quick_check_max_bytes, owed_path);
+    }
+  }
   if (a.verdict == Verdict::ok) {
     if (verified) {
       log().info("mailbox {}: unchanged since the last run closed it after a complete integrity_check; quick_check "
                  "skipped (the background integrity_check runs as on every open)",
                  path);
     }
+    if (!bounded) ::unlink(owed_path.c_str());  // checked in full (or vouched for by the last run)
     return std::move(a.db);
   }
   if (a.verdict == Verdict::error) return a.error;
@@ -307,7 +391,10 @@ Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& pat
                 path, a.why, moved.value(), salvaged.status().message());
   }
   Attempt fresh = try_open(path, busy_timeout_ms);
-  if (fresh.verdict == Verdict::ok) return std::move(fresh.db);
+  if (fresh.verdict == Verdict::ok) {
+    ::unlink(owed_path.c_str());  // the salvaged copy was checked in full
+    return std::move(fresh.db);
+  }
   if (fresh.verdict == Verdict::error) return fresh.error;
   return Status{ErrorCode::io_error, path + ": a freshly created mailbox is reported corrupt (" + fresh.why + ")"};
 }

@@ -37,7 +37,17 @@ namespace edgert::detail {
 /// the file and the cause if a rename fails.
 Result<std::string> move_aside(const std::string& path, const std::string& kind, std::int64_t now_ms);
 
+/// `quick_check_max_bytes`: on a file larger than this that has no free pages, and that
+/// no earlier open left owed a full check (<path>-check-owed), quick_check is bounded:
+/// only the header, the schema, the tables other than the outbox and the outbox's
+/// indexes are checked (damage there is handled as above), <path>-check-owed is created,
+/// and the outbox table's pages are left to the background integrity_check. The file
+/// stays until a run's integrity_check vouches for the file (Mailbox::Impl::release
+/// removes it), so a check that found damage, or a run that ended before its check
+/// completed, makes the next open run the full quick_check (and salvage a file SQLite
+/// calls corrupt). A full quick_check that passes removes it too.
 Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& path, int busy_timeout_ms,
-                                                          std::int64_t now_ms);
+                                                          std::int64_t now_ms,
+                                                          std::uint64_t quick_check_max_bytes = UINT64_MAX);
 
 }  // namespace edgert::detail
