@@ -272,6 +272,24 @@ void Forwarder::publish_loop() {
   }
 }
 
+// Deletes the acknowledged rows in `ids` in one transaction (mailbox thread, mu_ not
+// held) and empties `ids`. On a failure the rows stay in the outbox (their leases run
+// out and they are sent again: a duplicate, never a loss), `error` is set and the
+// failure logged; returns the rows deleted.
+std::size_t Forwarder::delete_acknowledged(std::vector<std::string>& ids, bool& error) {
+  if (ids.empty()) return 0;
+  std::size_t deleted = 0;
+  if (auto r = mailbox_.mark_delivered(ids); r.ok()) {
+    deleted = r.value();
+  } else {
+    error = true;
+    detail::log().error("comms: marking {} delivered message(s) failed: {} (they may be sent again)", ids.size(),
+                        r.status().message());
+  }
+  ids.clear();
+  return deleted;
+}
+
 // The mailbox thread: every SQLite call of the forwarder.
 void Forwarder::mailbox_loop() {
   // A row is leased a little longer than its PUBACK may take, so the lease never runs
@@ -338,11 +356,23 @@ void Forwarder::mailbox_loop() {
     }
     lk.unlock();
 
+    // The deletes first, and their rows leave the window at once: acknowledged rows
+    // count against the window until deleted (a crash resends at most the window), so
+    // a delete that waited for this round's lease would keep the publisher idle.
+    bool mailbox_error = false;
+    if (!to_delete.empty()) {
+      const std::size_t deleted = delete_acknowledged(to_delete, mailbox_error);
+      lk.lock();
+      counters_.delivered += deleted;
+      deleting_ = 0;
+      publish_cv_.notify_one();
+      settled_cv_.notify_all();
+      lk.unlock();
+    }
     if (!give_back.empty()) {
       mailbox_.release(give_back);
       give_back.clear();
     }
-    bool mailbox_error = false;
     if (!failed.empty()) {
       if (auto r = mailbox_.mark_failed(failed); !r.ok()) {
         mailbox_error = true;
@@ -350,17 +380,6 @@ void Forwarder::mailbox_loop() {
         mailbox_.release(failed);
       }
       failed.clear();
-    }
-    std::size_t deleted = 0;
-    if (!to_delete.empty()) {
-      if (auto r = mailbox_.mark_delivered(to_delete); r.ok()) {
-        deleted = r.value();
-      } else {
-        mailbox_error = true;
-        detail::log().error("comms: marking {} delivered message(s) failed: {} (they may be sent again)",
-                            to_delete.size(), r.status().message());
-      }
-      to_delete.clear();
     }
     rows.clear();
     bool lease_error = false;
@@ -376,9 +395,7 @@ void Forwarder::mailbox_loop() {
     }
 
     lk.lock();
-    counters_.delivered += deleted;
     counters_.mailbox_errors += (mailbox_error ? 1 : 0) + (lease_error ? 1 : 0);
-    deleting_ = 0;
     if (want > 0) {
       // A short read: nothing more is due until a commit, a release or the next poll.
       more_due_ = !lease_error && rows.size() == want;
@@ -413,17 +430,8 @@ void Forwarder::mailbox_loop() {
   for (auto& m : ready_) rest.push_back(std::move(m.envelope.message_id));
   ready_.clear();
   lk.unlock();
-  std::size_t deleted = 0;
   bool mailbox_error = false;
-  if (!to_delete.empty()) {
-    if (auto r = mailbox_.mark_delivered(to_delete); r.ok()) {
-      deleted = r.value();
-    } else {
-      mailbox_error = true;
-      detail::log().error("comms: marking {} delivered message(s) failed: {} (they may be sent again)",
-                          to_delete.size(), r.status().message());
-    }
-  }
+  const std::size_t deleted = delete_acknowledged(to_delete, mailbox_error);
   if (!rest.empty()) mailbox_.release(rest);
   // Failures not yet recorded (a refusal, a lost session just before stop): their
   // attempt counts, and their leases end either way.

@@ -9,7 +9,8 @@
 //   last round, in one transaction), marks failed the refused ones, those without a
 //   PUBACK within ack_timeout and those in flight when the connection was lost (the
 //   mailbox's back-off schedules them again), and gives read-ahead rows back while
-//   offline.
+//   offline. A round deletes first and frees those rows from the window before it
+//   marks failures or leases.
 //
 // The window counts rows in flight plus rows acknowledged and not yet deleted: a crash
 // sends again at most `window` rows (leases live in memory; after a crash every
@@ -97,6 +98,9 @@ class Forwarder {
  private:
   void publish_loop();
   void mailbox_loop();
+  /// mark_delivered(ids) in one transaction; empties ids, sets `error` on a failure
+  /// (logged). The mailbox thread, mu_ not held. Returns the rows deleted.
+  std::size_t delete_acknowledged(std::vector<std::string>& ids, bool& error);
   /// Rows a crash would send again: in flight, acknowledged and not yet deleted. mu_ held.
   std::size_t held() const { return flights_.size() + acked_.size() + deleting_; }
   /// The topic of `e` without building a string for the node's own topics.
