@@ -202,7 +202,18 @@ const std::vector<std::string>& edge_cases() {
       "{\"a\":{\"priority\":5}}", "[{\"priority\":5}]", "{\"pri\\u006frity\":3}", "{\"stream\":1,\"signature\":2}",
       "{\"instance_id\":{},\"sequence\":[],\"captured_at\":0,\"detected_at\":null}", "{\"stream\\u0000\":1}",
       "{\"a\":{\"stream\":1}}", "{\"streams\":1}", "{\"\xc3\xa9stream\":1}", "[[[[[]]]]]", "[[[[[[]]]]]]",
-      "{\"a\":[{\"b\":[[{}]]}]}", "{\"a\":1}x", "{\"a\":1}{}", "\xEF\xBB\xBF{}", "{\"a\":\"\0\"}", " ", "",
+      "{\"a\":[{\"b\":[[{}]]}]}", "{\"a\":1}x", "{\"a\":1}{}", "\xEF\xBB\xBF{}", std::string("{\"a\":\"\0\"}", 9), " ", "",
+      // Float boundaries and exponents (review of the validator).
+      "1.7976931348623157e308", "1.7976931348623159e308", "4.9e-324", "2e-324", "-1e-400",
+      "0." + std::string(400, '0') + "1e800", "1" + std::string(400, '0') + "e-300", "1e0400", "1e-0",
+      "{\"priority\":-9223372036854775809}", "{\"priority\":true}", "{\"priority\":5,\"priority\":{}}",
+      // Input that ends early, and UTF-8 lead and continuation bytes.
+      "\"\\ud83d", "\"\\ud83d\\", "\"\\u12", "\"\xc3", "\"\xf0\x9f\x98", "\"\x80\"", "\"\xc1\xbf\"",
+      "\"\xf5\x80\x80\x80\"", "\"\xe0\x9f\xbf\"", "\"\xf0\x8f\xbf\xbf\"", "\"\xed\x9f\xbf\"",
+      "\"\xef\xbf\xbf\"", "\"\xf4\x8f\xbf\xbf\"", "[1,\f2]", "[1,\v2]", "[1,\xa0 2]",
+      // Keys: 16 and 17 bytes, fully escaped, a surrogate pair.
+      "{\"abcdefghijklmnop\":1}", "{\"abcdefghijklmnopq\":1}",
+      "{\"\\u0070\\u0072\\u0069\\u006f\\u0072\\u0069\\u0074\\u0079\":4}", "{\"\\ud83d\\ude00\":1}",
   };
   return cases;
 }
@@ -213,6 +224,25 @@ TEST_CASE("check_json agrees with nlohmann on edge cases", "[json_check]") {
   for (const auto& text : edge_cases()) {
     for (std::size_t depth : {std::size_t{1}, std::size_t{3}, std::size_t{5}, std::size_t{64}}) agree(text, depth);
   }
+}
+
+TEST_CASE("check_json mixed nesting and extreme limits", "[json_check]") {
+  // Alternating objects and arrays past 64 and past the on-stack 2048 levels: a bit left set by an object must
+  // not make a later array at the same level expect a key.
+  for (std::size_t n : {std::size_t{70}, std::size_t{2100}}) {
+    std::string open, close;
+    for (std::size_t i = 0; i < n; ++i) {
+      open += i % 2 ? "[" : "{\"k\":";
+      close.insert(0, i % 2 ? "]" : "}");
+    }
+    const std::string text = open + "1" + close;
+    for (std::size_t limit : {n - 1, n, std::size_t{5000}}) agree(text, limit);
+    agree("[" + text + "," + text + "]", n + 1);
+  }
+  // A huge limit costs nothing up front (the stack grows with the text, not the limit).
+  agree(R"({"a":[1,2,{"b":null}]})", std::numeric_limits<std::size_t>::max());
+  agree("[]", 0);
+  agree("1", 0);
 }
 
 TEST_CASE("check_json depth limit past the on-stack stack", "[json_check]") {

@@ -28,8 +28,8 @@ void count_pass() noexcept {
 //     "number overflow"); an integer beyond uint64 reads as a float;
 //   - strings refuse control bytes below 0x20, malformed UTF-8 (RFC 3629: no overlongs, no surrogates, at most
 //     U+10FFFF) and unpaired \u surrogates.
-// It copies nothing: containers are tracked in a bit stack (on the stack up to 2047 levels), the top-level key
-// of interest is decoded into 16 bytes.
+// It copies nothing: containers are tracked in a bit stack (on the stack up to 2048 levels, on the heap for the
+// levels a text actually reaches beyond that), the top-level key of interest is decoded into 16 bytes.
 class Validator {
  public:
   Validator(std::string_view text, std::size_t max_depth, JsonShape& shape)
@@ -37,9 +37,7 @@ class Validator {
         end_(p_ + text.size()),
         base_(p_),
         max_depth_(max_depth),
-        shape_(shape) {
-    if (max_depth_ >= kStackBits) heap_.resize(max_depth_ / 64 + 1);
-  }
+        shape_(shape) {}
 
   JsonProblem::Kind run() {
     skip_space();
@@ -102,18 +100,23 @@ class Validator {
     while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
   }
 
-  // The container stack: bit set = object.
-  std::uint64_t* words() { return heap_.empty() ? stack_ : heap_.data(); }
+  // The container stack: bit set = object. Levels below kStackBits live on the stack;
+  // deeper ones in heap_, grown with the input's actual depth (never with max_depth).
+  std::uint64_t& word(std::size_t i) {
+    if (i < kStackBits) return stack_[i / 64];
+    const std::size_t w = (i - kStackBits) / 64;
+    if (w >= heap_.size()) heap_.resize(w + 1);
+    return heap_[w];
+  }
   void push(bool object) {
-    auto* w = words();
     const std::size_t i = depth_++;
     if (object) {
-      w[i / 64] |= std::uint64_t{1} << (i % 64);
+      word(i) |= std::uint64_t{1} << (i % 64);
     } else {
-      w[i / 64] &= ~(std::uint64_t{1} << (i % 64));
+      word(i) &= ~(std::uint64_t{1} << (i % 64));
     }
   }
-  bool top() { return (words()[(depth_ - 1) / 64] >> ((depth_ - 1) % 64)) & 1u; }
+  bool top() { return (word(depth_ - 1) >> ((depth_ - 1) % 64)) & 1u; }
   void pop() { --depth_; }
 
   // A top-level member's value is starting: note which key it belongs to.

@@ -52,7 +52,7 @@ struct JsonProblem {
 /// Checks that `text` is exactly one JSON value, nested at most `max_depth` deep, with nothing but whitespace
 /// around it, accepting exactly what nlohmann's strict parser accepts, and refusing besides what that parser lets
 /// through (a NUL byte, read as the end of input, and a leading UTF-8 BOM, skipped). One pass, iterative (never
-/// recurses, whatever the input), copies nothing (no allocation unless max_depth >= 2048). Fills `shape` when given
+/// recurses, whatever the input), copies nothing (no allocation unless the text nests deeper than 2048). Fills `shape` when given
 /// and the text is valid. Any thread; never throws (bad_alloc aside). Counted in json_full_checks().
 EDGERT_API JsonProblem check_json(std::string_view text, std::size_t max_depth, JsonShape* shape = nullptr);
 

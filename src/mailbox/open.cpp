@@ -326,8 +326,16 @@ Result<std::unique_ptr<SQLite::Database>> open_mailbox_db(const std::string& pat
   if (a.verdict == Verdict::ok && bounded) {
     // Written before the mailbox writes anything: a run that ends before its background
     // integrity_check vouches for the file leaves it, and the next open checks all.
-    const int fd = ::open(owed_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (fd >= 0) ::close(fd);
+    // Its directory entry is synced too: after a power loss the file's writes may
+    // survive while an unsynced entry does not, and the next open would trust it.
+    int fd = ::open(owed_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      ::close(fd);
+      const std::string dir = std::filesystem::path(owed_path).parent_path().string();
+      const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (dfd < 0 || ::fsync(dfd) != 0) fd = -1;
+      if (dfd >= 0) ::close(dfd);
+    }
     if (fd < 0) {
       const int err = errno;
       log().warn("mailbox {}: cannot create {} ({}); running the full quick_check instead of the bounded one", path,

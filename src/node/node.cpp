@@ -331,9 +331,18 @@ void Node::Impl::register_components() {
             NodeHeartbeat hb;
             hb.node_id = config.node.id;
             hb.tick = *tick;
-            hb.document = heartbeat_document("RUNNING", tick->seq);
-            comms->beat(hb.document);
-            published->add();
+            // A beat that cannot be built or published (bad_alloc, a failing stats read)
+            // is logged and skipped: the next tick tries again, the worker keeps running.
+            try {
+              hb.document = heartbeat_document("RUNNING", tick->seq);
+              comms->beat(hb.document);
+              published->add();
+            } catch (const std::exception& e) {
+              if (auto v = heartbeat_error_log.admit(); v.log) {
+                detail::log().error("heartbeat {} not built or not published: {}{}", tick->seq, e.what(), v.suffix());
+              }
+              continue;
+            }
             if (!options.on_heartbeat) continue;
             try {
               options.on_heartbeat(hb);
