@@ -190,7 +190,7 @@ const std::vector<std::string>& edge_cases() {
       "0", "-0", "1", "-1", "01", "-", "+1", "1.", ".5", "1.5", "1e5", "1E+5", "1e-5", "1e", "1e+", "-01",
       "1.0e400", "1e309", "1e308", "-1e309", "1e-400", "0.0000000000000000000000001e-400", "123456789e300",
       "0e99999999999", "1e-99999999999", "99999999999999999999", "18446744073709551615", "18446744073709551616",
-      "-9223372036854775808", "-9223372036854775809", std::string(400, '9'), "0." + std::string(400, '0') + "1",
+      "-9223372036854775808", "-9223372036854775809", std::string(400, '9'), std::string("0.").append(400, '0').append("1"),
       "true", "false", "null", "tru", "nul", "True", "truee", "[]", "{}", "[", "]", "{", "}", "[1,]", "[,1]",
       "[1 2]", "{\"a\":1,}", "{\"a\" 1}", "{1:1}", "{\"a\":}", " {\"a\" : [ 1 , {\"b\":null} ] } ", "\t\n\r 7 \r\n",
       "1 2", "\"a\"\"b\"", "\"\"", "\"\\u0000\"", "\"\\ud83d\\ude00\"", "\"\\ud83d\"", "\"\\ude00\"",
@@ -205,7 +205,7 @@ const std::vector<std::string>& edge_cases() {
       "{\"a\":[{\"b\":[[{}]]}]}", "{\"a\":1}x", "{\"a\":1}{}", "\xEF\xBB\xBF{}", std::string("{\"a\":\"\0\"}", 9), " ", "",
       // Float boundaries and exponents (review of the validator).
       "1.7976931348623157e308", "1.7976931348623159e308", "4.9e-324", "2e-324", "-1e-400",
-      "0." + std::string(400, '0') + "1e800", "1" + std::string(400, '0') + "e-300", "1e0400", "1e-0",
+      std::string("0.").append(400, '0').append("1e800"), std::string("1").append(400, '0').append("e-300"), "1e0400", "1e-0",
       "{\"priority\":-9223372036854775809}", "{\"priority\":true}", "{\"priority\":5,\"priority\":{}}",
       // Input that ends early, and UTF-8 lead and continuation bytes.
       "\"\\ud83d", "\"\\ud83d\\", "\"\\u12", "\"\xc3", "\"\xf0\x9f\x98", "\"\x80\"", "\"\xc1\xbf\"",
@@ -230,14 +230,15 @@ TEST_CASE("check_json mixed nesting and extreme limits", "[json_check]") {
   // Alternating objects and arrays past 64 and past the on-stack 2048 levels: a bit left set by an object must
   // not make a later array at the same level expect a key.
   for (std::size_t n : {std::size_t{70}, std::size_t{2100}}) {
-    std::string open, close;
-    for (std::size_t i = 0; i < n; ++i) {
-      open += i % 2 ? "[" : "{\"k\":";
-      close.insert(0, i % 2 ? "]" : "}");
-    }
-    const std::string text = open + "1" + close;
+    // Built by appending only: gcc 12 at -O3 warns falsely (-Wrestrict) on insert(0, ...) and "lit" + string.
+    std::string text;
+    for (std::size_t i = 0; i < n; ++i) text += i % 2 ? "[" : "{\"k\":";
+    text += '1';
+    for (std::size_t i = n; i-- > 0;) text += i % 2 ? ']' : '}';
     for (std::size_t limit : {n - 1, n, std::size_t{5000}}) agree(text, limit);
-    agree("[" + text + "," + text + "]", n + 1);
+    std::string pair = "[";
+    pair.append(text).append(",").append(text).append("]");
+    agree(pair, n + 1);
   }
   // A huge limit costs nothing up front (the stack grows with the text, not the limit).
   agree(R"({"a":[1,2,{"b":null}]})", std::numeric_limits<std::size_t>::max());
@@ -247,10 +248,12 @@ TEST_CASE("check_json mixed nesting and extreme limits", "[json_check]") {
 
 TEST_CASE("check_json depth limit past the on-stack stack", "[json_check]") {
   for (std::size_t n : {std::size_t{2047}, std::size_t{2048}, std::size_t{2049}, std::size_t{5000}}) {
-    const std::string arrays = std::string(n, '[') + std::string(n, ']');
+    std::string arrays(n, '[');
+    arrays.append(n, ']');
     std::string objects;
     for (std::size_t i = 0; i < n; ++i) objects += "{\"k\":";
-    objects += "1" + std::string(n, '}');
+    objects += '1';
+    objects.append(n, '}');
     for (std::size_t limit : {n - 1, n, n + 1}) {
       agree(arrays, limit);
       agree(objects, limit);
