@@ -550,11 +550,11 @@ json file_vs_bare_decode(const Options& o, const Video& v) {
   // Round 0 is a first start (a fresh data_dir: the plugin scan cache is cold); rounds
   // 1.. start again in the same data_dir (cache warm), as a node restarted on a device.
   TempDir tmp;
-  std::vector<double> bare, node, start;
+  std::vector<double> bare, node, start, bare_cpu, node_cpu;
   double first_bare = 0, first_node = 0, first_start = 0;
   std::int64_t captured = 0, pmin = 0;
   for (int r = 0; r < std::max(2, o.file_rounds); ++r) {
-    const double b = bare_decode(v, false).first;
+    const auto [b, bc] = bare_decode(v, false);
     const FileRun f = node_decode(v, 0, tmp.dir);
     captured = f.captured, pmin = f.processed_min;
     if (captured != v.frames || pmin != v.frames) {
@@ -568,6 +568,8 @@ json file_vs_bare_decode(const Options& o, const Video& v) {
     bare.push_back(b);
     node.push_back(f.wall_s);
     start.push_back(f.start_s);
+    bare_cpu.push_back(bc);
+    node_cpu.push_back(f.cpu_s);
   }
   // runtime_s runs from Node::start() (plugin scan and load, mailbox open) to
   // pipeline_done(); bare_s from opening the cv::VideoCapture to its last read().
@@ -582,6 +584,11 @@ json file_vs_bare_decode(const Options& o, const Video& v) {
           {"runtime_fps", round3(v.frames / median(node))},
           {"ratio", round3(ratio)},
           {"ratio_after_start", round3(median(bare) / (median(node) - median(start)))},
+          // Process CPU (user + system, every thread: FFmpeg's decoder threads too) over
+          // the same spans; less sensitive than wall time to other load on the machine.
+          {"bare_cpu_s", round3(median(bare_cpu))},
+          {"runtime_cpu_s", round3(median(node_cpu))},
+          {"cpu_ratio", round3(median(node_cpu) / median(bare_cpu))},
           {"first_start", {{"bare_s", round3(first_bare)},
                            {"runtime_s", round3(first_node)},
                            {"node_start_s", round3(first_start)},
