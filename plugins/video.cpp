@@ -10,7 +10,12 @@
 //    reconnects (stop/start or re-create). A file's end is EDGERT_ERR_END_OF_STREAM
 //    unless `loop` is set.
 //  - Every frame is its own cv::Mat kept alive in a heap object the release callback
-//    deletes (any thread, any order), so frames still out are never overwritten.
+//    deletes (any thread, any order), so frames still out are never overwritten. The
+//    released buffers go back to a small pool (FramePool: at most kPoolIdle idle) and the
+//    next frames are decoded into them: a fresh 2.7 MB (720p) buffer per frame cost
+//    ~675 page faults and the kernel zeroing them, ~0.2 ms a frame that a bare
+//    cv::VideoCapture::read() loop into one cv::Mat does not pay (docs/performance.md,
+//    file_vs_bare_decode). A buffer is only reused once the host released its frame.
 //  - `target_fps` decimates by video time: every frame is grab()bed (decoded) but only
 //    the frames due are retrieve()d, i.e. converted to BGR.
 #include <edgert/plugin.hpp>
@@ -32,8 +37,11 @@
 #include <cstring>
 #include <stdexcept>
 #include <system_error>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -74,8 +82,57 @@ bool is_device_index(const std::string& url) {
   return true;
 }
 
-// Owns one captured frame until the host releases it.
-void release_mat(void* mat) { delete static_cast<cv::Mat*>(mat); }
+// Buffers of released frames, reused for the next frames. Shared by the plugin and every
+// frame still out, so a frame released after the plugin was destroyed is still safe
+// (its buffer is then simply freed with the pool). give(): any thread; take(): the
+// capture thread.
+class FramePool {
+ public:
+  // Idle buffers kept: enough for the frames in flight between a capture and the
+  // consumers' release when they keep up; a burst of releases beyond it is freed.
+  static constexpr std::size_t kPoolIdle = 4;
+
+  // An idle buffer (its cv::Mat is the only reference to it), or an empty Mat.
+  cv::Mat take() {
+    std::lock_guard lk(mu_);
+    if (idle_.empty()) return {};
+    cv::Mat m = std::move(idle_.back());
+    idle_.pop_back();
+    return m;
+  }
+  void give(cv::Mat&& m) {
+    if (m.empty() || m.u == nullptr || !m.isContinuous()) return;  // not a buffer worth keeping
+    std::lock_guard lk(mu_);
+    if (closed_ || idle_.size() >= kPoolIdle) return;  // freed when `m` goes out of scope here
+    idle_.push_back(std::move(m));
+  }
+  // stop(): frees the idle buffers; frames released later are freed, not kept.
+  void close() {
+    std::vector<cv::Mat> drop;
+    std::lock_guard lk(mu_);
+    closed_ = true;
+    drop.swap(idle_);
+  }
+  void open() {
+    std::lock_guard lk(mu_);
+    closed_ = false;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<cv::Mat> idle_;
+  bool closed_ = false;
+};
+
+// One captured frame, owned until the host releases it.
+struct OutFrame {
+  cv::Mat mat;
+  std::shared_ptr<FramePool> pool;
+};
+void release_frame(void* p) {
+  std::unique_ptr<OutFrame> f(static_cast<OutFrame*>(p));
+  f->pool->give(std::move(f->mat));
+}
 
 class Video : public edgert::sdk::Plugin {
  public:
@@ -95,11 +152,15 @@ class Video : public edgert::sdk::Plugin {
   // The SDK logs the exception at ERROR ("start: video '<url>': <cause>") and returns
   // EDGERT_ERR_INTERNAL: one line, naming the url.
   void start() override {
+    pool_->open();
     const std::string err = open();
     if (!err.empty()) throw std::runtime_error(err);
   }
 
-  void stop() override { cap_.release(); }
+  void stop() override {
+    cap_.release();
+    pool_->close();
+  }
 
   edgert_status capture(edgert_capture& out) override {
     if (!cap_.isOpened()) {
@@ -225,33 +286,37 @@ class Video : public edgert::sdk::Plugin {
   }
 
   edgert_status deliver(edgert_capture& out, double t) {
-    cv::Mat decoded;  // fresh every frame: never a buffer a previous frame still uses
-    if (!cap_.retrieve(decoded) || decoded.empty()) {
+    // Decoded into a pooled buffer (a frame the host released) when there is one: the
+    // backend copies into a cv::Mat of the right size and type in place.
+    auto frame = std::make_unique<OutFrame>(OutFrame{pool_->take(), pool_});
+    cv::Mat& m = frame->mat;
+    if (!cap_.retrieve(m) || m.empty()) {
       host().error("video '" + shown_ + "': frame " + std::to_string(index_) + " could not be decoded");
       return EDGERT_ERR_INTERNAL;
     }
-    auto* bgr = new cv::Mat();
-    if (decoded.type() == CV_8UC3) {
-      *bgr = std::move(decoded);
-    } else if (decoded.type() == CV_8UC1) {
-      cv::cvtColor(decoded, *bgr, cv::COLOR_GRAY2BGR);
-    } else if (decoded.type() == CV_8UC4) {
-      cv::cvtColor(decoded, *bgr, cv::COLOR_BGRA2BGR);
+    // A backend that handed out a buffer it keeps (not solely ours): copy, or the next
+    // frame would overwrite a frame still out.
+    if (m.u == nullptr || m.u->refcount != 1) m = m.clone();
+    if (m.type() == CV_8UC3) {
+      // as decoded
+    } else if (m.type() == CV_8UC1 || m.type() == CV_8UC4) {
+      cv::Mat bgr = pool_->take();
+      cv::cvtColor(m, bgr, m.type() == CV_8UC1 ? cv::COLOR_GRAY2BGR : cv::COLOR_BGRA2BGR);
+      m = std::move(bgr);
     } else {
-      delete bgr;
       host().error("video '" + shown_ + "': frame " + std::to_string(index_) + " has OpenCV type " +
-                   std::to_string(decoded.type()) + ", not 8-bit gray, BGR or BGRA");
+                   std::to_string(m.type()) + ", not 8-bit gray, BGR or BGRA");
       return EDGERT_ERR_INTERNAL;
     }
     if (realtime_ && !network_ && !device_) pace(t);
     out.pixel_format = EDGERT_PIXEL_BGR8;
-    out.data = bgr->data;
-    out.width = bgr->cols;
-    out.height = bgr->rows;
-    out.stride = static_cast<std::int32_t>(bgr->step[0]);
+    out.data = m.data;
+    out.width = m.cols;
+    out.height = m.rows;
+    out.stride = static_cast<std::int32_t>(m.step[0]);
     out.timestamp_ns = host().wall_ns();
-    out.release = &release_mat;
-    out.release_data = bgr;
+    out.release = &release_frame;
+    out.release_data = frame.release();
     return EDGERT_OK;
   }
 
@@ -281,6 +346,7 @@ class Video : public edgert::sdk::Plugin {
   double target_fps_ = 0;
   int open_timeout_ms_ = 5000, read_timeout_ms_ = 5000;
   cv::VideoCapture cap_;
+  std::shared_ptr<FramePool> pool_ = std::make_shared<FramePool>();
   double source_fps_ = 0;
   std::int64_t announced_ = 0, index_ = 0, read_in_pass_ = 0;
   double next_due_s_ = 0;
