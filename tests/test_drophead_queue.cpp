@@ -158,6 +158,38 @@ TEST_CASE("block policy: a producer blocked on a slow consumer sleeps and never 
   }
 }
 
+// pop_for's spin adapts: a consumer whose items come every 2 ms (a camera, a video file:
+// no spin ever catches one) sleeps at once instead of spinning ~100 us per item, CPU a
+// 2-core device needs for the decoder (docs/performance.md, file_vs_bare_decode).
+TEST_CASE("pop_for: a consumer fed every 2 ms stops spinning before it sleeps", "[queue]") {
+  constexpr int kItems = 150;
+  DropHeadQueue<int> q(16, OverflowPolicy::block);
+  int popped = 0;  // consumer's own tally
+  std::chrono::nanoseconds consumer_cpu{0};
+  std::thread consumer([&] {
+    const auto cpu0 = thread_cpu_time();
+    while (popped < kItems && q.pop_for(2s)) ++popped;
+    consumer_cpu = thread_cpu_time() - cpu0;
+  });
+  int pushed = 0;  // producer's own tally
+  for (int i = 0; i < kItems; ++i) {
+    std::this_thread::sleep_for(2ms);
+    if (q.push_for(int(i), 1s) == PushResult::ok) ++pushed;
+  }
+  consumer.join();
+  CHECK(pushed == kItems);
+  CHECK(popped == kItems);
+  const auto [min_spins, max_spins] = DropHeadQueue<int>::spin_limits();
+  REQUIRE(min_spins < max_spins);
+  // Every 2 ms gap outlasts any spin: the budget went down to the floor and stayed
+  // (one doubling allowed: an item can land during a spin when the consumer was
+  // descheduled for a whole gap on a loaded machine).
+  CHECK(q.spin_budget() <= 2 * min_spins);
+  // The CPU it saves, for the record (too load-dependent to assert: a full spin is
+  // 15-150 us depending on the CPU's pause latency, a sleep and wake-up 5-20 us).
+  WARN("consumer cpu " << double(consumer_cpu.count()) / 1000.0 / kItems << " us per item");
+}
+
 TEST_CASE("non-power-of-two capacity keeps FIFO order across wrap-around", "[queue]") {
   DropHeadQueue<int> q(3);
   int next_in = 0, next_out = 0;

@@ -189,13 +189,22 @@ class DropHeadQueue {
     const auto deadline = deadline_after(timeout);
     for (;;) {
       // Spin before sleeping: sleeping costs a syscall on each side, and a producer
-      // that is streaming delivers the next item within microseconds.
-      for (int spin = 0; spin < kSpins; ++spin) {
-        if (auto item = dequeue_one()) return item;
+      // that is streaming delivers the next item within microseconds. The spin adapts
+      // (spin_budget_): it doubles, up to kSpins, when an item came during it and halves,
+      // down to kMinSpins, when the consumer had to sleep anyway; so a consumer fed every
+      // millisecond or more (a camera, a video file) does not burn ~100 us of CPU per
+      // item, which on 2 cores is taken from the decoder feeding it.
+      const int budget = spin_budget_.load(std::memory_order_relaxed);
+      for (int spin = 0; spin < budget; ++spin) {
+        if (auto item = dequeue_one()) {
+          if (spin > 0 && budget < kSpins) spin_budget_.store(std::min(kSpins, budget * 2), std::memory_order_relaxed);
+          return item;
+        }
         if (closed_.load(std::memory_order_acquire) && is_empty()) return std::nullopt;
         if ((spin & 255) == 255 && std::chrono::steady_clock::now() >= deadline) return std::nullopt;
         detail::cpu_relax();
       }
+      if (budget > kMinSpins) spin_budget_.store(std::max(kMinSpins, budget / 2), std::memory_order_relaxed);
       std::unique_lock lock(mutex_);
       consumers_waiting_.fetch_add(1, std::memory_order_seq_cst);
       if (asymmetric_) detail::heavy_fence();  // pairs with light_fence in after_enqueue
@@ -233,6 +242,11 @@ class DropHeadQueue {
   /// Any thread; never blocks, never fails (also for the three below).
   bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
   std::size_t capacity() const noexcept { return capacity_; }
+  /// Any thread: pop_for's current spin, in pause instructions, before it sleeps
+  /// (spin_limits(): halved after a spin that ended in a sleep, doubled after one that
+  /// caught an item). For tests and diagnostics.
+  int spin_budget() const noexcept { return spin_budget_.load(std::memory_order_relaxed); }
+  static constexpr std::pair<int, int> spin_limits() noexcept { return {kMinSpins, kSpins}; }
   OverflowPolicy policy() const noexcept { return policy_; }
   /// Approximate under concurrent use; exact at quiescence.
   std::size_t size() const noexcept {
@@ -261,6 +275,7 @@ class DropHeadQueue {
 
  private:
   static constexpr int kSpins = 4096;  // pop_for: about 50-150 us of pause instructions
+  static constexpr int kMinSpins = 64;  // pop_for's spin after sleeps in a row: ~1-3 us
   // push/push_for: how long a blocked producer spins before it sleeps.
   static constexpr std::chrono::microseconds kPushSpin{50};
 
@@ -447,6 +462,7 @@ class DropHeadQueue {
   std::atomic<std::uint64_t> dropped_oldest_{0};
   std::atomic<std::uint64_t> rejected_{0};
   alignas(detail::kCacheLine) std::atomic<std::uint32_t> consumers_waiting_{0};
+  std::atomic<int> spin_budget_{kSpins};  // pop_for's current spin, consumers only
   std::atomic<std::uint32_t> producers_waiting_{0};
   std::atomic<bool> closed_{false};
   std::mutex mutex_;
