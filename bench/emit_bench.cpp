@@ -4,7 +4,11 @@
 // Each run starts `edgert-node run CONFIG --exit-when-done` as a child process over a
 // generated YAML config: synthetic_camera (16x16 gray8, as fast as called, `frames` N,
 // lossless: live_feed false) feeding one bench_sink instance, the outbox on (a fresh
-// data_dir), no broker, no JSONL. bench_sink emits one prebuilt JSON result of
+// data_dir), no broker, no JSONL. The instance's queue holds every frame (--queue 0, the
+// default): the capture never waits for room and the sink never waits for input, so
+// neither spins in the queue's blocking wait (DropHeadQueue spins up to ~50-150 us before
+// it sleeps), whose CPU depends on how fast the other side is and not on the emit path.
+// `--queue 64` measures the blocking configuration instead. bench_sink emits one prebuilt JSON result of
 // `emit_bytes` bytes per frame. The child's CPU is user + sys from wait4's rusage, so
 // the load of a shared machine moves it far less than it moves wall time.
 //   base run:  emit_bytes 0 (capture, queue, process() calls, start, stop)
@@ -19,7 +23,7 @@
 // turn, the first one alternating, and the JSON reports each one's median and range and
 // the ratio of each to the first.
 // Usage: emit_bench [--json] [--quick] [--node LABEL=PATH]... [--results N]
-//                   [--sizes B,B,...] [--budget-mb M] [--rounds R]
+//                   [--sizes B,B,...] [--budget-mb M] [--rounds R] [--queue Q]
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
 #include <signal.h>
@@ -98,7 +102,7 @@ std::pair<std::int64_t, std::int64_t> count_rows(const fs::path& db_path) {
 
 // One child `edgert-node run` over a fresh data_dir under `dir`.
 RunResult run_node(const std::string& node, const fs::path& dir, const fs::path& plugins, std::int64_t frames,
-                   std::int64_t emit_bytes, double limit_s) {
+                   std::int64_t queue, std::int64_t emit_bytes, double limit_s) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const fs::path cfg = dir / "node.yaml";
@@ -111,7 +115,7 @@ RunResult run_node(const std::string& node, const fs::path& dir, const fs::path&
                      << "    plugins:\n"
                      << "      - signature: bench_sink\n"
                      << "        instances:\n"
-                     << "          - {instance_id: sink, max_inputs_queue_size: 64, emit_bytes: " << emit_bytes << "}\n";
+                     << "          - {instance_id: sink, max_inputs_queue_size: " << queue << ", emit_bytes: " << emit_bytes << "}\n";
   const fs::path out = dir / "node.out";
   // The environment without EDGERT_* (an override would change the config) and without
   // ASAN_/UBSAN_OPTIONS changes: the child inherits the rest.
@@ -189,6 +193,7 @@ int main(int argc, char** argv) try {
   std::int64_t results = 50000, budget_mb = 256;
   std::string sizes_arg = "200,4096,65536";
   int rounds = 3;
+  std::int64_t queue_arg = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -210,11 +215,13 @@ int main(int argc, char** argv) try {
       sizes_arg = value();
     } else if (a == "--budget-mb") {
       budget_mb = std::stoll(value());
+    } else if (a == "--queue") {
+      queue_arg = std::stoll(value());
     } else if (a == "--rounds") {
       rounds = std::stoi(value());
     } else {
       fail("unknown argument '" + a + "' (usage: emit_bench [--json] [--quick] [--node LABEL=PATH]... "
-           "[--results N] [--sizes B,...] [--budget-mb M] [--rounds R])");
+           "[--results N] [--sizes B,...] [--budget-mb M] [--rounds R] [--queue Q])");
     }
   }
   if (quick) {
@@ -224,6 +231,7 @@ int main(int argc, char** argv) try {
   }
   if (nodes.empty()) nodes.emplace_back("this", kNode);
   if (results < 1 || rounds < 1 || budget_mb < 1) fail("--results, --rounds and --budget-mb must be >= 1");
+  if (queue_arg < 0 || queue_arg > 1000000) fail("--queue: 0 (every frame) or [1, 1000000]");
   const std::vector<std::int64_t> sizes = parse_sizes(sizes_arg);
 
   const fs::path root = fs::temp_directory_path() / ("emit_bench." + std::to_string(::getpid()));
@@ -244,11 +252,14 @@ int main(int argc, char** argv) try {
       for (std::size_t k = 0; k < nodes.size(); ++k) {
         const auto& [label, path] = nodes[(k + static_cast<std::size_t>(round)) % nodes.size()];
         const double limit = 120.0 + double(frames) * 1e-3;
-        const RunResult base = run_node(path, root / "run", root / "plugins", frames, 0, limit);
-        const RunResult emit = run_node(path, root / "run", root / "plugins", frames, size, limit);
+        // max_inputs_queue_size is at most 1,000,000 (docs/configuration.md)
+        const std::int64_t queue = queue_arg > 0 ? queue_arg : std::min<std::int64_t>(frames, 1000000);
+        const RunResult base = run_node(path, root / "run", root / "plugins", frames, queue, 0, limit);
+        const RunResult emit = run_node(path, root / "run", root / "plugins", frames, queue, size, limit);
         const double us = (emit.cpu_s - base.cpu_s) / double(emit.rows) * 1e6;
         per[size][label].push_back(us);
         runs.push_back({{"round", round}, {"node", label}, {"emit_bytes", size}, {"results", emit.rows},
+                        {"queue", queue},
                         {"stored_bytes_per_row", double(emit.stored_bytes) / double(emit.rows)},
                         {"cpu_base_s", base.cpu_s}, {"cpu_emit_s", emit.cpu_s},
                         {"wall_base_s", base.wall_s}, {"wall_emit_s", emit.wall_s},
