@@ -46,7 +46,7 @@ foreach(k frames capture_s_1 capture_s_16 per_consumer_us until_done_s_1 until_d
   check(NUMBER fanout ${k})
 endforeach()
 check(STRING file_vs_bare_decode codec)
-foreach(k frames bare_s runtime_s node_start_s bare_fps runtime_fps ratio ratio_after_start)
+foreach(k frames bare_s runtime_s node_start_s bare_fps runtime_fps ratio ratio_after_start bare_cpu_s runtime_cpu_s cpu_ratio)
   check(NUMBER file_vs_bare_decode ${k})
 endforeach()
 foreach(k bare_s runtime_s node_start_s ratio)
