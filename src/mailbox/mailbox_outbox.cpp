@@ -189,9 +189,27 @@ Result<std::size_t> Mailbox::Impl::deliver(std::span<const std::string> ids) {
   try {
     found = keep_books("mark_delivered", [&] {
       SQLite::Transaction txn(*db, SQLite::TransactionBehavior::IMMEDIATE);
+      // A leased row is found by the rowid its lease kept (the table's b-tree, no index
+      // lookup); the message_id must match, since a rowid is reused once its row is gone
+      // (expired, evicted, deleted by hand). Not leased, or not found that way: by
+      // message_id through its index, as before.
+      auto& by_rowid = stmt("DELETE FROM outbox WHERE rowid = ?1 AND message_id = ?2 RETURNING size");
       auto& q = stmt("DELETE FROM outbox WHERE message_id = ? RETURNING size");
       std::int64_t rows = 0, bytes = 0;
       for (const auto& id : ids) {
+        bool done = false;
+        if (const auto l = leases.find(id); l != leases.end()) {
+          by_rowid.reset();
+          by_rowid.bind(1, l->second.rowid);
+          by_rowid.bindNoCopy(2, id);
+          if (by_rowid.executeStep()) {
+            ++rows;
+            bytes += by_rowid.getColumn(0).getInt64();
+            done = true;
+          }
+          by_rowid.reset();
+        }
+        if (done) continue;
         q.reset();
         q.bindNoCopy(1, id);
         if (q.executeStep()) {
@@ -201,6 +219,7 @@ Result<std::size_t> Mailbox::Impl::deliver(std::span<const std::string> ids) {
         q.reset();
       }
       q.clearBindings();  // no pointer into ids outlives this call
+      by_rowid.clearBindings();
       if (rows > 0) add_outbox_totals(-rows, -bytes);
       txn.commit();
       return static_cast<std::size_t>(rows);
