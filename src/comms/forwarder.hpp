@@ -139,7 +139,7 @@ class Forwarder {
   std::vector<int> early_acks_;                             // PUBACKs that beat their mid's registration
   std::vector<std::pair<int, std::string>> early_refusals_;
   std::vector<std::string> acked_;      // message ids to delete
-  std::size_t deleting_ = 0;            // ids the mailbox thread is deleting now (still held)
+  std::size_t deleting_ = 0;            // ids the mailbox thread is deleting, or failed to delete (still held)
   std::vector<std::string> failed_;     // message ids to mark failed
   ForwarderCounters counters_;
   std::thread publisher_;
@@ -147,6 +147,7 @@ class Forwarder {
   // Per-message lines: 10 a minute, then a count (docs/operations.md, "Logs").
   detail::LogLimit refused_log_{10, std::chrono::seconds(60)};
   detail::LogLimit publish_failed_log_{10, std::chrono::seconds(60)};
+  detail::LogLimit delete_failed_log_{10, std::chrono::seconds(60)};
 };
 
 }  // namespace edgert::comms
