@@ -93,10 +93,15 @@ void Forwarder::on_published(int mid, bool ok, const std::string& reason) {
     // The mid is not registered yet (the publisher registers a batch once it is
     // published), or it belongs to a row already given up on: keep it until the
     // publisher's next registration, which matches the first case.
+    // Stamped with the publish() calls begun so far: the answer to a publish can only
+    // come after that publish began, so it is matched only to a row whose publish()
+    // began before this moment. A late PUBACK for an old row given up on whose mid
+    // (they wrap at 65535) a row of the batch is about to get again does not match it.
+    const std::uint64_t calls = publish_calls_.load();
     if (ok) {
-      early_acks_.push_back(mid);
+      early_acks_.emplace_back(mid, calls);
     } else {
-      early_refusals_.emplace_back(mid, reason);
+      early_refusals_.push_back(EarlyRefusal{mid, calls, reason});
     }
     return;
   }
@@ -165,6 +170,7 @@ std::size_t Forwarder::in_flight() const {
 void Forwarder::publish_loop() {
   std::vector<OutboxMessage> batch;
   std::vector<int> mids;  // per published row of `batch`: its mid, or -1 (publish refused it)
+  std::vector<std::uint64_t> calls;  // per published row: publish_calls_ once its publish() began
   std::vector<std::string> errors;
   std::string scratch;
   batch.reserve(options_.window);
@@ -195,6 +201,7 @@ void Forwarder::publish_loop() {
     lk.unlock();
 
     mids.clear();
+    calls.clear();
     errors.clear();
     bool blocked = false;
     const std::int64_t wall = wall_clock_ms();
@@ -202,14 +209,17 @@ void Forwarder::publish_loop() {
     po.qos = 1;
     for (const OutboxMessage& m : batch) {
       po.expiry = std::chrono::seconds(std::max<std::int64_t>(1, (m.expires_ms - wall + 999) / 1000));
+      const std::uint64_t call = publish_calls_.fetch_add(1) + 1;
       auto mid = transport_.publish(topic_of(m.envelope, scratch), m.envelope_json, po);
       if (mid.ok()) {
         mids.push_back(mid.value());
+        calls.push_back(call);
       } else if (mid.status().code() == ErrorCode::again || mid.status().code() == ErrorCode::closed) {
         blocked = true;  // not connected: nothing was queued; the rest go back to the queue
         break;
       } else {
         mids.push_back(-1);
+        calls.push_back(call);
         errors.push_back(mid.status().message());
       }
     }
@@ -247,15 +257,19 @@ void Forwarder::publish_loop() {
         ++counters_.lost_in_flight;
         failed_.push_back(std::move(id));
         for_mailbox = true;
-      } else if (std::binary_search(early_acks_.begin(), early_acks_.end(), mid)) {
+      } else if (auto a = std::lower_bound(early_acks_.begin(), early_acks_.end(), std::make_pair(mid, calls[i]));
+                 a != early_acks_.end() && a->first == mid) {
+        // A PUBACK for this mid that came after this row's publish() began.
         acked_.push_back(std::move(id));
       } else if (auto r = std::find_if(early_refusals_.begin(), early_refusals_.end(),
-                                       [mid](const auto& e) { return e.first == mid; });
+                                       [mid, call = calls[i]](const EarlyRefusal& e) {
+                                         return e.mid == mid && e.calls >= call;
+                                       });
                  r != early_refusals_.end()) {
         ++counters_.refused;
         if (auto v = refused_log_.admit(); v.log) {
           detail::log().warn("comms: the broker refused message {}: {}; retried after back-off{}", printable(id),
-                             printable(r->second), v.suffix());
+                             printable(r->reason), v.suffix());
         }
         failed_.push_back(std::move(id));
         for_mailbox = true;
