@@ -13,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -82,6 +83,21 @@ std::map<std::string, json> replies(const TestClient& c) {
     out[r["in_reply_to"].get<std::string>()] = r;
   }
   return out;
+}
+
+// Runs `sql` on a connection of its own (another process, as far as the node's
+// mailbox can tell), waiting out the node's own transactions.
+void raw_sql(const std::filesystem::path& file, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
+  sqlite3_busy_timeout(db, 10000);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+  const std::string msg = err ? err : "";
+  sqlite3_free(err);
+  sqlite3_close(db);
+  INFO(file.string() << ": " << sql << ": " << msg);
+  REQUIRE(rc == SQLITE_OK);
 }
 
 }  // namespace
@@ -878,3 +894,37 @@ TEST_CASE("edgert-node run publishes status, heartbeats and results; killed with
   CHECK(watcher.wait_for([](const auto& ms) { return !ms.empty() && ms.back().payload == "offline"; }, 30s));
 }
 #endif
+
+// Issue 20: a delete that fails used to free its rows' window slots although the rows
+// were still in the outbox (a crash would resend them as well as the next window). The
+// rows now stay counted until a retried delete succeeds: at most inflight_window rows
+// are ever published and not deleted. A trigger makes every outbox DELETE fail.
+TEST_CASE("a failing delete keeps its rows in the window until a retried delete succeeds", "[comms]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  const std::string topic = "edgert/node-a/payloads";
+  TestClient watcher(broker.port(), "watcher");
+  watcher.subscribe(topic);
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port(), "  inflight_window: 4\n"));
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+  const auto db = s.dir / "node-a" / "mailbox.db";
+  raw_sql(db,
+          "CREATE TRIGGER test_no_delete BEFORE DELETE ON outbox BEGIN SELECT RAISE(ABORT, 'injected: delete refused'); "
+          "END");
+  std::set<std::string> sent;
+  for (int i = 0; i < 20; ++i) sent.insert(send(*a, "", "detection", json{{"i", i}}));
+  REQUIRE(wait_until([&] { return !ids_on(watcher, topic).empty(); }));
+  std::this_thread::sleep_for(2s);  // time for many failed deletes and retries
+  {
+    INFO(comms_of(*a).dump());
+    CHECK(ids_on(watcher, topic).size() <= 4);  // own tally, from the broker's side
+    CHECK(comms_of(*a)["delivered"] == 0);
+    CHECK(outbox_rows(*a) == 20);
+  }
+  raw_sql(db, "DROP TRIGGER test_no_delete");
+  REQUIRE(wait_until([&] { return outbox_rows(*a) == 0; }));
+  REQUIRE(wait_until([&] { return ids_on(watcher, topic) == sent; }));
+  a->stop();
+}

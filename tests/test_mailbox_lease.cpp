@@ -771,3 +771,160 @@ TEST_CASE("a full disk makes dead_letter() return io_error; the mailbox keeps wo
     CHECK(kept == said_stored);  // nothing refused was kept, nothing stored was lost
   }
 }
+
+// Lease passes (keyset pagination, mailbox_impl.hpp LeasePass): a lease continues its
+// read where the pass left off. The test keeps its own books: which rows it holds,
+// how often each row was handed out. A cursor that skipped a row (never handed out,
+// or only after rows that should have come later) or a row handed out twice fails it.
+TEST_CASE("lease passes hand out each due row once while rows are held, fresh rows arrive and rows come back",
+          "[mailbox]") {
+  Scratch s;
+  Clocks c;
+  auto mb = open(options(s, c));
+  std::vector<std::string> all = send_n(*mb, 600);
+  std::map<std::string, int> times;  // own tally: leases per row
+  std::set<std::string> held;        // leased by us, not yet delivered or released
+  std::vector<std::string> held_order;
+  std::set<std::string> delivered;
+  edgert::SendOptions urgent;
+  urgent.priority = 3;
+  int next_env = 1000;
+  auto take = [&](const std::vector<OutboxMessage>& v) {
+    for (const auto& m : v) {
+      const auto& id = m.envelope.message_id;
+      INFO("row " << id);
+      CHECK(held.count(id) == 0);       // never leased twice while held
+      CHECK(delivered.count(id) == 0);  // nor after it was deleted
+      held.insert(id);
+      held_order.push_back(id);
+      ++times[id];
+    }
+  };
+  auto deliver_oldest = [&](std::size_t keep) {  // the window: PUBACKs come back oldest first
+    std::vector<std::string> done;
+    while (held.size() > keep) {
+      const std::string id = held_order.front();
+      held_order.erase(held_order.begin());
+      if (held.erase(id) == 0) continue;
+      done.push_back(id);
+      delivered.insert(id);
+    }
+    if (done.empty()) return;
+    auto r = mb->mark_delivered(done);
+    REQUIRE(r.ok());
+    CHECK(r.value() == done.size());
+  };
+  bool newest = false;
+  for (int round = 0; round < 200; ++round) {
+    if (round % 5 == 2) {
+      // Fresh rows of the same priority: newest_first finds them at once.
+      std::vector<std::string> fresh;
+      for (int i = 0; i < 3; ++i) {
+        auto r = mb->send(env(next_env++));
+        REQUIRE(r.ok());
+        fresh.push_back(r.value());
+        all.push_back(r.value());
+      }
+      auto got = mb->lease(32, 60s, edgert::LeaseOrder::newest_first);
+      REQUIRE(got.ok());
+      REQUIRE(got.value().size() >= 3);
+      CHECK(got.value()[0].envelope.message_id == fresh[2]);
+      CHECK(got.value()[1].envelope.message_id == fresh[1]);
+      CHECK(got.value()[2].envelope.message_id == fresh[0]);
+      take(got.value());
+    }
+    if (round % 7 == 3) {
+      // A row of a higher priority sorts before the priority pass's cursor: the next
+      // priority_first lease starts over and hands it out first.
+      auto r = mb->send(env(next_env++), urgent);
+      REQUIRE(r.ok());
+      all.push_back(r.value());
+      auto got = mb->lease(16, 60s);
+      REQUIRE(got.ok());
+      REQUIRE_FALSE(got.value().empty());
+      CHECK(got.value()[0].envelope.message_id == r.value());
+      take(got.value());
+    }
+    auto got = mb->lease(20, 60s, newest ? edgert::LeaseOrder::newest_first : edgert::LeaseOrder::priority_first);
+    newest = !newest;
+    REQUIRE(got.ok());
+    take(got.value());
+    deliver_oldest(120);
+    if (got.value().empty() && held.empty()) break;
+  }
+  deliver_oldest(0);
+  // One pass over everything: every row handed out exactly once, every row delivered.
+  CHECK(delivered.size() == all.size());
+  for (const auto& id : all) {
+    INFO("row " << id);
+    CHECK(times[id] == 1);
+  }
+  CHECK(mb->stats().value().outbox_rows == 0);
+}
+
+TEST_CASE("rows released, failed or whose lease ran out come back although a lease pass went past them",
+          "[mailbox]") {
+  Scratch s;
+  Clocks c;
+  auto mb = open(options(s, c));
+  const auto ids = send_n(*mb, 100);
+  std::map<std::string, int> times;
+  auto lease = [&](std::size_t n, edgert::LeaseOrder order = edgert::LeaseOrder::priority_first) {
+    auto r = mb->lease(n, 60s, order);
+    REQUIRE(r.ok());
+    std::vector<std::string> out;
+    for (const auto& m : r.value()) {
+      ++times[m.envelope.message_id];
+      out.push_back(m.envelope.message_id);
+    }
+    return out;
+  };
+  // The pass reads 0..29; a release of 5 and 6 must make them due before 30.
+  auto first = lease(30);
+  REQUIRE(first.size() == 30);
+  CHECK(first.front() == ids[0]);
+  mb->release({ids[5], ids[6]});
+  auto next = lease(3);
+  REQUIRE(next.size() == 3);
+  CHECK(next[0] == ids[5]);
+  CHECK(next[1] == ids[6]);
+  CHECK(next[2] == ids[30]);
+  // The newest pass is past 99..80; 90 released comes back before 79.
+  auto top = lease(20, edgert::LeaseOrder::newest_first);
+  REQUIRE(top.size() == 20);
+  CHECK(top.front() == ids[99]);
+  mb->release({ids[90]});
+  auto top2 = lease(2, edgert::LeaseOrder::newest_first);
+  REQUIRE(top2.size() == 2);
+  CHECK(top2[0] == ids[90]);
+  CHECK(top2[1] == ids[79]);
+  // A failure reschedules with back-off; once it is due it is found again, after the
+  // rows due before it (31..78: all others are held).
+  auto f = mb->mark_failed(ids[1]);
+  REQUIRE(f.ok());
+  c.advance(f.value() - c.wall.load() + 1);  // its retry time came
+  auto again = lease(100);
+  REQUIRE(again.size() == 49);
+  CHECK(again.front() == ids[31]);
+  CHECK(again.back() == ids[1]);
+  // Leases that run out: their rows are due again from the top of the order.
+  c.advance(61'000);
+  auto all = lease(200);
+  CHECK(all.size() == 100);
+  CHECK(all.front() == ids[0]);
+  // A higher-priority row whose retry time comes while the pass is in a lower priority
+  // waits one pass age (LeasePass, kLeasePassMs = 1 s of steady time) at the most.
+  edgert::SendOptions urgent;
+  urgent.priority = 2;
+  mb->release(all);
+  auto u = mb->send(env(500), urgent);
+  REQUIRE(u.ok());
+  REQUIRE(lease(1) == std::vector<std::string>{u.value()});
+  auto uf = mb->mark_failed(u.value());
+  REQUIRE(uf.ok());
+  REQUIRE(lease(10).size() == 10);  // a new pass, into priority 0
+  c.advance(uf.value() - c.wall.load() + 1);
+  auto urgent_again = lease(1);
+  REQUIRE(urgent_again.size() == 1);
+  CHECK(urgent_again[0] == u.value());
+}

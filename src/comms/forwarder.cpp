@@ -7,6 +7,7 @@
 #include "core/thread_name.hpp"
 
 #include <algorithm>
+#include <iterator>
 
 namespace edgert::comms {
 
@@ -92,10 +93,15 @@ void Forwarder::on_published(int mid, bool ok, const std::string& reason) {
     // The mid is not registered yet (the publisher registers a batch once it is
     // published), or it belongs to a row already given up on: keep it until the
     // publisher's next registration, which matches the first case.
+    // Stamped with the publish() calls begun so far: the answer to a publish can only
+    // come after that publish began, so it is matched only to a row whose publish()
+    // began before this moment. A late PUBACK for an old row given up on whose mid
+    // (they wrap at 65535) a row of the batch is about to get again does not match it.
+    const std::uint64_t calls = publish_calls_.load();
     if (ok) {
-      early_acks_.push_back(mid);
+      early_acks_.emplace_back(mid, calls);
     } else {
-      early_refusals_.emplace_back(mid, reason);
+      early_refusals_.push_back(EarlyRefusal{mid, calls, reason});
     }
     return;
   }
@@ -164,6 +170,7 @@ std::size_t Forwarder::in_flight() const {
 void Forwarder::publish_loop() {
   std::vector<OutboxMessage> batch;
   std::vector<int> mids;  // per published row of `batch`: its mid, or -1 (publish refused it)
+  std::vector<std::uint64_t> calls;  // per published row: publish_calls_ once its publish() began
   std::vector<std::string> errors;
   std::string scratch;
   batch.reserve(options_.window);
@@ -194,6 +201,7 @@ void Forwarder::publish_loop() {
     lk.unlock();
 
     mids.clear();
+    calls.clear();
     errors.clear();
     bool blocked = false;
     const std::int64_t wall = wall_clock_ms();
@@ -201,14 +209,17 @@ void Forwarder::publish_loop() {
     po.qos = 1;
     for (const OutboxMessage& m : batch) {
       po.expiry = std::chrono::seconds(std::max<std::int64_t>(1, (m.expires_ms - wall + 999) / 1000));
+      const std::uint64_t call = publish_calls_.fetch_add(1) + 1;
       auto mid = transport_.publish(topic_of(m.envelope, scratch), m.envelope_json, po);
       if (mid.ok()) {
         mids.push_back(mid.value());
+        calls.push_back(call);
       } else if (mid.status().code() == ErrorCode::again || mid.status().code() == ErrorCode::closed) {
         blocked = true;  // not connected: nothing was queued; the rest go back to the queue
         break;
       } else {
         mids.push_back(-1);
+        calls.push_back(call);
         errors.push_back(mid.status().message());
       }
     }
@@ -246,15 +257,19 @@ void Forwarder::publish_loop() {
         ++counters_.lost_in_flight;
         failed_.push_back(std::move(id));
         for_mailbox = true;
-      } else if (std::binary_search(early_acks_.begin(), early_acks_.end(), mid)) {
+      } else if (auto a = std::lower_bound(early_acks_.begin(), early_acks_.end(), std::make_pair(mid, calls[i]));
+                 a != early_acks_.end() && a->first == mid) {
+        // A PUBACK for this mid that came after this row's publish() began.
         acked_.push_back(std::move(id));
       } else if (auto r = std::find_if(early_refusals_.begin(), early_refusals_.end(),
-                                       [mid](const auto& e) { return e.first == mid; });
+                                       [mid, call = calls[i]](const EarlyRefusal& e) {
+                                         return e.mid == mid && e.calls >= call;
+                                       });
                  r != early_refusals_.end()) {
         ++counters_.refused;
         if (auto v = refused_log_.admit(); v.log) {
           detail::log().warn("comms: the broker refused message {}: {}; retried after back-off{}", printable(id),
-                             printable(r->second), v.suffix());
+                             printable(r->reason), v.suffix());
         }
         failed_.push_back(std::move(id));
         for_mailbox = true;
@@ -273,21 +288,24 @@ void Forwarder::publish_loop() {
 }
 
 // Deletes the acknowledged rows in `ids` in one transaction (mailbox thread, mu_ not
-// held) and empties `ids`. On a failure the rows stay in the outbox (their leases run
-// out and they are sent again: a duplicate, never a loss), `error` is set and the
-// failure logged; returns the rows deleted.
+// held) and empties `ids`; returns the rows deleted. On a failure nothing is deleted,
+// `ids` is kept (the caller tries again later, the rows still counted against the
+// window: a crash then resends at most the window), `error` is set and the failure
+// logged (rate-limited: a full disk fails every retry).
 std::size_t Forwarder::delete_acknowledged(std::vector<std::string>& ids, bool& error) {
   if (ids.empty()) return 0;
-  std::size_t deleted = 0;
-  if (auto r = mailbox_.mark_delivered(ids); r.ok()) {
-    deleted = r.value();
-  } else {
+  auto r = mailbox_.mark_delivered(ids);
+  if (!r.ok()) {
     error = true;
-    detail::log().error("comms: marking {} delivered message(s) failed: {} (they may be sent again)", ids.size(),
-                        r.status().message());
+    if (auto v = delete_failed_log_.admit(); v.log) {
+      detail::log().error("comms: deleting {} acknowledged message(s) failed: {}; they stay in the window and the "
+                          "delete is retried{}",
+                          ids.size(), r.status().message(), v.suffix());
+    }
+    return 0;
   }
   ids.clear();
-  return deleted;
+  return r.value();
 }
 
 // The mailbox thread: every SQLite call of the forwarder.
@@ -300,6 +318,7 @@ void Forwarder::mailbox_loop() {
                                                                  std::chrono::milliseconds(250));
   constexpr auto kPoll = std::chrono::seconds(1);         // rows whose retry time came
   constexpr auto kDeleteDelay = std::chrono::milliseconds(1);  // a partial batch waits at most this
+  constexpr auto kDeleteRetry = std::chrono::milliseconds(100);  // after a failed delete
   const std::size_t low_water = read_ahead_ / 2;
   constexpr std::size_t kFreshLease = 32;  // a commit's newest rows, leased at once
   std::vector<std::string> to_delete, failed, give_back;
@@ -307,11 +326,19 @@ void Forwarder::mailbox_loop() {
   bool newest = false;  // alternate lease order
   auto next_check = SteadyClock::now() + check_every;
   auto next_poll = SteadyClock::now() + kPoll;
+  // to_delete outlives a round only after a failed delete: those rows are retried from
+  // delete_retry_at on, and stay counted in deleting_ (the window) until then.
+  auto delete_retry_at = SteadyClock::time_point::min();
 
   std::unique_lock lk(mu_);
   while (!mailbox_stopping_) {
     const auto now = SteadyClock::now();
-    to_delete.swap(acked_);
+    if (to_delete.empty()) {
+      to_delete.swap(acked_);
+    } else {
+      to_delete.insert(to_delete.end(), std::make_move_iterator(acked_.begin()), std::make_move_iterator(acked_.end()));
+      acked_.clear();
+    }
     deleting_ = to_delete.size();
     failed.swap(failed_);
     if (now >= next_check) {
@@ -360,11 +387,12 @@ void Forwarder::mailbox_loop() {
     // count against the window until deleted (a crash resends at most the window), so
     // a delete that waited for this round's lease would keep the publisher idle.
     bool mailbox_error = false;
-    if (!to_delete.empty()) {
+    if (!to_delete.empty() && now >= delete_retry_at) {
       const std::size_t deleted = delete_acknowledged(to_delete, mailbox_error);
+      if (!to_delete.empty()) delete_retry_at = SteadyClock::now() + kDeleteRetry;
       lk.lock();
       counters_.delivered += deleted;
-      deleting_ = 0;
+      deleting_ = to_delete.size();  // 0, or the rows of a failed delete: still held
       publish_cv_.notify_one();
       settled_cv_.notify_all();
       lk.unlock();
@@ -409,20 +437,27 @@ void Forwarder::mailbox_loop() {
     publish_cv_.notify_one();
     settled_cv_.notify_all();
     if (mailbox_stopping_) break;
-    auto work = [this, low_water] {
-      return mailbox_stopping_ || mailbox_woken_ || lost_ || !failed_.empty() || acked_.size() >= delete_batch_ ||
-             (!acked_.empty() && flights_.empty()) ||
+    const bool retrying = !to_delete.empty();  // a failed delete waits for delete_retry_at
+    auto work = [this, low_water, retrying] {
+      return mailbox_stopping_ || mailbox_woken_ || lost_ || !failed_.empty() ||
+             (!retrying && (acked_.size() >= delete_batch_ || (!acked_.empty() && flights_.empty()))) ||
              (connected_ && !draining_ && more_due_ && ready_.size() < low_water);
     };
     if (work()) continue;
     auto until = next_poll;
     if (!flights_.empty()) until = std::min(until, next_check);
-    if (!acked_.empty()) until = std::min(until, SteadyClock::now() + kDeleteDelay);
+    if (retrying) {
+      until = std::min(until, delete_retry_at);
+    } else if (!acked_.empty()) {
+      until = std::min(until, SteadyClock::now() + kDeleteDelay);
+    }
     mailbox_cv_.wait_until(lk, until, work);
   }
-  // Stopping (the publisher has returned): what was acknowledged is deleted; what is
-  // still in flight or read ahead goes back to the outbox, due at once.
-  to_delete.swap(acked_);
+  // Stopping (the publisher has returned): what was acknowledged is deleted (with what
+  // a failed delete left); what is still in flight or read ahead goes back to the
+  // outbox, due at once.
+  to_delete.insert(to_delete.end(), std::make_move_iterator(acked_.begin()), std::make_move_iterator(acked_.end()));
+  acked_.clear();
   failed.swap(failed_);
   std::vector<std::string> rest;
   for (auto& [mid, f] : flights_) rest.push_back(std::move(f.message_id));
@@ -438,6 +473,7 @@ void Forwarder::mailbox_loop() {
   if (!failed.empty() && !mailbox_.mark_failed(failed).ok()) mailbox_.release(failed);
   lk.lock();
   counters_.delivered += deleted;
+  deleting_ = 0;  // failed now as well: the rows stay in the outbox and are sent again (a duplicate, never a loss)
   if (mailbox_error) ++counters_.mailbox_errors;
   settled_cv_.notify_all();
 }

@@ -136,10 +136,17 @@ class Forwarder {
   std::uint64_t session_ = 0;           // sessions seen; a message id is only matched within one
   std::deque<OutboxMessage> ready_;     // leased, not yet published; newest-first rows at the front
   std::unordered_map<int, Flight> flights_;                 // mid -> row
-  std::vector<int> early_acks_;                             // PUBACKs that beat their mid's registration
-  std::vector<std::pair<int, std::string>> early_refusals_;
+  // PUBACKs that beat their mid's registration: (mid, publish_calls_ when it came).
+  std::vector<std::pair<int, std::uint64_t>> early_acks_;
+  struct EarlyRefusal {
+    int mid = 0;
+    std::uint64_t calls = 0;  // publish_calls_ when it came
+    std::string reason;
+  };
+  std::vector<EarlyRefusal> early_refusals_;
+  std::atomic<std::uint64_t> publish_calls_{0};  // publish() calls begun (the publisher counts)
   std::vector<std::string> acked_;      // message ids to delete
-  std::size_t deleting_ = 0;            // ids the mailbox thread is deleting now (still held)
+  std::size_t deleting_ = 0;            // ids the mailbox thread is deleting, or failed to delete (still held)
   std::vector<std::string> failed_;     // message ids to mark failed
   ForwarderCounters counters_;
   std::thread publisher_;
@@ -147,6 +154,7 @@ class Forwarder {
   // Per-message lines: 10 a minute, then a count (docs/operations.md, "Logs").
   detail::LogLimit refused_log_{10, std::chrono::seconds(60)};
   detail::LogLimit publish_failed_log_{10, std::chrono::seconds(60)};
+  detail::LogLimit delete_failed_log_{10, std::chrono::seconds(60)};
 };
 
 }  // namespace edgert::comms

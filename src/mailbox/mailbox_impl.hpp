@@ -322,27 +322,67 @@ struct Mailbox::Impl {
   // (steady()), and the same pairs ordered by expiry, so expired leases are found
   // without a scan. In memory only: one process owns a data_dir (its lock), and a
   // restart must offer every unacknowledged row again. Under db_mu.
-  std::unordered_map<std::string, std::int64_t> leases;
+  // Each lease also keeps its row's rowid, so mark_delivered() deletes by rowid (the
+  // table's own b-tree) instead of looking the message_id up in its index.
+  struct Lease {
+    std::int64_t until = 0;
+    std::int64_t rowid = 0;
+  };
+  std::unordered_map<std::string, Lease> leases;
   std::set<std::pair<std::int64_t, std::string>> lease_order;
   std::atomic<std::uint64_t> leased{0}, lease_expired{0};
   std::atomic<std::size_t> leases_held{0};  // leases.size(), for stats() without db_mu
   void end_lease(const std::string& id) {
     const auto it = leases.find(id);
     if (it == leases.end()) return;
-    lease_order.erase({it->second, id});
+    lease_order.erase({it->second.until, id});
     leases.erase(it);
     leases_held.store(leases.size(), std::memory_order_relaxed);
   }
   // Drops the leases that ran out (lazily: on the next read of the outbox or stats()).
+  // Their rows are due again, possibly behind a lease pass's cursor: the passes restart.
   void expire_leases() {
     if (lease_order.empty()) return;
     const std::int64_t t = steady();
+    bool any = false;
     while (!lease_order.empty() && lease_order.begin()->first <= t) {
       leases.erase(lease_order.begin()->second);
       lease_order.erase(lease_order.begin());
       ++lease_expired;
+      any = true;
     }
+    if (any) restart_lease_passes();
     leases_held.store(leases.size(), std::memory_order_relaxed);
+  }
+  // Lease passes (docs/mailbox.md, "Leases"): lease() continues its index read after
+  // the last row the current pass read (keyset pagination) instead of stepping over
+  // every row it already handed out. A pass ends (the next lease() starts at the top
+  // of the order) when a read comes back short (the end was reached), when rows that
+  // sort before the cursor may be due (a release, a failure, a lease that ran out, an
+  // insert that sorts earlier, a clock rebase), and after kLeasePassMs at the latest
+  // (rows of a higher priority whose retry time came while the cursor was in a lower
+  // one). Correctness never rests on a cursor: a row under lease is skipped by the
+  // `leases` lookup either way; a cursor only decides where the read starts.
+  static constexpr std::int64_t kLeasePassMs = 1000;
+  struct LeasePass {
+    bool valid = false;
+    std::int64_t started = 0;  // steady()
+    int priority = 0;          // priority_first: the last key read
+    std::int64_t next = 0;
+    std::int64_t rowid = 0;    // both orders
+  };
+  LeasePass by_priority, by_newest;
+  void restart_lease_passes() { by_priority.valid = by_newest.valid = false; }
+  // A row just stored (writer, under db_mu): newest-first is rowid order backwards, so
+  // any insert is ahead of its cursor; priority order only if the row sorts earlier.
+  void note_inserted(int priority, std::int64_t next, std::int64_t rowid) {
+    by_newest.valid = false;
+    if (by_priority.valid &&
+        (priority > by_priority.priority ||
+         (priority == by_priority.priority &&
+          (next < by_priority.next || (next == by_priority.next && rowid <= by_priority.rowid))))) {
+      by_priority.valid = false;
+    }
   }
   // pending() and lease(): up to `limit` due rows, skipping leased ones; with
   // lease_ms >= 0 the rows returned are leased for that long.

@@ -20,79 +20,128 @@ Result<std::vector<OutboxMessage>> Mailbox::lease(std::size_t limit, std::chrono
   return impl_->due(limit, "lease", lease_for.count(), order == LeaseOrder::newest_first);
 }
 
-// One read of the due index, LIMIT limit + leased + known unreadable rows: the rows
-// skipped are at most those, so the cost grows with the leases held (the caller's
-// in-flight window), never with the backlog behind them.
+// One read of the due index per segment, LIMIT what is still wanted + leased + known
+// unreadable rows: the rows skipped are at most those, so the cost grows with the
+// leases held (the caller's in-flight window), never with the backlog behind them. A
+// lease continues its pass after the last row the pass read (LeasePass in
+// mailbox_impl.hpp), so it does not even step over the rows it handed out before;
+// what it still steps over are rows leased by the other order's pass.
 Result<std::vector<OutboxMessage>> Mailbox::Impl::due(std::size_t limit, const char* call, std::int64_t lease_ms,
                                                       bool newest_first) {
+#define EDGERT_DUE_COLUMNS                                                                                    \
+  "SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id, " EDGERT_ROW_OK \
+  ", recipient_node_id, payload_type, rowid FROM outbox WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 "
   std::vector<OutboxMessage> out;
   std::lock_guard lk(db_mu);
   if (closed) return closed_error(call);
-  std::vector<std::string> ids;  // of `out`, from the message_id column
+  std::vector<std::pair<std::string, std::int64_t>> ids;  // of `out`: message_id, rowid
+  const bool leasing = lease_ms >= 0;
+  LeasePass* pass = leasing ? (newest_first ? &by_newest : &by_priority) : nullptr;
   try {
-    // Newest first walks the table's rowid order backwards (insertion order): no sort,
-    // and fresh rows are found at once at the end.
-    auto& q = newest_first
-                  ? stmt("SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id, "
-                         EDGERT_ROW_OK ", recipient_node_id, payload_type FROM outbox WHERE next_attempt_ms <= ?1 AND "
-                         "expires_ms > ?1 ORDER BY rowid DESC LIMIT ?2")
-                  : stmt("SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id, "
-                         EDGERT_ROW_OK ", recipient_node_id, payload_type FROM outbox WHERE next_attempt_ms <= ?1 AND "
-                         "expires_ms > ?1 ORDER BY priority DESC, next_attempt_ms ASC LIMIT ?2");
     const std::int64_t t = checked_now(/*may_persist=*/false);
     expire_leases();
+    if (pass && pass->valid && steady() - pass->started >= kLeasePassMs) pass->valid = false;
+    // The segments of this read, in order. Newest first walks the table's rowid order
+    // backwards (insertion order): no sort, and fresh rows are found at once at the end.
+    // Priority order ties are broken by rowid (the index's own last key), so the key
+    // (priority, next_attempt_ms, rowid) names one place in it.
+    std::vector<SQLite::Statement*> segments;
+    const bool resume = pass && pass->valid;
+    if (newest_first) {
+      segments.push_back(resume ? &stmt(EDGERT_DUE_COLUMNS "AND rowid < ?3 ORDER BY rowid DESC LIMIT ?2")
+                                : &stmt(EDGERT_DUE_COLUMNS "ORDER BY rowid DESC LIMIT ?2"));
+    } else if (resume) {
+      segments.push_back(&stmt(EDGERT_DUE_COLUMNS "AND priority = ?4 AND (next_attempt_ms, rowid) > (?5, ?3) "
+                                                  "ORDER BY next_attempt_ms ASC, rowid ASC LIMIT ?2"));
+      segments.push_back(&stmt(EDGERT_DUE_COLUMNS "AND priority < ?4 "
+                                                  "ORDER BY priority DESC, next_attempt_ms ASC, rowid ASC LIMIT ?2"));
+    } else {
+      segments.push_back(
+          &stmt(EDGERT_DUE_COLUMNS "ORDER BY priority DESC, next_attempt_ms ASC, rowid ASC LIMIT ?2"));
+    }
+    LeasePass last;  // the last row this read looked at (the next cursor)
+    bool any_read = false;
     // A pass that finds a new unreadable row asks again for one more row per such
     // row, so they never take the place of readable ones.
     for (std::size_t known = SIZE_MAX; known != unreadable_outbox.size() && out.size() < limit;) {
       known = unreadable_outbox.size();
       out.clear();
       ids.clear();
-      q.reset();
-      q.bind(1, t);
-      q.bind(2, sql_limit(limit, known + leases.size()));
-      while (out.size() < limit && q.executeStep()) {
-        std::string id = q.getColumn(6).getString();
-        if (!leases.empty() && leases.count(id) != 0) continue;
-        if (q.getColumn(7).getInt() == 0) {
-          report_unreadable(unreadable_outbox, "outbox", id, kChecksumMismatch, kDamagedRemedy);
-          continue;
+      any_read = false;
+      for (SQLite::Statement* seg : segments) {
+        if (out.size() >= limit) break;
+        auto& q = *seg;
+        q.reset();
+        q.bind(1, t);
+        q.bind(2, sql_limit(limit - out.size(), known + leases.size()));
+        if (resume) {  // ?3 rowid, ?4 priority, ?5 next_attempt_ms: as many as the segment has
+          const int params = q.getBindParameterCount();
+          if (params >= 3) q.bind(3, pass->rowid);
+          if (params >= 4) q.bind(4, pass->priority);
+          if (params >= 5) q.bind(5, pass->next);
         }
-        OutboxMessage m;
-        m.envelope_json = q.getColumn(0).getString();  // the one copy of the stored bytes
-        if (lease_ms >= 0) {
-          // A lease is for publishing the bytes: the envelope's routing fields come
-          // from the row's own columns (covered by its checksum, like the bytes), and
-          // the JSON is not parsed (mailbox.hpp, lease()).
-          m.envelope.message_id = id;
-          m.envelope.recipient_node_id = q.getColumn(8).getString();
-          m.envelope.payload_type = q.getColumn(9).getString();
-        } else {
-          auto decoded = decode(m.envelope_json);
-          if (!decoded.ok()) {
-            report_unreadable(unreadable_outbox, "outbox", id, decoded.status().message(),
-                              "mark_delivered() removes it");
+        while (out.size() < limit && q.executeStep()) {
+          last.priority = q.getColumn(1).getInt();
+          last.next = q.getColumn(3).getInt64();
+          last.rowid = q.getColumn(10).getInt64();
+          any_read = true;
+          std::string id = q.getColumn(6).getString();
+          if (!leases.empty() && leases.count(id) != 0) continue;
+          if (q.getColumn(7).getInt() == 0) {
+            report_unreadable(unreadable_outbox, "outbox", id, kChecksumMismatch, kDamagedRemedy);
             continue;
           }
-          m.envelope = std::move(decoded).value();
+          OutboxMessage m;
+          m.envelope_json = q.getColumn(0).getString();  // the one copy of the stored bytes
+          if (leasing) {
+            // A lease is for publishing the bytes: the envelope's routing fields come
+            // from the row's own columns (covered by its checksum, like the bytes), and
+            // the JSON is not parsed (mailbox.hpp, lease()).
+            m.envelope.message_id = id;
+            m.envelope.recipient_node_id = q.getColumn(8).getString();
+            m.envelope.payload_type = q.getColumn(9).getString();
+          } else {
+            auto decoded = decode(m.envelope_json);
+            if (!decoded.ok()) {
+              report_unreadable(unreadable_outbox, "outbox", id, decoded.status().message(),
+                                "mark_delivered() removes it");
+              continue;
+            }
+            m.envelope = std::move(decoded).value();
+          }
+          m.priority = last.priority;
+          m.attempts = q.getColumn(2).getInt();
+          m.next_attempt_ms = last.next;
+          m.expires_ms = q.getColumn(4).getInt64();
+          m.created_ms = q.getColumn(5).getInt64();
+          out.push_back(std::move(m));
+          ids.emplace_back(std::move(id), last.rowid);
         }
-        m.priority = q.getColumn(1).getInt();
-        m.attempts = q.getColumn(2).getInt();
-        m.next_attempt_ms = q.getColumn(3).getInt64();
-        m.expires_ms = q.getColumn(4).getInt64();
-        m.created_ms = q.getColumn(5).getInt64();
-        out.push_back(std::move(m));
-        ids.push_back(std::move(id));
+        q.reset();
       }
     }
-    q.reset();
+    if (pass) {
+      // A short read reached the end of the order: the next lease starts a new pass.
+      if (out.size() < limit || !any_read) {
+        pass->valid = false;
+      } else {
+        if (!pass->valid) pass->started = steady();
+        pass->valid = true;
+        pass->priority = last.priority;
+        pass->next = last.next;
+        pass->rowid = last.rowid;
+      }
+    }
   } catch (const std::exception& e) {
+    if (pass) pass->valid = false;
     return io_error(path + ": " + call, e);
   }
-  if (lease_ms >= 0 && !out.empty()) {
+#undef EDGERT_DUE_COLUMNS
+  if (leasing && !out.empty()) {
     const std::int64_t until = sat_add(steady(), lease_ms);
-    for (auto& id : ids) {
+    for (auto& [id, rowid] : ids) {
       lease_order.emplace(until, id);
-      leases.emplace(std::move(id), until);
+      leases.emplace(std::move(id), Lease{until, rowid});
     }
     leased += out.size();
     leases_held.store(leases.size(), std::memory_order_relaxed);
@@ -103,6 +152,8 @@ Result<std::vector<OutboxMessage>> Mailbox::Impl::due(std::size_t limit, const c
 void Mailbox::release(const std::vector<std::string>& message_ids) {
   std::lock_guard lk(impl_->db_mu);
   for (const auto& id : message_ids) impl_->end_lease(id);
+  // The rows are due again, maybe behind a pass's cursor.
+  if (!message_ids.empty()) impl_->restart_lease_passes();
 }
 
 // mark_delivered() and mark_failed(), for one id or many, each take one path: one
@@ -138,9 +189,27 @@ Result<std::size_t> Mailbox::Impl::deliver(std::span<const std::string> ids) {
   try {
     found = keep_books("mark_delivered", [&] {
       SQLite::Transaction txn(*db, SQLite::TransactionBehavior::IMMEDIATE);
+      // A leased row is found by the rowid its lease kept (the table's b-tree, no index
+      // lookup); the message_id must match, since a rowid is reused once its row is gone
+      // (expired, evicted, deleted by hand). Not leased, or not found that way: by
+      // message_id through its index, as before.
+      auto& by_rowid = stmt("DELETE FROM outbox WHERE rowid = ?1 AND message_id = ?2 RETURNING size");
       auto& q = stmt("DELETE FROM outbox WHERE message_id = ? RETURNING size");
       std::int64_t rows = 0, bytes = 0;
       for (const auto& id : ids) {
+        bool done = false;
+        if (const auto l = leases.find(id); l != leases.end()) {
+          by_rowid.reset();
+          by_rowid.bind(1, l->second.rowid);
+          by_rowid.bindNoCopy(2, id);
+          if (by_rowid.executeStep()) {
+            ++rows;
+            bytes += by_rowid.getColumn(0).getInt64();
+            done = true;
+          }
+          by_rowid.reset();
+        }
+        if (done) continue;
         q.reset();
         q.bindNoCopy(1, id);
         if (q.executeStep()) {
@@ -150,6 +219,7 @@ Result<std::size_t> Mailbox::Impl::deliver(std::span<const std::string> ids) {
         q.reset();
       }
       q.clearBindings();  // no pointer into ids outlives this call
+      by_rowid.clearBindings();
       if (rows > 0) add_outbox_totals(-rows, -bytes);
       txn.commit();
       return static_cast<std::size_t>(rows);
@@ -231,6 +301,10 @@ Result<std::size_t> Mailbox::Impl::fail(std::span<const std::string> ids, std::i
     return io_error(path + ": " + marked("mark_failed", ids) + "; none was rescheduled", e);
   }
   for (const auto& id : ids) end_lease(id);
+  // Their retry times are in the future (after any cursor's key, which was due when
+  // read), unless the wall clock stepped back: a new pass is the safe answer, and
+  // failures are rare next to leases.
+  if (found > 0) restart_lease_passes();
   failed_attempts += found;
   return found;
 }

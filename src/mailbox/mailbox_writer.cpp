@@ -382,6 +382,7 @@ Result<std::string> Mailbox::Impl::insert_one(SendRequest& r, std::int64_t t, st
   ins.bind(8, expires);
   ins.bind(9, t);
   if (ins.exec() == 0) return answer_taken(r, tally);  // the message_id is taken
+  note_inserted(o.priority, t, db->getLastInsertRowid());
   if (!o.idempotency_key.empty()) {
     auto& k = stmt("INSERT OR REPLACE INTO idempotency (key, message_id, expires_ms) VALUES (?,?,?)");
     k.bind(1, o.idempotency_key);

@@ -104,6 +104,7 @@ bool Mailbox::Impl::rebase(std::int64_t delta, std::int64_t wall, const std::str
     return false;
   }
   rebase_failing = false;
+  restart_lease_passes();  // every due time moved: the cursors' keys mean nothing now
   persisted_wall = wall;
   ++clock_jumps;
   detail::log().warn(
