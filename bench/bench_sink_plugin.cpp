@@ -7,7 +7,12 @@
 // entered, wall clock minus the frame's capture timestamp), mark_every (emit the same
 // payload for sequence 1 and every multiple of it: the capture timestamps of the first and
 // last frames, without a result per frame), block (block inside process() until the host
-// process calls the exported edgert_bench_sink_release(): a stalled instance).
+// process calls the exported edgert_bench_sink_release(): a stalled instance), emit_bytes
+// (emit one valid JSON result of about this many bytes, payload type "bench.emit", for
+// every input: emit_bench's load. The text is built once, in the constructor, and the same
+// bytes are emitted every time, so the plugin's own share of the CPU is a call and nothing
+// else; it is shaped like a detector's result, an array of small objects, so a parser
+// sees numbers, strings and nesting, not one long string).
 #include <edgert/plugin.hpp>
 
 #include <nlohmann/json.hpp>
@@ -16,6 +21,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -35,10 +41,34 @@ class BenchSink : public edgert::sdk::Plugin {
     emit_age_ = c.at("emit_age").get<bool>();
     mark_every_ = c.at("mark_every").get<std::int64_t>();
     block_ = c.at("block").get<bool>();
+    const auto emit_bytes = c.at("emit_bytes").get<std::int64_t>();
+    if (emit_bytes > 0) emit_payload_ = sized_payload(static_cast<std::size_t>(emit_bytes));
+  }
+
+  // {"objects":[{"x":..,"y":..,"w":..,"h":..,"label":"car","score":0.875},...],"pad":"..."}
+  // of exactly `bytes` bytes when bytes >= 23 (the string "pad" takes up the rest; smaller
+  // asks give the shortest such document, no objects and an empty pad).
+  static std::string sized_payload(std::size_t bytes) {
+    std::string s = "{\"objects\":[";
+    const std::string tail_open = "],\"pad\":\"";
+    for (int i = 0;; ++i) {
+      const std::string obj = std::string(i == 0 ? "" : ",") + "{\"x\":" + std::to_string(i % 1920) +
+                              ",\"y\":" + std::to_string((i * 7) % 1080) + ",\"w\":64,\"h\":48,\"label\":\"car\"," +
+                              "\"score\":0.875}";
+      if (s.size() + obj.size() + tail_open.size() + 2 > bytes) break;
+      s += obj;
+    }
+    s += tail_open;
+    if (s.size() + 2 < bytes) s.append(bytes - s.size() - 2, 'p');
+    s += "\"}";
+    return s;
   }
 
   void process(const edgert::sdk::Input& in) override {
     const std::int64_t entry_ns = host().wall_ns();
+    if (!emit_payload_.empty() && !host().emit("bench.emit", emit_payload_)) {
+      throw std::runtime_error("host refused the payload");
+    }
     const edgert_frame* f = in.frame();
     if (f != nullptr) {
       const bool mark = mark_every_ > 0 && (f->sequence == 1 || f->sequence % std::uint64_t(mark_every_) == 0);
@@ -61,6 +91,7 @@ class BenchSink : public edgert::sdk::Plugin {
   bool emit_age_ = false;
   std::int64_t mark_every_ = 0;
   bool block_ = false;
+  std::string emit_payload_;  // emit_bytes > 0: the one result emitted for every input
 };
 
 }  // namespace
@@ -76,7 +107,7 @@ extern "C" __attribute__((visibility("default"))) void edgert_bench_sink_release
 }
 
 EDGERT_PLUGIN_CLASS(BenchSink, EDGERT_KIND_BUSINESS, "bench_sink", "1.0.0",
-                    "pipeline_bench's trivial consumer: optional sleep, frame age, block",
+                    "pipeline_bench's and emit_bench's trivial consumer: optional sleep, frame age, block, sized results",
                     R"schema({"sleep_ms": {"type": "integer", "default": 0, "minimum": 0, "maximum": 60000,
                                      "description": "sleep this long in every process() call"},
                         "emit_age": {"type": "boolean", "default": false,
@@ -84,4 +115,6 @@ EDGERT_PLUGIN_CLASS(BenchSink, EDGERT_KIND_BUSINESS, "bench_sink", "1.0.0",
                         "mark_every": {"type": "integer", "default": 0, "minimum": 0,
                                        "description": "emit the age for sequence 1 and every multiple of this"},
                         "block": {"type": "boolean", "default": false,
-                                  "description": "block in process() until edgert_bench_sink_release()"}})schema");
+                                  "description": "block in process() until edgert_bench_sink_release()"},
+                        "emit_bytes": {"type": "integer", "default": 0, "minimum": 0, "maximum": 16777216,
+                                       "description": "emit one prebuilt JSON result of about this many bytes per input"}})schema");
