@@ -5,6 +5,8 @@
 // before SQLite silently drops what they held.
 #include <edgert/mailbox.hpp>
 
+#include "mailbox/integrity_problems.hpp"
+
 #include "envelope_builder.hpp"
 #include "mailbox_test_util.hpp"
 #include "scratch_dir.hpp"
@@ -27,6 +29,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -589,4 +592,89 @@ TEST_CASE("integrity: a large file with free pages gets the full quick_check at 
   CHECK(log.find("checked at open only in part") == std::string::npos);
   CHECK_THAT(log, Contains("is corrupt"));
   CHECK_FALSE(files_with_prefix(s.dir, "mailbox.db.corrupt-").empty());
+}
+
+// ---- what REINDEX may repair (issue 20 follow-up) ---------------------------------
+
+namespace {
+
+// integrity_check's rows for `db` (a raw connection: what the background check reads),
+// plus the error that stopped it, if one did.
+std::vector<std::string> integrity_rows(sqlite3* h) {
+  std::vector<std::string> rows;
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(h, ("PRAGMA integrity_check(" + std::to_string(edgert::detail::kIntegrityMaxProblems) + ")").c_str(), -1, &st, nullptr) == SQLITE_OK);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const auto* t = sqlite3_column_text(st, 0);
+    const std::string row = t ? reinterpret_cast<const char*>(t) : "";
+    if (row != "ok") rows.push_back(row);
+  }
+  if (rc != SQLITE_DONE) rows.emplace_back(sqlite3_errmsg(h));
+  sqlite3_finalize(st);
+  return rows;
+}
+
+}  // namespace
+
+TEST_CASE("integrity: an index page pointer aimed at an outbox table page is never left to REINDEX",
+          "[mailbox][mailbox_fault]") {
+  Scratch s;
+  make_live(s.dir, 3000);
+  const fs::path db = s.dir / "mailbox.db";
+  const auto page_size = static_cast<std::size_t>(std::stoi(query(db, "PRAGMA page_size")));
+  const auto index_root =
+      static_cast<unsigned>(std::stoi(query(db, "SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_autoindex_outbox_1'")));
+  const auto table_root = static_cast<unsigned>(std::stoi(query(db, "SELECT rootpage FROM sqlite_master WHERE name = 'outbox'")));
+  // The crafted file: the message_id index's root (interior) page gets its first
+  // child pointer aimed at an outbox table leaf. REINDEX would free that page, which
+  // the outbox table still uses.
+  std::string bytes = read_all(db);
+  const std::size_t root_at = static_cast<std::size_t>(index_root - 1) * page_size;
+  REQUIRE(std::uint8_t(bytes[root_at]) == 0x02);
+  std::uint32_t table_leaf = 0;
+  for (std::size_t p = bytes.size() / page_size / 2; p < bytes.size() / page_size && table_leaf == 0; ++p) {
+    if (std::uint8_t(bytes[p * page_size]) == 0x0d &&
+        bytes.substr(p * page_size, page_size).find("id-0") != std::string::npos) {
+      table_leaf = static_cast<std::uint32_t>(p + 1);
+    }
+  }
+  REQUIRE(table_leaf != 0);
+  const std::size_t cell = root_at + ((std::size_t(std::uint8_t(bytes[root_at + 12])) << 8) | std::uint8_t(bytes[root_at + 13]));
+  for (int i = 0; i < 4; ++i) bytes[cell + static_cast<std::size_t>(i)] = static_cast<char>(table_leaf >> (24 - 8 * i));
+  write_all(db, bytes);
+
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  // What this SQLite reports for the file: a page referenced twice, never index-only.
+  const auto rows = integrity_rows(h);
+  std::string all;
+  for (const auto& r : rows) all += r + "\n";
+  INFO(all);
+  CHECK_THAT(all, Contains("2nd reference to page " + std::to_string(table_leaf)));
+  CHECK_FALSE(edgert::detail::reindex_plan(h, rows).index_only);
+
+  // The same finding as newer SQLite words it, with the index's root page first, one
+  // finding a row or one a line after the database header: a page shared with a table.
+  const std::string idx = std::to_string(index_root);
+  const std::string shared = "Tree " + idx + " page " + idx + " cell 0: 2nd reference to page " + std::to_string(table_leaf);
+  CHECK_FALSE(edgert::detail::reindex_plan(h, {shared}).index_only);
+  CHECK_FALSE(edgert::detail::reindex_plan(h, {"*** in database main ***\n" + shared}).index_only);
+  CHECK_FALSE(
+      edgert::detail::reindex_plan(h, {shared, "row 12 missing from index sqlite_autoindex_outbox_1"}).index_only);
+  CHECK_FALSE(edgert::detail::reindex_plan(h, {"Tree " + idx + " page 9: invalid page number 99999"}).index_only);
+  // A table's own b-tree, and a report cut short at the limit (what follows is unseen).
+  CHECK_FALSE(edgert::detail::reindex_plan(h, {"Tree " + std::to_string(table_root) + " page 9 cell 2: Rowid 5 out of order"})
+                  .index_only);
+  std::vector<std::string> many;
+  for (int i = 0; i < edgert::detail::kIntegrityMaxProblems; ++i) many.push_back("row " + std::to_string(i + 1) + " missing from index outbox_due");
+  CHECK_FALSE(edgert::detail::reindex_plan(h, many).index_only);
+  // Index-only findings are still REINDEX's to repair.
+  const auto plan = edgert::detail::reindex_plan(
+      h,
+      {"row 7 missing from index sqlite_autoindex_outbox_1", "wrong # of entries in index sqlite_autoindex_outbox_1",
+       "*** in database main ***\nTree " + idx + " page " + idx + " cell 3: Rowid 12 out of order"});
+  CHECK(plan.index_only);
+  CHECK(plan.indexes == std::set<std::string>{"sqlite_autoindex_outbox_1"});
+  sqlite3_close(h);
 }

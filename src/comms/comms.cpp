@@ -131,12 +131,27 @@ void Comms::stop() {
   }
   if (monitor_.joinable()) monitor_.join();
   // The goodbye: the last heartbeat and the retained `offline`, both at QoS 1 so the
-  // transport's linger below waits for them to be written.
-  if (transport_ && transport_->state() == LinkState::connected) {
-    if (options_.heartbeat_interval.count() > 0) (void)publish_heartbeat("SHUTDOWN", 1);
-    PublishOptions po;
-    po.retain = true;
-    (void)transport_->publish(topic("status"), "offline", po);
+  // transport's linger below waits for them to be written. Built before beat_mu_ is
+  // taken (the builder reads stats and may be slow); published under it, after which
+  // beat() publishes nothing: no RUNNING heartbeat can follow the SHUTDOWN one.
+  std::string goodbye;
+  const bool heartbeat = options_.heartbeat_interval.count() > 0 && options_.heartbeat_document;
+  if (heartbeat && transport_ && transport_->state() == LinkState::connected) {
+    try {
+      goodbye = options_.heartbeat_document("SHUTDOWN");
+    } catch (const std::exception& e) {
+      detail::log().error("comms: building the SHUTDOWN heartbeat failed: {}", e.what());
+    }
+  }
+  {
+    std::lock_guard beat_lk(beat_mu_);
+    beats_closed_ = true;
+    if (transport_ && transport_->state() == LinkState::connected) {
+      if (!goodbye.empty()) (void)publish_heartbeat_document(goodbye, 1);
+      PublishOptions po;
+      po.retain = true;
+      (void)transport_->publish(topic("status"), "offline", po);
+    }
   }
   if (mailbox_) mailbox_->set_commit_listener({});
   if (forwarder_) forwarder_->stop(std::chrono::milliseconds(2000));

@@ -145,7 +145,6 @@ class Comms {
   void run_command(const InboxMessage& msg);
   std::int64_t now_ms() const;
   CommsSample sample() const;
-  bool publish_heartbeat(const std::string& status, int qos);
   bool publish_heartbeat_document(const std::string& document, int qos);
 
   CommsOptions options_;
@@ -167,6 +166,11 @@ class Comms {
   std::int64_t offline_since_ms_ = 0;  // 0: connected (or never tried)
   std::uint64_t attempts_at_connect_ = 0;
   bool shutdown_requested_ = false;
+  /// Held by beat() across its check and publish, and by stop() while it closes the
+  /// beats and publishes the goodbye: nothing is published after SHUTDOWN. Taken
+  /// before mu_, never while holding it.
+  std::mutex beat_mu_;
+  bool beats_closed_ = false;  // guarded by beat_mu_; set once by stop()
   std::thread dispatcher_, monitor_;
   std::atomic<bool> started_{false};
   std::atomic<bool> built_{false};  // transport_ and forwarder_ exist (kept until destruction)

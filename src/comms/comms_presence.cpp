@@ -16,18 +16,6 @@ std::string seconds_text(std::int64_t ms) { return std::to_string(ms / 1000) + "
 
 }  // namespace
 
-bool Comms::publish_heartbeat(const std::string& status, int qos) {
-  if (!options_.heartbeat_document) return false;
-  std::string doc;
-  try {
-    doc = options_.heartbeat_document(status);
-  } catch (const std::exception& e) {
-    detail::log().error("comms: building the heartbeat failed: {}", e.what());
-    return false;
-  }
-  return publish_heartbeat_document(doc, qos);
-}
-
 bool Comms::publish_heartbeat_document(const std::string& document, int qos) {
   PublishOptions po;
   po.qos = qos;
@@ -40,8 +28,18 @@ bool Comms::publish_heartbeat_document(const std::string& document, int qos) {
 }
 
 void Comms::beat(const std::string& document) {
+  // beat_mu_ makes the check and the publish one step against stop()'s goodbye: a beat
+  // either is published before the SHUTDOWN heartbeat or sees beats_closed_ and is
+  // dropped. (The node's publisher may outlive its stop timeout and call this late.)
+  // It never waits on the network: the publish only queues the message.
+  std::lock_guard beat_lk(beat_mu_);
   // built_: transport_ exists and stays until destruction; started_: not stopped.
-  if (!started_.load() || !built_.load() || options_.heartbeat_interval.count() <= 0) return;
+  if (!built_.load() || options_.heartbeat_interval.count() <= 0) return;
+  if (beats_closed_ || !started_.load()) {
+    std::lock_guard lk(mu_);
+    ++counters_.heartbeats_skipped;  // handed over after stop() began: counted, never published
+    return;
+  }
   if (transport_->state() != LinkState::connected) {
     std::lock_guard lk(mu_);
     ++counters_.heartbeats_skipped;  // offline: a heartbeat is news, not kept for later

@@ -1,4 +1,5 @@
 #include "mailbox/integrity.hpp"
+#include "mailbox/integrity_problems.hpp"
 #include "mailbox/row_check.hpp"
 
 #include "core/log.hpp"
@@ -8,8 +9,6 @@
 #include <sqlite3.h>
 
 #include <chrono>
-#include <cstdio>
-#include <cstring>
 #include <set>
 #include <vector>
 
@@ -23,34 +22,13 @@ struct IntegrityChecker::Outcome {
 namespace {
 
 // What integrity_check reports, at most; the first few are logged.
-constexpr int kMaxProblems = 100;
+constexpr int kMaxProblems = kIntegrityMaxProblems;
 constexpr std::size_t kLogged = 3;
 
 std::string summary(const std::vector<std::string>& problems) {
   std::string out = std::to_string(problems.size()) + (problems.size() == 1 ? " problem" : " problems") + "; first: ";
   for (std::size_t i = 0; i < problems.size() && i < kLogged; ++i) out += (i ? "; " : "") + problems[i];
   return printable(out, 400);
-}
-
-// The index a problem line names, or "" when it is not about an index alone.
-// integrity_check words index problems as "row N missing from index X", "wrong # of
-// entries in index X", "non-unique entry in UNIQUE index X"; a damaged b-tree as
-// "Tree <root page> page ...", which is an index when that root page is one.
-std::string index_named(sqlite3* db, const std::string& line) {
-  for (const char* marker : {"missing from index ", "entries in index ", "in UNIQUE index "}) {
-    if (const auto at = line.find(marker); at != std::string::npos) return line.substr(at + std::strlen(marker));
-  }
-  unsigned root = 0;
-  if (std::sscanf(line.c_str(), "Tree %u page", &root) != 1) return {};
-  sqlite3_stmt* q = nullptr;
-  std::string name;
-  if (sqlite3_prepare_v2(db, "SELECT name FROM sqlite_schema WHERE type = 'index' AND rootpage = ?", -1, &q,
-                         nullptr) == SQLITE_OK) {
-    sqlite3_bind_int64(q, 1, root);
-    if (sqlite3_step(q) == SQLITE_ROW) name = reinterpret_cast<const char*>(sqlite3_column_text(q, 0));
-  }
-  sqlite3_finalize(q);
-  return name;
 }
 
 std::string quoted(const std::string& name) {
@@ -169,16 +147,9 @@ void IntegrityChecker::run() {
                summary(first.problems));
   } else if (first.kind == Outcome::damaged) {
     // Index-only damage is rebuilt from the table rows, which lose nothing.
-    std::set<std::string> indexes;
-    bool index_only = true;
-    for (const auto& line : first.problems) {
-      const std::string name = index_named(db, line);
-      if (name.empty()) {
-        index_only = false;
-        break;
-      }
-      indexes.insert(name);
-    }
+    const ReindexPlan plan = reindex_plan(db, first.problems);
+    const std::set<std::string>& indexes = plan.indexes;
+    const bool index_only = plan.index_only;
     std::string names;
     for (const auto& n : indexes) names += (names.empty() ? "" : ", ") + n;
     if (index_only && stop_) {

@@ -8,6 +8,8 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace edgert::detail {
@@ -69,10 +71,33 @@ bool readable_from(sqlite3_stmt* probe, std::int64_t from) {
 struct TableCopy {
   std::uint64_t saved = 0, damaged = 0, refused = 0, stretches = 0;
   bool schema_unreadable = false;
+  /// The copy stopped early: more unreadable stretches than the file has pages, which
+  /// no real damage produces (each stretch is at least one unreadable page).
+  bool gave_up = false;
+  /// The first kShownStretches stretches stepped over, as rowid ranges [first, last].
+  std::vector<std::pair<std::int64_t, std::int64_t>> skipped;
 };
 
+constexpr std::size_t kShownStretches = 5;
+
+// The pages `db` has, or a generous stand-in when even that cannot be read: what
+// bounds the number of unreadable stretches a copy may step over.
+std::uint64_t page_count(sqlite3* db) {
+  Stmt q = prepare(db, "PRAGMA page_count");
+  if (q && sqlite3_step(q.get()) == SQLITE_ROW && sqlite3_column_int64(q.get(), 0) > 0) {
+    return static_cast<std::uint64_t>(sqlite3_column_int64(q.get(), 0));
+  }
+  return std::uint64_t{1} << 31;  // SQLite's own limit on a database's pages
+}
+
+std::string rowid_text(std::int64_t v) {
+  if (v == std::numeric_limits<std::int64_t>::min()) return "min";
+  if (v == std::numeric_limits<std::int64_t>::max()) return "max";
+  return std::to_string(v);
+}
+
 // Copies `table` from `old` into `fresh` in rowid order, stepping over unreadable stretches.
-TableCopy copy_table(sqlite3* fresh, sqlite3* old, const std::string& table) {
+TableCopy copy_table(sqlite3* fresh, sqlite3* old, const std::string& table, std::uint64_t max_stretches) {
   TableCopy r;
   const auto want = columns(fresh, table);
   const auto have = columns(old, table);
@@ -135,20 +160,38 @@ TableCopy copy_table(sqlite3* fresh, sqlite3* old, const std::string& table) {
     // read again, doubling the step, then halving back. Every rowid in [next, x) lies
     // in the damaged stretch (a seek to it descends into the damage), so no readable
     // row is skipped.
-    ++r.stretches;
-    std::int64_t lo = next, step = 1, hi = next;
-    for (;;) {
-      hi = lo > kMax - step ? kMax : lo + step;
-      if (readable_from(probe.get(), hi)) break;
-      if (hi == kMax) return r;  // nothing readable after the damage
-      step = step > kMax / 2 ? kMax : step * 2;
+    //
+    // Bounded: the step doubles in unsigned arithmetic until it reaches INT64_MAX (at
+    // most 64 probes: it used to stop growing at INT64_MAX itself, which from a
+    // negative `lo` falls short of the end, and a stretch that began at INT64_MIN, the
+    // table's first leaf, was probed forever), then the halving takes at most 64 more.
+    // Each stretch moves `next` past at least one rowid, and there are at most as many
+    // stretches as the file has pages: the copy ends in time proportional to its size.
+    if (++r.stretches > max_stretches) {
+      r.gave_up = true;
+      return r;
     }
     // The distance in unsigned arithmetic: from INT64_MIN to a large hi it overflows int64.
     auto distance = [](std::int64_t a, std::int64_t b) { return static_cast<std::uint64_t>(b) - static_cast<std::uint64_t>(a); };
+    const std::int64_t lo_start = next;
+    std::int64_t lo = next, hi = next;
+    std::uint64_t step = 1;
+    for (;;) {
+      hi = distance(lo, kMax) <= step ? kMax
+                                      : static_cast<std::int64_t>(static_cast<std::uint64_t>(lo) + step);
+      if (readable_from(probe.get(), hi)) break;
+      if (hi == kMax) {  // nothing readable after the damage
+        if (r.skipped.size() < kShownStretches) r.skipped.emplace_back(lo_start, kMax);
+        return r;
+      }
+      step = step > std::numeric_limits<std::uint64_t>::max() / 2 ? std::numeric_limits<std::uint64_t>::max()
+                                                                    : step * 2;
+    }
     while (distance(lo, hi) > 1) {
       const std::int64_t mid = static_cast<std::int64_t>(static_cast<std::uint64_t>(lo) + distance(lo, hi) / 2);
       (readable_from(probe.get(), mid) ? hi : lo) = mid;
     }
+    if (r.skipped.size() < kShownStretches) r.skipped.emplace_back(lo_start, hi - 1);
     next = hi;
   }
   return r;
@@ -186,8 +229,9 @@ Result<SalvageReport> salvage_rows(sqlite3* fresh, const std::string& damaged_pa
   if (sqlite3_exec(fresh, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
     return Status{ErrorCode::io_error, "cannot write the salvaged mailbox: " + std::string(sqlite3_errmsg(fresh))};
   }
+  const std::uint64_t max_stretches = page_count(old);
   for (const auto& t : tables) {
-    const TableCopy c = copy_table(fresh, old, t);
+    const TableCopy c = copy_table(fresh, old, t, max_stretches);
     rep.saved += c.saved;
     rep.damaged += c.damaged;
     rep.stretches += c.stretches;
@@ -208,7 +252,18 @@ Result<SalvageReport> salvage_rows(sqlite3* fresh, const std::string& damaged_pa
     }
     if (c.damaged > 0) line += " (" + std::to_string(c.damaged) + " failed their checksum)";
     if (c.refused > 0) line += " (" + std::to_string(c.refused) + " refused by a constraint)";
-    if (c.stretches > 0) line += " (" + std::to_string(c.stretches) + " unreadable stretches skipped)";
+    if (c.stretches > 0) {
+      line += " (" + std::to_string(c.stretches) + " unreadable stretches skipped: rowids ";
+      for (std::size_t i = 0; i < c.skipped.size(); ++i) {
+        line += (i ? ", " : "") + rowid_text(c.skipped[i].first) + ".." + rowid_text(c.skipped[i].second);
+      }
+      if (c.stretches > c.skipped.size()) line += ", ...";
+      line += ")";
+    }
+    if (c.gave_up) {
+      line += " (copy stopped: more unreadable stretches than the file's " + std::to_string(max_stretches) +
+              " pages; the rows after them were not read)";
+    }
     rep.text += (rep.text.empty() ? "" : "; ") + line;
   }
   // Rows from a file older than the checksum (no row_sum) are taken as they were read.

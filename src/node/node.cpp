@@ -181,6 +181,11 @@ struct Node::Impl {
   std::atomic<std::uint64_t> last_beat{0};  // the seq of the newest beat built
 
   void register_components();
+  /// Registers the heartbeat publisher's hooks as the last `outputs` participant
+  /// (register_components() says why). Node::start() calls it; once.
+  void add_publisher();
+  std::mutex publisher_added_mu;
+  bool publisher_added = false;
   /// The one heartbeat builder (node::heartbeat_json): each beat's document, handed to
   /// on_heartbeat and published by comms, the SHUTDOWN heartbeat and STATUS's reply.
   /// `seq` 0: not a beat; the document carries the last beat's number.
@@ -312,12 +317,14 @@ void Node::Impl::register_components() {
 
   // The one heartbeat (node.heartbeat_interval_ms): the runtime's tick, turned here,
   // off the loop, into one document that comms publishes and on_heartbeat receives.
-  // The publisher belongs with the runtime's heartbeat, which runs from after the
-  // outputs start until before they stop: registered in `processing`, it starts just
-  // after the heartbeat and stops just before it, so every outputs hook (a host's
-  // included) starts before the first document and stops after the last, and comms
-  // (stopped after the outputs) is running for every beat. A tick queued after it
-  // stopped is refused by the closed queue.
+  // The runtime ticks from after the outputs start until just before they stop, so
+  // the publisher runs for all of that: through the instances' start, the pipeline's
+  // stop and its drain, when a fleet most needs to see the node alive. Its hooks sit
+  // in `outputs` and are added by Node::start() (add_publisher), after every host
+  // participant: the publisher starts after every outputs hook (a host's included)
+  // and stops before any of them, so none is stopped while a document is handed over,
+  // and comms (stopped after the outputs) is running for every beat. A tick queued
+  // after it stopped is refused by the closed queue.
   if (config.node.heartbeat_interval_ms > 0) {
     published = &metrics.counter("edgert_heartbeats_published_total", {},
                                  "heartbeat documents built (each handed to comms and on_heartbeat)");
@@ -360,16 +367,22 @@ void Node::Impl::register_components() {
         [this] { ticks.close(); });
     ticks_metrics = register_queue_metrics(metrics, "heartbeat", ticks);
     publisher_metrics = register_worker_metrics(metrics, *publisher);
-    LifecycleHooks hooks;
-    hooks.name = "heartbeat-publisher";
-    hooks.start = [this] { return publisher->start(); };
-    hooks.stop = [this] {
-      if (Status st = publisher->stop(); !st.ok() && st.code() != ErrorCode::again) {
-        detail::log().warn("heartbeat publisher: {}", st.message());
-      }
-    };
-    (void)runtime->add_participant(Stage::processing, std::move(hooks));
   }
+}
+
+void Node::Impl::add_publisher() {
+  std::lock_guard lk(publisher_added_mu);
+  if (!publisher || publisher_added) return;
+  LifecycleHooks hooks;
+  hooks.name = "heartbeat-publisher";
+  hooks.start = [this] { return publisher->start(); };
+  hooks.stop = [this] {
+    if (Status st = publisher->stop(); !st.ok() && st.code() != ErrorCode::again) {
+      detail::log().warn("heartbeat publisher: {}", st.message());
+    }
+  };
+  // Refused only once the runtime has started or stopped: then it is too late anyway.
+  publisher_added = runtime->add_participant(Stage::outputs, std::move(hooks)).ok();
 }
 
 Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
@@ -423,7 +436,10 @@ Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Node::~Node() { stop(); }
 
-Status Node::start() { return impl_->runtime->start(); }
+Status Node::start() {
+  impl_->add_publisher();
+  return impl_->runtime->start();
+}
 
 void Node::stop() { impl_->runtime->stop(); }
 
