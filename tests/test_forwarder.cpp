@@ -6,6 +6,7 @@
 #include "comms/forwarder.hpp"
 #include "envelope_builder.hpp"
 #include "scratch_dir.hpp"
+#include "wait_until.hpp"
 
 #include <edgert/mailbox.hpp>
 #include <edgert/transport.hpp>
@@ -31,6 +32,7 @@ using edgert::comms::ForwarderOptions;
 namespace {
 
 using edgert::testing::Scratch;
+using edgert::testing::wait_until;
 
 // publish() returns the mid `mid_of` names for the row (by its message_id, read from
 // the payload), and runs `during` (if set) before it returns: the network thread's
@@ -61,25 +63,19 @@ class ScriptedTransport final : public edgert::Transport {
   }
 
  private:
+  // Runs on the forwarder's publisher thread, where Catch2's assertions may not run
+  // (they are not thread-safe): a payload without an id yields "", which the main
+  // thread's checks of published() then fail on.
   static std::string message_id_in(std::string_view json) {
     const std::string key = "\"message_id\":\"";
     const auto at = json.find(key);
-    REQUIRE(at != std::string_view::npos);
+    if (at == std::string_view::npos) return {};
     const auto end = json.find('"', at + key.size());
     return std::string(json.substr(at + key.size(), end - at - key.size()));
   }
   mutable std::mutex mu_;
   std::vector<std::string> published_;
 };
-
-bool wait_for(const std::function<bool()>& ok, std::chrono::milliseconds limit = 10s) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (!ok()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
-}
 
 std::uint64_t outbox_rows(Mailbox& mb) { return mb.stats().value().outbox_rows; }
 
@@ -151,7 +147,7 @@ TEST_CASE("a late PUBACK for a wrapped message id does not acknowledge the new r
 
   // 1. The old row is published as id 7; its PUBACK does not come in time: given up on.
   REQUIRE(mb.send(envelope(1, old_id)).ok());
-  REQUIRE(wait_for([&] { return fwd.counters().ack_timeouts == 1; }));
+  REQUIRE(wait_until([&] { return fwd.counters().ack_timeouts == 1; }));
 
   // 2. A gate row whose publish() blocks, so that a and b are leased meanwhile and
   //    published in one batch: the late PUBACK for 7 arrives during the first one's
@@ -161,17 +157,17 @@ TEST_CASE("a late PUBACK for a wrapped message id does not acknowledge the new r
     hold = true;
   }
   REQUIRE(mb.send(envelope(2, gate_id)).ok());
-  REQUIRE(wait_for([&] { return t.published().size() == 2; }));  // the gate's publish() is waiting
+  REQUIRE(wait_until([&] { return t.published().size() == 2; }));  // the gate's publish() is waiting
   REQUIRE(mb.send(envelope(3, a_id)).ok());
   REQUIRE(mb.send(envelope(4, b_id)).ok());
-  REQUIRE(wait_for([&] { return mb.stats().value().leased_now == 3; }));  // gate, a, b
+  REQUIRE(wait_until([&] { return mb.stats().value().leased_now == 3; }));  // gate, a, b
   std::this_thread::sleep_for(50ms);  // from the lease into the ready queue: one batch
   {
     std::lock_guard lk(mu);
     hold = false;
   }
   cv.notify_all();
-  REQUIRE(wait_for([&] { return t.published().size() == 4; }));
+  REQUIRE(wait_until([&] { return t.published().size() == 4; }));
   std::string second;
   {
     std::lock_guard lk(mu);
@@ -182,7 +178,7 @@ TEST_CASE("a late PUBACK for a wrapped message id does not acknowledge the new r
   // (7) never is.
   fwd.on_published(9, true, "");
   fwd.on_published(8, true, "");
-  REQUIRE(wait_for([&] { return fwd.counters().delivered >= 2; }));
+  REQUIRE(wait_until([&] { return fwd.counters().delivered >= 2; }));
   std::this_thread::sleep_for(100ms);  // a wrong match would be deleted by now
   CHECK(fwd.counters().delivered == 2);
   fwd.stop(0ms);
