@@ -265,6 +265,34 @@ struct WriteLockHolder {
   }
 };
 
+// mark_delivered's transaction statements are prepared once and reused: one that failed
+// (the write lock held elsewhere past busy_timeout) must not stay active, or SQLite
+// refuses every later COMMIT on the connection ("SQL statements in progress").
+TEST_CASE("a mark_delivered that found the lock taken does not block later commits", "[mailbox]") {
+  Scratch s;
+  FakeClock clock;
+  auto o = options(s, clock);
+  o.busy_timeout_ms = 50;
+  auto mb = open(o);
+  const auto id = mb->send(env()).value();
+  REQUIRE(mb->lease(10, std::chrono::seconds(60)).value().size() == 1);
+  {
+    WriteLockHolder lock(s.dir / "mailbox.db");
+    auto r = mb->mark_delivered(std::vector<std::string>{id});
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == ErrorCode::io_error);
+  }
+  // The lock is gone: a send commits, and so does the repeated delete.
+  auto sent = mb->send(env());
+  INFO(sent.status().message());
+  CHECK(sent.ok());
+  auto again = mb->mark_delivered(std::vector<std::string>{id});
+  INFO((again.ok() ? std::string() : again.status().message()));
+  REQUIRE(again.ok());
+  CHECK(again.value() == 1);
+  CHECK(mb->stats().value().outbox_rows == 1);
+}
+
 TEST_CASE("a failed commit: every sender gets the error, counted; nothing reported as evicted", "[mailbox]") {
   Scratch s;
   FakeClock clock;

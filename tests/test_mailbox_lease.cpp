@@ -398,6 +398,60 @@ TEST_CASE("mark_delivered(vector) removes in one call and counts only the ids it
   CHECK(closed.status().code() == ErrorCode::closed);
 }
 
+// mark_delivered() takes a leased row's size for the running totals from its lease and
+// deletes it by the rowid the lease kept; other ids go through the message_id index. The
+// totals are checked against the rows themselves, read on a separate connection.
+TEST_CASE("mark_delivered keeps the running totals equal to the rows, leased or not", "[mailbox]") {
+  Scratch s;
+  Clocks c;
+  auto mb = open(options(s, c));
+  const fs::path file = s.dir / "mailbox.db";
+  auto rows_match = [&] {
+    const auto st = stats(*mb);
+    CHECK(static_cast<std::int64_t>(st.outbox_rows) == raw_count(file, "SELECT COUNT(*) FROM outbox"));
+    CHECK(static_cast<std::int64_t>(st.outbox_bytes) == raw_count(file, "SELECT COALESCE(SUM(size), 0) FROM outbox"));
+  };
+  std::vector<std::string> ids;
+  for (int i = 0; i < 8; ++i) {  // sizes differ: a size taken from the wrong row shows
+    auto r = mb->send(edgert::testing::numbered_envelope(i, static_cast<std::size_t>(i) * 97));
+    REQUIRE(r.ok());
+    ids.push_back(r.value());
+  }
+  // A short-TTL row stored last (the highest rowid), leased, then expired and cleaned
+  // up: its rowid is free again and the next row may take it.
+  edgert::SendOptions brief;
+  brief.ttl = std::chrono::seconds(1);
+  auto last = mb->send(edgert::testing::numbered_envelope(100, 500), brief);
+  REQUIRE(last.ok());
+  REQUIRE(lease_ids(*mb, 100, 60s).size() == 9);  // all nine leased
+  c.advance(2000);
+  auto cleaned = mb->cleanup_expired();
+  REQUIRE(cleaned.ok());
+  CHECK(cleaned.value() == 1);
+  auto reuse = mb->send(edgert::testing::numbered_envelope(101, 1300));
+  REQUIRE(reuse.ok());
+  rows_match();
+  // Leased and not, unknown, repeated, and the expired row's stale lease (its rowid may
+  // now name the new row: the message_id check must keep the new row).
+  auto n = mb->mark_delivered(std::vector<std::string>{ids[0], ids[3], "msg:nope", ids[3], last.value(), ids[7]});
+  REQUIRE(n.ok());
+  CHECK(n.value() == 3);
+  rows_match();
+  CHECK(raw_count(file, "SELECT COUNT(*) FROM outbox WHERE message_id = '" + reuse.value() + "'") == 1);
+  // A released row (no lease any more) goes through the message_id index.
+  mb->release({ids[1], ids[2]});
+  n = mb->mark_delivered(std::vector<std::string>{ids[1], reuse.value(), ids[2]});
+  REQUIRE(n.ok());
+  CHECK(n.value() == 3);
+  rows_match();
+  n = mb->mark_delivered(std::vector<std::string>{ids[4], ids[5], ids[6]});
+  REQUIRE(n.ok());
+  CHECK(n.value() == 3);
+  rows_match();
+  CHECK(stats(*mb).outbox_rows == 0);
+  CHECK(stats(*mb).outbox_bytes == 0);
+}
+
 TEST_CASE("mark_failed(vector) reschedules with back-off in one call and ends the leases", "[mailbox]") {
   Scratch s;
   Clocks c;

@@ -103,6 +103,8 @@ class Forwarder {
   std::size_t delete_acknowledged(std::vector<std::string>& ids, bool& error);
   /// Rows a crash would send again: in flight, acknowledged and not yet deleted. mu_ held.
   std::size_t held() const { return flights_.size() + acked_.size() + deleting_; }
+  /// Whether the acknowledged rows should be deleted now rather than batched (forwarder.cpp). mu_ held.
+  bool delete_now() const;
   /// The topic of `e` without building a string for the node's own topics.
   const std::string& topic_of(const Envelope& e, std::string& scratch) const;
 
@@ -117,7 +119,7 @@ class Forwarder {
   const std::string payloads_topic_;       // {root}/{node_id}/payloads
   const std::string notifications_topic_;  // {root}/{node_id}/notifications
   const std::size_t read_ahead_;           // ready queue bound (+32 a commit's fresh rows)
-  const std::size_t delete_batch_;         // acknowledgements that wake the mailbox thread
+  const std::size_t delete_batch_;         // acknowledgements that make a partial batch worth deleting
   Mailbox& mailbox_;
   Transport& transport_;
 

@@ -30,11 +30,15 @@ Result<std::vector<OutboxMessage>> Mailbox::Impl::due(std::size_t limit, const c
                                                       bool newest_first) {
 #define EDGERT_DUE_COLUMNS                                                                                    \
   "SELECT envelope_json, priority, attempts, next_attempt_ms, expires_ms, created_ms, message_id, " EDGERT_ROW_OK \
-  ", recipient_node_id, payload_type, rowid FROM outbox WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 "
+  ", recipient_node_id, payload_type, rowid, size FROM outbox WHERE next_attempt_ms <= ?1 AND expires_ms > ?1 "
   std::vector<OutboxMessage> out;
   std::lock_guard lk(db_mu);
   if (closed) return closed_error(call);
-  std::vector<std::pair<std::string, std::int64_t>> ids;  // of `out`: message_id, rowid
+  struct Held {
+    std::string id;
+    std::int64_t rowid = 0, size = 0;
+  };
+  std::vector<Held> ids;  // of `out`
   const bool leasing = lease_ms >= 0;
   LeasePass* pass = leasing ? (newest_first ? &by_newest : &by_priority) : nullptr;
   try {
@@ -115,7 +119,7 @@ Result<std::vector<OutboxMessage>> Mailbox::Impl::due(std::size_t limit, const c
           m.expires_ms = q.getColumn(4).getInt64();
           m.created_ms = q.getColumn(5).getInt64();
           out.push_back(std::move(m));
-          ids.emplace_back(std::move(id), last.rowid);
+          ids.push_back(Held{std::move(id), last.rowid, q.getColumn(11).getInt64()});
         }
         q.reset();
       }
@@ -139,9 +143,9 @@ Result<std::vector<OutboxMessage>> Mailbox::Impl::due(std::size_t limit, const c
 #undef EDGERT_DUE_COLUMNS
   if (leasing && !out.empty()) {
     const std::int64_t until = sat_add(steady(), lease_ms);
-    for (auto& [id, rowid] : ids) {
-      lease_order.emplace(until, id);
-      leases.emplace(std::move(id), Lease{until, rowid});
+    for (auto& h : ids) {
+      lease_order.emplace(until, h.id);
+      leases.emplace(std::move(h.id), Lease{until, h.rowid, h.size});
     }
     leased += out.size();
     leases_held.store(leases.size(), std::memory_order_relaxed);
@@ -188,37 +192,39 @@ Result<std::size_t> Mailbox::Impl::deliver(std::span<const std::string> ids) {
   std::size_t found = 0;
   try {
     found = keep_books("mark_delivered", [&] {
-      SQLite::Transaction txn(*db, SQLite::TransactionBehavior::IMMEDIATE);
+      Txn txn(*this);
       // A leased row is found by the rowid its lease kept (the table's b-tree, no index
-      // lookup); the message_id must match, since a rowid is reused once its row is gone
-      // (expired, evicted, deleted by hand). Not leased, or not found that way: by
-      // message_id through its index, as before.
-      auto& by_rowid = stmt("DELETE FROM outbox WHERE rowid = ?1 AND message_id = ?2 RETURNING size");
-      auto& q = stmt("DELETE FROM outbox WHERE message_id = ? RETURNING size");
+      // lookup), and its size comes from the lease; the message_id must match, since a
+      // rowid is reused once its row is gone (expired, evicted, deleted by hand). Not
+      // leased, or not found that way: by message_id through its index. No RETURNING:
+      // SQLite builds an ephemeral table for it on every execution.
+      auto& by_rowid = stmt("DELETE FROM outbox WHERE rowid = ?1 AND message_id = ?2");
+      auto& find = stmt("SELECT rowid, size FROM outbox WHERE message_id = ?");
+      auto& del = stmt("DELETE FROM outbox WHERE rowid = ?");
       std::int64_t rows = 0, bytes = 0;
       for (const auto& id : ids) {
-        bool done = false;
         if (const auto l = leases.find(id); l != leases.end()) {
           by_rowid.reset();
           by_rowid.bind(1, l->second.rowid);
           by_rowid.bindNoCopy(2, id);
-          if (by_rowid.executeStep()) {
+          if (by_rowid.exec() == 1) {
             ++rows;
-            bytes += by_rowid.getColumn(0).getInt64();
-            done = true;
+            bytes += l->second.size;
+            continue;
           }
-          by_rowid.reset();
         }
-        if (done) continue;
-        q.reset();
-        q.bindNoCopy(1, id);
-        if (q.executeStep()) {
-          ++rows;
-          bytes += q.getColumn(0).getInt64();
-        }
-        q.reset();
+        find.reset();
+        find.bindNoCopy(1, id);
+        if (!find.executeStep()) continue;
+        const std::int64_t rowid = find.getColumn(0).getInt64(), size = find.getColumn(1).getInt64();
+        find.reset();
+        del.reset();
+        del.bind(1, rowid);
+        del.exec();
+        ++rows;
+        bytes += size;
       }
-      q.clearBindings();  // no pointer into ids outlives this call
+      find.clearBindings();  // no pointer into ids outlives this call
       by_rowid.clearBindings();
       if (rows > 0) add_outbox_totals(-rows, -bytes);
       txn.commit();
