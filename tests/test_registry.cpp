@@ -116,7 +116,8 @@ TEST_CASE("registry: stalled and blocked are told apart") {
   f.reg.sweep();
   CHECK(f.status("instance/slow") == ComponentStatus::stalled);
   CHECK(f.status("capture/cap") == ComponentStatus::blocked);
-  CHECK(f.last().reason.find("no progress for 3000 ms") != std::string::npos);
+  CHECK(f.reg.find("capture/cap")->reason.find("no progress for 3000 ms") != std::string::npos);
+  CHECK(f.reg.find("instance/slow")->reason.find("no heartbeat for 3000 ms") != std::string::npos);
 
   waiter.progress();
   sleeper.progress();
