@@ -218,7 +218,7 @@ TEST_CASE("registry: declared statuses and the sweep") {
   CHECK_FALSE(f.reg.set_status("instance/none", ComponentStatus::ready, ""));
 }
 
-TEST_CASE("registry: a released handle leaves a stopped row until it is forgotten") {
+TEST_CASE("registry: a released handle leaves a stopped row until forgotten") {
   Fixture f;
   {
     auto h = f.reg.register_component("w", "worker");
