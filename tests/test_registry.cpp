@@ -301,7 +301,7 @@ TEST_CASE("registry: beats from many threads match their own tallies") {
   std::vector<std::thread> workers;
   for (int t = 0; t < kThreads; ++t) {
     workers.emplace_back([&, t] {
-      for (int round = 0; round < 20000; ++round) {
+      for (int round = 0; round < 100000; ++round) {
         const int i = round % kPerThread;
         if (round % 3 == 0) {
           handles[t][i].progress();
@@ -315,13 +315,16 @@ TEST_CASE("registry: beats from many threads match their own tallies") {
     });
   }
   std::size_t rows_seen = 0;
+  std::uint64_t sweeps_during = 0;
   while (done.load() < kThreads) {
     reg.sweep();
+    ++sweeps_during;
     rows_seen = reg.snapshot().size();
     (void)reg.counts();
   }
   for (auto& w : workers) w.join();
   CHECK(rows_seen == kThreads * kPerThread);
+  CHECK(sweeps_during >= 1);
   for (int t = 0; t < kThreads; ++t) {
     for (int i = 0; i < kPerThread; ++i) {
       const auto row = reg.find(handles[t][i].id());
