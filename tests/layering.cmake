@@ -13,6 +13,7 @@ set(owner_plugins plugin_host plugins_config plugin_testing)
 set(owner_mailbox mailbox mailbox_config)
 set(owner_pipeline stream_config pipeline)
 set(owner_comms transport mqtt_transport comms_config commands)
+set(owner_registry component_registry registry_metrics)
 set(owner_node node edgert config node_config)
 
 string(REPLACE "," ";" AREAS "${AREAS}")

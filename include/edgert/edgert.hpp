@@ -14,6 +14,8 @@
 #include <edgert/plugin_host.hpp>
 #include <edgert/mailbox.hpp>
 #include <edgert/component_metrics.hpp>
+#include <edgert/component_registry.hpp>
+#include <edgert/registry_metrics.hpp>
 #include <edgert/metrics.hpp>
 #include <edgert/node.hpp>
 #include <edgert/queue_metrics.hpp>
