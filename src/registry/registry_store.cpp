@@ -287,9 +287,8 @@ Status RegistryStore::open_locked() {
   return {ErrorCode::io_error, path + ": cannot open it"};  // not reached
 }
 
-bool RegistryStore::changed(const ComponentInfo& now, const std::string& labels, const Written& before) const {
-  const ComponentInfo& b = before.info;
-  if (now.status != b.status || now.reason != b.reason || labels != before.labels_json || now.name != b.name ||
+bool RegistryStore::changed(const ComponentInfo& now, const ComponentInfo& b) const {
+  if (now.status != b.status || now.reason != b.reason || now.labels != b.labels || now.name != b.name ||
       now.kind != b.kind || now.expects_progress != b.expects_progress || now.heartbeat_period != b.heartbeat_period ||
       now.last_error != b.last_error || now.last_error_ms != b.last_error_ms || now.restarts != b.restarts ||
       now.created_ms != b.created_ms || now.updated_ms != b.updated_ms || now.attached != b.attached) {
@@ -308,19 +307,23 @@ Status RegistryStore::write_locked(bool final_batch) {
   // The snapshot takes the registry's mutex briefly; beats never wait for it.
   std::vector<ComponentInfo> rows = registry_.snapshot();
   const std::int64_t now = now_ms();
-  std::vector<std::pair<const ComponentInfo*, std::string>> upserts;
-  std::set<std::string> present;
+  std::vector<std::pair<const ComponentInfo*, std::string>> upserts;  // row, its labels as JSON
+  std::size_t known = 0;  // rows of the snapshot the file already holds
   for (const auto& row : rows) {
-    present.insert(row.id);
-    std::string labels = labels_json(row.labels);
     const auto it = written_.find(row.id);
-    if (fresh_connection_ || it == written_.end() || changed(row, labels, it->second)) {
-      upserts.emplace_back(&row, std::move(labels));
+    known += it != written_.end();
+    if (fresh_connection_ || it == written_.end() || changed(row, it->second)) {
+      upserts.emplace_back(&row, labels_json(row.labels));
     }
   }
+  // Ids are unique: when every row the file holds is in the snapshot, none left.
   std::vector<std::string> gone;
-  for (const auto& [id, w] : written_) {
-    if (present.count(id) == 0) gone.push_back(id);
+  if (known < written_.size()) {
+    std::set<std::string_view> present;
+    for (const auto& row : rows) present.insert(row.id);
+    for (const auto& [id, w] : written_) {
+      if (present.count(id) == 0) gone.push_back(id);
+    }
   }
   try {
     SQLite::Transaction tx(*db_);
@@ -385,7 +388,7 @@ Status RegistryStore::write_locked(bool final_batch) {
   }
   // Committed: what the file now holds.
   fresh_connection_ = false;
-  for (const auto& [row, labels] : upserts) written_[row->id] = Written{*row, labels};
+  for (const auto& [row, labels] : upserts) written_[row->id] = *row;
   for (const auto& id : gone) written_.erase(id);
   ++stats_.batches;
   stats_.rows_written += upserts.size();

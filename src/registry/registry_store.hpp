@@ -135,12 +135,6 @@ class EDGERT_API RegistryStore {  // exported for the tests
   const std::string& path() const noexcept { return options_.path; }
 
  private:
-  // What was last committed for one row: compared with the next snapshot.
-  struct Written {
-    ComponentInfo info;
-    std::string labels_json;
-  };
-
   void run();
   void call_after_batch(const Status& st) noexcept;
   Status write_locked(bool final_batch);
@@ -149,7 +143,7 @@ class EDGERT_API RegistryStore {  // exported for the tests
   void note_failure_locked(const Status& st);
   void note_success_locked();
   std::int64_t now_ms() const;
-  bool changed(const ComponentInfo& now, const std::string& labels_json, const Written& before) const;
+  bool changed(const ComponentInfo& now, const ComponentInfo& before) const;
 
   const ComponentRegistry& registry_;
   Options options_;
@@ -158,7 +152,7 @@ class EDGERT_API RegistryStore {  // exported for the tests
   mutable std::mutex db_mu_;  // the connection and everything below it
   std::unique_ptr<SQLite::Database> db_;
   bool fresh_connection_ = false;  // the next batch replaces every row in the file
-  std::unordered_map<std::string, Written> written_;
+  std::unordered_map<std::string, ComponentInfo> written_;  // what the file holds, per row
   bool failing_ = false;
   std::uint64_t failures_in_run_ = 0;
   RegistryStoreStats stats_;
