@@ -134,6 +134,13 @@ TEST_CASE("edgert-node status reads a live node and then a stopped one", "[regis
   CHECK(doc["mailbox"]["readable"] == true);
   CHECK(doc["mailbox"]["outbox_rows"] == 0);
   // The table for people, from the same file.
+  // --config reads node.data_dir from the node's configuration.
+  const fs::path out = s.dir / "by-config.out";
+  const int rc = std::system((std::string("'") + EDGERT_NODE_BIN + "' status --json --config '" + cfg.string() + "' > '" +
+                              out.string() + "' 2>&1")
+                                 .c_str());
+  CHECK(WEXITSTATUS(rc) == live.exit);
+  CHECK(json::parse(slurp(out), nullptr, false)["node"]["id"] == "status-live");
   const CliRun table = status_cli(s.dir, data, "");
   CHECK(table.exit == live.exit);
   CHECK_THAT(table.out, Catch::Contains("node status-live: running, pid " + std::to_string(node)) &&

@@ -270,6 +270,25 @@ TEST_CASE("a corrupt registry.db is moved aside and a fresh one started", "[regi
   CHECK_THAT(errors[0], Catch::Contains(path.string() + " is damaged") && Catch::Contains(aside[0].string()));
 }
 
+TEST_CASE("a registry.db from a newer schema is moved aside", "[registry]") {
+  MadeScratch s;
+  FakeClocks clocks;
+  ComponentRegistry reg(registry_options(clocks));
+  const fs::path path = s.dir / "registry.db";
+  {
+    RawDb raw(path);
+    raw.exec("CREATE TABLE future(x); PRAGMA user_version = 99");
+  }
+  CHECK(read_registry_db(path.string()).status().code() == edgert::ErrorCode::unsupported);
+  LogCapture logs;
+  RegistryStore store(reg, store_options(path, clocks));
+  REQUIRE(store.write_batch().ok());
+  REQUIRE(moved_aside(s.dir, "newer").size() == 1);
+  CHECK(read_registry_db(path.string()).ok());
+  REQUIRE(logs.errors().size() == 1);
+  CHECK_THAT(logs.errors()[0], Catch::Contains("from a newer edgert") && Catch::Contains("schema version 99"));
+}
+
 TEST_CASE("failing registry writes are logged once and counted and retried", "[registry]") {
   MadeScratch s;
   FakeClocks clocks;
