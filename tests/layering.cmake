@@ -14,7 +14,7 @@ set(owner_mailbox mailbox mailbox_config)
 set(owner_pipeline stream_config pipeline)
 set(owner_comms transport mqtt_transport comms_config commands)
 set(owner_registry component_registry registry_metrics)
-set(owner_node node edgert config node_config)
+set(owner_node node edgert config node_config node_status)
 
 string(REPLACE "," ";" AREAS "${AREAS}")
 foreach(a ${AREAS})

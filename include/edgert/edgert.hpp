@@ -18,4 +18,5 @@
 #include <edgert/registry_metrics.hpp>
 #include <edgert/metrics.hpp>
 #include <edgert/node.hpp>
+#include <edgert/node_status.hpp>
 #include <edgert/queue_metrics.hpp>

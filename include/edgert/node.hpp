@@ -4,7 +4,8 @@
 // in the stages docs/runtime.md describes:
 //   build    the plugin loader (every .so on the search paths, refusals logged)
 //            then the pipeline's business instances (docs/pipeline.md)
-//   storage  the mailbox (<node.data_dir>/mailbox.db)
+//   storage  the mailbox (<node.data_dir>/mailbox.db), then the component registry's
+//            <node.data_dir>/registry.db (read by `edgert-node status`)
 //   outputs  the pipeline's outputs (outbox, JSONL file, result sinks)
 //   processing / acquisition / triggers  instance workers, capture workers, triggers
 //   heartbeat the publisher, next to the runtime's heartbeat: every

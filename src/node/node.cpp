@@ -3,6 +3,7 @@
 #include <edgert/mailbox.hpp>
 #include <edgert/base_worker.hpp>
 #include <edgert/component_metrics.hpp>
+#include <edgert/component_registry.hpp>
 #include <edgert/drophead_queue.hpp>
 #include <edgert/metrics.hpp>
 #include <edgert/plugin_host.hpp>
@@ -12,6 +13,7 @@
 #include "core/log.hpp"
 #include "core/log_limit.hpp"
 #include "node/node_comms.hpp"
+#include "node/node_store.hpp"
 #include "pipeline/pipeline.hpp"
 #include "plugins/search_paths.hpp"
 
@@ -142,6 +144,10 @@ struct Node::Impl {
   const Config config;
   NodeOptions options;
   MetricsRegistry metrics;
+  // The component table (docs/registry.md) and its registry.db writer (node_store.cpp),
+  // declared before what registers into it, so it outlives every handle's owner.
+  ComponentRegistry registry;
+  node::NodeStore store{registry, metrics, config.node.id, config.node.data_dir};
   std::unique_ptr<SystemRuntime> runtime;
 
   // Owned here, published to other threads through the atomics below.
@@ -273,6 +279,9 @@ void Node::Impl::register_components() {
     mailbox.reset();
   };
   (void)runtime->add_participant(Stage::storage, std::move(mailbox_hooks));
+  // registry.db: after the mailbox (it creates the data_dir and holds its lock), stopped
+  // before it with a last write that marks the node stopped (docs/registry.md).
+  (void)runtime->add_participant(Stage::storage, store.hooks());
 
   // comms: after the mailbox it reads, before the outputs that fill it; stopped after
   // them, so results emitted up to the end are still offered to the broker.
