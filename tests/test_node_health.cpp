@@ -170,6 +170,11 @@ TEST_CASE("the health keys are validated and name the key", "[registry][config]"
   CHECK(bad.status().message().find("health.stale_after_misses") != std::string::npos);
   bad = edgert::parse_config("health: {sweep_every_ms: 100}\n", "node.yaml", {});
   REQUIRE(!bad.ok());
+  // Each key in range, the window too short for the comms thread's 250 ms beat.
+  bad = edgert::parse_config("health: {sweep_interval_ms: 100, stale_after_misses: 4}\n", "node.yaml", {});
+  REQUIRE(!bad.ok());
+  CHECK(bad.status().message().find("health.sweep_interval_ms x health.stale_after_misses is 400 ms") !=
+        std::string::npos);
   auto good = edgert::parse_config("health: {sweep_interval_ms: 250, stale_after_misses: 5}\n", "node.yaml", {});
   REQUIRE(good.ok());
   CHECK(good.value().health.sweep_interval_ms == 250);
@@ -368,11 +373,11 @@ TEST_CASE("the comms link row reads offline without a broker and ready with one"
 
 TEST_CASE("a host registers its own component and the sweep judges it", "[registry][node]") {
   edgert::testing::ScratchDir scratch("edgert-health-host");
-  auto node = start_node(config_of(yaml_head(scratch.dir, 100, 3) + "  []\n"));
+  auto node = start_node(config_of(yaml_head(scratch.dir, 100, 5) + "  []\n"));
   auto handle = node->components().register_component("uploader", "host", {{"team", "edge"}});
   handle.beat();
   REQUIRE(wait_until([&] { return is(*node, "host/uploader", ComponentStatus::ready); }, 30s, 5ms));
-  // No beat for the window (3 x 100 ms): the node's sweeper marks it stalled.
+  // No beat for the window (5 x 100 ms): the node's sweeper marks it stalled.
   CHECK(wait_until([&] { return is(*node, "host/uploader", ComponentStatus::stalled); }, 30s, 5ms));
   handle.beat();
   CHECK(wait_until([&] { return is(*node, "host/uploader", ComponentStatus::ready); }, 30s, 5ms));

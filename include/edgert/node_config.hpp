@@ -29,6 +29,9 @@ struct NodeSection {
 inline constexpr std::int64_t kMinSweepIntervalMs = 100;     // below this the loop does little else
 inline constexpr std::int64_t kMaxSweepIntervalMs = 600000;  // 10 minutes
 inline constexpr std::int64_t kMaxStaleAfterMisses = 1000;
+/// sweep_interval_ms x stale_after_misses at least this: the slowest loops (the comms
+/// thread) beat every 250 ms, so a shorter window would read them stalled while healthy.
+inline constexpr std::int64_t kMinStaleWindowMs = 500;
 struct HealthSection {
   /// How often the sweep runs, and the period every component is expected to beat at
   /// (a paced capture: its frame interval when longer). [kMinSweepIntervalMs, kMaxSweepIntervalMs].

@@ -433,6 +433,11 @@ Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
     return Status{ErrorCode::invalid_argument, "node settings: health.stale_after_misses must be within [1, " +
                                                    std::to_string(kMaxStaleAfterMisses) + "], got " +
                                                    std::to_string(h.stale_after_misses)};
+  } else if (h.sweep_interval_ms * h.stale_after_misses < kMinStaleWindowMs) {
+    return Status{ErrorCode::invalid_argument,
+                  "node settings: health.sweep_interval_ms x health.stale_after_misses must be at least " +
+                      std::to_string(kMinStaleWindowMs) + " ms, got " +
+                      std::to_string(h.sweep_interval_ms * h.stale_after_misses)};
   }
   impl->health = std::make_unique<node::NodeHealth>(impl->config.health, impl->metrics);
   RuntimeOptions ro = runtime_options(impl->config);
