@@ -386,3 +386,34 @@ TEST_CASE("a host registers its own component and the sweep judges it", "[regist
         std::string::npos);
   node->stop();
 }
+
+TEST_CASE("an instance's back-off reads degraded and its quarantine quarantined", "[registry][node]") {
+  edgert::testing::ScratchDir scratch("edgert-health-quarantine");
+  std::string yaml = yaml_head(scratch.dir, 200, 3);
+  yaml += "  - name: t\n    trigger: {type: manual, queue_size: 10}\n"
+          "    plugins:\n      - signature: pl_probe\n"
+          "        instances: [{instance_id: bad, fail: error, emit: false, error_backoff_s: 1.5, "
+          "quarantine_after: 2}]\n";
+  auto node = start_node(config_of(yaml));
+  const std::string id = "instance/t/pl_probe/bad";
+  REQUIRE(wait_until([&] { return is(*node, id, ComponentStatus::ready); }, 30s, 5ms));
+  REQUIRE(node->trigger("t").ok());
+  // One failure: a 1.5 s back-off, declared, and not stalled although it sleeps.
+  REQUIRE(wait_until([&] { return is(*node, id, ComponentStatus::degraded); }, 30s, 5ms));
+  CHECK(node->components().find(id)->reason == "backing off 1.5 s after 1 failed run(s) in a row");
+  // After the pause it is ready again, waiting for input.
+  REQUIRE(wait_until([&] { return is(*node, id, ComponentStatus::ready); }, 30s, 5ms));
+  REQUIRE(node->trigger("t").ok());
+  REQUIRE(wait_until([&] { return is(*node, id, ComponentStatus::quarantined); }, 30s, 5ms));
+  CHECK(node->components().find(id)->reason == "2 failed runs in a row");
+  // The owner's word: several windows later the sweep has not overridden it.
+  std::this_thread::sleep_for(1500ms);
+  CHECK(is(*node, id, ComponentStatus::quarantined));
+  const auto text = edgert::to_prometheus(node->metrics().snapshot());
+  CHECK(text.find("edgert_component_status{kind=\"instance\",name=\"t/pl_probe/bad\",status=\"quarantined\"} 1") !=
+        std::string::npos);
+  CHECK(text.find("edgert_components{status=\"quarantined\"} 1") != std::string::npos);
+  node->stop();
+  // Its worker is gone with the stopped node: the released row reads stopped.
+  CHECK(is(*node, id, ComponentStatus::stopped));
+}
