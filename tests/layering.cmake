@@ -6,7 +6,7 @@
 cmake_minimum_required(VERSION 3.20)
 
 # Which area owns each public header. A new header must be added here.
-set(owner_core base_worker drophead_queue export fence frame log status system_runtime version
+set(owner_core base_worker drophead_queue export fence frame log status system_runtime version worker_pulse
                metrics metrics_snapshot queue_metrics component_metrics plugin_abi plugin_config plugin)
 set(owner_config config_object)
 set(owner_plugins plugin_host plugins_config plugin_testing)

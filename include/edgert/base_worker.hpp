@@ -23,6 +23,7 @@
 
 #include <edgert/export.hpp>
 #include <edgert/status.hpp>
+#include <edgert/worker_pulse.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -67,6 +68,12 @@ struct WorkerOptions {
   /// Empty: std::thread. Must run `body` on a new thread and return that thread
   /// joinable. Tests inject failures here; hosts may pin or tag threads.
   WorkerThreadFactory spawn;
+  /// Optional: the worker's heartbeat (edgert/worker_pulse.hpp). Installed as the
+  /// thread's current pulse for the whole run(): beaten once as run() starts, by
+  /// wait_for_stop() while it sleeps and by worker_beat()/worker_progress() where the
+  /// loop turns; declared "failed" with the exception's text when run() throws. The
+  /// thread holds its own reference until run() returns.
+  std::shared_ptr<WorkerPulse> pulse;
 };
 
 /// The subclassing form: override run() (and wake() if run() blocks on something
@@ -82,8 +89,12 @@ class EDGERT_API WorkerTask {
 };
 
 /// Worker thread (any thread holding `stop`): sleeps up to `timeout`, returning at once
-/// when stop is requested. Returns true if stop was requested. Never throws.
+/// when stop is requested. Returns true if stop was requested. Never throws. On a thread
+/// with a pulse (WorkerOptions::pulse) it beats before sleeping and every
+/// kPulseSleepSlice while it sleeps: a worker waiting by design is alive.
 EDGERT_API bool wait_for_stop(const std::stop_token& stop, std::chrono::nanoseconds timeout) noexcept;
+/// How often wait_for_stop() beats a pulse while it sleeps.
+inline constexpr std::chrono::milliseconds kPulseSleepSlice{100};
 
 class EDGERT_API BaseWorker final {
  public:

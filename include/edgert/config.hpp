@@ -37,6 +37,7 @@ struct Config {
   MailboxSection mailbox;
   PipelineSection pipeline;
   CommsSection comms;
+  HealthSection health;
   std::vector<StreamConfig> streams;
   std::string source;  // the file it came from, or the name given to parse_config
 };

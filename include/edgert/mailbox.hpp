@@ -30,6 +30,7 @@
 
 #include <edgert/export.hpp>
 #include <edgert/status.hpp>
+#include <edgert/worker_pulse.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -240,6 +241,10 @@ struct MailboxOptions {
   /// left empty, jumps within a process are not detected (the injected clock is
   /// taken as the only time source).
   std::function<std::int64_t()> steady_ms;
+  /// Optional: the writer thread's heartbeat (edgert/worker_pulse.hpp; the Node's
+  /// `mailbox/writer` registry row). Beaten each turn of the writer and while it waits
+  /// idle, so only a writer stuck inside SQLite stops beating. Called on the writer thread.
+  std::shared_ptr<WorkerPulse> writer_pulse;
 };
 
 namespace detail {

@@ -104,6 +104,28 @@ struct SeriesSpec {
 /// and edgert_metrics_collector_errors_total counts it.
 using CollectFn = std::function<void(std::span<double> out)>;
 
+/// Declares a whole family a family collector reports (counter or gauge only): its
+/// series (label sets) are whatever the collector produces at each snapshot, so rows
+/// that come and go (components, connections) need no registration of their own.
+struct FamilySpec {
+  std::string name;
+  std::string help;
+  MetricType type = MetricType::gauge;
+};
+
+/// One series a family collector reports: `family` indexes its FamilySpec list.
+struct FamilySample {
+  std::size_t family = 0;
+  Labels labels;
+  double value = 0;
+};
+
+/// Appends this snapshot's series to `out`. Same thread and lock rules as CollectFn.
+/// A sample with an out-of-range family, invalid labels or labels already produced
+/// this snapshot is skipped and counted in edgert_metrics_collector_errors_total; an
+/// exception drops all its samples of this snapshot and is counted the same way.
+using FamilyCollectFn = std::function<void(std::vector<FamilySample>& out)>;
+
 namespace detail {
 struct MetricsState;
 }
@@ -157,6 +179,16 @@ class EDGERT_API MetricsRegistry {
   /// histogram spec, for a series already registered (by anyone), or an empty
   /// `collect`; nothing is registered then.
   [[nodiscard]] MetricsRegistration register_collector(std::vector<SeriesSpec> series, CollectFn collect);
+
+  /// Any thread; takes the registry's lock. Registers `collect` as the only source of
+  /// the named families until the returned registration is destroyed; each snapshot
+  /// calls it once and takes its series as they are then (sorted by labels). Throws
+  /// std::invalid_argument naming the family for an invalid name, a histogram, a name
+  /// given twice or already registered by anyone (instrument, collector or family
+  /// collector), or an empty `collect`; nothing is registered then. While registered,
+  /// counter()/gauge()/register_collector() refuse those names.
+  [[nodiscard]] MetricsRegistration register_family_collector(std::vector<FamilySpec> families,
+                                                              FamilyCollectFn collect);
 
   /// Any thread; takes the registry's lock and runs every collector. Throws only
   /// std::bad_alloc.

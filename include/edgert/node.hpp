@@ -2,6 +2,8 @@
 //
 // A Node turns a Config into components and registers them with its SystemRuntime
 // in the stages docs/runtime.md describes:
+//   storage  first, the component registry's sweeper (health.sweep_interval_ms;
+//            components(), docs/registry.md "Wiring into the Node")
 //   build    the plugin loader (every .so on the search paths, refusals logged)
 //            then the pipeline's business instances (docs/pipeline.md)
 //   storage  the mailbox (<node.data_dir>/mailbox.db), then the component registry's
@@ -11,7 +13,7 @@
 //   heartbeat the publisher, next to the runtime's heartbeat: every
 //            node.heartbeat_interval_ms, one document, published by comms on
 //            {root}/{id}/heartbeat and handed to on_heartbeat
-// The pipeline, comms, registry and HTTP endpoint register here as they arrive.
+// The HTTP endpoint will register here as it arrives.
 //
 // Embedding (the whole of a host application; docs/runtime.md, "Node"):
 //   auto cfg = edgert::load_config("node.yaml");
@@ -41,6 +43,7 @@
 
 namespace edgert {
 
+class ComponentRegistry;
 class Mailbox;
 class MetricsRegistry;
 class PluginLoader;
@@ -51,7 +54,8 @@ struct NodeHeartbeat {
   HeartbeatTick tick;
   /// JSON, the same document comms publishes on {root}/{id}/heartbeat (one builder):
   /// {"node_id", "edgert_version", "status", "seq", "time_ms", "uptime_s", "process",
-  /// "disk", "streams", "instances", "outbox", "inbox", "comms"} (docs/operations.md).
+  /// "disk", "streams", "instances", "outbox", "inbox", "comms", "components"}
+  /// (docs/operations.md; "components": counts per status and the rows not `ready`).
   /// The full metrics snapshot is not in it: Node::stats_json() has that.
   std::string document;
 };
@@ -99,6 +103,14 @@ class EDGERT_API Node {
 
   /// Any thread. Components of a host register their own figures here.
   MetricsRegistry& metrics() noexcept;
+
+  /// Any thread; never blocks; valid for the node's life. The node's component registry
+  /// (edgert/component_registry.hpp, docs/registry.md): its streams, instances, mailbox
+  /// writer, comms link and runtime loop are rows, swept every health.sweep_interval_ms
+  /// while the node runs. A host registers its own components here
+  /// (register_component(); beat() from the loop doing the work) and sees them in the
+  /// metrics, the heartbeat document and the sweep's log lines like the node's own.
+  ComponentRegistry& components() noexcept;
 
   /// Any thread; never blocks. Add a host's own participants before start().
   SystemRuntime& runtime() noexcept;

@@ -15,6 +15,7 @@
 #include "comms/forwarder.hpp"
 #include "core/log_limit.hpp"
 
+#include <edgert/worker_pulse.hpp>
 #include <edgert/commands.hpp>
 #include <edgert/comms_config.hpp>
 #include <edgert/mailbox.hpp>
@@ -56,6 +57,10 @@ struct CommsOptions {
   std::function<Result<std::unique_ptr<Transport>>()> make_transport;
   /// Wall clock in ms; injectable for tests of expiry.
   std::function<std::int64_t()> clock_ms;
+  /// Optional: the link's heartbeat (the Node's `comms/link` registry row). Beaten by
+  /// the comms thread each turn (every 250 ms); declared `offline` when an outage is
+  /// reported and `ready` when connected.
+  std::shared_ptr<WorkerPulse> link_pulse;
 };
 
 /// Why inbound messages were dead-lettered, one counter each.
@@ -113,6 +118,8 @@ class Comms {
   void add_command(std::string name, CommandHandler handler) { options_.commands[std::move(name)] = std::move(handler); }
   /// Whether a broker is configured (comms.mqtt.host set, or a transport factory given).
   bool enabled() const noexcept;
+  /// Before start(): the link's heartbeat (CommsOptions::link_pulse).
+  void set_link_pulse(std::shared_ptr<WorkerPulse> pulse) { options_.link_pulse = std::move(pulse); }
   /// Starts everything; the transport connects in the background. Errors: what the
   /// transport factory or start() refused (a TLS file missing, say).
   [[nodiscard]] Status start(Mailbox& mailbox);

@@ -54,8 +54,11 @@ void Comms::monitor_loop() {
   std::int64_t next_offline_log = 0;
   bool was_connected = false;
   bool offline_logged = false;
+  bool declared_ready = false;
+  WorkerPulse* const pulse = options_.link_pulse.get();
   std::unique_lock lk(mu_);
   while (!stopping_) {
+    if (pulse) pulse->beat();
     cv_.wait_for(lk, milliseconds(250), [this] { return stopping_ || announce_; });
     if (stopping_) break;
     const bool connected = state_ == LinkState::connected;
@@ -100,6 +103,12 @@ void Comms::monitor_loop() {
             begin ? "" : " for " + seconds_text(now - since), stats.ok() ? stats.value().outbox_rows : 0,
             stats.ok() ? seconds_text(stats.value().oldest_pending_age_ms) : "?");
         next_offline_log = now + log_every;
+        if (pulse && begin) {
+          pulse->declare("offline", "cannot reach the broker at " + options_.config.mqtt.host + ":" +
+                                        std::to_string(options_.config.mqtt.port) +
+                                        (reason.empty() ? std::string() : " (" + reason + ")"));
+          declared_ready = false;
+        }
       }
       if (!options_.work_offline) {
         const auto ts = transport_->stats();
@@ -125,6 +134,10 @@ void Comms::monitor_loop() {
       }
     }
     if (connected) {
+      if (pulse && !declared_ready) {
+        pulse->declare("ready", "connected");
+        declared_ready = true;
+      }
       offline_logged = false;
       std::lock_guard g(mu_);
       offline_since_ms_ = 0;  // also after an unresponsive spell the same session survived

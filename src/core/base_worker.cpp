@@ -27,14 +27,48 @@ const char* to_string(WorkerState state) noexcept {
 WorkerTask::~WorkerTask() = default;
 void WorkerTask::wake() {}
 
+WorkerPulse::~WorkerPulse() = default;
+
+namespace {
+// The pulse of the BaseWorker running on this thread (set for the whole run()).
+thread_local WorkerPulse* t_pulse = nullptr;
+}  // namespace
+
+WorkerPulse* current_worker_pulse() noexcept { return t_pulse; }
+
+void worker_beat() noexcept {
+  if (t_pulse) t_pulse->beat();
+}
+
+void worker_progress() noexcept {
+  if (t_pulse) t_pulse->progress();
+}
+
+void worker_declare(std::string_view status, std::string_view reason) noexcept {
+  if (t_pulse) t_pulse->declare(status, reason);
+}
+
 bool wait_for_stop(const std::stop_token& stop, std::chrono::nanoseconds timeout) noexcept {
+  WorkerPulse* pulse = t_pulse;
   try {
     std::mutex m;
     std::condition_variable_any cv;
     std::unique_lock lk(m);
     // The stop_callback inside wait_for notifies cv; its destructor waits for a
     // callback already running on the stopping thread, so the locals outlive it.
-    cv.wait_for(lk, stop, timeout, [] { return false; });
+    if (!pulse) {
+      cv.wait_for(lk, stop, timeout, [] { return false; });
+    } else {
+      // Sleeping by design is being alive: beat every slice (an atomic store).
+      const auto end = std::chrono::steady_clock::now() + timeout;
+      for (;;) {
+        pulse->beat();
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= end || stop.stop_requested()) break;
+        const auto slice = std::min<std::chrono::nanoseconds>(end - now, kPulseSleepSlice);
+        if (cv.wait_for(lk, stop, slice, [] { return false; })) break;
+      }
+    }
   } catch (...) {
     // Locking a fresh local mutex cannot fail in practice; report what we know.
   }
@@ -46,6 +80,7 @@ struct BaseWorker::Body {
   WorkerRunFn run;
   WorkerWakeFn wake;
   std::shared_ptr<void> keep_alive;
+  std::shared_ptr<WorkerPulse> pulse;  // may be null
 };
 
 // Shared between the BaseWorker and its thread, so the thread's epilogue never
@@ -99,7 +134,8 @@ BaseWorker::BaseWorker(WorkerOptions options, WorkerRunFn run, WorkerWakeFn wake
     : name_(std::move(options.name)),
       join_timeout_(std::max(options.join_timeout, std::chrono::milliseconds(0))),
       spawn_(std::move(options.spawn)),
-      body_(run ? std::make_shared<const Body>(Body{std::move(run), std::move(wake), std::move(keep_alive)})
+      body_(run ? std::make_shared<const Body>(
+                      Body{std::move(run), std::move(wake), std::move(keep_alive), std::move(options.pulse)})
                 : nullptr),
       control_(std::make_shared<Control>()) {}
 
@@ -159,6 +195,10 @@ Status BaseWorker::start() {
     detail::log().info("worker '{}' started", name);
     std::string error;
     bool failed = false;
+    // The pulse is installed for the whole run(): worker_beat() and wait_for_stop() reach it.
+    WorkerPulse* const pulse = body->pulse.get();
+    t_pulse = pulse;
+    if (pulse) pulse->beat();
     try {
       body->run(std::move(token));
     } catch (const std::exception& e) {
@@ -168,6 +208,8 @@ Status BaseWorker::start() {
       failed = true;
       error = "unknown exception";
     }
+    if (pulse && failed) pulse->declare("failed", "run() threw: " + error);
+    t_pulse = nullptr;
     // Drop run, wake and keep_alive here, before anyone learns run() returned: when
     // the worker is gone (detached thread) this is the last reference.
     body.reset();

@@ -116,6 +116,8 @@ struct Family {
   std::string help;
   std::map<Labels, Owned> owned;
   std::map<Labels, Collected> collected;
+  std::uint64_t family_collector = 0;  // non-zero: the family collector that owns the whole family
+  std::size_t family_index = 0;        // its index in that collector's FamilySpec list
 };
 
 struct Collector {
@@ -124,10 +126,27 @@ struct Collector {
   std::vector<double> values;      // filled by the last snapshot
 };
 
+struct FamilyCollector {
+  std::vector<FamilySpec> families;
+  FamilyCollectFn collect;
+  std::vector<std::vector<MetricSample>> samples;  // per family, filled by the last snapshot
+};
+
+// Sorts `labels`; false when a name is invalid or repeats or a value is not UTF-8.
+bool normalize_labels(Labels& labels) {
+  std::sort(labels.begin(), labels.end());
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    if (!valid_label_name(labels[i].first) || !valid_utf8(labels[i].second)) return false;
+    if (i > 0 && labels[i - 1].first == labels[i].first) return false;
+  }
+  return true;
+}
+
 struct MetricsState {
   mutable std::mutex mutex;
   std::map<std::string, Family, std::less<>> families;
   std::map<std::uint64_t, Collector> collectors;
+  std::map<std::uint64_t, FamilyCollector> family_collectors;
   std::uint64_t next_id = 1;
   Counter* collector_errors = nullptr;
 
@@ -159,6 +178,10 @@ struct MetricsState {
     }
     auto it = families.find(name);
     if (it == families.end()) return nullptr;
+    if (it->second.family_collector != 0) {
+      throw std::invalid_argument("metrics: " + describe(name, labels) + ": '" + std::string(name) +
+                                  "' is reported by a family collector");
+    }
     if (it->second.type != type) {
       throw std::invalid_argument("metrics: " + describe(name, labels) + ": '" + std::string(name) +
                                   "' is already registered as a " + to_string(it->second.type) +
@@ -183,6 +206,14 @@ struct MetricsState {
 
   void unregister(std::uint64_t id) noexcept {
     std::lock_guard lock(mutex);
+    if (auto fc = family_collectors.find(id); fc != family_collectors.end()) {
+      for (const auto& spec : fc->second.families) {
+        auto f = families.find(spec.name);
+        if (f != families.end() && f->second.family_collector == id) families.erase(f);
+      }
+      family_collectors.erase(fc);
+      return;
+    }
     auto it = collectors.find(id);
     if (it == collectors.end()) return;
     for (const auto& spec : it->second.series) {
@@ -279,6 +310,35 @@ MetricsRegistration MetricsRegistry::register_collector(std::vector<SeriesSpec> 
   return MetricsRegistration(state_, id);
 }
 
+MetricsRegistration MetricsRegistry::register_family_collector(std::vector<FamilySpec> families,
+                                                               FamilyCollectFn collect) {
+  if (!collect) throw std::invalid_argument("metrics: register_family_collector: empty collect function");
+  auto& st = *state_;
+  std::lock_guard lock(st.mutex);
+  for (std::size_t i = 0; i < families.size(); ++i) {
+    const auto& f = families[i];
+    if (!valid_metric_name(f.name)) {
+      throw std::invalid_argument("metrics: invalid metric name '" + f.name + "' (expected [a-zA-Z_:][a-zA-Z0-9_:]*)");
+    }
+    if (f.type == MetricType::histogram) {
+      throw std::invalid_argument("metrics: " + f.name + ": family collectors report counters and gauges only");
+    }
+    if (st.families.count(f.name)) throw std::invalid_argument("metrics: " + f.name + " is already registered");
+    for (std::size_t k = 0; k < i; ++k) {
+      if (families[k].name == f.name) throw std::invalid_argument("metrics: " + f.name + " is declared twice");
+    }
+  }
+  const std::uint64_t id = st.next_id++;
+  for (std::size_t i = 0; i < families.size(); ++i) {
+    detail::Family fam{families[i].type, families[i].help, {}, {}, id, i};
+    st.families.emplace(families[i].name, std::move(fam));
+  }
+  const std::size_t n = families.size();
+  st.family_collectors.emplace(id, detail::FamilyCollector{std::move(families), std::move(collect),
+                                                           std::vector<std::vector<MetricSample>>(n)});
+  return MetricsRegistration(state_, id);
+}
+
 Snapshot MetricsRegistry::snapshot() const {
   auto& st = *state_;
   std::lock_guard lock(st.mutex);
@@ -291,10 +351,40 @@ Snapshot MetricsRegistry::snapshot() const {
       st.collector_errors->add();
     }
   }
+  for (auto& [id, fc] : st.family_collectors) {
+    for (auto& v : fc.samples) v.clear();
+    std::vector<FamilySample> produced;
+    try {
+      fc.collect(produced);
+    } catch (...) {
+      produced.clear();
+      st.collector_errors->add();
+    }
+    for (auto& p : produced) {
+      if (p.family >= fc.samples.size() || !detail::normalize_labels(p.labels)) {
+        st.collector_errors->add();
+        continue;
+      }
+      fc.samples[p.family].push_back(MetricSample{std::move(p.labels), p.value, {}});
+    }
+    for (auto& v : fc.samples) {
+      std::stable_sort(v.begin(), v.end(),
+                       [](const MetricSample& a, const MetricSample& b) { return a.labels < b.labels; });
+      const auto dup = std::unique(v.begin(), v.end(),
+                                   [](const MetricSample& a, const MetricSample& b) { return a.labels == b.labels; });
+      for (auto it = dup; it != v.end(); ++it) st.collector_errors->add();
+      v.erase(dup, v.end());
+    }
+  }
   Snapshot snap;
   snap.families.reserve(st.families.size());
   for (const auto& [name, fam] : st.families) {
     MetricFamily out{name, fam.type, fam.help, {}};
+    if (fam.family_collector != 0) {
+      out.samples = st.family_collectors.at(fam.family_collector).samples[fam.family_index];
+      snap.families.push_back(std::move(out));
+      continue;
+    }
     out.samples.reserve(fam.owned.size() + fam.collected.size());
     for (const auto& [labels, o] : fam.owned) {
       MetricSample s{labels, 0, {}};

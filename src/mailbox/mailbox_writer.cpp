@@ -4,6 +4,8 @@
 #include "mailbox/mailbox_access.hpp"
 #include "mailbox/row_check.hpp"
 
+#include <edgert/base_worker.hpp>
+
 namespace edgert {
 
 // Takes queued requests into `batch`: waits for at least `want` of them (or until
@@ -16,6 +18,10 @@ std::size_t Mailbox::Impl::take(std::vector<std::shared_ptr<SendRequest>>& batch
     auto ready = [&] { return stopping || queue.size() >= want; };
     if (deadline) {
       queue_cv.wait_until(lk, *deadline, ready);
+    } else if (WorkerPulse* pulse = options.writer_pulse.get()) {
+      // Idle is alive: beat while waiting (every kPulseSleepSlice), so only a writer
+      // stuck inside SQLite stops beating.
+      while (!queue_cv.wait_for(lk, kPulseSleepSlice, ready)) pulse->beat();
     } else {
       queue_cv.wait(lk, ready);
     }
@@ -77,10 +83,13 @@ void Mailbox::Impl::write_loop() {
     return Status{ErrorCode::closed,
                   "mailbox " + path + ": closed before this message could be committed (" + close_reason + ")"};
   };
+  WorkerPulse* const pulse = options.writer_pulse.get();
+  if (pulse) pulse->beat();
   for (;;) {
     batch.clear();
     results.clear();
     if (take(batch, 1, max_batch, std::nullopt) == 0) break;  // stopping and drained
+    if (pulse) pulse->beat();
     if (past_close_deadline()) {
       for (auto& r : batch) r->complete(closed_status());
       unsent_at_close += batch.size();
@@ -127,6 +136,7 @@ void Mailbox::Impl::write_loop() {
         add_outbox_totals(rows - rows0, bytes - bytes0);
         txn.commit();
         ++commits;
+        if (pulse) pulse->progress();  // a group committed
         for (const auto& id : tally.evicted_ids) end_lease(id);
         for (const auto& id : tally.expired_ids) end_lease(id);
         committed -= tally.resends;  // answered with the stored row's id, not stored again

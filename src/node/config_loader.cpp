@@ -39,6 +39,7 @@ const Table<Config>& root_table() {
         .section("mailbox", &Config::mailbox, config::mailbox_table())
         .section("pipeline", &Config::pipeline, config::pipeline_table())
         .section("comms", &Config::comms, config::comms_table())
+        .section("health", &Config::health, config::health_table())
         .items("streams", &Config::streams, config::stream_table())
         .check([](const Config& cfg, const YAML::Node&, const std::string&, Context& ctx) {
           config::check_streams(cfg.streams, ctx);
@@ -85,6 +86,16 @@ void check_replay_window(const Config& cfg, const std::string& source_name, Cont
               "recognised; shorten the window or keep the inbox longer");
 }
 
+// Across the two health keys: the stale window must leave room for the slowest loop's beat.
+void check_health_window(const Config& cfg, const std::string& source_name, Context& ctx) {
+  const auto& h = cfg.health;
+  if (h.sweep_interval_ms * h.stale_after_misses >= kMinStaleWindowMs) return;
+  ctx.add(source_name, "health.stale_after_misses",
+          "health.sweep_interval_ms x health.stale_after_misses is " +
+              std::to_string(h.sweep_interval_ms * h.stale_after_misses) + " ms; it must be at least " +
+              std::to_string(kMinStaleWindowMs) + " ms (the comms thread beats every 250 ms): raise either");
+}
+
 Result<Config> parse(std::string_view yaml, const std::string& source_name, const EnvVars& env,
                      const std::filesystem::path& base_dir) {
   Config cfg;
@@ -115,6 +126,7 @@ Result<Config> parse(std::string_view yaml, const std::string& source_name, cons
   if (!base_dir.empty()) root_table().resolve(cfg, base_dir);
   apply_environment(cfg, env, ctx);
   check_replay_window(cfg, source_name, ctx);
+  check_health_window(cfg, source_name, ctx);
   if (Status st = ctx.status(); !st.ok()) return st;
   return cfg;
 }

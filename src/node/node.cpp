@@ -13,6 +13,7 @@
 #include "core/log.hpp"
 #include "core/log_limit.hpp"
 #include "node/node_comms.hpp"
+#include "node/node_health.hpp"
 #include "node/node_store.hpp"
 #include "pipeline/pipeline.hpp"
 #include "plugins/search_paths.hpp"
@@ -144,10 +145,11 @@ struct Node::Impl {
   const Config config;
   NodeOptions options;
   MetricsRegistry metrics;
-  // The component table (docs/registry.md) and its registry.db writer (node_store.cpp),
-  // declared before what registers into it, so it outlives every handle's owner.
-  ComponentRegistry registry;
-  node::NodeStore store{registry, metrics, config.node.id, config.node.data_dir};
+  // The component registry and its sweeper (node_health.hpp): after `metrics`, which
+  // its registrations read into, so it goes first.
+  std::unique_ptr<node::NodeHealth> health;
+  // registry.db's writer (node_store.cpp): after `health`, whose registry it reads.
+  std::unique_ptr<node::NodeStore> store;
   std::unique_ptr<SystemRuntime> runtime;
 
   // Owned here, published to other threads through the atomics below.
@@ -177,6 +179,7 @@ struct Node::Impl {
 
   // Comms (docs/operations.md): created in create(), started in the comms stage.
   std::unique_ptr<comms::Comms> comms;
+  std::shared_ptr<WorkerPulse> link_pulse;  // the `comms/link` row (with a broker)
   MetricsRegistration comms_metrics;
   std::map<std::string, CommandHandler> host_commands;  // add_command(), before start()
   std::mutex sampler_mu;
@@ -212,10 +215,23 @@ std::string Node::Impl::heartbeat_document(const std::string& status, std::uint6
   in.pipeline = nlohmann::json::parse(pipeline->summary_json(), nullptr, false);
   if (Mailbox* m = mailbox_view.load()) in.outbox = m->stats();
   in.comms = comms->stats();
+  in.components = health->heartbeat_section();
   return node::heartbeat_json(in);
 }
 
 void Node::Impl::register_components() {
+  // storage, first of all: the component registry's sweeper (and the runtime loop's
+  // row), up before anything registers a row and down after everything has stopped.
+  LifecycleHooks health_hooks;
+  health_hooks.name = "health";
+  health_hooks.start = [this] { return health->start(*runtime); };
+  health_hooks.stop = [this] { health->stop(); };
+  (void)runtime->add_participant(Stage::storage, std::move(health_hooks));
+  // Each pipeline worker is a row, registered as it starts, beating from its own loop.
+  pipeline->set_pulse_factory([this](const pipeline::PulseRequest& r) {
+    return health->pulse(r.kind, r.name, r.labels, r.expects_progress, r.period);
+  });
+
   // build: load the plugins the streams use, every file on the search paths checked in
   // a child first (load_plugins); a refused file is logged with its reason and the
   // others still load. (The pipeline will create instances of them.)
@@ -261,7 +277,9 @@ void Node::Impl::register_components() {
   // Mailbox::open's own error (io_error "<data_dir>: in use by another process ...")
   // is what Node::start returns.
   mailbox_hooks.start = [this] {
-    auto opened = Mailbox::open(mailbox_options(config));
+    MailboxOptions mo = mailbox_options(config);
+    mo.writer_pulse = health->pulse("mailbox", "writer");
+    auto opened = Mailbox::open(std::move(mo));
     if (!opened.ok()) return opened.status();
     mailbox = std::move(opened).value();
     mailbox_metrics = register_mailbox_metrics(metrics, "main", *mailbox);
@@ -281,19 +299,26 @@ void Node::Impl::register_components() {
   (void)runtime->add_participant(Stage::storage, std::move(mailbox_hooks));
   // registry.db: after the mailbox (it creates the data_dir and holds its lock), stopped
   // before it with a last write that marks the node stopped (docs/registry.md).
-  (void)runtime->add_participant(Stage::storage, store.hooks());
+  (void)runtime->add_participant(Stage::storage, store->hooks());
 
   // comms: after the mailbox it reads, before the outputs that fill it; stopped after
   // them, so results emitted up to the end are still offered to the broker.
   LifecycleHooks comms_hooks;
   comms_hooks.name = "comms";
   comms_hooks.start = [this] {
+    if (comms->enabled()) {
+      link_pulse = health->pulse("comms", "link");
+      comms->set_link_pulse(link_pulse);
+    }
     if (Status st = comms->start(*mailbox); !st.ok()) return st;
     if (comms->enabled()) comms_metrics = comms->register_metrics(metrics);
     return Status{};
   };
   // The comms figures stay registered after stop: the final snapshot shows them.
-  comms_hooks.stop = [this] { comms->stop(); };
+  comms_hooks.stop = [this] {
+    comms->stop();
+    if (link_pulse) link_pulse->declare("stopped", "comms stopped");
+  };
   (void)runtime->add_participant(Stage::comms, std::move(comms_hooks));
 
   LifecycleHooks outputs;
@@ -405,6 +430,25 @@ Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
                                                    std::to_string(kMaxHeartbeatIntervalMs) + "], got " +
                                                    std::to_string(ms)};
   }
+  if (const auto& h = impl->config.health;
+      h.sweep_interval_ms < kMinSweepIntervalMs || h.sweep_interval_ms > kMaxSweepIntervalMs) {
+    return Status{ErrorCode::invalid_argument, "node settings: health.sweep_interval_ms must be within [" +
+                                                   std::to_string(kMinSweepIntervalMs) + ", " +
+                                                   std::to_string(kMaxSweepIntervalMs) + "], got " +
+                                                   std::to_string(h.sweep_interval_ms)};
+  } else if (h.stale_after_misses < 1 || h.stale_after_misses > kMaxStaleAfterMisses) {
+    return Status{ErrorCode::invalid_argument, "node settings: health.stale_after_misses must be within [1, " +
+                                                   std::to_string(kMaxStaleAfterMisses) + "], got " +
+                                                   std::to_string(h.stale_after_misses)};
+  } else if (h.sweep_interval_ms * h.stale_after_misses < kMinStaleWindowMs) {
+    return Status{ErrorCode::invalid_argument,
+                  "node settings: health.sweep_interval_ms x health.stale_after_misses must be at least " +
+                      std::to_string(kMinStaleWindowMs) + " ms, got " +
+                      std::to_string(h.sweep_interval_ms * h.stale_after_misses)};
+  }
+  impl->health = std::make_unique<node::NodeHealth>(impl->config.health, impl->metrics);
+  impl->store = std::make_unique<node::NodeStore>(impl->health->registry(), impl->metrics, impl->config.node.id,
+                                                  impl->config.node.data_dir);
   RuntimeOptions ro = runtime_options(impl->config);
   if (Status st = validate(ro); !st.ok()) return Status{st.code(), "node settings: " + st.message()};
   Impl* raw = impl.get();
@@ -512,6 +556,8 @@ Status Node::trigger(const std::string& stream) { return impl_->pipeline->trigge
 bool Node::pipeline_done() const { return impl_->pipeline->done(); }
 
 MetricsRegistry& Node::metrics() noexcept { return impl_->metrics; }
+
+ComponentRegistry& Node::components() noexcept { return impl_->health->registry(); }
 
 SystemRuntime& Node::runtime() noexcept { return *impl_->runtime; }
 

@@ -92,6 +92,7 @@ std::string heartbeat_json(const HeartbeatInputs& in) {
     j["outbox"] = {{"error", in.outbox.status().message()}};
   }
   j["comms"] = in.comms;
+  if (!in.components.is_null()) j["components"] = in.components;
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 

@@ -54,6 +54,7 @@ struct HeartbeatInputs {
   nlohmann::json pipeline;          // {"streams": ..., "instances": ..., "outputs": ...}
   Result<MailboxStats> outbox = Status{ErrorCode::closed, "no mailbox"};
   nlohmann::json comms;
+  nlohmann::json components;        // NodeHealth::heartbeat_section(); null: left out
 };
 
 /// The one heartbeat document: each beat's (NodeHeartbeat::document, published on

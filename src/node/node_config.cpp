@@ -54,4 +54,14 @@ const Table<RuntimeSection>& runtime_table() {
   return t;
 }
 
+const Table<HealthSection>& health_table() {
+  static const Table<HealthSection> t = [] {
+    Table<HealthSection> s;
+    s.key("sweep_interval_ms", &HealthSection::sweep_interval_ms, between(kMinSweepIntervalMs, kMaxSweepIntervalMs))
+        .key("stale_after_misses", &HealthSection::stale_after_misses, between(1, kMaxStaleAfterMisses));
+    return s;
+  }();
+  return t;
+}
+
 }  // namespace edgert::config

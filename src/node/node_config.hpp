@@ -9,5 +9,6 @@ namespace edgert::config {
 
 const Table<NodeSection>& node_table();
 const Table<RuntimeSection>& runtime_table();
+const Table<HealthSection>& health_table();
 
 }  // namespace edgert::config

@@ -40,7 +40,10 @@ LifecycleHooks NodeStore::hooks() {
     o.interval = interval_;
     // The store's own row: beaten by every batch that commits; degraded with the error
     // while writes fail (they are retried; the node goes on).
-    self_ = registry_.register_component("registry.db", "store", {{"path", o.path}});
+    // It beats once a batch: its period is the write interval, not the sweep's.
+    RegisterOptions ro;
+    ro.heartbeat_period = interval_;
+    self_ = registry_.register_component("registry.db", "store", {{"path", o.path}}, ro);
     o.after_batch = [this](const Status& st) {
       if (st.ok()) {
         self_.beat();

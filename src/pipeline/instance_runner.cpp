@@ -136,6 +136,7 @@ void InstanceRunner::State::call(Input in, bool empty) {
     st = Status{ErrorCode::internal, std::string("process() threw: ") + e.what()};
   }
   pi.frame = Frame();  // release our reference before counting the input done
+  worker_progress();   // a call returned: the row's heartbeat and progress (docs/registry.md)
   const auto now = mono_ns_now();
   call_started_ns.store(0);
   last_progress_ns.store(now);
@@ -175,6 +176,7 @@ void InstanceRunner::State::call(Input in, bool empty) {
 void InstanceRunner::State::quarantine() {
   accepting.store(false);
   state.store(InstanceState::quarantined);
+  worker_declare("quarantined", std::to_string(consecutive_errors) + " failed runs in a row");
   outputs->notify(origin, "error",
                   "instance quarantined after " + std::to_string(consecutive_errors) + " failed runs in a row");
   queue->drain([this](Input&& in) {
@@ -193,7 +195,9 @@ void InstanceRunner::State::run(std::stop_token stop) {
   const auto empty_period_ns = delay_ns > 0 ? delay_ns : 1000000000;
   std::int64_t last_start = 0;
   state.store(InstanceState::running);
+  worker_declare("ready", "running");
   while (!stop.stop_requested()) {
+    worker_beat();  // each turn (at least every 200 ms): a call stuck in process() stops it
     if (state.load() == InstanceState::quarantined) {
       wait_for_stop(stop, seconds(1));
       continue;
@@ -203,8 +207,13 @@ void InstanceRunner::State::run(std::stop_token stop) {
       const double pause = std::min(cfg.max_backoff_s, cfg.error_backoff_s * static_cast<double>(consecutive_errors));
       if (pause > 0) {
         state.store(InstanceState::backing_off);
+        char why[96];
+        std::snprintf(why, sizeof why, "backing off %g s after %llu failed run(s) in a row", pause,
+                      static_cast<unsigned long long>(consecutive_errors));
+        worker_declare("degraded", why);
         if (wait_for_stop(stop, nanoseconds(seconds_to_ns(pause)))) break;
         state.store(InstanceState::running);
+        worker_declare("ready", "running after back-off");
       }
     }
     if (delay_ns > 0 && last_start != 0) {
@@ -231,7 +240,10 @@ void InstanceRunner::State::run(std::stop_token stop) {
       call(Input{}, true);
     }
   }
-  if (state.load() != InstanceState::quarantined) state.store(InstanceState::stopped);
+  if (state.load() != InstanceState::quarantined) {
+    state.store(InstanceState::stopped);
+    worker_declare("stopped", "worker stopped");
+  }
 }
 
 InstanceRunner::InstanceRunner(const StreamConfig& stream, const StreamPluginConfig& plugin,
@@ -255,11 +267,13 @@ Status InstanceRunner::create(PluginLoader& loader) {
   return {};
 }
 
-Status InstanceRunner::start() {
+Status InstanceRunner::start(std::shared_ptr<WorkerPulse> pulse) {
   if (s_->cfg.disabled || worker_) return {};
   auto s = s_;
+  WorkerOptions wo(s->origin.instance_id);
+  wo.pulse = std::move(pulse);
   worker_ = std::make_unique<BaseWorker>(
-      WorkerOptions(s->origin.instance_id), [s](std::stop_token stop) { s->run(std::move(stop)); }, [] {}, s);
+      std::move(wo), [s](std::stop_token stop) { s->run(std::move(stop)); }, [] {}, s);
   return worker_->start();
 }
 
@@ -316,6 +330,7 @@ std::int64_t InstanceRunner::offer(const Input& input, bool live_feed, const std
   // Lossless: wait for room, re-checking stop and whether the instance still accepts.
   const auto t0 = mono_ns_now();
   for (;;) {
+    worker_beat();  // the capture thread is alive while it waits: `blocked`, not `stalled`
     const auto r = s.queue->push_for(std::move(copy), std::chrono::milliseconds(50));
     if (accepted(r)) return mono_ns_now() - t0;
     if (r == PushResult::closed || stop.stop_requested() || !s.accepting.load(std::memory_order_acquire)) break;
@@ -398,6 +413,7 @@ InstanceFigures InstanceRunner::figures() const {
 }
 
 const std::string& InstanceRunner::key() const noexcept { return s_->key; }
+bool InstanceRunner::disabled() const noexcept { return s_->cfg.disabled; }
 const ResultOrigin& InstanceRunner::origin() const noexcept { return s_->origin; }
 
 }  // namespace edgert::pipeline

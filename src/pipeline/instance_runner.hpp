@@ -17,6 +17,7 @@
 #include <edgert/metrics.hpp>
 #include <edgert/plugin_host.hpp>
 #include <edgert/stream_config.hpp>
+#include <edgert/worker_pulse.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -47,8 +48,11 @@ class InstanceRunner {
   /// Start thread. Creates and starts the plugin instance. Error: the loader's
   /// message prefixed with the configuration location and the instance's name.
   [[nodiscard]] Status create(PluginLoader& loader);
-  /// Start thread. Starts the worker. Error: io_error when no thread can be made.
-  [[nodiscard]] Status start();
+  /// Start thread. Starts the worker, which beats `pulse` (may be null) each time its
+  /// loop turns, reports progress when a process() call returns and declares
+  /// degraded (backing off), quarantined and stopped. Error: io_error when no thread
+  /// can be made.
+  [[nodiscard]] Status start(std::shared_ptr<WorkerPulse> pulse = {});
   /// Stop thread; bounded by the worker's join timeout. Inputs still queued stay for drain().
   void stop();
   /// Stop thread, after stop(): turns queued inputs into ERROR results; returns how many.
@@ -66,6 +70,7 @@ class InstanceRunner {
   /// Any thread.
   InstanceFigures figures() const;
   const std::string& key() const noexcept;  // "<stream>/<signature>/<instance_id>"
+  bool disabled() const noexcept;
   const ResultOrigin& origin() const noexcept;
 
   struct State;  // shared with the worker thread (src/pipeline/instance_runner.cpp)

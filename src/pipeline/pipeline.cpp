@@ -27,6 +27,8 @@ Pipeline::~Pipeline() {
 
 void Pipeline::add_sink(ResultSink sink) { outputs_->add_sink(std::move(sink)); }
 
+void Pipeline::set_pulse_factory(PulseFactory factory) { pulses_ = std::move(factory); }
+
 Status Pipeline::create(PluginLoader& loader, MetricsRegistry& metrics) {
   std::unique_lock lk(runners_mu_);
   loader_ = &loader;
@@ -127,7 +129,12 @@ Status Pipeline::open(Mailbox* mailbox) { return outputs_->open(mailbox); }
 
 Status Pipeline::start_instances() {
   for (const auto& i : instances_) {
-    if (Status st = i->start(); !st.ok()) return st;
+    std::shared_ptr<WorkerPulse> pulse;
+    if (pulses_ && !i->disabled()) {
+      const auto& o = i->origin();
+      pulse = pulses_({"instance", i->key(), {{"stream", o.stream}, {"signature", o.signature}}, false, {}});
+    }
+    if (Status st = i->start(std::move(pulse)); !st.ok()) return st;
   }
   return {};
 }
@@ -149,7 +156,21 @@ void Pipeline::stop_instances() {
 Status Pipeline::start_streams() {
   if (!loader_) return {};
   for (const auto& s : streams_) {
-    if (Status st = s->start(*loader_); !st.ok()) return st;
+    std::shared_ptr<WorkerPulse> pulse;
+    if (pulses_) {
+      PulseRequest r{"stream", s->name(), {}, false, {}};
+      if (const auto& c = s->config().capture) {
+        r.labels["capture"] = c->type;
+        // A continuous source is expected to deliver: beats without items read `blocked`
+        // (waiting for room). A paced source is judged by its frame interval when longer.
+        r.expects_progress = !s->triggered();
+        if (c->fps > 0) r.period = std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(1000.0 / c->fps)));
+      } else {
+        r.labels["trigger"] = s->config().trigger ? s->config().trigger->type : "";
+      }
+      pulse = pulses_(r);
+    }
+    if (Status st = s->start(*loader_, std::move(pulse)); !st.ok()) return st;
   }
   return {};
 }

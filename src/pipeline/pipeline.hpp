@@ -20,6 +20,9 @@
 #include <edgert/base_worker.hpp>
 #include <edgert/system_runtime.hpp>
 
+#include <chrono>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -27,6 +30,17 @@
 #include <vector>
 
 namespace edgert::pipeline {
+
+/// What the node registers for each worker the pipeline starts (docs/registry.md).
+struct PulseRequest {
+  std::string kind;  // "stream" (its capture worker) or "instance"
+  std::string name;  // the stream's name, or the instance's key "<stream>/<signature>/<instance_id>"
+  std::map<std::string, std::string> labels;
+  bool expects_progress = false;     // a continuous capture: heartbeats without items read `blocked`
+  std::chrono::milliseconds period{0};  // 0: the registry's
+};
+/// Start thread. Returns the worker's pulse, or null (no registry).
+using PulseFactory = std::function<std::shared_ptr<WorkerPulse>(const PulseRequest&)>;
 
 class Pipeline {
  public:
@@ -36,6 +50,9 @@ class Pipeline {
 
   /// Before open(). See Outputs::add_sink.
   void add_sink(ResultSink sink);
+  /// Before start_instances(). Each instance and stream worker started gets a pulse
+  /// from `factory` (the node's component registry rows).
+  void set_pulse_factory(PulseFactory factory);
   /// Start thread. Creates every enabled instance (plugins are loaded once, here, off
   /// the frame path) and registers the metrics. Error: the first instance that cannot
   /// be created, named with its configuration location; nothing is left created.
@@ -79,6 +96,7 @@ class Pipeline {
   std::vector<std::unique_ptr<StreamRunner>> streams_;
   std::unique_ptr<BaseWorker> monitor_;
   PluginLoader* loader_ = nullptr;
+  PulseFactory pulses_;
   std::vector<MetricsRegistration> registrations_;
   std::vector<PeriodicHandle> periodic_;
   mutable std::mutex final_mu_;

@@ -149,6 +149,7 @@ void StreamRunner::State::fan_out(Input in, const std::stop_token& stop) {
   std::int64_t waited = 0;
   for (const auto& c : consumers) waited += c->offer(in, live, stop);
   offer_started_ns.store(0);
+  worker_progress();  // delivered to every consumer
   if (reported_blocked.exchange(false)) {
     detail::log().info("{}: consumers took input again", who());
     state.store(StreamState::running);
@@ -161,6 +162,7 @@ StreamRunner::State::Outcome StreamRunner::State::run_source(const std::stop_tok
   const double fps_limit = cfg.capture ? cfg.capture->fps : 0;
   std::int64_t next_due = 0;
   while (!stop.stop_requested()) {
+    worker_beat();  // each turn; a capture() call that never returns stops it
     std::optional<Trigger> trig;
     if (triggers) {
       trigger_drops.flush(false);  // dropped triggers are reported from here, never from trigger()
@@ -251,6 +253,7 @@ void StreamRunner::State::run(std::stop_token stop, PluginLoader* loader) {
         if (outcome == Outcome::ended) {
           state.store(StreamState::failed);
           outputs->notify(origin, "error", "stream cannot start: " + made.status().message());
+          worker_declare("failed", "cannot start: " + made.status().message());
           break;
         }
       } else {
@@ -264,6 +267,7 @@ void StreamRunner::State::run(std::stop_token stop, PluginLoader* loader) {
           outcome = Outcome::failed;
         } else {
           state.store(StreamState::running);
+          worker_declare("ready", "source open");
           last_item_ns.store(mono_ns_now());
           const auto before = captured.load();
           outcome = run_source(stop, source.get());
@@ -276,6 +280,7 @@ void StreamRunner::State::run(std::stop_token stop, PluginLoader* loader) {
     if (outcome == Outcome::stopping) break;
     if (outcome == Outcome::ended) {
       state.store(StreamState::ended);
+      worker_declare("stopped", "end of input");
       break;
     }
     if (outcome == Outcome::failed) {
@@ -283,6 +288,7 @@ void StreamRunner::State::run(std::stop_token stop, PluginLoader* loader) {
         detail::log().error("{}: stopped after an error (reconnectable: no)", who());
         outputs->notify(origin, "error", "stream stopped after an error (reconnectable: no)");
         state.store(StreamState::failed);
+        worker_declare("failed", "stopped after an error (reconnectable: no)");
         break;
       }
       if (++failures > cfg.capture->max_retries) {
@@ -290,6 +296,7 @@ void StreamRunner::State::run(std::stop_token stop, PluginLoader* loader) {
                             cfg.capture->max_retries);
         outputs->notify(origin, "error", "stream gave up after " + std::to_string(failures) + " failed attempts");
         state.store(StreamState::failed);
+        worker_declare("failed", "gave up after " + std::to_string(failures) + " failed attempts");
         break;
       }
     }
@@ -302,6 +309,8 @@ void StreamRunner::State::run(std::stop_token stop, PluginLoader* loader) {
     const double capped = std::min(base, std::max(60000.0, static_cast<double>(cfg.capture->sleep_on_error_ms)));
     const double jittered = capped * std::uniform_real_distribution<double>(0.75, 1.25)(rng);
     detail::log().warn("{}: reopening in {} ms (attempt {})", who(), static_cast<long long>(jittered), failures + 1);
+    worker_declare("degraded", "reopening in " + std::to_string(static_cast<long long>(jittered)) + " ms (attempt " +
+                                   std::to_string(failures + 1) + ")");
     if (wait_for_stop(stop, milliseconds(static_cast<std::int64_t>(jittered)))) break;
   }
   // No capture will serve another trigger: refuse new ones (Node::trigger answers
@@ -314,6 +323,7 @@ void StreamRunner::State::run(std::stop_token stop, PluginLoader* loader) {
   // is not a stream that is done).
   if (state.load() != StreamState::failed && state.load() != StreamState::ended) {
     state.store(StreamState::stopped);
+    worker_declare("stopped", "worker stopped");
     return;
   }
   finished.store(true);
@@ -325,11 +335,13 @@ StreamRunner::StreamRunner(StreamConfig config, std::vector<std::shared_ptr<Inst
 
 StreamRunner::~StreamRunner() { stop(); }
 
-Status StreamRunner::start(PluginLoader& loader) {
+Status StreamRunner::start(PluginLoader& loader, std::shared_ptr<WorkerPulse> pulse) {
   if (worker_) return {};
   auto s = s_;
+  WorkerOptions wo("cap-" + s->cfg.name);
+  wo.pulse = std::move(pulse);
   worker_ = std::make_unique<BaseWorker>(
-      WorkerOptions("cap-" + s->cfg.name),
+      std::move(wo),
       [s, l = &loader](std::stop_token stop) { s->run(std::move(stop), l); },
       [s] {
         if (s->triggers) s->triggers->close();
@@ -407,5 +419,6 @@ StreamFigures StreamRunner::figures() const {
 }
 
 const std::string& StreamRunner::name() const noexcept { return s_->cfg.name; }
+const StreamConfig& StreamRunner::config() const noexcept { return s_->cfg; }
 
 }  // namespace edgert::pipeline

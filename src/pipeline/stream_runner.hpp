@@ -16,6 +16,7 @@
 #include <edgert/base_worker.hpp>
 #include <edgert/plugin_host.hpp>
 #include <edgert/stream_config.hpp>
+#include <edgert/worker_pulse.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -45,8 +46,11 @@ class StreamRunner {
   ~StreamRunner();
 
   /// Start thread. Starts the capture worker, which creates the capture instance from
-  /// `loader` (it must outlive stop()). Error: io_error when no thread can be made.
-  [[nodiscard]] Status start(PluginLoader& loader);
+  /// `loader` (it must outlive stop()). The worker beats `pulse` (may be null) each
+  /// time its loop turns and while it waits for room, reports progress once an item is
+  /// delivered to every consumer, and declares degraded (reopening), failed and
+  /// stopped. Error: io_error when no thread can be made.
+  [[nodiscard]] Status start(PluginLoader& loader, std::shared_ptr<WorkerPulse> pulse = {});
   /// Stop thread; bounded by the worker's join timeout (a capture() call that ignores
   /// its read timeout keeps its thread, detached, until it returns).
   void stop();
@@ -62,6 +66,7 @@ class StreamRunner {
   bool ended() const noexcept;
   StreamFigures figures() const;
   const std::string& name() const noexcept;
+  const StreamConfig& config() const noexcept;
 
   struct State;
 
