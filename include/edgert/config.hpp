@@ -17,6 +17,7 @@
 #include <edgert/comms_config.hpp>
 #include <edgert/config_object.hpp>
 #include <edgert/export.hpp>
+#include <edgert/health_config.hpp>
 #include <edgert/mailbox_config.hpp>
 #include <edgert/node_config.hpp>
 #include <edgert/plugins_config.hpp>
@@ -37,6 +38,7 @@ struct Config {
   MailboxSection mailbox;
   PipelineSection pipeline;
   CommsSection comms;
+  HealthSection health;
   std::vector<StreamConfig> streams;
   std::string source;  // the file it came from, or the name given to parse_config
 };

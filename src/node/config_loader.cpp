@@ -39,6 +39,7 @@ const Table<Config>& root_table() {
         .section("mailbox", &Config::mailbox, config::mailbox_table())
         .section("pipeline", &Config::pipeline, config::pipeline_table())
         .section("comms", &Config::comms, config::comms_table())
+        .section("health", &Config::health, config::health_table())
         .items("streams", &Config::streams, config::stream_table())
         .check([](const Config& cfg, const YAML::Node&, const std::string&, Context& ctx) {
           config::check_streams(cfg.streams, ctx);

@@ -410,6 +410,22 @@ Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
   impl->pipeline = std::make_unique<pipeline::Pipeline>(impl->config.node.id, impl->config.pipeline,
                                                        impl->config.streams);
   {
+    // The supervisor (docs/operations.md, "Health and restarts: the supervisor").
+    // Restart history: in memory here. Bind the registry.db restart_history table by
+    // setting sup.history to a pipeline::RestartHistory over that store.
+    pipeline::Pipeline::SupervisorSetup sup;
+    sup.restart = impl->config.health.restart;
+    sup.history = std::make_shared<pipeline::MemoryRestartHistory>();
+    sup.steady_ms = impl->options.supervisor_steady_ms;
+    sup.wall_ms = impl->options.supervisor_wall_ms;
+    sup.request_shutdown = [raw](const std::string& reason) {
+      detail::log().error("{}; asking the host to stop the node", reason);
+      std::lock_guard lk(raw->shutdown_mu);
+      if (raw->shutdown_reason.empty()) raw->shutdown_reason = reason;
+    };
+    impl->pipeline->set_supervisor(std::move(sup));
+  }
+  {
     comms::CommsOptions co;
     co.node_id = raw->config.node.id;
     co.config = raw->config.comms;
@@ -425,7 +441,8 @@ Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
     };
     co.commands = node::builtin_commands([raw] { return raw->heartbeat_document("RUNNING"); },
                                          [raw](const std::string& stream) { return raw->pipeline->trigger(stream); },
-                                         raw->config.node.id);
+                                         raw->config.node.id,
+                                         [raw](const std::string& c) { return raw->pipeline->restart(c); });
     impl->comms = std::make_unique<comms::Comms>(std::move(co));
   }
   impl->register_components();
@@ -499,6 +516,8 @@ std::string Node::comms_json() const { return impl_->comms->stats().dump(); }
 void Node::add_result_sink(ResultSink sink) { impl_->pipeline->add_sink(std::move(sink)); }
 
 Status Node::trigger(const std::string& stream) { return impl_->pipeline->trigger(stream); }
+
+Result<std::string> Node::restart(const std::string& component) { return impl_->pipeline->restart(component); }
 
 bool Node::pipeline_done() const { return impl_->pipeline->done(); }
 

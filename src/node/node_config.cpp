@@ -1,6 +1,8 @@
 // The `node:` and `runtime:` sections (docs/configuration.md).
 #include "node/node_config.hpp"
 
+#include "pipeline/pipeline_config.hpp"
+
 namespace edgert::config {
 
 namespace {
@@ -49,6 +51,15 @@ const Table<RuntimeSection>& runtime_table() {
         .removed("queue_capacity",
                  "removed: queue capacity is set per plugin instance as "
                  "streams[].plugins[].instances[].max_inputs_queue_size");
+    return s;
+  }();
+  return t;
+}
+
+const Table<HealthSection>& health_table() {
+  static const Table<HealthSection> t = [] {
+    Table<HealthSection> s;
+    s.section("restart", &HealthSection::restart, restart_table());
     return s;
   }();
   return t;
