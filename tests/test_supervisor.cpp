@@ -328,3 +328,32 @@ TEST_CASE("a stuck process() is replaced and destroyed after it returns", "[supe
   CHECK(f["received"].get<std::uint64_t>() == f["processed"].get<std::uint64_t>() +
                                                  f["dropped"].get<std::uint64_t>() + f["queued"].get<std::uint64_t>());
 }
+
+TEST_CASE("an instance giving up escalates through its stream to the node", "[supervisor]") {
+  for (const bool escalate : {true, false}) {
+    INFO("escalate_to_node " << escalate);
+    Scratch s;
+    Node n(edgert::testing::pipeline_yaml(s.dir, R"(
+  - name: s1
+    capture: {type: pl_source, fps: 100, live_feed: true}
+    plugins:
+      - signature: pl_probe
+        instances:
+          - {instance_id: bad, fail: error, quarantine_after: 1, error_backoff_s: 0}
+)", std::string("health: {restart: {escalate_to_node: ") + (escalate ? "true" : "false") +
+               ", instance: {intensity: 1, backoff_initial_s: 0.01, backoff_max_s: 0.01}, stream: {intensity: 1}}}\n"));
+    REQUIRE(n.wait("s1/pl_probe/bad", [](const json& f) { return f["gave_up"] == true; }));
+    CHECK(n.instance("s1/pl_probe/bad")["restarts"] == 1);
+    if (escalate) {
+      REQUIRE(edgert::testing::wait_until([&] { return !n.node->shutdown_reason().empty(); }, 10s));
+      const auto why = n.node->shutdown_reason();
+      INFO(why);
+      CHECK(why.rfind("supervisor: stream 's1': 1 instance give-ups within 600 s (intensity 1); last: s1/pl_probe/bad: "
+                      "intensity spent: 1 restarts within 600 s (intensity 1)",
+                      0) == 0);
+    } else {
+      std::this_thread::sleep_for(200ms);
+      CHECK(n.node->shutdown_reason().empty());
+    }
+  }
+}
