@@ -11,10 +11,10 @@ set(owner_core base_worker drophead_queue export fence frame log status system_r
 set(owner_config config_object)
 set(owner_plugins plugin_host plugins_config plugin_testing)
 set(owner_mailbox mailbox mailbox_config)
-set(owner_pipeline stream_config pipeline)
+set(owner_pipeline stream_config pipeline restart_config)
 set(owner_comms transport mqtt_transport comms_config commands)
 set(owner_registry component_registry registry_metrics)
-set(owner_node node edgert config node_config node_status)
+set(owner_node node edgert config node_config node_status health_config)
 
 string(REPLACE "," ";" AREAS "${AREAS}")
 foreach(a ${AREAS})

@@ -836,6 +836,43 @@ TEST_CASE("STATUS replies with the heartbeat document; TRIGGER fires a triggered
   a->stop();
 }
 
+TEST_CASE("RESTART re-creates a quarantined instance and says why it leaves others alone", "[comms][supervisor]") {
+  Scratch s;
+  MosquittoBroker broker;
+  broker.start();
+  auto a = make_node(comms_yaml(s.dir, "node-a", broker.port(), "", R"(health: {restart: {policy: never}}
+streams:
+  - name: cam
+    capture: {type: pl_source, fps: 50, live_feed: true}
+    plugins:
+      - signature: pl_probe
+        instances:
+          - {instance_id: bad, fail: error, quarantine_after: 1, error_backoff_s: 0}
+          - {instance_id: good, emit: false}
+)"));
+  REQUIRE(a->start().ok());
+  REQUIRE(wait_until([&] { return comms_of(*a)["connected"] == true; }));
+  REQUIRE(wait_until(
+      [&] { return json::parse(a->stats_json())["instances"]["cam/pl_probe/bad"]["state"] == "quarantined"; }));
+  TestClient backend(broker.port(), "backend");
+  backend.subscribe("edgert/backend/inbox");
+  const std::string cmds = "edgert/node-a/commands";
+  REQUIRE(backend.publish(cmds, edgert::testing::command("r1", "node-a", "RESTART", json{{"component", "cam/bad"}})));
+  REQUIRE(wait_until([&] { return replies(backend).size() == 1; }));
+  REQUIRE(backend.publish(cmds, edgert::testing::command("r2", "node-a", "RESTART", json{{"component", "cam/good"}})));
+  REQUIRE(backend.publish(cmds, edgert::testing::command("r3", "node-a", "RESTART")));
+  REQUIRE(wait_until([&] { return replies(backend).size() == 3; }));
+  auto r = replies(backend);
+  CHECK(r["r1"]["ok"] == true);
+  CHECK(r["r1"]["result"]["restarted"][0]["component"] == "cam/pl_probe/bad");
+  CHECK(r["r1"]["result"]["restarted"][0]["done"] == "restarted");
+  CHECK(r["r2"]["ok"] == false);
+  CHECK(r["r2"]["error"] == "cam/pl_probe/good is running, not quarantined or stuck: nothing to restart");
+  CHECK(r["r3"]["error"].get<std::string>().find("RESTART needs args") != std::string::npos);
+  CHECK(json::parse(a->stats_json())["instances"]["cam/pl_probe/bad"]["restarts"] == 1);
+  a->stop();
+}
+
 TEST_CASE("work_offline false: the node asks to stop after max_retry_iters failed attempts and says why", "[comms]") {
   Scratch s;
   MosquittoBroker broker;  // never started: connection refused

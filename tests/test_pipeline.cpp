@@ -251,7 +251,7 @@ TEST_CASE("an erroring and a throwing instance back off and are quarantined; the
           - {instance_id: err, fail: error, error_backoff_s: 0.01, quarantine_after: 4}
           - {instance_id: thr, fail: throw, error_backoff_s: 0.01, quarantine_after: 4}
           - {instance_id: flaky, fail: error, fail_count: 2, error_backoff_s: 0.01, quarantine_after: 4}
-)"));
+)", "health: {restart: {policy: never}}\n"));  // quarantined for good (the supervisor: test_supervisor.cpp)
   REQUIRE(run.wait_until([&](const json&) { return run.node->pipeline_done(); }));
   run.node->stop();
   const auto stats = run.stats();

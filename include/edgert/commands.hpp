@@ -7,7 +7,7 @@
 // the outbox to {root}/{sender}/inbox as payload_type "command.reply":
 //   {"in_reply_to": "<message_id>", "command": "<NAME>", "ok": true, "result": <JSON>}
 //   {"in_reply_to": "<message_id>", "command": "<NAME>", "ok": false, "error": "<why>"}
-// edgert answers PING, STATUS and TRIGGER itself; a host adds its own with
+// edgert answers PING, STATUS, TRIGGER and RESTART itself; a host adds its own with
 // Node::add_command().
 #pragma once
 
@@ -19,7 +19,7 @@
 namespace edgert {
 
 struct CommandRequest {
-  std::string name;            // "PING", "STATUS", "TRIGGER", or a host's own
+  std::string name;            // "PING", "STATUS", "TRIGGER", "RESTART", or a host's own
   std::string args_json;       // the "args" value as JSON text; "{}" when absent
   std::string sender_node_id;
   std::string message_id;

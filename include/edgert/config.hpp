@@ -17,6 +17,7 @@
 #include <edgert/comms_config.hpp>
 #include <edgert/config_object.hpp>
 #include <edgert/export.hpp>
+#include <edgert/health_config.hpp>
 #include <edgert/mailbox_config.hpp>
 #include <edgert/node_config.hpp>
 #include <edgert/plugins_config.hpp>

@@ -66,6 +66,12 @@ struct NodeOptions {
   /// edgert_queue_dropped_total{queue="heartbeat"}). Exceptions are logged. It may
   /// call Node::stop(). Never called once stop() has begun stopping the outputs.
   std::function<void(const NodeHeartbeat&)> on_heartbeat;
+  /// The supervisor's clocks (docs/operations.md, "Health and restarts: the
+  /// supervisor"): monotonic ms for back-off deadlines, wall ms since the epoch for the
+  /// restart history. Empty: the steady and system clocks. Tests inject; called from
+  /// the instances' worker threads and the command thread, so they must be thread-safe.
+  std::function<std::int64_t()> supervisor_steady_ms;
+  std::function<std::int64_t()> supervisor_wall_ms;
 };
 
 class EDGERT_API Node {
@@ -127,11 +133,19 @@ class EDGERT_API Node {
   /// Any thread; never blocks. Fires one trigger of a triggered stream. Errors:
   /// not_found (no such stream), invalid_argument (it has no trigger), closed.
   [[nodiscard]] Status trigger(const std::string& stream);
+  /// Any thread (the command thread's RESTART); blocks up to a few seconds while a
+  /// quarantined instance is re-created. Restarts a quarantined instance (its
+  /// intensity counted afresh) or replaces a stuck one: `component` is an instance
+  /// ("<stream>/<signature>/<id>", "<stream>/<id>", "instance/...") or a stream
+  /// ("<stream>", "stream/<stream>": its quarantined and stuck instances). Returns JSON
+  /// {"restarted": [{"component", "done"}], "not_restarted": {"<key>": "<why>"}}.
+  /// Errors: not_found (no such name), invalid_argument (nothing to restart, and why).
+  [[nodiscard]] Result<std::string> restart(const std::string& component);
   /// Any thread; never blocks for long. True once every stream has ended and every
   /// instance queue has drained (`run --exit-when-done`); never for endless streams.
   bool pipeline_done() const;
 
-  /// Before start(); any thread. Adds (or replaces a built-in: PING, STATUS, TRIGGER)
+  /// Before start(); any thread. Adds (or replaces a built-in: PING, STATUS, TRIGGER, RESTART)
   /// a command the node obeys when it arrives over comms (edgert/commands.hpp).
   void add_command(std::string name, CommandHandler handler);
   /// Any thread; never blocks. "" while the node runs as configured; otherwise why it

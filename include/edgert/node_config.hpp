@@ -25,22 +25,6 @@ struct NodeSection {
   bool work_offline = true;
 };
 
-/// The component registry's sweeper (docs/registry.md, "Wiring into the Node").
-inline constexpr std::int64_t kMinSweepIntervalMs = 100;     // below this the loop does little else
-inline constexpr std::int64_t kMaxSweepIntervalMs = 600000;  // 10 minutes
-inline constexpr std::int64_t kMaxStaleAfterMisses = 1000;
-/// sweep_interval_ms x stale_after_misses at least this: the slowest loops (the comms
-/// thread) beat every 250 ms, so a shorter window would read them stalled while healthy.
-inline constexpr std::int64_t kMinStaleWindowMs = 500;
-struct HealthSection {
-  /// How often the sweep runs, and the period every component is expected to beat at
-  /// (a paced capture: its frame interval when longer). [kMinSweepIntervalMs, kMaxSweepIntervalMs].
-  std::int64_t sweep_interval_ms = 1000;
-  /// Missed periods before a component reads `stalled` (no heartbeat) or `blocked`
-  /// (heartbeats, no progress). [1, kMaxStaleAfterMisses].
-  std::int64_t stale_after_misses = 3;
-};
-
 /// Bounds of the node's start/stop machinery; each in milliseconds, [1, 600000].
 struct RuntimeSection {
   std::int64_t stop_stage_warn_ms = 5000;      // a stop stage running longer is logged at WARNING

@@ -25,7 +25,8 @@ class EDGERT_API WorkerPulse {
   virtual void progress() noexcept = 0;
   /// Any thread; may take a lock briefly; never throws (failures are swallowed). Declares
   /// an owner-managed status by name: "ready", "degraded", "offline", "restarting",
-  /// "quarantined", "stopped" or "failed"; another name is ignored.
+  /// "quarantined", "stopped" or "failed"; another name is ignored. "restarting" also
+  /// counts one restart of the row.
   virtual void declare(std::string_view status, std::string_view reason) noexcept = 0;
 };
 

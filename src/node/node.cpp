@@ -18,6 +18,7 @@
 #include "pipeline/pipeline.hpp"
 #include "plugins/search_paths.hpp"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include <atomic>
@@ -463,6 +464,26 @@ Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
   impl->pipeline = std::make_unique<pipeline::Pipeline>(impl->config.node.id, impl->config.pipeline,
                                                        impl->config.streams);
   {
+    // The supervisor (docs/operations.md, "Health and restarts: the supervisor").
+    // Restart history: registry.db's restart_history table (node_store.hpp), kept for
+    // the longest restart window, so a node restart remembers a crash-looping plugin.
+    pipeline::Pipeline::SupervisorSetup sup;
+    sup.restart = impl->config.health.restart;
+    {
+      const auto& r = impl->config.health.restart;
+      const double longest = std::max({r.policy_of("instance").window_s, r.policy_of("stream").window_s});
+      sup.history = impl->store->restart_history(static_cast<std::int64_t>(longest * 1000.0));
+    }
+    sup.steady_ms = impl->options.supervisor_steady_ms;
+    sup.wall_ms = impl->options.supervisor_wall_ms;
+    sup.request_shutdown = [raw](const std::string& reason) {
+      detail::log().error("{}; asking the host to stop the node", reason);
+      std::lock_guard lk(raw->shutdown_mu);
+      if (raw->shutdown_reason.empty()) raw->shutdown_reason = reason;
+    };
+    impl->pipeline->set_supervisor(std::move(sup));
+  }
+  {
     comms::CommsOptions co;
     co.node_id = raw->config.node.id;
     co.config = raw->config.comms;
@@ -478,7 +499,8 @@ Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
     };
     co.commands = node::builtin_commands([raw] { return raw->heartbeat_document("RUNNING"); },
                                          [raw](const std::string& stream) { return raw->pipeline->trigger(stream); },
-                                         raw->config.node.id);
+                                         raw->config.node.id,
+                                         [raw](const std::string& c) { return raw->pipeline->restart(c); });
     impl->comms = std::make_unique<comms::Comms>(std::move(co));
   }
   impl->register_components();
@@ -552,6 +574,8 @@ std::string Node::comms_json() const { return impl_->comms->stats().dump(); }
 void Node::add_result_sink(ResultSink sink) { impl_->pipeline->add_sink(std::move(sink)); }
 
 Status Node::trigger(const std::string& stream) { return impl_->pipeline->trigger(stream); }
+
+Result<std::string> Node::restart(const std::string& component) { return impl_->pipeline->restart(component); }
 
 bool Node::pipeline_done() const { return impl_->pipeline->done(); }
 

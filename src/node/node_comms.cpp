@@ -96,9 +96,9 @@ std::string heartbeat_json(const HeartbeatInputs& in) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-std::map<std::string, CommandHandler> builtin_commands(std::function<std::string()> status,
-                                                       std::function<Status(const std::string&)> trigger,
-                                                       std::string node_id) {
+std::map<std::string, CommandHandler> builtin_commands(
+    std::function<std::string()> status, std::function<Status(const std::string&)> trigger, std::string node_id,
+    std::function<Result<std::string>(const std::string&)> restart) {
   std::map<std::string, CommandHandler> c;
   c["PING"] = [node_id](const CommandRequest&) -> Result<std::string> {
     return nlohmann::json{{"pong", true}, {"node_id", node_id}, {"time_ms", wall_clock_ms()}}.dump();
@@ -113,6 +113,15 @@ std::map<std::string, CommandHandler> builtin_commands(std::function<std::string
     if (Status st = trigger(stream); !st.ok()) return st;
     return nlohmann::json{{"triggered", stream}}.dump();
   };
+  if (restart) {
+    c["RESTART"] = [restart](const CommandRequest& r) -> Result<std::string> {
+      const auto args = nlohmann::json::parse(r.args_json, nullptr, false);
+      if (!args.is_object() || !args.contains("component") || !args["component"].is_string()) {
+        return Status{ErrorCode::invalid_argument, "RESTART needs args {\"component\": \"<instance or stream>\"}"};
+      }
+      return restart(args["component"].get<std::string>());
+    };
+  }
   return c;
 }
 

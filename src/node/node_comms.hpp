@@ -1,5 +1,5 @@
 // The node's side of comms (src/comms/): the published heartbeat document and the
-// built-in commands PING, STATUS and TRIGGER (docs/operations.md).
+// built-in commands PING, STATUS, TRIGGER and RESTART (docs/operations.md).
 #pragma once
 
 #include <edgert/commands.hpp>
@@ -61,10 +61,11 @@ struct HeartbeatInputs {
 /// {root}/{node_id}/heartbeat), the SHUTDOWN heartbeat's and STATUS's reply.
 std::string heartbeat_json(const HeartbeatInputs& in);
 
-/// PING, STATUS (`status` builds the heartbeat document) and TRIGGER (`trigger` fires
-/// the stream named by args {"stream": "..."}).
-std::map<std::string, CommandHandler> builtin_commands(std::function<std::string()> status,
-                                                       std::function<Status(const std::string&)> trigger,
-                                                       std::string node_id);
+/// PING, STATUS (`status` builds the heartbeat document), TRIGGER (`trigger` fires
+/// the stream named by args {"stream": "..."}) and RESTART (`restart` restarts the
+/// component named by args {"component": "..."}; Node::restart).
+std::map<std::string, CommandHandler> builtin_commands(
+    std::function<std::string()> status, std::function<Status(const std::string&)> trigger, std::string node_id,
+    std::function<Result<std::string>(const std::string&)> restart = {});
 
 }  // namespace edgert::node

@@ -1,6 +1,8 @@
 // The `node:` and `runtime:` sections (docs/configuration.md).
 #include "node/node_config.hpp"
 
+#include "pipeline/pipeline_config.hpp"
+
 namespace edgert::config {
 
 namespace {
@@ -58,7 +60,8 @@ const Table<HealthSection>& health_table() {
   static const Table<HealthSection> t = [] {
     Table<HealthSection> s;
     s.key("sweep_interval_ms", &HealthSection::sweep_interval_ms, between(kMinSweepIntervalMs, kMaxSweepIntervalMs))
-        .key("stale_after_misses", &HealthSection::stale_after_misses, between(1, kMaxStaleAfterMisses));
+        .key("stale_after_misses", &HealthSection::stale_after_misses, between(1, kMaxStaleAfterMisses))
+        .section("restart", &HealthSection::restart, restart_table());
     return s;
   }();
   return t;

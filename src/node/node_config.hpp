@@ -3,6 +3,7 @@
 
 #include "config/schema.hpp"
 
+#include <edgert/health_config.hpp>
 #include <edgert/node_config.hpp>
 
 namespace edgert::config {

@@ -26,6 +26,7 @@ class HandlePulse final : public WorkerPulse {
       if (to_string(s) != status) continue;
       try {
         h_.set_status(s, reason);
+        if (s == ComponentStatus::restarting) h_.add_restart();  // edgert_component_restarts_total
       } catch (const std::exception& e) {
         detail::log().error("component {}: cannot declare {}: {}", h_.id(), status, e.what());
       }

@@ -7,6 +7,7 @@
 
 #include <edgert/component_registry.hpp>
 #include <edgert/metrics.hpp>
+#include <edgert/health_config.hpp>
 #include <edgert/node_config.hpp>
 #include <edgert/system_runtime.hpp>
 #include <edgert/worker_pulse.hpp>

@@ -4,6 +4,7 @@
 
 #include "core/log.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <span>
 
@@ -89,6 +90,48 @@ LifecycleHooks NodeStore::hooks() {
     store_->stop();  // the last batch: node `stopped`; its figures stay for the final snapshot
   };
   return h;
+}
+
+namespace {
+
+// registry.db first; memory holds the same entries as a fallback for the calls made
+// while the store is not running (docs/operations.md, "Health and restarts").
+class StoreRestartHistory final : public pipeline::RestartHistory {
+ public:
+  StoreRestartHistory(NodeStore& owner, std::int64_t keep_ms) : owner_(owner), keep_ms_(keep_ms) {}
+  void record_restart(const std::string& component, std::int64_t wall_ms, std::int64_t expires_ms,
+                      const std::string& reason) override {
+    memory_.record_restart(component, wall_ms, expires_ms, reason);
+    if (auto* st = owner_.store()) {
+      if (Status s = st->record_restart(component, wall_ms, reason); !s.ok()) {
+        detail::log().error("registry.db: restart of {} not recorded (kept in memory): {}", component, s.message());
+      }
+    }
+  }
+  std::int64_t restarts_since(const std::string& component, std::int64_t since_ms) override {
+    if (auto* st = owner_.store()) {
+      if (auto r = st->restarts_since(component, since_ms); r.ok()) {
+        return std::max<std::int64_t>(static_cast<std::int64_t>(r.value().size()),
+                                      memory_.restarts_since(component, since_ms));
+      }
+    }
+    return memory_.restarts_since(component, since_ms);
+  }
+  void prune(std::int64_t now_ms) override {
+    memory_.prune(now_ms);
+    if (auto* st = owner_.store()) (void)st->prune(now_ms - keep_ms_);
+  }
+
+ private:
+  NodeStore& owner_;
+  const std::int64_t keep_ms_;
+  pipeline::MemoryRestartHistory memory_;
+};
+
+}  // namespace
+
+std::shared_ptr<pipeline::RestartHistory> NodeStore::restart_history(std::int64_t keep_ms) {
+  return std::make_shared<StoreRestartHistory>(*this, keep_ms);
 }
 
 }  // namespace edgert::node

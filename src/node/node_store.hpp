@@ -8,6 +8,7 @@
 #include <edgert/metrics.hpp>
 #include <edgert/system_runtime.hpp>
 
+#include "pipeline/restart_history.hpp"
 #include "registry/registry_store.hpp"
 
 #include <atomic>
@@ -36,6 +37,12 @@ class NodeStore {
   /// A pointer obtained stays valid until this object is destroyed (with the Node);
   /// after the stop its calls reopen the file for their own transaction.
   detail::RegistryStore* store() noexcept { return view_.load(); }
+  /// The supervisor's restart history over registry.db's restart_history table, so a
+  /// node restart remembers a crash-looping plugin. Entries older than `keep_ms` (the
+  /// longest restart window) are pruned. While the store is not running (before the
+  /// storage stage, without a data_dir, or a failed call) the entries also go to an
+  /// in-memory history, which answers then. This object must outlive the result's use.
+  std::shared_ptr<pipeline::RestartHistory> restart_history(std::int64_t keep_ms);
 
  private:
   ComponentRegistry& registry_;

@@ -1,12 +1,16 @@
 #include "pipeline/instance_runner.hpp"
 
+#include "core/clock.hpp"
 #include "core/log.hpp"
 #include "core/printable.hpp"
+#include "pipeline/restart_policy.hpp"
 #include "plugins/checked_sink.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <string_view>
+#include <thread>
 
 namespace edgert::pipeline {
 
@@ -19,6 +23,7 @@ const char* to_string(InstanceState s) noexcept {
     case InstanceState::quarantined: return "quarantined";
     case InstanceState::stopped: return "stopped";
     case InstanceState::disabled: return "disabled";
+    case InstanceState::restarting: return "restarting";
   }
   return "unknown";
 }
@@ -27,17 +32,41 @@ namespace {
 
 std::int64_t seconds_to_ns(double s) { return static_cast<std::int64_t>(std::llround(s * 1e9)); }
 
+std::string seconds_text(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", s);
+  return buf;
+}
+
 }  // namespace
+
+// One plugin object and the calls made into it. A replacement of a stuck instance
+// starts a new generation; the old one is retired: its thread destroys its object once
+// the stuck call returns, and touches nothing else of the instance's after that.
+struct Generation {
+  explicit Generation(std::uint64_t n) : number(n) {}
+  const std::uint64_t number;
+  std::unique_ptr<PluginInstance> instance;  // its worker thread's (created by create() before that)
+  // When the current call started (mono ns); 0: not in a call; kRetired: retired in a
+  // call (set by compare-exchange from the start time, so a call that returns at that
+  // moment either sees the retirement or prevents it).
+  std::atomic<std::int64_t> call_started_ns{0};
+  std::atomic<bool> reported_stuck{false};
+  static constexpr std::int64_t kRetired = -1;
+};
 
 struct InstanceRunner::State {
   State(const StreamConfig& stream, const StreamPluginConfig& plugin, const InstanceConfig& c,
-        std::shared_ptr<Outputs> out, double drop_rate)
+        std::shared_ptr<Outputs> out, double drop_rate, Supervision supervision)
       : origin{stream.name, plugin.signature, c.instance_id, 0, 0},
         key(stream.name + "/" + plugin.signature + "/" + c.instance_id),
         cfg(c),
         live_feed(stream.capture ? stream.capture->live_feed : false),
         outputs(std::move(out)),
-        drops(outputs, origin, drop_rate) {
+        drops(outputs, origin, drop_rate),
+        sup(std::move(supervision)),
+        policy(sup.policy, sup.seed) {
+    if (!sup.history) sup.history = std::make_shared<MemoryRestartHistory>();
     queue = std::make_unique<DropHeadQueue<Input>>(
         static_cast<std::size_t>(cfg.max_inputs_queue_size),
         live_feed ? OverflowPolicy::drop_head : OverflowPolicy::block, [this](Input&& lost) {
@@ -75,9 +104,23 @@ struct InstanceRunner::State {
     State* s_;  // the State owns the instance, so it outlives every call into this sink
   };
 
-  void run(std::stop_token stop);
-  void call(Input in, bool empty);
-  void quarantine();
+  void run(const std::stop_token& stop, const std::shared_ptr<Generation>& g);
+  // False when the generation was retired during the call (its thread must leave).
+  bool call(Generation& g, Input in, bool empty);
+  void quarantine(const std::string& last);
+  Status create_instance(Generation& g);
+  void schedule_restart();
+  void restart_now(Generation& g, const std::string& reason);
+  std::int64_t steady() const { return sup.steady_ms ? sup.steady_ms() : mono_ns_now() / 1000000; }
+  std::int64_t wall() const { return sup.wall_ms ? sup.wall_ms() : detail::wall_clock_ms(); }
+  std::shared_ptr<Generation> generation() {
+    std::lock_guard lk(gen_mu);
+    return gen;
+  }
+  void set_error(const std::string& e) {
+    std::lock_guard lk(err_mu);
+    last_error = e;
+  }
   void drop(const Input& in, const std::string& reason) {
     {
       std::lock_guard lk(acct);
@@ -102,9 +145,23 @@ struct InstanceRunner::State {
 
   std::atomic<InstanceState> state{InstanceState::idle};
   std::atomic<bool> accepting{true};
-  std::atomic<std::int64_t> call_started_ns{0};  // 0: not in a call
   std::atomic<std::int64_t> last_progress_ns{0};
-  std::atomic<bool> reported_stuck{false};
+  std::atomic<std::uint64_t> retired_in_flight{0};  // inputs held by retired (stuck) calls
+
+  // Supervision.
+  Supervision sup;
+  PluginLoader* loader = nullptr;  // create()'s; outlives the workers (Pipeline::destroy)
+  std::atomic<bool> restart_requested{false};   // RESTART: the worker re-creates at once
+  std::atomic<std::int64_t> restart_due_ms{-1};  // steady; -1: none scheduled
+  std::atomic<std::int64_t> restart_delay_ms{-1};
+  std::atomic<std::uint64_t> restarts{0}, replaced{0};
+  std::atomic<bool> gave_up{false};
+  std::atomic<bool> restart_failed{false};  // the last re-creation's outcome (set before `restarts` moves)
+  mutable std::mutex err_mu;
+  std::string last_error;
+  std::mutex policy_mu;  // the policy: the current worker, and replacements from the monitor
+  RestartPolicy policy;
+  std::int64_t counted_since_wall = INT64_MIN;  // under policy_mu: RESTART forgives what came before
 
   std::mutex current_mu;
   ResultOrigin current;
@@ -114,10 +171,11 @@ struct InstanceRunner::State {
   std::uint64_t good_runs = 0;
 
   // Last: destroyed first, while everything its destroy() may emit into still exists.
-  std::unique_ptr<PluginInstance> instance;  // created by create()
+  std::mutex gen_mu;
+  std::shared_ptr<Generation> gen = std::make_shared<Generation>(1);  // the current one
 };
 
-void InstanceRunner::State::call(Input in, bool empty) {
+bool InstanceRunner::State::call(Generation& g, Input in, bool empty) {
   {
     std::lock_guard lk(current_mu);
     current = origin;
@@ -128,17 +186,32 @@ void InstanceRunner::State::call(Input in, bool empty) {
   pi.stream = origin.stream;
   pi.frame = std::move(in.frame);
   if (in.record) pi.record_json = *in.record;
-  call_started_ns.store(mono_ns_now());
+  g.call_started_ns.store(std::max<std::int64_t>(mono_ns_now(), 1));
   Status st;
   try {
-    st = instance->process(pi);
+    st = g.instance->process(pi);
   } catch (const std::exception& e) {
     st = Status{ErrorCode::internal, std::string("process() threw: ") + e.what()};
   }
   pi.frame = Frame();  // release our reference before counting the input done
   worker_progress();   // a call returned: the row's heartbeat and progress (docs/registry.md)
   const auto now = mono_ns_now();
-  call_started_ns.store(0);
+  const bool retired = g.call_started_ns.exchange(0) == Generation::kRetired;
+  if (retired) {
+    // Replaced while stuck: count the input done and leave; a newer generation feeds.
+    {
+      std::lock_guard lk(acct);
+      if (!empty) {
+        --in_flight;
+        ++processed;
+      }
+    }
+    if (!empty) retired_in_flight.fetch_sub(1);
+    detail::log().info("instance {}: the stuck process() call of generation {} returned; its object is destroyed",
+                       detail::printable(key), g.number);
+    g.call_started_ns.store(Generation::kRetired);
+    return false;
+  }
   last_progress_ns.store(now);
   if (!empty) latency.record_ns(static_cast<std::uint64_t>(std::max<std::int64_t>(0, now - in.captured_mono_ns)));
   {
@@ -148,7 +221,7 @@ void InstanceRunner::State::call(Input in, bool empty) {
       ++processed;
     }
   }
-  if (reported_stuck.exchange(false)) {
+  if (g.reported_stuck.exchange(false)) {
     detail::log().info("instance {} returned after being stuck; fed again", detail::printable(key));
     accepting.store(true);
     if (state.load() == InstanceState::stuck) state.store(InstanceState::running);
@@ -158,27 +231,29 @@ void InstanceRunner::State::call(Input in, bool empty) {
       consecutive_errors = 0;
       good_runs = 0;
     }
-    return;
+    return true;
   }
   errors.fetch_add(1);
   ++consecutive_errors;
   good_runs = 0;
+  set_error(st.message());
   if (consecutive_errors >= static_cast<std::uint64_t>(cfg.quarantine_after)) {
     detail::log().error("instance {}: {} failed runs in a row, quarantined (not fed until restarted); last: {}",
                         detail::printable(key), consecutive_errors, st.message());
-    quarantine();
-    return;
+    quarantine(st.message());
+    return true;
   }
   detail::log().error("instance {}: process() failed ({} in a row): {}", detail::printable(key), consecutive_errors,
                       st.message());
+  return true;
 }
 
-void InstanceRunner::State::quarantine() {
+void InstanceRunner::State::quarantine(const std::string& last) {
   accepting.store(false);
   state.store(InstanceState::quarantined);
-  worker_declare("quarantined", std::to_string(consecutive_errors) + " failed runs in a row");
-  outputs->notify(origin, "error",
-                  "instance quarantined after " + std::to_string(consecutive_errors) + " failed runs in a row");
+  worker_declare("quarantined", std::to_string(consecutive_errors) + " failed runs in a row; last: " + last);
+  outputs->notify(origin, "error", "instance quarantined after " + std::to_string(consecutive_errors) +
+                                       " failed runs in a row; last: " + last);
   queue->drain([this](Input&& in) {
     {
       std::lock_guard lk(acct);
@@ -187,19 +262,127 @@ void InstanceRunner::State::quarantine() {
     }
     drops.dropped(in, "instance quarantined");
   });
+  schedule_restart();
 }
 
-void InstanceRunner::State::run(std::stop_token stop) {
+// Worker thread, with the instance quarantined.
+void InstanceRunner::State::schedule_restart() {
+  std::unique_lock lk(policy_mu);
+  const auto now_wall = wall();
+  const auto now = steady();
+  sup.history->prune(now_wall);
+  const auto n = sup.history->restarts_since(key, std::max(now_wall - policy.window_ms(), counted_since_wall));
+  const auto d = policy.on_failure(now, n);
+  lk.unlock();
+  std::string last;
+  {
+    std::lock_guard elk(err_mu);
+    last = last_error;
+  }
+  if (!d.restart) {
+    restart_due_ms.store(-1);
+    gave_up.store(true);
+    detail::log().error("instance {}: not restarted ({}); stays quarantined until a RESTART command; last error: {}",
+                        detail::printable(key), d.why, last);
+    if (sup.policy.policy == RestartMode::never) return;  // the quarantine's notification said it all
+    outputs->notify(origin, "error", "instance stays quarantined (" + d.why + "); last error: " + last);
+    if (sup.gave_up) sup.gave_up(key, d.why + "; last error: " + last);
+    return;
+  }
+  restart_delay_ms.store(d.delay_ms);
+  restart_due_ms.store(now + d.delay_ms);
+  detail::log().warn("instance {}: restarting in {} ms (restart {} in a row; {} of {} within {} s)",
+                     detail::printable(key), d.delay_ms, d.attempt, n + 1, sup.policy.intensity,
+                     seconds_text(sup.policy.window_s));
+}
+
+Status InstanceRunner::State::create_instance(Generation& g) {
+  auto sink = std::make_shared<Sink>(this);
+  auto made = loader->create_instance(origin.signature, key, cfg.config.json, sink);
+  if (!made.ok()) {
+    return {made.status().code(), cfg.where + ": " + cfg.config.path + ": " + made.status().message()};
+  }
+  g.instance = std::move(made).value();
+  if (Status st = g.instance->start(); !st.ok()) {
+    return {st.code(), cfg.where + ": " + key + ": start failed: " + st.message()};
+  }
+  return {};
+}
+
+// Worker thread of generation g: destroy its object, create a new one.
+void InstanceRunner::State::restart_now(Generation& g, const std::string& reason) {
+  state.store(InstanceState::restarting);
+  worker_declare("restarting", reason);
+  restart_due_ms.store(-1);
+  if (g.instance) {
+    (void)g.instance->stop();
+    g.instance.reset();  // the plugin's destroy
+  }
+  const Status st = create_instance(g);
+  restart_failed.store(!st.ok());
+  const auto n = restarts.fetch_add(1) + 1;
+  {
+    std::lock_guard lk(policy_mu);
+    policy.restarted(steady());
+    const auto now_wall = wall();
+    sup.history->record_restart(key, now_wall, now_wall + policy.window_ms(), reason);
+  }
+  if (!st.ok()) {
+    set_error(st.message());
+    detail::log().error("instance {}: restart failed ({}): {}", detail::printable(key), reason, st.message());
+    state.store(InstanceState::quarantined);
+    worker_declare("quarantined", "restart failed: " + st.message());
+    schedule_restart();
+    return;
+  }
+  consecutive_errors = 0;
+  good_runs = 0;
+  gave_up.store(false);
+  detail::log().info("instance {}: restarted ({}; {} restart(s) so far)", detail::printable(key), reason, n);
+  outputs->notify(origin, "info", "instance restarted (" + reason + ")");
+  state.store(InstanceState::running);
+  worker_declare("ready", "restarted (" + reason + ")");
+  accepting.store(true);
+}
+
+void InstanceRunner::State::run(const std::stop_token& stop, const std::shared_ptr<Generation>& g) {
   using namespace std::chrono;
   const auto delay_ns = seconds_to_ns(cfg.process_delay);
   const auto empty_period_ns = delay_ns > 0 ? delay_ns : 1000000000;
   std::int64_t last_start = 0;
-  state.store(InstanceState::running);
-  worker_declare("ready", "running");
+  if (!g->instance) {  // a replacement: its object is made here, off the monitor's thread
+    state.store(InstanceState::restarting);
+    worker_declare("restarting", "a replacement instance is being created");
+    if (Status st = create_instance(*g); !st.ok()) {
+      set_error(st.message());
+      detail::log().error("instance {}: the replacement could not be created: {}", detail::printable(key),
+                          st.message());
+      quarantine(st.message());
+    } else {
+      accepting.store(true);
+    }
+  }
+  if (state.load() != InstanceState::quarantined) {
+    state.store(InstanceState::running);
+    worker_declare("ready", "running");
+  }
   while (!stop.stop_requested()) {
     worker_beat();  // each turn (at least every 200 ms): a call stuck in process() stops it
     if (state.load() == InstanceState::quarantined) {
-      wait_for_stop(stop, seconds(1));
+      if (restart_requested.exchange(false)) {
+        {
+          std::lock_guard lk(policy_mu);
+          policy.clear();
+          counted_since_wall = wall();
+        }
+        restart_now(*g, "RESTART command");
+        continue;
+      }
+      if (const auto due = restart_due_ms.load(); due >= 0 && steady() >= due) {
+        restart_now(*g, "supervisor back-off");
+        continue;
+      }
+      wait_for_stop(stop, milliseconds(10));
       continue;
     }
     // Back-off after failures: n failures in a row wait n x error_backoff_s (capped).
@@ -233,12 +416,20 @@ void InstanceRunner::State::run(std::stop_token stop) {
         ++in_flight;
       }
       last_start = mono_ns_now();
-      call(std::move(*in), false);
+      if (!call(*g, std::move(*in), false)) break;
     } else if (cfg.allow_empty_inputs && !stop.stop_requested() &&
                mono_ns_now() - last_start >= (last_start == 0 ? 0 : empty_period_ns)) {
       last_start = mono_ns_now();
-      call(Input{}, true);
+      if (!call(*g, Input{}, true)) break;
     }
+  }
+  if (g->call_started_ns.load() == Generation::kRetired) {
+    // Retired: destroyed here, on its own thread, now that its call has returned.
+    if (g->instance) {
+      (void)g->instance->stop();
+      g->instance.reset();
+    }
+    return;
   }
   if (state.load() != InstanceState::quarantined) {
     state.store(InstanceState::stopped);
@@ -248,43 +439,60 @@ void InstanceRunner::State::run(std::stop_token stop) {
 
 InstanceRunner::InstanceRunner(const StreamConfig& stream, const StreamPluginConfig& plugin,
                                const InstanceConfig& config, std::shared_ptr<Outputs> outputs,
-                               double drop_results_per_s)
-    : s_(std::make_shared<State>(stream, plugin, config, std::move(outputs), drop_results_per_s)) {}
+                               double drop_results_per_s, Supervision supervision)
+    : s_(std::make_shared<State>(stream, plugin, config, std::move(outputs), drop_results_per_s,
+                                 std::move(supervision))) {}
 
 InstanceRunner::~InstanceRunner() { stop(); }
 
 Status InstanceRunner::create(PluginLoader& loader) {
   if (s_->cfg.disabled) return {};
-  auto sink = std::make_shared<State::Sink>(s_.get());
-  auto made = loader.create_instance(s_->origin.signature, s_->key, s_->cfg.config.json, sink);
-  if (!made.ok()) {
-    return {made.status().code(), s_->cfg.where + ": " + s_->cfg.config.path + ": " + made.status().message()};
-  }
-  s_->instance = std::move(made).value();
-  if (Status st = s_->instance->start(); !st.ok()) {
-    return {st.code(), s_->cfg.where + ": " + s_->key + ": start failed: " + st.message()};
-  }
-  return {};
+  s_->loader = &loader;
+  return s_->create_instance(*s_->generation());
 }
 
 Status InstanceRunner::start(std::shared_ptr<WorkerPulse> pulse) {
+  std::lock_guard lk(workers_mu_);
+  pulse_ = std::move(pulse);
   if (s_->cfg.disabled || worker_) return {};
+  stopped_ = false;
+  return start_worker();
+}
+
+// Under workers_mu_: a worker for the current generation.
+Status InstanceRunner::start_worker() {
   auto s = s_;
   WorkerOptions wo(s->origin.instance_id);
-  wo.pulse = std::move(pulse);
+  // A replacement (replace_stuck) beats the same row: the row is the instance, and the
+  // stuck thread, inside its call, does not beat it.
+  wo.pulse = pulse_;
   worker_ = std::make_unique<BaseWorker>(
-      std::move(wo), [s](std::stop_token stop) { s->run(std::move(stop)); }, [] {}, s);
+      std::move(wo),
+      [s](std::stop_token stop) {
+        const auto g = s->generation();
+        s->run(stop, g);
+      },
+      [] {}, s);
   return worker_->start();
 }
 
 void InstanceRunner::stop() {
-  if (!worker_) return;
-  if (Status st = worker_->stop(); !st.ok() && st.code() != ErrorCode::again) {
-    detail::log().warn("instance {}: {} (its objects stay alive until the call returns)", detail::printable(key()),
-                       st.message());
-    // Let go of the stuck thread now (the destructor detaches it after one more join
-    // timeout) rather than waiting for it again when the pipeline is destroyed.
-    worker_.reset();
+  std::vector<std::unique_ptr<BaseWorker>> workers;
+  {
+    std::lock_guard lk(workers_mu_);
+    stopped_ = true;
+    workers = std::move(retired_);
+    retired_.clear();
+    if (worker_) workers.push_back(std::move(worker_));
+  }
+  for (auto& w : workers) {
+    if (Status st = w->stop(); !st.ok() && st.code() != ErrorCode::again) {
+      detail::log().warn("instance {}: {} (its objects stay alive until the call returns)", detail::printable(key()),
+                         st.message());
+    }
+    // A worker still stuck is let go now (its destructor detaches it after one more
+    // join timeout) rather than waited for again when the pipeline is destroyed.
+    w.reset();
   }
 }
 
@@ -306,7 +514,7 @@ std::int64_t InstanceRunner::offer(const Input& input, bool live_feed, const std
   auto& s = *s_;
   if (s.cfg.disabled) return 0;
   if (!s.accepting.load(std::memory_order_acquire)) {
-    s.drop(input, s.state.load() == InstanceState::quarantined ? "instance quarantined" : "instance stuck");
+    s.drop(input, s.state.load() == InstanceState::stuck ? "instance stuck" : "instance quarantined");
     return 0;
   }
   {
@@ -341,32 +549,34 @@ std::int64_t InstanceRunner::offer(const Input& input, bool live_feed, const std
     ++s.dropped;
   }
   s.drops.dropped(input, stop.stop_requested() ? "not processed before stop"
-                                               : s.state.load() == InstanceState::quarantined ? "instance quarantined"
-                                                                                              : "instance stuck");
+                                               : s.state.load() == InstanceState::stuck ? "instance stuck"
+                                                                                        : "instance quarantined");
   return mono_ns_now() - t0;
 }
 
 void InstanceRunner::check(std::int64_t now) {
   auto& s = *s_;
-  const auto started = s.call_started_ns.load();
-  if (started != 0 && now - started > seconds_to_ns(s.cfg.stuck_after_s) && !s.reported_stuck.exchange(true)) {
+  const auto g = s.generation();
+  const auto started = g->call_started_ns.load();
+  if (started > 0 && now - started > seconds_to_ns(s.cfg.stuck_after_s) && !g->reported_stuck.exchange(true)) {
     s.accepting.store(false);
     s.state.store(InstanceState::stuck);
     // The call may have returned meanwhile; its worker then saw reported_stuck either
     // set (and undid it) or not yet set: in the second case undo it here, or the
     // instance would stay unfed for good. (Flag first, re-check after: see call().)
-    if (s.call_started_ns.load() != started) {
-      if (s.reported_stuck.exchange(false)) {
+    if (g->call_started_ns.load() != started) {
+      if (g->reported_stuck.exchange(false)) {
         s.accepting.store(true);
         if (s.state.load() == InstanceState::stuck) s.state.store(InstanceState::running);
       }
       s.drops.flush(false);
       return;
     }
-    char secs[32];
-    std::snprintf(secs, sizeof secs, "%g", s.cfg.stuck_after_s);
-    const std::string msg = std::string("in one process() call for more than ") + secs +
-                            " s: reported stuck, not fed until it returns; its queued inputs are dropped";
+    const bool replace = s.sup.policy.policy != RestartMode::never &&
+                         (s.sup.policy.replace_stuck || s.sup.policy.policy == RestartMode::always);
+    const std::string msg = "in one process() call for more than " + seconds_text(s.cfg.stuck_after_s) +
+                            " s: reported stuck, not fed until it returns" +
+                            (replace ? " (a replacement is made)" : "") + "; its queued inputs are dropped";
     detail::log().error("instance {}: {}", detail::printable(s.key), msg);
     s.outputs->notify(s.origin, "error", msg);
     // What waits in its queue would only grow stale (and hold frames: ~6 MB each at
@@ -379,8 +589,90 @@ void InstanceRunner::check(std::int64_t now) {
       }
       s.drops.dropped(in, "instance stuck");
     });
+    if (replace) (void)replace_stuck("replace_stuck");
   }
   s.drops.flush(false);
+}
+
+// Monitor or command thread. Retires the stuck generation and starts a new one.
+Result<std::string> InstanceRunner::replace_stuck(const char* why) {
+  auto& s = *s_;
+  std::lock_guard lk(workers_mu_);
+  if (stopped_ || !worker_) return Status{ErrorCode::closed, "instance " + s.key + " is stopped"};
+  const auto old = s.generation();
+  auto started = old->call_started_ns.load();
+  if (started <= 0) return Status{ErrorCode::again, "instance " + s.key + " returned from its call meanwhile"};
+  const bool manual = std::string_view(why) == "RESTART command";
+  {
+    std::lock_guard plk(s.policy_mu);
+    const auto now_wall = s.wall();
+    if (manual) {
+      s.policy.clear();
+      s.counted_since_wall = now_wall;
+    }
+    const auto n =
+        s.sup.history->restarts_since(s.key, std::max(now_wall - s.policy.window_ms(), s.counted_since_wall));
+    if (n >= s.sup.policy.intensity) {
+      s.gave_up.store(true);
+      const std::string msg = "stuck and not replaced: intensity spent: " + std::to_string(n) + " restarts within " +
+                              seconds_text(s.sup.policy.window_s) + " s (intensity " +
+                              std::to_string(s.sup.policy.intensity) + ")";
+      detail::log().error("instance {}: {}; stays stuck until its call returns or a RESTART command",
+                          detail::printable(s.key), msg);
+      return Status{ErrorCode::quota_exceeded, msg};
+    }
+    if (!old->call_started_ns.compare_exchange_strong(started, Generation::kRetired)) {
+      return Status{ErrorCode::again, "instance " + s.key + " returned from its call meanwhile"};
+    }
+    s.policy.restarted(s.steady());
+    s.sup.history->record_restart(s.key, now_wall, now_wall + s.policy.window_ms(), "replaced stuck instance");
+  }
+  // The retired call still holds its input (in_flight) until it returns.
+  s.retired_in_flight.fetch_add(1);
+  auto next = std::make_shared<Generation>(old->number + 1);
+  {
+    std::lock_guard glk(s.gen_mu);
+    s.gen = next;
+  }
+  s.restarts.fetch_add(1);
+  s.replaced.fetch_add(1);
+  detail::log().warn(
+      "instance {}: replaced ({}): generation {} stays in its stuck process() call and is destroyed when it returns; "
+      "generation {} takes the input",
+      detail::printable(s.key), why, old->number, next->number);
+  s.outputs->notify(s.origin, "warning",
+                    "stuck instance replaced; the stuck object is destroyed when its call returns");
+  // The old worker stays in its call; stop() joins it later (or lets it go).
+  retired_.push_back(std::move(worker_));
+  if (Status st = start_worker(); !st.ok()) return st;
+  return std::string("replaced");
+}
+
+Result<std::string> InstanceRunner::restart() {
+  auto& s = *s_;
+  if (s.cfg.disabled) return Status{ErrorCode::invalid_argument, s.key + " is disabled in the configuration"};
+  {
+    std::lock_guard lk(workers_mu_);
+    if (stopped_ || !worker_) return Status{ErrorCode::invalid_argument, s.key + " is not running (stopped)"};
+  }
+  const auto st = s.state.load();
+  if (st == InstanceState::stuck) return replace_stuck("RESTART command");
+  if (st != InstanceState::quarantined) {
+    return Status{ErrorCode::invalid_argument,
+                  s.key + " is " + to_string(st) + ", not quarantined or stuck: nothing to restart"};
+  }
+  const auto before = s.restarts.load();
+  s.restart_requested.store(true);
+  // The worker re-creates it within about 10 ms; wait (bounded) to say how it went.
+  for (int i = 0; i < 500 && s.restarts.load() == before; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (s.restarts.load() == before) return std::string("restart requested");
+  if (s.restart_failed.load()) {
+    std::lock_guard elk(s.err_mu);
+    return Status{ErrorCode::internal, s.key + ": restart failed: " + s.last_error};
+  }
+  return std::string("restarted");
 }
 
 bool InstanceRunner::idle() const {
@@ -389,7 +681,7 @@ bool InstanceRunner::idle() const {
   // would keep --exit-when-done waiting for a call that may never return.
   if (st == InstanceState::disabled || st == InstanceState::quarantined || st == InstanceState::stuck) return true;
   std::lock_guard lk(s_->acct);
-  return s_->queued == 0 && s_->in_flight == 0;
+  return s_->queued == 0 && s_->in_flight == s_->retired_in_flight.load();
 }
 
 InstanceFigures InstanceRunner::figures() const {
@@ -409,6 +701,16 @@ InstanceFigures InstanceRunner::figures() const {
   const auto last = s_->last_progress_ns.load();
   f.last_progress_age_s = last == 0 ? -1 : static_cast<double>(mono_ns_now() - last) / 1e9;
   f.state = s_->state.load();
+  f.restarts = s_->restarts.load();
+  f.replaced = s_->replaced.load();
+  const auto due = s_->restart_due_ms.load();
+  f.restart_in_ms = due < 0 ? -1 : std::max<std::int64_t>(0, due - s_->steady());
+  f.restart_delay_ms = s_->restart_delay_ms.load();
+  f.gave_up = s_->gave_up.load();
+  {
+    std::lock_guard lk(s_->err_mu);
+    f.last_error = s_->last_error;
+  }
   return f;
 }
 

@@ -1,5 +1,6 @@
 #include "pipeline/pipeline.hpp"
 
+#include "core/clock.hpp"
 #include "core/log.hpp"
 
 #include <edgert/base_worker.hpp>
@@ -29,6 +30,36 @@ void Pipeline::add_sink(ResultSink sink) { outputs_->add_sink(std::move(sink)); 
 
 void Pipeline::set_pulse_factory(PulseFactory factory) { pulses_ = std::move(factory); }
 
+void Pipeline::set_supervisor(SupervisorSetup setup) {
+  supervisor_ = std::move(setup);
+  if (!supervisor_.history) supervisor_.history = std::make_shared<MemoryRestartHistory>();
+}
+
+// An instance's worker thread: the instance gave up. Its stream counts the give-up;
+// past the stream's intensity within its window, the node is asked to stop.
+void Pipeline::escalate(const std::string& stream, const std::string& key, const std::string& why) {
+  const auto& p = supervisor_.restart.policy_of("stream");
+  if (p.policy == RestartMode::never) return;
+  const auto now = supervisor_.wall_ms ? supervisor_.wall_ms() : detail::wall_clock_ms();
+  const auto window = static_cast<std::int64_t>(std::llround(p.window_s * 1000.0));
+  const std::string id = "stream/" + stream;
+  supervisor_.history->record_restart(id, now, now + window, key + " gave up: " + why);
+  const auto n = supervisor_.history->restarts_since(id, now - window);
+  if (n < p.intensity) {
+    detail::log().error("stream '{}': instance {} gave up ({} of {} within {} s before escalating)", stream, key, n,
+                        p.intensity, p.window_s);
+    return;
+  }
+  const std::string reason = "supervisor: stream '" + stream + "': " + std::to_string(n) +
+                             " instance give-ups within " + std::to_string(static_cast<long long>(p.window_s)) +
+                             " s (intensity " + std::to_string(p.intensity) + "); last: " + key + ": " + why;
+  if (!supervisor_.restart.escalate_to_node || !supervisor_.request_shutdown) {
+    detail::log().error("{} (health.restart.escalate_to_node is false: the node keeps running)", reason);
+    return;
+  }
+  supervisor_.request_shutdown(reason);
+}
+
 Status Pipeline::create(PluginLoader& loader, MetricsRegistry& metrics) {
   std::unique_lock lk(runners_mu_);
   loader_ = &loader;
@@ -37,7 +68,15 @@ Status Pipeline::create(PluginLoader& loader, MetricsRegistry& metrics) {
     std::vector<std::shared_ptr<InstanceRunner>> consumers;
     for (const auto& plugin : stream.plugins) {
       for (const auto& inst : plugin.instances) {
-        auto runner = std::make_shared<InstanceRunner>(stream, plugin, inst, outputs_, rate);
+        Supervision sup;
+        sup.policy = supervisor_.restart.policy_of("instance");
+        sup.history = supervisor_.history;
+        sup.steady_ms = supervisor_.steady_ms;
+        sup.wall_ms = supervisor_.wall_ms;
+        sup.gave_up = [this, name = stream.name](const std::string& key, const std::string& why) {
+          escalate(name, key, why);
+        };
+        auto runner = std::make_shared<InstanceRunner>(stream, plugin, inst, outputs_, rate, std::move(sup));
         if (Status st = runner->create(loader); !st.ok()) {
           instances_.clear();
           streams_.clear();
@@ -92,7 +131,10 @@ Status Pipeline::create(PluginLoader& loader, MetricsRegistry& metrics) {
          {"edgert_instance_last_progress_age_seconds", l, "since the last call returned (-1: never)",
           MetricType::gauge},
          {"edgert_instance_state", l,
-          "0 idle, 1 running, 2 backing_off, 3 stuck, 4 quarantined, 5 stopped, 6 disabled", MetricType::gauge}},
+          "0 idle, 1 running, 2 backing_off, 3 stuck, 4 quarantined, 5 stopped, 6 disabled, 7 restarting",
+          MetricType::gauge},
+         {"edgert_instance_restarts_total", l, "re-creations by the supervisor or RESTART, and stuck replacements",
+          MetricType::counter}},
         [r = i.get()](std::span<double> out) {
           const auto f = r->figures();
           out[0] = static_cast<double>(f.received);
@@ -104,6 +146,7 @@ Status Pipeline::create(PluginLoader& loader, MetricsRegistry& metrics) {
           out[6] = f.latency_p99_ms / 1e3;
           out[7] = f.last_progress_age_s;
           out[8] = static_cast<double>(f.state);
+          out[9] = static_cast<double>(f.restarts);
         }));
   }
   const auto& c = outputs_->counters();
@@ -232,6 +275,53 @@ void Pipeline::destroy() {
   loader_ = nullptr;
 }
 
+Result<std::string> Pipeline::restart(const std::string& component) {
+  std::shared_lock lk(runners_mu_);
+  std::string name = component;
+  bool want_stream = true, want_instance = true;
+  if (name.rfind("instance/", 0) == 0) {
+    name = name.substr(9);
+    want_stream = false;
+  } else if (name.rfind("stream/", 0) == 0) {
+    name = name.substr(7);
+    want_instance = false;
+  }
+  std::vector<std::shared_ptr<InstanceRunner>> named;
+  bool whole_stream = false;
+  for (const auto& i : instances_) {
+    const auto& o = i->origin();
+    if (want_instance && (i->key() == name || o.stream + "/" + o.instance_id == name)) named.push_back(i);
+  }
+  if (named.empty() && want_stream) {
+    for (const auto& i : instances_) {
+      if (i->origin().stream == name) named.push_back(i);
+    }
+    whole_stream = !named.empty();
+  }
+  if (named.empty()) return Status{ErrorCode::not_found, "no instance or stream named '" + component + "'"};
+  json restarted = json::array();
+  json refused = json::object();
+  for (const auto& i : named) {
+    if (whole_stream) {  // a stream restarts what needs it and leaves the running ones alone
+      const auto st = i->figures().state;
+      if (st != InstanceState::quarantined && st != InstanceState::stuck) continue;
+    }
+    auto r = i->restart();
+    if (r.ok()) {
+      restarted.push_back({{"component", i->key()}, {"done", r.value()}});
+    } else {
+      refused[i->key()] = r.status().message();
+    }
+  }
+  if (restarted.empty() && refused.empty()) {
+    return Status{ErrorCode::invalid_argument, "stream '" + name + "': no quarantined or stuck instance to restart"};
+  }
+  if (restarted.empty() && !whole_stream && named.size() == 1) {
+    return Status{ErrorCode::invalid_argument, refused.begin().value().get<std::string>()};
+  }
+  return json{{"restarted", restarted}, {"not_restarted", refused}}.dump();
+}
+
 Status Pipeline::trigger(const std::string& stream) {
   std::shared_lock lk(runners_mu_);
   for (const auto& s : streams_) {
@@ -288,7 +378,13 @@ std::string Pipeline::live_summary_json() const {
                                   {"latency_p50_ms", round3(f.latency_p50_ms)},
                                   {"latency_p99_ms", round3(f.latency_p99_ms)},
                                   {"last_progress_age_s", round3(f.last_progress_age_s)},
-                                  {"state", to_string(f.state)}};
+                                  {"state", to_string(f.state)},
+                                  {"restarts", f.restarts},
+                                  {"replaced", f.replaced},
+                                  {"restart_in_ms", f.restart_in_ms},
+                                  {"restart_delay_ms", f.restart_delay_ms},
+                                  {"gave_up", f.gave_up},
+                                  {"last_error", f.last_error}};
   }
   const auto& c = outputs_->counters();
   doc["outputs"] = {{"results", c.results.load()},       {"error_results", c.error_results.load()},

@@ -12,10 +12,12 @@
 
 #include "pipeline/instance_runner.hpp"
 #include "pipeline/outputs.hpp"
+#include "pipeline/restart_history.hpp"
 #include "pipeline/stream_runner.hpp"
 
 #include <edgert/metrics.hpp>
 #include <edgert/pipeline.hpp>
+#include <edgert/restart_config.hpp>
 #include <edgert/stream_config.hpp>
 #include <edgert/base_worker.hpp>
 #include <edgert/system_runtime.hpp>
@@ -48,6 +50,18 @@ class Pipeline {
   Pipeline(std::string node_id, const PipelineSection& section, const std::vector<StreamConfig>& streams);
   ~Pipeline();
 
+  /// What the supervisor works with (docs/operations.md, "Health and restarts: the
+  /// supervisor"): the policies, the restart history (null: in memory), its clocks
+  /// (empty: steady and wall) and how to ask the host to stop the node (escalation).
+  struct SupervisorSetup {
+    RestartSection restart;
+    std::shared_ptr<RestartHistory> history;
+    std::function<std::int64_t()> steady_ms, wall_ms;
+    std::function<void(const std::string& reason)> request_shutdown;
+  };
+  /// Before create(); the start thread.
+  void set_supervisor(SupervisorSetup setup);
+
   /// Before open(). See Outputs::add_sink.
   void add_sink(ResultSink sink);
   /// Before start_instances(). Each instance and stream worker started gets a pulse
@@ -75,6 +89,13 @@ class Pipeline {
   /// Any thread. Fires one trigger of `stream`. Errors: not_found (no such stream),
   /// invalid_argument (it has no trigger), closed (stopped).
   [[nodiscard]] Status trigger(const std::string& stream);
+  /// Any thread (the command thread); blocks up to a few seconds while a quarantined
+  /// instance is re-created. `component` names an instance ("<stream>/<signature>/<id>",
+  /// "<stream>/<id>" or with an "instance/" prefix) or a stream ("<stream>" or
+  /// "stream/<stream>": its quarantined and stuck instances). Returns JSON
+  /// {"restarted": [...], "not_restarted": {"<key>": "<why>"}}; not_found when nothing
+  /// has that name, invalid_argument when nothing named needed a restart.
+  [[nodiscard]] Result<std::string> restart(const std::string& component);
   /// Any thread. True when every stream has ended and every queue is empty: false
   /// while any stream is endless (live, triggered) or there are no streams.
   bool done() const;
@@ -85,6 +106,7 @@ class Pipeline {
  private:
   std::string live_summary_json() const;
   void monitor();
+  void escalate(const std::string& stream, const std::string& key, const std::string& why);
 
   const PipelineSection& section_;
   const std::vector<StreamConfig>& stream_configs_;
@@ -98,6 +120,7 @@ class Pipeline {
   PluginLoader* loader_ = nullptr;
   PulseFactory pulses_;
   std::vector<MetricsRegistration> registrations_;
+  SupervisorSetup supervisor_;
   std::vector<PeriodicHandle> periodic_;
   mutable std::mutex final_mu_;
   std::string final_summary_;

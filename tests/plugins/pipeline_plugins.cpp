@@ -10,6 +10,10 @@
 // stays inside process() until pl_probe_release() is called (found with dlsym); fail:
 // "error" returns an error, "throw" throws, for the first fail_count calls (0: always);
 // blob_bytes > 0: emits the same {"priority": 3, "blob": "xx..."} every call, built once.
+// block_once: the first instance (since pl_probe_reset_once()) whose process() runs
+// blocks like `block`; the others run normally (a stuck instance and its replacement).
+// pl_probe_created() / pl_probe_destroyed() count objects; pl_probe_destroyed_in_call()
+// counts objects destroyed while one of their process() calls was still running.
 #include <edgert/plugin.hpp>
 
 #include <nlohmann/json.hpp>
@@ -134,6 +138,8 @@ EDGERT_PLUGIN_CLASS(Source, EDGERT_KIND_CAPTURE, "pl_source", "1.0.0", "pipeline
 std::mutex g_mu;
 std::condition_variable g_cv;
 std::uint64_t g_generation = 0;
+std::atomic<int> g_once_claimed{0};
+std::atomic<int> g_created{0}, g_destroyed{0}, g_destroyed_in_call{0};
 
 class Probe : public edgert::sdk::Plugin {
  public:
@@ -145,11 +151,30 @@ class Probe : public edgert::sdk::Plugin {
     fail_count_ = c.value("fail_count", 0);
     emit_ = c.value("emit", true);
     if (const int n = c.value("blob_bytes", 0); n > 0) blob_ = json{{"priority", 3}, {"blob", std::string(n, 'x')}}.dump();
+    block_once_ = c.value("block_once", false);
+    g_created.fetch_add(1);
     std::lock_guard lk(g_mu);
     generation_ = g_generation;
   }
+  ~Probe() override {
+    if (in_call_.load()) g_destroyed_in_call.fetch_add(1);
+    g_destroyed.fetch_add(1);
+  }
   void process(const edgert::sdk::Input& in) override {
+    struct InCall {
+      std::atomic<bool>& flag;
+      explicit InCall(std::atomic<bool>& f) : flag(f) { flag.store(true); }
+      ~InCall() { flag.store(false); }
+    } in_call(in_call_);
     ++calls_;
+    if (block_once_ && !claimed_) {
+      int expected = 0;
+      claimed_ = true;
+      if (g_once_claimed.compare_exchange_strong(expected, 1)) {
+        std::unique_lock lk(g_mu);
+        g_cv.wait(lk, [this] { return g_generation != generation_; });
+      }
+    }
     if (block_) {
       std::unique_lock lk(g_mu);
       g_cv.wait(lk, [this] { return g_generation != generation_; });
@@ -179,7 +204,8 @@ class Probe : public edgert::sdk::Plugin {
 
  private:
   int sleep_ms_, fail_count_;
-  bool block_, emit_;
+  bool block_, emit_, block_once_ = false, claimed_ = false;
+  std::atomic<bool> in_call_{false};
   std::string fail_;
   std::string blob_;
   std::int64_t calls_ = 0;
@@ -187,6 +213,11 @@ class Probe : public edgert::sdk::Plugin {
 };
 
 }  // namespace
+
+extern "C" __attribute__((visibility("default"))) void pl_probe_reset_once() { g_once_claimed.store(0); }
+extern "C" __attribute__((visibility("default"))) int pl_probe_created() { return g_created.load(); }
+extern "C" __attribute__((visibility("default"))) int pl_probe_destroyed() { return g_destroyed.load(); }
+extern "C" __attribute__((visibility("default"))) int pl_probe_destroyed_in_call() { return g_destroyed_in_call.load(); }
 
 // Lets a test end a `block: true` call: dlopen(RTLD_NOLOAD) + dlsym.
 extern "C" __attribute__((visibility("default"))) void pl_probe_release() {
@@ -198,6 +229,7 @@ extern "C" __attribute__((visibility("default"))) void pl_probe_release() {
 EDGERT_PLUGIN_CLASS(Probe, EDGERT_KIND_BUSINESS, "pl_probe", "1.0.0", "pipeline test consumer",
                     R"({"sleep_ms": {"type": "integer", "default": 0, "minimum": 0},
                         "block": {"type": "boolean", "default": false},
+                        "block_once": {"type": "boolean", "default": false},
                         "fail": {"type": "string", "default": "none", "enum": ["none", "error", "throw"]},
                         "fail_count": {"type": "integer", "default": 0, "minimum": 0},
                         "emit": {"type": "boolean", "default": true},
