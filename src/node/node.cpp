@@ -18,9 +18,9 @@
 #include "pipeline/pipeline.hpp"
 #include "plugins/search_paths.hpp"
 
-#include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
