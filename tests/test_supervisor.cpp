@@ -1,4 +1,4 @@
-// The supervisor (docs/operations.md, "Health and restarts: the supervisor"): the
+// The supervisor (docs/operations.md, "Health and restarts", "The supervisor"): the
 // restart policy's arithmetic (RestartPolicy, compiled in), the `health.restart`
 // configuration, and through a real node with the pl_source/pl_probe plugins: a
 // crash-looping instance re-created on its back-off schedule (injected clocks) until its

@@ -1,6 +1,6 @@
 // The `health:` configuration section (docs/configuration.md, "health"): the component
 // registry's sweep (docs/registry.md, "Wiring into the Node") and the supervisor's
-// restart policies (docs/operations.md, "Health and restarts: the supervisor").
+// restart policies (docs/operations.md, "Health and restarts", "The supervisor").
 // Ranges are enforced by load_config(); values read from a Config are in range.
 #pragma once
 

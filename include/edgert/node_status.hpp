@@ -1,7 +1,7 @@
 // NodeStatus: what `edgert-node status` shows about a node, read from its data_dir by
 // another process while the node runs (or after it stopped or died): the node row and
 // component rows of <data_dir>/registry.db, judged, and the mailbox's totals.
-// Guide: docs/operations.md, "Health and restarts: `edgert-node status`".
+// Guide: docs/operations.md, "Health and restarts", "`edgert-node status`".
 //
 // Reading takes no lock of the data_dir and writes nothing: registry.db is opened
 // read-only (SQLITE_OPEN_READONLY; WAL lets it read beside the node's writer) and

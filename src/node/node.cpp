@@ -464,7 +464,7 @@ Result<std::unique_ptr<Node>> Node::create(Config config, NodeOptions options) {
   impl->pipeline = std::make_unique<pipeline::Pipeline>(impl->config.node.id, impl->config.pipeline,
                                                        impl->config.streams);
   {
-    // The supervisor (docs/operations.md, "Health and restarts: the supervisor").
+    // The supervisor (docs/operations.md, "Health and restarts", "The supervisor").
     // Restart history: registry.db's restart_history table (node_store.hpp), kept for
     // the longest restart window, so a node restart remembers a crash-looping plugin.
     pipeline::Pipeline::SupervisorSetup sup;

@@ -3,7 +3,7 @@
 // inputs; the instance's worker runs process() with its pacing, back-off and
 // quarantine; the pipeline's monitor flags calls that got stuck.
 //
-// Supervision (docs/operations.md, "Health and restarts: the supervisor"): a
+// Supervision (docs/operations.md, "Health and restarts", "The supervisor"): a
 // quarantined instance is destroyed and re-created through the plugin's destroy/create
 // on its worker thread, on the back-off of its RestartPolicy, until the intensity is
 // spent; then it stays quarantined until restart() (the RESTART command). A call stuck
