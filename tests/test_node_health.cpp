@@ -136,7 +136,7 @@ TEST_CASE("a family collector reports the series it produces at each snapshot", 
   auto reg = m.register_family_collector(
       {{"test_rows", "rows", edgert::MetricType::gauge}, {"test_restarts_total", "restarts", edgert::MetricType::counter}},
       [&](std::vector<edgert::FamilySample>& out) {
-        for (int i = 0; i < rows; ++i) out.push_back({0, {{"name", "r" + std::to_string(i)}}, 1.0 * i});
+        for (int i = 0; i < rows; ++i) out.push_back({0, {{"name", std::string("r").append(std::to_string(i))}}, 1.0 * i});  // not "r" + ...: gcc 12 -O3's false -Wrestrict
         out.push_back({1, {{"name", "r0"}}, 7});
         out.push_back({1, {{"name", "r0"}}, 8});     // a duplicate: skipped, counted
         out.push_back({5, {{"name", "x"}}, 1});      // no such family: skipped, counted
