@@ -46,6 +46,7 @@ LifecycleHooks NodeStore::hooks() {
     ro.heartbeat_period = interval_;
     self_ = registry_.register_component("registry.db", "store", {{"path", o.path}}, ro);
     o.after_batch = [this](const Status& st) {
+      std::lock_guard lk(self_mu_);  // stop() releases self_ while this thread may be in a batch
       if (st.ok()) {
         self_.beat();
         if (self_state_ != SelfState::writing && self_.valid()) {
@@ -85,8 +86,12 @@ LifecycleHooks NodeStore::hooks() {
   h.stop = [this] {
     if (!store_) return;
     view_.store(nullptr);
-    // Released first, so the last write shows the store's own row stopped too.
-    self_.reset();
+    // Released first, so the last write shows the store's own row stopped too; under
+    // self_mu_, since the store's thread may be in after_batch (TSan found the race).
+    {
+      std::lock_guard lk(self_mu_);
+      self_.reset();
+    }
     store_->stop();  // the last batch: node `stopped`; its figures stay for the final snapshot
   };
   return h;

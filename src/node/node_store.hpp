@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 
 namespace edgert::node {
@@ -52,6 +53,7 @@ class NodeStore {
   const std::chrono::milliseconds interval_;
   std::unique_ptr<detail::RegistryStore> store_;
   std::atomic<detail::RegistryStore*> view_{nullptr};
+  std::mutex self_mu_;  // self_ and self_state_: the store's thread (after_batch) and stop()
   ComponentHandle self_;
   enum class SelfState { fresh, writing, failing };
   SelfState self_state_ = SelfState::fresh;  // only touched by after_batch (one batch at a time)
